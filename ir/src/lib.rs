@@ -1,0 +1,26 @@
+//! terafab's tensor IR.
+//!
+//! - [`dtype`], [`shape`], [`tensor`]: element types, (symbolic) shapes with numpy
+//!   broadcasting, and shared typed tensor buffers.
+//! - [`op`]: the small core op set every frontend lowers to and every backend implements.
+//! - [`graph`]: modules, functions, regions and nodes in SSA form.
+//! - [`infer`]: the type and shape rule of every op.
+//! - [`verify`]: the verifier (SSA, dominance, names, types and attributes of every op).
+//! - [`print`] and [`parse`]: the text form, which round-trips exactly.
+//! - [`interp`]: the reference interpreter, the oracle every backend is tested against.
+//! - [`npy`]: reading and writing numpy `.npy` files.
+
+pub mod dtype;
+pub mod graph;
+pub mod infer;
+pub mod op;
+pub mod shape;
+pub mod tensor;
+
+pub use half;
+
+pub use dtype::DType;
+pub use graph::{Function, Module, Node, Region, TensorType, ValueId, ValueInfo, ValueTable};
+pub use op::{Attr, BinaryOp, CompareOp, Op, ReduceKind, ScatterMode, UnaryOp};
+pub use shape::{Dim, Shape};
+pub use tensor::{Data, Element, Tensor, TensorError};
