@@ -46,6 +46,11 @@ if command -v flock >/dev/null; then
     is_complete && finish
 fi
 rm -rf "$out".tmp.* "$out".old.* # leftovers of interrupted runs (we hold the lock)
+# Only ever replace an existing $out that is empty or a (stale) generation of ours.
+if [[ -d $out && ! -f $out/manifest.json && -n "$(ls -A "$out")" ]] || [[ -e $out && ! -d $out ]]; then
+    log "ERROR: $out exists and does not look like generated ONNX cases; not replacing it"
+    exit 1
+fi
 SECONDS=0
 
 # --- venv (recreated if its ready-marker is missing/stale or it cannot import onnx)
@@ -68,14 +73,7 @@ log "generating cases into $tmp"
 "$venv/bin/python" "$here/onnx_testdata.py" "$tmp"
 printf '%s\n' "$stamp" >"$tmp/.terafab-complete"
 
-if [[ -e $out ]]; then
-    # Only replace a directory that is ours (stale generation) or empty.
-    if [[ ! -f $out/manifest.json && -n "$(ls -A "$out")" ]]; then
-        log "ERROR: $out exists and does not look like generated ONNX cases; not replacing it"
-        exit 1
-    fi
-    mv -T "$out" "$out.old.$$"
-fi
+if [[ -e $out ]]; then mv -T "$out" "$out.old.$$"; fi # stale generation (checked above)
 mv -T "$tmp" "$out" # rename(2): the marker appears together with the data
 rm -rf "$out.old.$$"
 log "done in ${SECONDS}s: $(du -sh "$out" | cut -f1) in $out"

@@ -24,3 +24,8 @@ pub use graph::{Function, Module, Node, Region, TensorType, ValueId, ValueInfo, 
 pub use op::{Attr, BinaryOp, CompareOp, Op, ReduceKind, ScatterMode, UnaryOp};
 pub use shape::{Dim, Shape};
 pub use tensor::{Data, Element, Tensor, TensorError};
+pub mod interp;
+pub mod npy;
+pub mod parse;
+pub mod print;
+pub mod verify;

@@ -1,0 +1,405 @@
+//! The reference interpreter: the oracle every backend is tested against.
+//!
+//! Plain and obviously correct rather than fast. [`run_function`] binds symbolic dims from the
+//! inputs, runs the nodes in order (regions of `if`/`loop` included), checks every result against
+//! its declared type, and reports errors naming the node. [`eval_op`] evaluates one region-free op.
+//!
+//! Semantics are documented on [`crate::op::Op`]; the kernels are grouped by family:
+//! [`elementwise`] (unary, binary, compare, select, convert, iota), [`movement`] (broadcast,
+//! reshape, transpose, slice, reverse, concat, pad, gather, scatter), [`reduce`] (reductions,
+//! arg-reductions, cumulative, sort) and [`linalg`] (dot_general, conv, reduce_window).
+
+pub mod elementwise;
+pub mod linalg;
+pub mod movement;
+pub mod reduce;
+
+use std::collections::HashMap;
+
+use crate::graph::{Function, Node, Region, TensorType, ValueId};
+use crate::op::Op;
+use crate::shape::{Dim, Shape};
+use crate::tensor::{Tensor, TensorError};
+
+/// Symbolic dims bound to extents while running a function.
+pub type Bindings = HashMap<String, usize>;
+
+/// An error while interpreting.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum InterpError {
+    /// An op was given operands it is not defined on (wrong dtype, rank, shape...).
+    #[error("{0}")]
+    Invalid(String),
+    /// A run-time failure of a well-typed program (index out of range, ...).
+    #[error("{0}")]
+    Runtime(String),
+    #[error(transparent)]
+    Tensor(#[from] TensorError),
+    #[error("expected {expected} inputs, got {actual}")]
+    InputCount { expected: usize, actual: usize },
+    #[error("input `{name}`: expected {expected}, got {dtype}{shape:?}")]
+    InputType {
+        name: String,
+        expected: TensorType,
+        dtype: crate::DType,
+        shape: Vec<usize>,
+    },
+    #[error("symbolic dim `{0}` is not bound by any input")]
+    Unbound(String),
+    /// An error inside a node, with the node's op, source name and first result.
+    #[error("in `{op}` (value %{value}{}): {source}", node.as_ref().map(|n| format!(", node \"{n}\"")).unwrap_or_default())]
+    AtNode {
+        op: &'static str,
+        value: String,
+        node: Option<String>,
+        #[source]
+        source: Box<InterpError>,
+    },
+}
+
+/// Shorthand for an [`InterpError::Invalid`].
+pub(crate) fn invalid(msg: impl Into<String>) -> InterpError {
+    InterpError::Invalid(msg.into())
+}
+
+/// Resolve a (possibly symbolic) shape with the bindings.
+pub fn resolve_shape(shape: &Shape, bind: &Bindings) -> Result<Vec<usize>, InterpError> {
+    shape
+        .dims()
+        .iter()
+        .map(|d| match d {
+            Dim::Static(n) => Ok(*n),
+            Dim::Sym(s) => bind.get(s).copied().ok_or_else(|| InterpError::Unbound(s.clone())),
+        })
+        .collect()
+}
+
+/// Evaluate one op without regions on concrete operands.
+pub fn eval_op(op: &Op, inputs: &[Tensor], bind: &Bindings) -> Result<Vec<Tensor>, InterpError> {
+    let arity = |n: usize| -> Result<(), InterpError> {
+        if inputs.len() == n {
+            Ok(())
+        } else {
+            Err(invalid(format!("`{}` takes {n} operands, got {}", op.name(), inputs.len())))
+        }
+    };
+    let one = |t: Tensor| Ok(vec![t]);
+    match op {
+        Op::Constant { value } => {
+            arity(0)?;
+            one(value.clone())
+        }
+        Op::Iota { dtype, shape, axis } => {
+            arity(0)?;
+            one(elementwise::iota(*dtype, &resolve_shape(shape, bind)?, *axis)?)
+        }
+        Op::Unary(u) => {
+            arity(1)?;
+            one(elementwise::unary(*u, &inputs[0])?)
+        }
+        Op::Binary(b) => {
+            arity(2)?;
+            one(elementwise::binary(*b, &inputs[0], &inputs[1])?)
+        }
+        Op::Compare(c) => {
+            arity(2)?;
+            one(elementwise::compare(*c, &inputs[0], &inputs[1])?)
+        }
+        Op::Select => {
+            arity(3)?;
+            one(elementwise::select(&inputs[0], &inputs[1], &inputs[2])?)
+        }
+        Op::Convert { to } => {
+            arity(1)?;
+            one(elementwise::convert(&inputs[0], *to)?)
+        }
+        Op::Broadcast { shape } => {
+            arity(1)?;
+            one(movement::broadcast(&inputs[0], &resolve_shape(shape, bind)?)?)
+        }
+        Op::Reshape { shape } => {
+            arity(1)?;
+            one(movement::reshape(&inputs[0], &resolve_shape(shape, bind)?)?)
+        }
+        Op::Transpose { perm } => {
+            arity(1)?;
+            one(movement::transpose(&inputs[0], perm)?)
+        }
+        Op::Slice { start, limit, stride } => {
+            arity(1)?;
+            one(movement::slice(&inputs[0], start, limit, stride)?)
+        }
+        Op::Reverse { axes } => {
+            arity(1)?;
+            one(movement::reverse(&inputs[0], axes)?)
+        }
+        Op::Concat { axis } => one(movement::concat(inputs, *axis)?),
+        Op::Pad { low, high, interior } => {
+            arity(2)?;
+            one(movement::pad(&inputs[0], &inputs[1], low, high, interior)?)
+        }
+        Op::Gather { axis } => {
+            arity(2)?;
+            one(movement::gather(&inputs[0], &inputs[1], *axis)?)
+        }
+        Op::Scatter { mode } => {
+            arity(3)?;
+            one(movement::scatter(&inputs[0], &inputs[1], &inputs[2], *mode)?)
+        }
+        Op::Reduce { kind, axes, keep_dims } => {
+            arity(1)?;
+            one(reduce::reduce(&inputs[0], *kind, axes, *keep_dims)?)
+        }
+        Op::ArgReduce { is_max, axis, keep_dims, select_last } => {
+            arity(1)?;
+            one(reduce::arg_reduce(&inputs[0], *is_max, *axis, *keep_dims, *select_last)?)
+        }
+        Op::Cumulative { kind, axis, exclusive, reverse } => {
+            arity(1)?;
+            one(reduce::cumulative(&inputs[0], *kind, *axis, *exclusive, *reverse)?)
+        }
+        Op::Sort { axis, descending } => {
+            arity(1)?;
+            let (v, i) = reduce::sort(&inputs[0], *axis, *descending)?;
+            Ok(vec![v, i])
+        }
+        Op::DotGeneral { lhs_batch, rhs_batch, lhs_contract, rhs_contract } => {
+            arity(2)?;
+            one(linalg::dot_general(
+                &inputs[0],
+                &inputs[1],
+                lhs_batch,
+                rhs_batch,
+                lhs_contract,
+                rhs_contract,
+            )?)
+        }
+        Op::Conv { stride, pad_low, pad_high, lhs_dilation, rhs_dilation, groups } => {
+            arity(2)?;
+            one(linalg::conv(
+                &inputs[0],
+                &inputs[1],
+                &linalg::ConvParams {
+                    stride,
+                    pad_low,
+                    pad_high,
+                    lhs_dilation,
+                    rhs_dilation,
+                    groups: *groups,
+                },
+            )?)
+        }
+        Op::ReduceWindow { kind, window, stride, dilation, pad_low, pad_high } => {
+            arity(1)?;
+            one(linalg::reduce_window(
+                &inputs[0],
+                *kind,
+                &linalg::WindowParams { window, stride, dilation, pad_low, pad_high },
+            )?)
+        }
+        Op::If | Op::Loop => Err(invalid(format!(
+            "`{}` has regions: run it through run_function",
+            op.name()
+        ))),
+    }
+}
+
+/// Bound on loop iterations, so a runaway `loop` reports an error instead of hanging.
+pub const MAX_LOOP_ITERATIONS: u64 = 1 << 24;
+
+/// Run a function on concrete inputs (one per parameter, in order); returns its results.
+pub fn run_function(f: &Function, inputs: &[Tensor]) -> Result<Vec<Tensor>, InterpError> {
+    let params = f.inputs();
+    if params.len() != inputs.len() {
+        return Err(InterpError::InputCount { expected: params.len(), actual: inputs.len() });
+    }
+    let mut bind = Bindings::new();
+    for (&p, t) in params.iter().zip(inputs) {
+        let info = f.values.get(p);
+        if !bind_type(&info.ty, t, &mut bind) {
+            return Err(InterpError::InputType {
+                name: info.name.clone(),
+                expected: info.ty.clone(),
+                dtype: t.dtype(),
+                shape: t.shape().to_vec(),
+            });
+        }
+    }
+    let mut env = Env { f, vals: HashMap::new(), bind };
+    env.run_region(&f.body, inputs.to_vec())
+}
+
+/// Check a tensor against a declared type, binding unbound symbols; false on mismatch.
+fn bind_type(ty: &TensorType, t: &Tensor, bind: &mut Bindings) -> bool {
+    if ty.dtype != t.dtype() || ty.shape.rank() != t.rank() {
+        return false;
+    }
+    for (d, &n) in ty.shape.dims().iter().zip(t.shape()) {
+        match d {
+            Dim::Static(s) if *s != n => return false,
+            Dim::Static(_) => {}
+            Dim::Sym(s) => {
+                if *bind.entry(s.clone()).or_insert(n) != n {
+                    return false;
+                }
+            }
+        }
+    }
+    true
+}
+
+struct Env<'f> {
+    f: &'f Function,
+    vals: HashMap<ValueId, Tensor>,
+    bind: Bindings,
+}
+
+impl Env<'_> {
+    fn get(&self, v: ValueId) -> Result<Tensor, InterpError> {
+        self.vals.get(&v).cloned().ok_or_else(|| {
+            invalid(format!("value %{} is used before it is defined", self.f.values.name(v)))
+        })
+    }
+
+    fn run_region(&mut self, r: &Region, args: Vec<Tensor>) -> Result<Vec<Tensor>, InterpError> {
+        if r.params.len() != args.len() {
+            return Err(invalid(format!(
+                "region takes {} arguments, got {}",
+                r.params.len(),
+                args.len()
+            )));
+        }
+        for (&p, t) in r.params.iter().zip(args) {
+            self.vals.insert(p, t);
+        }
+        for node in &r.nodes {
+            self.run_node(node).map_err(|e| InterpError::AtNode {
+                op: node.op.name(),
+                value: node
+                    .outputs
+                    .first()
+                    .map(|&v| self.f.values.name(v).to_string())
+                    .unwrap_or_default(),
+                node: node.name.clone(),
+                source: Box::new(e),
+            })?;
+        }
+        r.results.iter().map(|&v| self.get(v)).collect()
+    }
+
+    fn run_node(&mut self, node: &Node) -> Result<(), InterpError> {
+        let inputs = node.inputs.iter().map(|&v| self.get(v)).collect::<Result<Vec<_>, _>>()?;
+        let outputs = match node.op {
+            Op::If => self.run_if(node, &inputs)?,
+            Op::Loop => self.run_loop(node, inputs)?,
+            _ => eval_op(&node.op, &inputs, &self.bind)?,
+        };
+        if outputs.len() != node.outputs.len() {
+            return Err(invalid(format!(
+                "produced {} results, {} declared",
+                outputs.len(),
+                node.outputs.len()
+            )));
+        }
+        for (&v, t) in node.outputs.iter().zip(outputs) {
+            let ty = self.f.values.ty(v);
+            if !bind_type(ty, &t, &mut self.bind) {
+                return Err(invalid(format!(
+                    "result %{} is {}{:?} but is declared {ty}",
+                    self.f.values.name(v),
+                    t.dtype(),
+                    t.shape()
+                )));
+            }
+            self.vals.insert(v, t);
+        }
+        Ok(())
+    }
+
+    fn run_if(&mut self, node: &Node, inputs: &[Tensor]) -> Result<Vec<Tensor>, InterpError> {
+        let [cond] = inputs else {
+            return Err(invalid("`if` takes one operand"));
+        };
+        let c = scalar_bool(cond).ok_or_else(|| invalid("`if` condition must be a one-element bool tensor"))?;
+        let [then_r, else_r] = &node.regions[..] else {
+            return Err(invalid("`if` needs two regions"));
+        };
+        self.run_region(if c { then_r } else { else_r }, vec![])
+    }
+
+    fn run_loop(&mut self, node: &Node, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, InterpError> {
+        let [body] = &node.regions[..] else {
+            return Err(invalid("`loop` needs one region"));
+        };
+        if inputs.len() < 2 {
+            return Err(invalid("`loop` takes a trip count, a condition and carried values"));
+        }
+        let max_trip = inputs[0]
+            .to_i64_vec()
+            .filter(|v| v.len() == 1)
+            .ok_or_else(|| invalid("`loop` trip count must be a one-element integer tensor"))?[0];
+        let mut cond = scalar_bool(&inputs[1])
+            .ok_or_else(|| invalid("`loop` condition must be a one-element bool tensor"))?;
+        let mut carried: Vec<Tensor> = inputs[2..].to_vec();
+        let n_scan = body
+            .results
+            .len()
+            .checked_sub(1 + carried.len())
+            .ok_or_else(|| invalid("`loop` body yields fewer values than it carries"))?;
+        let mut scans: Vec<Vec<Tensor>> = vec![Vec::new(); n_scan];
+        let mut i: i64 = 0;
+        while i < max_trip && cond {
+            if i as u64 >= MAX_LOOP_ITERATIONS {
+                return Err(InterpError::Runtime(format!(
+                    "`loop` ran more than {MAX_LOOP_ITERATIONS} iterations"
+                )));
+            }
+            let mut args = vec![Tensor::scalar(i), Tensor::scalar(cond)];
+            args.extend(carried);
+            let mut out = self.run_region(body, args)?.into_iter();
+            cond = scalar_bool(&out.next().expect("counted above"))
+                .ok_or_else(|| invalid("`loop` body must yield a one-element bool condition"))?;
+            carried = out.by_ref().take(inputs.len() - 2).collect();
+            for (s, t) in scans.iter_mut().zip(out) {
+                s.push(t);
+            }
+            i += 1;
+        }
+        let mut results = carried;
+        for (k, s) in scans.into_iter().enumerate() {
+            results.push(stack(s, self.f.values.ty(node.outputs[results.len()]), k)?);
+        }
+        Ok(results)
+    }
+}
+
+/// Stack per-iteration scan values along a new leading dim.
+fn stack(items: Vec<Tensor>, declared: &TensorType, k: usize) -> Result<Tensor, InterpError> {
+    let Some(first) = items.first() else {
+        // No iteration ran: an empty tensor whose trailing dims come from the declared type.
+        let mut dims = vec![0];
+        for d in declared.shape.dims().iter().skip(1) {
+            dims.push(d.as_static().ok_or_else(|| {
+                invalid(format!("scan output {k} of a zero-trip loop has a symbolic dim"))
+            })?);
+        }
+        return Ok(Tensor::zeros(declared.dtype, &dims)?);
+    };
+    if items.iter().any(|t| t.shape() != first.shape() || t.dtype() != first.dtype()) {
+        return Err(invalid(format!("scan output {k} changes shape between iterations")));
+    }
+    let mut reshaped = Vec::with_capacity(items.len());
+    for t in &items {
+        let mut dims = vec![1];
+        dims.extend_from_slice(t.shape());
+        reshaped.push(t.reshaped(dims)?);
+    }
+    movement::concat(&reshaped, 0)
+}
+
+fn scalar_bool(t: &Tensor) -> Option<bool> {
+    match t.as_slice::<bool>() {
+        Some([b]) => Some(*b),
+        _ => None,
+    }
+}
