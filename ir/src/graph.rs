@@ -102,6 +102,20 @@ impl ValueTable {
             .expect("some suffix is free")
     }
 
+    /// Rename a value; false (and no change) if `name` is taken by another value.
+    pub fn rename(&mut self, id: ValueId, name: &str) -> bool {
+        if self.values[id.index()].name == name {
+            return true;
+        }
+        if self.names.contains(name) {
+            return false;
+        }
+        let old = std::mem::replace(&mut self.values[id.index()].name, name.to_string());
+        self.names.remove(&old);
+        self.names.insert(name.to_string());
+        true
+    }
+
     pub fn get(&self, id: ValueId) -> &ValueInfo {
         &self.values[id.index()]
     }

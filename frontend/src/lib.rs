@@ -1,0 +1,154 @@
+//! terafab's frontend: loads a model file into a verified [`Module`].
+//!
+//! [`load_model`] picks the format from the file extension (see [`SUPPORTED_FORMATS`]):
+//!
+//! - `.tfir`: the terafab IR text form, parsed with [`terafab_ir::parse::parse_module`].
+//!
+//! Every loaded module has passed [`terafab_ir::verify::verify_module`], so passes, backends
+//! and the interpreter may rely on it being well formed.
+
+pub mod onnx;
+pub mod ops;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use terafab_ir::Module;
+use terafab_ir::parse::ParseError;
+use terafab_ir::verify::VerifyError;
+
+/// A model format the frontend reads.
+#[derive(Debug, Clone, Copy)]
+pub struct Format {
+    /// The file extension, without the dot, matched ASCII case-insensitively.
+    pub extension: &'static str,
+    pub description: &'static str,
+    /// Turn the file's bytes into a module (not yet verified); `path` is for error messages.
+    load: fn(&Path, Vec<u8>) -> Result<Module, FrontendError>,
+}
+
+/// Every format [`load_model`] reads, in the order error messages list them.
+pub const SUPPORTED_FORMATS: &[Format] = &[Format {
+    extension: "tfir",
+    description: "terafab IR text",
+    load: parse_tfir,
+}];
+
+/// The supported formats as a human-readable list: `.tfir (terafab IR text)`.
+pub struct SupportedFormats;
+
+impl fmt::Display for SupportedFormats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, fmt) in SUPPORTED_FORMATS.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, ".{} ({})", fmt.extension, fmt.description)?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a model could not be loaded. Every variant names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum FrontendError {
+    #[error("cannot read model file `{}`", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{}` is a directory, not a model file", path.display())]
+    IsDirectory { path: PathBuf },
+    #[error(
+        "`{}`: unknown model format{}; supported formats: {SupportedFormats}",
+        path.display(),
+        extension_note(path)
+    )]
+    UnknownFormat { path: PathBuf },
+    #[error("model file `{}` is not valid UTF-8 text", path.display())]
+    NotUtf8 {
+        path: PathBuf,
+        #[source]
+        source: std::string::FromUtf8Error,
+    },
+    #[error("cannot parse `{}`", path.display())]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: Box<ParseError>,
+    },
+    #[error("`{}` is not a valid terafab module", path.display())]
+    Verify {
+        path: PathBuf,
+        #[source]
+        source: Box<VerifyError>,
+    },
+}
+
+impl FrontendError {
+    /// The model file the error is about.
+    pub fn path(&self) -> &Path {
+        match self {
+            FrontendError::Io { path, .. }
+            | FrontendError::IsDirectory { path }
+            | FrontendError::UnknownFormat { path }
+            | FrontendError::NotUtf8 { path, .. }
+            | FrontendError::Parse { path, .. }
+            | FrontendError::Verify { path, .. } => path,
+        }
+    }
+}
+
+fn extension_note(path: &Path) -> String {
+    match path.extension() {
+        Some(ext) => format!(" (extension `.{}`)", ext.to_string_lossy()),
+        None => " (no file extension)".to_string(),
+    }
+}
+
+/// The supported format of a path, from its extension (ASCII case-insensitive).
+pub fn format_of(path: &Path) -> Option<&'static Format> {
+    let ext = path.extension()?.to_str()?;
+    SUPPORTED_FORMATS
+        .iter()
+        .find(|f| f.extension.eq_ignore_ascii_case(ext))
+}
+
+/// Load a model file into a verified module, picking the format from the file extension.
+pub fn load_model(path: &Path) -> Result<Module, FrontendError> {
+    let meta = std::fs::metadata(path).map_err(|source| FrontendError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if meta.is_dir() {
+        return Err(FrontendError::IsDirectory {
+            path: path.to_path_buf(),
+        });
+    }
+    let format = format_of(path).ok_or_else(|| FrontendError::UnknownFormat {
+        path: path.to_path_buf(),
+    })?;
+    let bytes = std::fs::read(path).map_err(|source| FrontendError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let module = (format.load)(path, bytes)?;
+    terafab_ir::verify::verify_module(&module).map_err(|source| FrontendError::Verify {
+        path: path.to_path_buf(),
+        source: Box::new(source),
+    })?;
+    Ok(module)
+}
+
+/// Parse IR text read from `path`.
+fn parse_tfir(path: &Path, bytes: Vec<u8>) -> Result<Module, FrontendError> {
+    let text = String::from_utf8(bytes).map_err(|source| FrontendError::NotUtf8 {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    terafab_ir::parse::parse_module(&text).map_err(|source| FrontendError::Parse {
+        path: path.to_path_buf(),
+        source: Box::new(source),
+    })
+}
