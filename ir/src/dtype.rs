@@ -106,7 +106,9 @@ impl fmt::Display for DType {
 
 /// Error for an unknown element type name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown element type `{0}` (expected one of f64 f32 f16 bf16 i8 i16 i32 i64 u8 u16 u32 u64 bool)")]
+#[error(
+    "unknown element type `{0}` (expected one of f64 f32 f16 bf16 i8 i16 i32 i64 u8 u16 u32 u64 bool)"
+)]
 pub struct UnknownDType(pub String);
 
 impl FromStr for DType {

@@ -30,11 +30,17 @@ impl TensorType {
     }
 
     pub fn from_static(dtype: DType, dims: &[usize]) -> Self {
-        TensorType { dtype, shape: Shape::from_static(dims) }
+        TensorType {
+            dtype,
+            shape: Shape::from_static(dims),
+        }
     }
 
     pub fn scalar(dtype: DType) -> Self {
-        TensorType { dtype, shape: Shape::scalar() }
+        TensorType {
+            dtype,
+            shape: Shape::scalar(),
+        }
     }
 }
 
@@ -93,7 +99,11 @@ impl ValueTable {
             return hint.to_string();
         }
         let base = if hint.is_empty() { "" } else { hint };
-        let sep = if base.is_empty() || base.ends_with(|c: char| c.is_ascii_digit()) { "_" } else { "." };
+        let sep = if base.is_empty() || base.ends_with(|c: char| c.is_ascii_digit()) {
+            "_"
+        } else {
+            "."
+        };
         let sep = if base.is_empty() { "" } else { sep };
         (self.values.len()..)
             .chain(0..)
@@ -146,7 +156,10 @@ impl ValueTable {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (ValueId, &ValueInfo)> {
-        self.values.iter().enumerate().map(|(i, v)| (ValueId(i as u32), v))
+        self.values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (ValueId(i as u32), v))
     }
 
     /// Find a value by name.
@@ -242,7 +255,9 @@ impl Function {
         name: Option<String>,
     ) -> Vec<ValueId> {
         let Function { values, body, .. } = self;
-        push_node(values, body, op, inputs, out_types, out_names, regions, name)
+        push_node(
+            values, body, op, inputs, out_types, out_names, regions, name,
+        )
     }
 
     /// Visit every node, nested regions included.
@@ -275,7 +290,13 @@ pub fn push_node(
         .enumerate()
         .map(|(i, ty)| values.add(out_names.get(i).copied().unwrap_or(""), ty))
         .collect();
-    region.nodes.push(Node { op, inputs, outputs: outputs.clone(), regions, name });
+    region.nodes.push(Node {
+        op,
+        inputs,
+        outputs: outputs.clone(),
+        regions,
+        name,
+    });
     outputs
 }
 
@@ -300,11 +321,13 @@ impl Module {
     }
 
     pub fn entry_mut(&mut self) -> Option<&mut Function> {
-        let i = self
-            .functions
-            .iter()
-            .position(|f| f.name == "main")
-            .or(if self.functions.is_empty() { None } else { Some(0) })?;
+        let i = self.functions.iter().position(|f| f.name == "main").or(
+            if self.functions.is_empty() {
+                None
+            } else {
+                Some(0)
+            },
+        )?;
         self.functions.get_mut(i)
     }
 }
@@ -322,7 +345,10 @@ mod tests {
         let b = t.add("x", ty.clone());
         let c = t.add("", ty.clone());
         let d = t.add("", ty.clone());
-        let names: HashSet<_> = [a, b, c, d].iter().map(|&v| t.name(v).to_string()).collect();
+        let names: HashSet<_> = [a, b, c, d]
+            .iter()
+            .map(|&v| t.name(v).to_string())
+            .collect();
         assert_eq!(names.len(), 4);
         assert_eq!(t.name(a), "x");
         assert_eq!(t.lookup("x"), Some(a));
@@ -334,7 +360,14 @@ mod tests {
         let mut f = Function::new("main");
         let ty = TensorType::from_static(DType::F32, &[2]);
         let x = f.add_input("x", ty.clone());
-        let y = f.push(Op::Binary(BinaryOp::Add), vec![x, x], vec![ty], &["y"], vec![], None);
+        let y = f.push(
+            Op::Binary(BinaryOp::Add),
+            vec![x, x],
+            vec![ty],
+            &["y"],
+            vec![],
+            None,
+        );
         f.add_output("y", y[0]);
         assert_eq!(f.num_nodes(), 1);
         assert_eq!(f.values.name(y[0]), "y");

@@ -60,12 +60,18 @@ pub fn infer_with_regions(
             arity(2)?;
             same_dtype(inputs[0], inputs[1])?;
             check_binary_dtype(*b, inputs[0].dtype)?;
-            one(TensorType::new(inputs[0].dtype, bcast(&inputs[0].shape, &inputs[1].shape)?))
+            one(TensorType::new(
+                inputs[0].dtype,
+                bcast(&inputs[0].shape, &inputs[1].shape)?,
+            ))
         }
         Op::Compare(_) => {
             arity(2)?;
             same_dtype(inputs[0], inputs[1])?;
-            one(TensorType::new(DType::Bool, bcast(&inputs[0].shape, &inputs[1].shape)?))
+            one(TensorType::new(
+                DType::Bool,
+                bcast(&inputs[0].shape, &inputs[1].shape)?,
+            ))
         }
         Op::Select => {
             arity(3)?;
@@ -73,7 +79,10 @@ pub fn infer_with_regions(
                 return err(format!("condition must be bool, found {}", inputs[0].dtype));
             }
             same_dtype(inputs[1], inputs[2])?;
-            let s = bcast(&bcast(&inputs[0].shape, &inputs[1].shape)?, &inputs[2].shape)?;
+            let s = bcast(
+                &bcast(&inputs[0].shape, &inputs[1].shape)?,
+                &inputs[2].shape,
+            )?;
             one(TensorType::new(inputs[1].dtype, s))
         }
         Op::Convert { to } => {
@@ -105,7 +114,11 @@ pub fn infer_with_regions(
             let dims = perm.iter().map(|&p| x.shape.0[p].clone()).collect();
             one(TensorType::new(x.dtype, Shape(dims)))
         }
-        Op::Slice { start, limit, stride } => {
+        Op::Slice {
+            start,
+            limit,
+            stride,
+        } => {
             arity(1)?;
             let x = inputs[0];
             let r = x.shape.rank();
@@ -134,7 +147,11 @@ pub fn infer_with_regions(
             one(inputs[0].clone())
         }
         Op::Concat { axis } => concat(inputs, *axis).map(|t| vec![t]),
-        Op::Pad { low, high, interior } => {
+        Op::Pad {
+            low,
+            high,
+            interior,
+        } => {
             arity(2)?;
             let (x, v) = (inputs[0], inputs[1]);
             same_dtype(x, v)?;
@@ -152,7 +169,8 @@ pub fn infer_with_regions(
                     continue;
                 }
                 let n = static_dim(&x.shape, d, "pad")? as i128;
-                let size = low[d] as i128 + high[d] as i128 + n + (n - 1).max(0) * interior[d] as i128;
+                let size =
+                    low[d] as i128 + high[d] as i128 + n + (n - 1).max(0) * interior[d] as i128;
                 if size < 0 {
                     return err(format!("dim {d} would have negative size {size}"));
                 }
@@ -179,32 +197,52 @@ pub fn infer_with_regions(
                 return err("scatter destination must have rank >= 1");
             }
             if idx.shape.rank() != 1 {
-                return err(format!("scatter indices must be a vector, found {}", idx.shape));
+                return err(format!(
+                    "scatter indices must be a vector, found {}",
+                    idx.shape
+                ));
             }
             let mut want = vec![idx.shape.0[0].clone()];
             want.extend(x.shape.0[1..].iter().cloned());
             if upd.shape.0 != want {
-                return err(format!("updates must have shape {}, found {}", Shape(want), upd.shape));
+                return err(format!(
+                    "updates must have shape {}, found {}",
+                    Shape(want),
+                    upd.shape
+                ));
             }
             if x.dtype == DType::Bool && *mode != crate::op::ScatterMode::Replace {
-                return err(format!("scatter mode {} is not defined on bool", mode.name()));
+                return err(format!(
+                    "scatter mode {} is not defined on bool",
+                    mode.name()
+                ));
             }
             one(x.clone())
         }
-        Op::Reduce { axes, keep_dims, .. } => {
+        Op::Reduce {
+            axes, keep_dims, ..
+        } => {
             arity(1)?;
             let x = inputs[0];
             check_axes(axes, x.shape.rank())?;
-            one(TensorType::new(x.dtype, reduced_shape(&x.shape, axes, *keep_dims)))
+            one(TensorType::new(
+                x.dtype,
+                reduced_shape(&x.shape, axes, *keep_dims),
+            ))
         }
-        Op::ArgReduce { axis, keep_dims, .. } => {
+        Op::ArgReduce {
+            axis, keep_dims, ..
+        } => {
             arity(1)?;
             let x = inputs[0];
             check_axis(*axis, x.shape.rank())?;
             if x.shape.0[*axis] == Dim::Static(0) {
                 return err(format!("{} over an empty axis", op.name()));
             }
-            one(TensorType::new(DType::I64, reduced_shape(&x.shape, &[*axis], *keep_dims)))
+            one(TensorType::new(
+                DType::I64,
+                reduced_shape(&x.shape, &[*axis], *keep_dims),
+            ))
         }
         Op::Cumulative { axis, .. } => {
             arity(1)?;
@@ -215,14 +253,36 @@ pub fn infer_with_regions(
             arity(1)?;
             let x = inputs[0];
             check_axis(*axis, x.shape.rank())?;
-            Ok(vec![x.clone(), TensorType::new(DType::I64, x.shape.clone())])
+            Ok(vec![
+                x.clone(),
+                TensorType::new(DType::I64, x.shape.clone()),
+            ])
         }
-        Op::DotGeneral { lhs_batch, rhs_batch, lhs_contract, rhs_contract } => {
+        Op::DotGeneral {
+            lhs_batch,
+            rhs_batch,
+            lhs_contract,
+            rhs_contract,
+        } => {
             arity(2)?;
-            dot_general(inputs[0], inputs[1], lhs_batch, rhs_batch, lhs_contract, rhs_contract)
-                .map(|t| vec![t])
+            dot_general(
+                inputs[0],
+                inputs[1],
+                lhs_batch,
+                rhs_batch,
+                lhs_contract,
+                rhs_contract,
+            )
+            .map(|t| vec![t])
         }
-        Op::Conv { stride, pad_low, pad_high, lhs_dilation, rhs_dilation, groups } => {
+        Op::Conv {
+            stride,
+            pad_low,
+            pad_high,
+            lhs_dilation,
+            rhs_dilation,
+            groups,
+        } => {
             arity(2)?;
             let (x, w) = (inputs[0], inputs[1]);
             same_dtype(x, w)?;
@@ -257,7 +317,9 @@ pub fn infer_with_regions(
                 ));
             }
             if o % groups != 0 {
-                return err(format!("{o} output channels are not divisible by {groups} groups"));
+                return err(format!(
+                    "{o} output channels are not divisible by {groups} groups"
+                ));
             }
             let mut dims = vec![x.shape.0[0].clone(), Dim::Static(o)];
             for d in 0..ns {
@@ -276,7 +338,14 @@ pub fn infer_with_regions(
             }
             one(TensorType::new(x.dtype, Shape(dims)))
         }
-        Op::ReduceWindow { window, stride, dilation, pad_low, pad_high, .. } => {
+        Op::ReduceWindow {
+            window,
+            stride,
+            dilation,
+            pad_low,
+            pad_high,
+            ..
+        } => {
             arity(1)?;
             let x = inputs[0];
             let r = x.shape.rank();
@@ -293,22 +362,37 @@ pub fn infer_with_regions(
             }
             let mut dims = Vec::with_capacity(r);
             for d in 0..r {
-                let trivial = window[d] == 1 && stride[d] == 1 && pad_low[d] == 0 && pad_high[d] == 0;
+                let trivial =
+                    window[d] == 1 && stride[d] == 1 && pad_low[d] == 0 && pad_high[d] == 0;
                 if trivial && dilation[d] >= 1 {
                     dims.push(x.shape.0[d].clone());
                     continue;
                 }
                 let s = static_dim(&x.shape, d, "window")?;
-                let lo = i64::try_from(pad_low[d]).map_err(|_| InferError("padding too large".into()))?;
-                let hi = i64::try_from(pad_high[d]).map_err(|_| InferError("padding too large".into()))?;
-                dims.push(Dim::Static(window_out(d, s, window[d], stride[d], lo, hi, 1, dilation[d])?));
+                let lo = i64::try_from(pad_low[d])
+                    .map_err(|_| InferError("padding too large".into()))?;
+                let hi = i64::try_from(pad_high[d])
+                    .map_err(|_| InferError("padding too large".into()))?;
+                dims.push(Dim::Static(window_out(
+                    d,
+                    s,
+                    window[d],
+                    stride[d],
+                    lo,
+                    hi,
+                    1,
+                    dilation[d],
+                )?));
             }
             one(TensorType::new(x.dtype, Shape(dims)))
         }
         Op::If => {
             arity(1)?;
             if inputs[0].dtype != DType::Bool || inputs[0].shape.num_elements() != Some(1) {
-                return err(format!("condition must be a one-element bool, found {}", inputs[0]));
+                return err(format!(
+                    "condition must be a one-element bool, found {}",
+                    inputs[0]
+                ));
             }
             let [then_t, else_t] = regions else {
                 return err("needs two regions");
@@ -327,10 +411,16 @@ pub fn infer_with_regions(
                 return err("takes a trip count, a condition and the carried values");
             }
             if !inputs[0].dtype.is_int() || inputs[0].shape.num_elements() != Some(1) {
-                return err(format!("trip count must be a one-element integer, found {}", inputs[0]));
+                return err(format!(
+                    "trip count must be a one-element integer, found {}",
+                    inputs[0]
+                ));
             }
             if inputs[1].dtype != DType::Bool || inputs[1].shape.num_elements() != Some(1) {
-                return err(format!("condition must be a one-element bool, found {}", inputs[1]));
+                return err(format!(
+                    "condition must be a one-element bool, found {}",
+                    inputs[1]
+                ));
             }
             let [body] = regions else {
                 return err("needs one region");
@@ -351,7 +441,10 @@ pub fn infer_with_regions(
 }
 
 fn list(ts: &[TensorType]) -> String {
-    ts.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", ")
+    ts.iter()
+        .map(|t| t.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn unary(u: UnaryOp, x: &TensorType) -> Result<Vec<TensorType>, InferError> {
@@ -366,7 +459,11 @@ fn unary(u: UnaryOp, x: &TensorType) -> Result<Vec<TensorType>, InferError> {
     if !ok {
         return err(format!("`{}` is not defined on {d}", u.name()));
     }
-    let out = if matches!(u, IsNan | IsInf) { DType::Bool } else { d };
+    let out = if matches!(u, IsNan | IsInf) {
+        DType::Bool
+    } else {
+        d
+    };
     Ok(vec![TensorType::new(out, x.shape.clone())])
 }
 
@@ -378,19 +475,30 @@ fn check_binary_dtype(b: BinaryOp, d: DType) -> Result<(), InferError> {
         And | Or | Xor => d.is_bool() || d.is_int(),
         ShiftLeft | ShiftRight => d.is_int(),
     };
-    if ok { Ok(()) } else { err(format!("`{}` is not defined on {d}", b.name())) }
+    if ok {
+        Ok(())
+    } else {
+        err(format!("`{}` is not defined on {d}", b.name()))
+    }
 }
 
 fn same_dtype(a: &TensorType, b: &TensorType) -> Result<(), InferError> {
     if a.dtype == b.dtype {
         Ok(())
     } else {
-        err(format!("operand element types differ: {} vs {}", a.dtype, b.dtype))
+        err(format!(
+            "operand element types differ: {} vs {}",
+            a.dtype, b.dtype
+        ))
     }
 }
 
 fn check_index_dtype(d: DType, what: &str) -> Result<(), InferError> {
-    if d.is_int() { Ok(()) } else { err(format!("{what} must be integers, found {d}")) }
+    if d.is_int() {
+        Ok(())
+    } else {
+        err(format!("{what} must be integers, found {d}"))
+    }
 }
 
 fn bcast(a: &Shape, b: &Shape) -> Result<Shape, InferError> {
@@ -398,7 +506,11 @@ fn bcast(a: &Shape, b: &Shape) -> Result<Shape, InferError> {
 }
 
 fn check_axis(axis: usize, rank: usize) -> Result<(), InferError> {
-    if axis < rank { Ok(()) } else { err(format!("axis {axis} out of range for rank {rank}")) }
+    if axis < rank {
+        Ok(())
+    } else {
+        err(format!("axis {axis} out of range for rank {rank}"))
+    }
 }
 
 fn check_axes(axes: &[usize], rank: usize) -> Result<(), InferError> {
@@ -414,7 +526,10 @@ fn check_axes(axes: &[usize], rank: usize) -> Result<(), InferError> {
 
 fn check_permutation(perm: &[usize], rank: usize) -> Result<(), InferError> {
     if perm.len() != rank {
-        return err(format!("perm {perm:?} has {} entries for rank {rank}", perm.len()));
+        return err(format!(
+            "perm {perm:?} has {} entries for rank {rank}",
+            perm.len()
+        ));
     }
     check_axes(perm, rank).map_err(|_| InferError(format!("perm {perm:?} is not a permutation")))
 }
@@ -473,11 +588,17 @@ fn concat(inputs: &[&TensorType], axis: usize) -> Result<TensorType, InferError>
     for t in inputs {
         same_dtype(first, t)?;
         if t.shape.rank() != r {
-            return err(format!("operand ranks differ: {} vs {}", first.shape, t.shape));
+            return err(format!(
+                "operand ranks differ: {} vs {}",
+                first.shape, t.shape
+            ));
         }
         for d in 0..r {
             if d != axis && t.shape.0[d] != first.shape.0[d] {
-                return err(format!("operand shapes differ off the axis: {} vs {}", first.shape, t.shape));
+                return err(format!(
+                    "operand shapes differ off the axis: {} vs {}",
+                    first.shape, t.shape
+                ));
             }
         }
         if inputs.len() > 1 {
@@ -519,8 +640,16 @@ fn dot_general(
         }
     }
     let mut dims: Vec<Dim> = lb.iter().map(|&a| l.shape.0[a].clone()).collect();
-    dims.extend((0..lr).filter(|a| !lall.contains(a)).map(|a| l.shape.0[a].clone()));
-    dims.extend((0..rr).filter(|a| !rall.contains(a)).map(|a| r.shape.0[a].clone()));
+    dims.extend(
+        (0..lr)
+            .filter(|a| !lall.contains(a))
+            .map(|a| l.shape.0[a].clone()),
+    );
+    dims.extend(
+        (0..rr)
+            .filter(|a| !rall.contains(a))
+            .map(|a| r.shape.0[a].clone()),
+    );
     Ok(TensorType::new(l.dtype, Shape(dims)))
 }
 
@@ -537,10 +666,16 @@ fn window_out(
     rhs_dil: usize,
 ) -> Result<usize, InferError> {
     if stride == 0 || lhs_dil == 0 || rhs_dil == 0 || k == 0 {
-        return err(format!("dim {d}: window, stride and dilations must be >= 1"));
+        return err(format!(
+            "dim {d}: window, stride and dilations must be >= 1"
+        ));
     }
     let s = s as i128;
-    let dilated_in = if s == 0 { 0 } else { (s - 1) * lhs_dil as i128 + 1 };
+    let dilated_in = if s == 0 {
+        0
+    } else {
+        (s - 1) * lhs_dil as i128 + 1
+    };
     let padded = dilated_in + lo as i128 + hi as i128;
     let span = (k as i128 - 1) * rhs_dil as i128 + 1;
     if padded < span {
@@ -603,7 +738,10 @@ mod tests {
             rhs_dilation: vec![1, 1],
             groups: 2,
         };
-        assert_eq!(infer(&op, &[&x, &w]).unwrap()[0], t(DType::F32, &[1, 8, 4, 4]));
+        assert_eq!(
+            infer(&op, &[&x, &w]).unwrap()[0],
+            t(DType::F32, &[1, 8, 4, 4])
+        );
         let w3 = t(DType::F32, &[8, 3, 3, 3]);
         assert!(infer(&op, &[&x, &w3]).is_err());
     }
@@ -612,21 +750,37 @@ mod tests {
     fn symbolic_dims() {
         let n = Dim::Sym("N".into());
         let x = TensorType::new(DType::F32, Shape(vec![n.clone(), Dim::Static(4)]));
-        let ok = Op::Reshape { shape: Shape(vec![Dim::Static(2), n.clone(), Dim::Static(2)]) };
+        let ok = Op::Reshape {
+            shape: Shape(vec![Dim::Static(2), n.clone(), Dim::Static(2)]),
+        };
         assert!(infer(&ok, &[&x]).is_ok());
-        let bad = Op::Reshape { shape: Shape(vec![Dim::Sym("M".into()), Dim::Static(4)]) };
+        let bad = Op::Reshape {
+            shape: Shape(vec![Dim::Sym("M".into()), Dim::Static(4)]),
+        };
         assert!(infer(&bad, &[&x]).is_err());
-        let s = Op::Slice { start: vec![0, 0], limit: vec![1, 4], stride: vec![1, 1] };
+        let s = Op::Slice {
+            start: vec![0, 0],
+            limit: vec![1, 4],
+            stride: vec![1, 1],
+        };
         assert!(infer(&s, &[&x]).unwrap_err().0.contains("must be static"));
     }
 
     #[test]
     fn slice_pad_concat() {
         let x = t(DType::I64, &[10]);
-        let s = Op::Slice { start: vec![1], limit: vec![8], stride: vec![3] };
+        let s = Op::Slice {
+            start: vec![1],
+            limit: vec![8],
+            stride: vec![3],
+        };
         assert_eq!(infer(&s, &[&x]).unwrap()[0], t(DType::I64, &[3]));
         let v = t(DType::I64, &[]);
-        let p = Op::Pad { low: vec![-2], high: vec![1], interior: vec![1] };
+        let p = Op::Pad {
+            low: vec![-2],
+            high: vec![1],
+            interior: vec![1],
+        };
         assert_eq!(infer(&p, &[&x, &v]).unwrap()[0], t(DType::I64, &[18]));
         let c = Op::Concat { axis: 0 };
         assert_eq!(infer(&c, &[&x, &x]).unwrap()[0], t(DType::I64, &[20]));

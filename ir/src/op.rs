@@ -403,7 +403,11 @@ impl Op {
     /// The attributes in their text-form order.
     pub fn attrs(&self) -> Vec<(&'static str, Attr)> {
         fn ints<T: Copy + TryInto<i64>>(v: &[T]) -> Attr {
-            Attr::Ints(v.iter().map(|&x| x.try_into().unwrap_or(i64::MAX)).collect())
+            Attr::Ints(
+                v.iter()
+                    .map(|&x| x.try_into().unwrap_or(i64::MAX))
+                    .collect(),
+            )
         }
         match self {
             Op::Constant { value } => vec![("value", Attr::Tensor(value.clone()))],
@@ -420,39 +424,71 @@ impl Op {
                 vec![("shape", Attr::Shape(shape.clone()))]
             }
             Op::Transpose { perm } => vec![("perm", ints(perm))],
-            Op::Slice { start, limit, stride } => vec![
+            Op::Slice {
+                start,
+                limit,
+                stride,
+            } => vec![
                 ("start", ints(start)),
                 ("limit", ints(limit)),
                 ("stride", ints(stride)),
             ],
             Op::Reverse { axes } => vec![("axes", ints(axes))],
             Op::Concat { axis } | Op::Gather { axis } => vec![("axis", Attr::Int(*axis as i64))],
-            Op::Pad { low, high, interior } => vec![
+            Op::Pad {
+                low,
+                high,
+                interior,
+            } => vec![
                 ("low", ints(low)),
                 ("high", ints(high)),
                 ("interior", ints(interior)),
             ],
             Op::Scatter { mode } => vec![("mode", Attr::Ident(mode.name().into()))],
-            Op::Reduce { axes, keep_dims, .. } => {
+            Op::Reduce {
+                axes, keep_dims, ..
+            } => {
                 vec![("axes", ints(axes)), ("keep_dims", Attr::Bool(*keep_dims))]
             }
-            Op::ArgReduce { axis, keep_dims, select_last, .. } => vec![
+            Op::ArgReduce {
+                axis,
+                keep_dims,
+                select_last,
+                ..
+            } => vec![
                 ("axis", Attr::Int(*axis as i64)),
                 ("keep_dims", Attr::Bool(*keep_dims)),
                 ("select_last", Attr::Bool(*select_last)),
             ],
-            Op::Cumulative { axis, exclusive, reverse, .. } => vec![
+            Op::Cumulative {
+                axis,
+                exclusive,
+                reverse,
+                ..
+            } => vec![
                 ("axis", Attr::Int(*axis as i64)),
                 ("exclusive", Attr::Bool(*exclusive)),
                 ("reverse", Attr::Bool(*reverse)),
             ],
-            Op::DotGeneral { lhs_batch, rhs_batch, lhs_contract, rhs_contract } => vec![
+            Op::DotGeneral {
+                lhs_batch,
+                rhs_batch,
+                lhs_contract,
+                rhs_contract,
+            } => vec![
                 ("lhs_batch", ints(lhs_batch)),
                 ("rhs_batch", ints(rhs_batch)),
                 ("lhs_contract", ints(lhs_contract)),
                 ("rhs_contract", ints(rhs_contract)),
             ],
-            Op::Conv { stride, pad_low, pad_high, lhs_dilation, rhs_dilation, groups } => vec![
+            Op::Conv {
+                stride,
+                pad_low,
+                pad_high,
+                lhs_dilation,
+                rhs_dilation,
+                groups,
+            } => vec![
                 ("stride", ints(stride)),
                 ("pad_low", ints(pad_low)),
                 ("pad_high", ints(pad_high)),
@@ -460,7 +496,14 @@ impl Op {
                 ("rhs_dilation", ints(rhs_dilation)),
                 ("groups", Attr::Int(*groups as i64)),
             ],
-            Op::ReduceWindow { window, stride, dilation, pad_low, pad_high, .. } => vec![
+            Op::ReduceWindow {
+                window,
+                stride,
+                dilation,
+                pad_low,
+                pad_high,
+                ..
+            } => vec![
                 ("window", ints(window)),
                 ("stride", ints(stride)),
                 ("dilation", ints(dilation)),
@@ -484,7 +527,10 @@ impl Op {
             Op::Binary(b)
         } else if let Some(c) = CompareOp::from_name(name) {
             Op::Compare(c)
-        } else if let Some(kind) = name.strip_prefix("reduce_window_").and_then(ReduceKind::from_name) {
+        } else if let Some(kind) = name
+            .strip_prefix("reduce_window_")
+            .and_then(ReduceKind::from_name)
+        {
             Op::ReduceWindow {
                 kind,
                 window: a.usizes("window")?,
@@ -494,7 +540,11 @@ impl Op {
                 pad_high: a.usizes("pad_high")?,
             }
         } else if let Some(kind) = name.strip_prefix("reduce_").and_then(ReduceKind::from_name) {
-            Op::Reduce { kind, axes: a.usizes("axes")?, keep_dims: a.bool("keep_dims")? }
+            Op::Reduce {
+                kind,
+                axes: a.usizes("axes")?,
+                keep_dims: a.bool("keep_dims")?,
+            }
         } else if let Some(kind) = name.strip_prefix("cum").and_then(ReduceKind::from_name) {
             Op::Cumulative {
                 kind,
@@ -504,7 +554,9 @@ impl Op {
             }
         } else {
             match name {
-                "constant" => Op::Constant { value: a.tensor("value")? },
+                "constant" => Op::Constant {
+                    value: a.tensor("value")?,
+                },
                 "iota" => Op::Iota {
                     dtype: a.dtype("dtype")?,
                     shape: a.shape("shape")?,
@@ -514,25 +566,39 @@ impl Op {
                 "if" => Op::If,
                 "loop" => Op::Loop,
                 "convert" => Op::Convert { to: a.dtype("to")? },
-                "broadcast" => Op::Broadcast { shape: a.shape("shape")? },
-                "reshape" => Op::Reshape { shape: a.shape("shape")? },
-                "transpose" => Op::Transpose { perm: a.usizes("perm")? },
+                "broadcast" => Op::Broadcast {
+                    shape: a.shape("shape")?,
+                },
+                "reshape" => Op::Reshape {
+                    shape: a.shape("shape")?,
+                },
+                "transpose" => Op::Transpose {
+                    perm: a.usizes("perm")?,
+                },
                 "slice" => Op::Slice {
                     start: a.usizes("start")?,
                     limit: a.usizes("limit")?,
                     stride: a.usizes("stride")?,
                 },
-                "reverse" => Op::Reverse { axes: a.usizes("axes")? },
-                "concat" => Op::Concat { axis: a.usize("axis")? },
+                "reverse" => Op::Reverse {
+                    axes: a.usizes("axes")?,
+                },
+                "concat" => Op::Concat {
+                    axis: a.usize("axis")?,
+                },
                 "pad" => Op::Pad {
                     low: a.ints("low")?,
                     high: a.ints("high")?,
                     interior: a.usizes("interior")?,
                 },
-                "gather" => Op::Gather { axis: a.usize("axis")? },
+                "gather" => Op::Gather {
+                    axis: a.usize("axis")?,
+                },
                 "scatter" => {
                     let m = a.ident("mode")?;
-                    let mode = ScatterMode::from_name(&m).ok_or_else(|| a.bad("mode", "is not one of replace, add, mul, max, min"))?;
+                    let mode = ScatterMode::from_name(&m).ok_or_else(|| {
+                        a.bad("mode", "is not one of replace, add, mul, max, min")
+                    })?;
                     Op::Scatter { mode }
                 }
                 "argmax" | "argmin" => Op::ArgReduce {
@@ -555,7 +621,10 @@ impl Op {
                     rhs_dilation: a.usizes("rhs_dilation")?,
                     groups: a.usize("groups")?,
                 },
-                "sort" => Op::Sort { axis: a.usize("axis")?, descending: a.bool("descending")? },
+                "sort" => Op::Sort {
+                    axis: a.usize("axis")?,
+                    descending: a.bool("descending")?,
+                },
                 _ => return Err(OpError::UnknownOp(name.to_string())),
             }
         };
@@ -572,7 +641,11 @@ struct AttrReader<'a> {
 
 impl AttrReader<'_> {
     fn bad(&self, attr: &str, problem: &str) -> OpError {
-        OpError::BadAttr { op: self.op.into(), attr: attr.into(), problem: problem.into() }
+        OpError::BadAttr {
+            op: self.op.into(),
+            attr: attr.into(),
+            problem: problem.into(),
+        }
     }
 
     fn take(&mut self, attr: &'static str) -> Result<Attr, OpError> {
@@ -580,7 +653,10 @@ impl AttrReader<'_> {
             .attrs
             .iter()
             .position(|(k, _)| k == attr)
-            .ok_or(OpError::MissingAttr { op: self.op.into(), attr })?;
+            .ok_or(OpError::MissingAttr {
+                op: self.op.into(),
+                attr,
+            })?;
         Ok(self.attrs.remove(i).1)
     }
 
@@ -606,7 +682,9 @@ impl AttrReader<'_> {
     fn usizes(&mut self, attr: &'static str) -> Result<Vec<usize>, OpError> {
         let v = self.ints(attr)?;
         v.into_iter()
-            .map(|x| usize::try_from(x).map_err(|_| self.bad(attr, "must hold non-negative integers")))
+            .map(|x| {
+                usize::try_from(x).map_err(|_| self.bad(attr, "must hold non-negative integers"))
+            })
             .collect()
     }
 
@@ -682,8 +760,17 @@ mod tests {
     #[test]
     fn attrs_round_trip() {
         let ops = vec![
-            Op::Reduce { kind: ReduceKind::Max, axes: vec![0, 2], keep_dims: true },
-            Op::Cumulative { kind: ReduceKind::Prod, axis: 1, exclusive: true, reverse: false },
+            Op::Reduce {
+                kind: ReduceKind::Max,
+                axes: vec![0, 2],
+                keep_dims: true,
+            },
+            Op::Cumulative {
+                kind: ReduceKind::Prod,
+                axis: 1,
+                exclusive: true,
+                reverse: false,
+            },
             Op::ReduceWindow {
                 kind: ReduceKind::Sum,
                 window: vec![1, 1, 2, 2],
@@ -692,25 +779,55 @@ mod tests {
                 pad_low: vec![0; 4],
                 pad_high: vec![0, 0, 1, 1],
             },
-            Op::Scatter { mode: ScatterMode::Add },
+            Op::Scatter {
+                mode: ScatterMode::Add,
+            },
             Op::Unary(UnaryOp::IsInf),
             Op::Binary(BinaryOp::ShiftRight),
-            Op::ArgReduce { is_max: false, axis: 0, keep_dims: false, select_last: true },
-            Op::Pad { low: vec![-1], high: vec![2], interior: vec![1] },
+            Op::ArgReduce {
+                is_max: false,
+                axis: 0,
+                keep_dims: false,
+                select_last: true,
+            },
+            Op::Pad {
+                low: vec![-1],
+                high: vec![2],
+                interior: vec![1],
+            },
         ];
         for op in ops {
-            let attrs = op.attrs().into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+            let attrs = op
+                .attrs()
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect();
             assert_eq!(Op::from_attrs(op.name(), attrs).unwrap(), op);
         }
     }
 
     #[test]
     fn attr_errors() {
-        assert!(matches!(Op::from_attrs("frobnicate", vec![]), Err(OpError::UnknownOp(_))));
-        assert!(matches!(Op::from_attrs("concat", vec![]), Err(OpError::MissingAttr { .. })));
-        let extra = vec![("axis".into(), Attr::Int(0)), ("bogus".into(), Attr::Int(1))];
-        assert!(matches!(Op::from_attrs("concat", extra), Err(OpError::BadAttr { .. })));
+        assert!(matches!(
+            Op::from_attrs("frobnicate", vec![]),
+            Err(OpError::UnknownOp(_))
+        ));
+        assert!(matches!(
+            Op::from_attrs("concat", vec![]),
+            Err(OpError::MissingAttr { .. })
+        ));
+        let extra = vec![
+            ("axis".into(), Attr::Int(0)),
+            ("bogus".into(), Attr::Int(1)),
+        ];
+        assert!(matches!(
+            Op::from_attrs("concat", extra),
+            Err(OpError::BadAttr { .. })
+        ));
         let neg = vec![("axis".into(), Attr::Int(-1))];
-        assert!(matches!(Op::from_attrs("concat", neg), Err(OpError::BadAttr { .. })));
+        assert!(matches!(
+            Op::from_attrs("concat", neg),
+            Err(OpError::BadAttr { .. })
+        ));
     }
 }

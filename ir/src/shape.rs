@@ -160,7 +160,8 @@ fn dim_from_right(s: &Shape, rank: usize, i: usize) -> Dim {
 /// The numpy broadcast of two static shapes.
 pub fn broadcast_static(a: &[usize], b: &[usize]) -> Result<Vec<usize>, BroadcastError> {
     let s = broadcast_shapes(&Shape::from_static(a), &Shape::from_static(b))?;
-    Ok(s.as_static().expect("static inputs give a static broadcast"))
+    Ok(s.as_static()
+        .expect("static inputs give a static broadcast"))
 }
 
 /// Row-major (C order) strides in elements for a static shape.
@@ -208,7 +209,10 @@ mod tests {
 
     #[test]
     fn broadcast_numpy_rules() {
-        assert_eq!(broadcast_static(&[2, 1, 4], &[3, 1]).unwrap(), vec![2, 3, 4]);
+        assert_eq!(
+            broadcast_static(&[2, 1, 4], &[3, 1]).unwrap(),
+            vec![2, 3, 4]
+        );
         assert_eq!(broadcast_static(&[], &[5]).unwrap(), vec![5]);
         assert_eq!(broadcast_static(&[0, 1], &[1, 7]).unwrap(), vec![0, 7]);
         assert!(broadcast_static(&[2, 3], &[4, 3]).is_err());

@@ -35,19 +35,71 @@ pub enum Data {
 macro_rules! with_data {
     ($data:expr, $v:ident, $T:ident => $body:expr) => {
         match $data {
-            $crate::tensor::Data::F64($v) => { #[allow(dead_code)] type $T = f64; $body }
-            $crate::tensor::Data::F32($v) => { #[allow(dead_code)] type $T = f32; $body }
-            $crate::tensor::Data::F16($v) => { #[allow(dead_code)] type $T = $crate::half::f16; $body }
-            $crate::tensor::Data::BF16($v) => { #[allow(dead_code)] type $T = $crate::half::bf16; $body }
-            $crate::tensor::Data::I8($v) => { #[allow(dead_code)] type $T = i8; $body }
-            $crate::tensor::Data::I16($v) => { #[allow(dead_code)] type $T = i16; $body }
-            $crate::tensor::Data::I32($v) => { #[allow(dead_code)] type $T = i32; $body }
-            $crate::tensor::Data::I64($v) => { #[allow(dead_code)] type $T = i64; $body }
-            $crate::tensor::Data::U8($v) => { #[allow(dead_code)] type $T = u8; $body }
-            $crate::tensor::Data::U16($v) => { #[allow(dead_code)] type $T = u16; $body }
-            $crate::tensor::Data::U32($v) => { #[allow(dead_code)] type $T = u32; $body }
-            $crate::tensor::Data::U64($v) => { #[allow(dead_code)] type $T = u64; $body }
-            $crate::tensor::Data::Bool($v) => { #[allow(dead_code)] type $T = bool; $body }
+            $crate::tensor::Data::F64($v) => {
+                #[allow(dead_code)]
+                type $T = f64;
+                $body
+            }
+            $crate::tensor::Data::F32($v) => {
+                #[allow(dead_code)]
+                type $T = f32;
+                $body
+            }
+            $crate::tensor::Data::F16($v) => {
+                #[allow(dead_code)]
+                type $T = $crate::half::f16;
+                $body
+            }
+            $crate::tensor::Data::BF16($v) => {
+                #[allow(dead_code)]
+                type $T = $crate::half::bf16;
+                $body
+            }
+            $crate::tensor::Data::I8($v) => {
+                #[allow(dead_code)]
+                type $T = i8;
+                $body
+            }
+            $crate::tensor::Data::I16($v) => {
+                #[allow(dead_code)]
+                type $T = i16;
+                $body
+            }
+            $crate::tensor::Data::I32($v) => {
+                #[allow(dead_code)]
+                type $T = i32;
+                $body
+            }
+            $crate::tensor::Data::I64($v) => {
+                #[allow(dead_code)]
+                type $T = i64;
+                $body
+            }
+            $crate::tensor::Data::U8($v) => {
+                #[allow(dead_code)]
+                type $T = u8;
+                $body
+            }
+            $crate::tensor::Data::U16($v) => {
+                #[allow(dead_code)]
+                type $T = u16;
+                $body
+            }
+            $crate::tensor::Data::U32($v) => {
+                #[allow(dead_code)]
+                type $T = u32;
+                $body
+            }
+            $crate::tensor::Data::U64($v) => {
+                #[allow(dead_code)]
+                type $T = u64;
+                $body
+            }
+            $crate::tensor::Data::Bool($v) => {
+                #[allow(dead_code)]
+                type $T = bool;
+                $body
+            }
         }
     };
 }
@@ -57,19 +109,71 @@ macro_rules! with_data {
 macro_rules! with_dtype {
     ($dtype:expr, $T:ident => $body:expr) => {
         match $dtype {
-            $crate::DType::F64 => { #[allow(dead_code)] type $T = f64; $body }
-            $crate::DType::F32 => { #[allow(dead_code)] type $T = f32; $body }
-            $crate::DType::F16 => { #[allow(dead_code)] type $T = $crate::half::f16; $body }
-            $crate::DType::BF16 => { #[allow(dead_code)] type $T = $crate::half::bf16; $body }
-            $crate::DType::I8 => { #[allow(dead_code)] type $T = i8; $body }
-            $crate::DType::I16 => { #[allow(dead_code)] type $T = i16; $body }
-            $crate::DType::I32 => { #[allow(dead_code)] type $T = i32; $body }
-            $crate::DType::I64 => { #[allow(dead_code)] type $T = i64; $body }
-            $crate::DType::U8 => { #[allow(dead_code)] type $T = u8; $body }
-            $crate::DType::U16 => { #[allow(dead_code)] type $T = u16; $body }
-            $crate::DType::U32 => { #[allow(dead_code)] type $T = u32; $body }
-            $crate::DType::U64 => { #[allow(dead_code)] type $T = u64; $body }
-            $crate::DType::Bool => { #[allow(dead_code)] type $T = bool; $body }
+            $crate::DType::F64 => {
+                #[allow(dead_code)]
+                type $T = f64;
+                $body
+            }
+            $crate::DType::F32 => {
+                #[allow(dead_code)]
+                type $T = f32;
+                $body
+            }
+            $crate::DType::F16 => {
+                #[allow(dead_code)]
+                type $T = $crate::half::f16;
+                $body
+            }
+            $crate::DType::BF16 => {
+                #[allow(dead_code)]
+                type $T = $crate::half::bf16;
+                $body
+            }
+            $crate::DType::I8 => {
+                #[allow(dead_code)]
+                type $T = i8;
+                $body
+            }
+            $crate::DType::I16 => {
+                #[allow(dead_code)]
+                type $T = i16;
+                $body
+            }
+            $crate::DType::I32 => {
+                #[allow(dead_code)]
+                type $T = i32;
+                $body
+            }
+            $crate::DType::I64 => {
+                #[allow(dead_code)]
+                type $T = i64;
+                $body
+            }
+            $crate::DType::U8 => {
+                #[allow(dead_code)]
+                type $T = u8;
+                $body
+            }
+            $crate::DType::U16 => {
+                #[allow(dead_code)]
+                type $T = u16;
+                $body
+            }
+            $crate::DType::U32 => {
+                #[allow(dead_code)]
+                type $T = u32;
+                $body
+            }
+            $crate::DType::U64 => {
+                #[allow(dead_code)]
+                type $T = u64;
+                $body
+            }
+            $crate::DType::Bool => {
+                #[allow(dead_code)]
+                type $T = bool;
+                $body
+            }
         }
     };
 }
@@ -136,8 +240,9 @@ macro_rules! impl_element_half {
                 self.to_f64()
             }
             fn from_f64(v: f64) -> Self {
-                // half's from_f64 rounds to nearest even directly from f64 (no double rounding).
-                <$t>::from_f64(v)
+                // half's own from_f64 truncates low bits before rounding; rounding to odd into
+                // f32 first and then to nearest even is exact (f32 has > 2 more bits).
+                <$t>::from_f32(round_to_odd_f32(v))
             }
         }
     };
@@ -165,6 +270,21 @@ impl Element for bool {
     }
 }
 
+/// Round an f64 to f32 with round-to-odd: exact values stay, inexact ones go to the neighbour
+/// whose last mantissa bit is 1. A second rounding from that f32 to any format with at least two
+/// fewer mantissa bits (f16, bf16) is then correctly rounded (no double-rounding error).
+pub fn round_to_odd_f32(x: f64) -> f32 {
+    let f = x as f32;
+    if !f.is_finite() || f as f64 == x || f.to_bits() & 1 == 1 {
+        // NaN, overflow (already infinite in f16 and bf16), exact, or already odd.
+        f
+    } else if (f as f64) < x {
+        f.next_up()
+    } else {
+        f.next_down()
+    }
+}
+
 /// Errors building or reading tensors.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TensorError {
@@ -186,10 +306,16 @@ pub enum TensorError {
 
 /// Number of elements of a static shape, or an allocation error on overflow.
 pub fn checked_num_elements(shape: &[usize], dtype: DType) -> Result<usize, TensorError> {
+    if shape.contains(&0) {
+        return Ok(0);
+    }
     shape
         .iter()
         .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-        .filter(|n| n.checked_mul(dtype.size_bytes()).is_some_and(|b| b <= isize::MAX as usize))
+        .filter(|n| {
+            n.checked_mul(dtype.size_bytes())
+                .is_some_and(|b| b <= isize::MAX as usize)
+        })
         .ok_or_else(|| TensorError::Alloc {
             shape: shape.to_vec(),
             dtype,
@@ -353,10 +479,22 @@ impl Tensor {
             return false;
         }
         match (&self.data, &other.data) {
-            (Data::F64(a), Data::F64(b)) => a.iter().zip(b.iter()).all(|(x, y)| x.to_bits() == y.to_bits()),
-            (Data::F32(a), Data::F32(b)) => a.iter().zip(b.iter()).all(|(x, y)| x.to_bits() == y.to_bits()),
-            (Data::F16(a), Data::F16(b)) => a.iter().zip(b.iter()).all(|(x, y)| x.to_bits() == y.to_bits()),
-            (Data::BF16(a), Data::BF16(b)) => a.iter().zip(b.iter()).all(|(x, y)| x.to_bits() == y.to_bits()),
+            (Data::F64(a), Data::F64(b)) => a
+                .iter()
+                .zip(b.iter())
+                .all(|(x, y)| x.to_bits() == y.to_bits()),
+            (Data::F32(a), Data::F32(b)) => a
+                .iter()
+                .zip(b.iter())
+                .all(|(x, y)| x.to_bits() == y.to_bits()),
+            (Data::F16(a), Data::F16(b)) => a
+                .iter()
+                .zip(b.iter())
+                .all(|(x, y)| x.to_bits() == y.to_bits()),
+            (Data::BF16(a), Data::BF16(b)) => a
+                .iter()
+                .zip(b.iter())
+                .all(|(x, y)| x.to_bits() == y.to_bits()),
             // `as i64` is a bijection on every integer type of at most 64 bits, and on bool.
             _ => self.to_i64_vec() == other.to_i64_vec(),
         }
@@ -438,6 +576,16 @@ mod tests {
         // 1 + 3*2^-8 ties to the even neighbour 1 + 2^-6.
         assert_eq!(bf16::from_f64(1.0 + 3.0 / 256.0).to_f32(), 1.0 + 1.0 / 64.0);
         assert_eq!(f16::from_f64(65520.0), f16::INFINITY);
+        // Just above a tie rounds up (half's own from_f64 would truncate first and round down).
+        let above_tie = 1.0 + 1.0 / 256.0 + 2f64.powi(-40);
+        assert_eq!(
+            <bf16 as Element>::from_f64(above_tie).to_f32(),
+            1.0 + 1.0 / 128.0
+        );
+        assert_eq!(
+            checked_num_elements(&[1 << 62, 1 << 62, 0], DType::F32),
+            Ok(0)
+        );
         assert_eq!(<i8 as Element>::from_f64(300.0), 127);
         assert_eq!(<i32 as Element>::from_f64(f64::NAN), 0);
         assert_eq!(<u8 as Element>::from_f64(-3.7), 0);

@@ -153,7 +153,10 @@ impl Verifier<'_> {
         if !self.scopes.iter().any(|s| s.contains(&v)) {
             return Err(self.error(
                 node,
-                format!("uses {} before its definition or outside its scope", self.name(v)),
+                format!(
+                    "uses {} before its definition or outside its scope",
+                    self.name(v)
+                ),
             ));
         }
         Ok(self.f.values.ty(v))
@@ -189,7 +192,11 @@ impl Verifier<'_> {
         if n.regions.len() != n.op.num_regions() {
             return Err(self.error(
                 Some(n),
-                format!("has {} regions, expected {}", n.regions.len(), n.op.num_regions()),
+                format!(
+                    "has {} regions, expected {}",
+                    n.regions.len(),
+                    n.op.num_regions()
+                ),
             ));
         }
         self.check_attr_symbols(n)?;
@@ -207,7 +214,11 @@ impl Verifier<'_> {
         if inferred.len() != n.outputs.len() {
             return Err(self.error(
                 Some(n),
-                format!("declares {} results, the op has {}", n.outputs.len(), inferred.len()),
+                format!(
+                    "declares {} results, the op has {}",
+                    n.outputs.len(),
+                    inferred.len()
+                ),
             ));
         }
         let n_carried = inputs.len().saturating_sub(2);
@@ -230,7 +241,10 @@ impl Verifier<'_> {
             if !ok {
                 return Err(self.error(
                     Some(n),
-                    format!("result {} is declared {declared} but the op gives {want}", self.name(v)),
+                    format!(
+                        "result {} is declared {declared} but the op gives {want}",
+                        self.name(v)
+                    ),
                 ));
             }
         }
@@ -266,7 +280,9 @@ impl Verifier<'_> {
                     .values
                     .get_checked(p)
                     .map(|i| i.ty.clone())
-                    .ok_or_else(|| self.error(Some(n), format!("region parameter #{} is unknown", p.0)))
+                    .ok_or_else(|| {
+                        self.error(Some(n), format!("region parameter #{} is unknown", p.0))
+                    })
             })
             .collect::<Result<_, _>>()?;
         if got != want {
@@ -309,13 +325,13 @@ impl Verifier<'_> {
             _ => None,
         };
         for d in shape.map(|s| s.dims()).unwrap_or(&[]) {
-            if let Dim::Sym(s) = d {
-                if !self.bound_syms.contains(s) {
-                    return Err(self.error(
-                        Some(n),
-                        format!("symbolic dim `{s}` is not bound by any function parameter"),
-                    ));
-                }
+            if let Dim::Sym(s) = d
+                && !self.bound_syms.contains(s)
+            {
+                return Err(self.error(
+                    Some(n),
+                    format!("symbolic dim `{s}` is not bound by any function parameter"),
+                ));
             }
         }
         Ok(())
@@ -323,7 +339,10 @@ impl Verifier<'_> {
 }
 
 fn type_list(ts: &[TensorType]) -> String {
-    ts.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", ")
+    ts.iter()
+        .map(|t| t.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]
@@ -340,7 +359,14 @@ mod tests {
     fn simple() -> Function {
         let mut f = Function::new("main");
         let x = f.add_input("x", ty(&[2, 3]));
-        let y = f.push(Op::Unary(UnaryOp::Exp), vec![x], vec![ty(&[2, 3])], &["y"], vec![], None);
+        let y = f.push(
+            Op::Unary(UnaryOp::Exp),
+            vec![x],
+            vec![ty(&[2, 3])],
+            &["y"],
+            vec![],
+            None,
+        );
         f.add_output("y", y[0]);
         f
     }
@@ -365,7 +391,10 @@ mod tests {
         f.add_output("y", y[0]);
         let e = verify_function(&f).unwrap_err().to_string();
         assert!(e.contains("`add` %y (node \"Add_7\")"), "{e}");
-        assert!(e.contains("declared f32[3,2] but the op gives f32[2,3]"), "{e}");
+        assert!(
+            e.contains("declared f32[3,2] but the op gives f32[2,3]"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -383,10 +412,20 @@ mod tests {
         let mut f = simple();
         let n = f.body.nodes[0].clone();
         f.body.nodes.push(n);
-        assert!(verify_function(&f).unwrap_err().to_string().contains("defined twice"));
+        assert!(
+            verify_function(&f)
+                .unwrap_err()
+                .to_string()
+                .contains("defined twice")
+        );
         let mut g = simple();
         g.body.nodes[0].inputs = vec![ValueId(99)];
-        assert!(verify_function(&g).unwrap_err().to_string().contains("unknown value"));
+        assert!(
+            verify_function(&g)
+                .unwrap_err()
+                .to_string()
+                .contains("unknown value")
+        );
     }
 
     #[test]
@@ -395,15 +434,40 @@ mod tests {
         let c = f.add_input("c", TensorType::scalar(DType::Bool));
         let x = f.add_input("x", ty(&[2]));
         let mut then_r = Region::default();
-        let t = push_node(&mut f.values, &mut then_r, Op::Unary(UnaryOp::Neg), vec![x], vec![ty(&[2])], &["t"], vec![], None);
+        let t = push_node(
+            &mut f.values,
+            &mut then_r,
+            Op::Unary(UnaryOp::Neg),
+            vec![x],
+            vec![ty(&[2])],
+            &["t"],
+            vec![],
+            None,
+        );
         then_r.results = t.clone();
-        let else_r = Region { params: vec![], nodes: vec![], results: vec![x] };
-        let r = f.push(Op::If, vec![c], vec![ty(&[2])], &["r"], vec![then_r, else_r], None);
+        let else_r = Region {
+            params: vec![],
+            nodes: vec![],
+            results: vec![x],
+        };
+        let r = f.push(
+            Op::If,
+            vec![c],
+            vec![ty(&[2])],
+            &["r"],
+            vec![then_r, else_r],
+            None,
+        );
         f.add_output("r", r[0]);
         verify_function(&f).unwrap();
         // Using a value defined inside a region from outside it is an error.
         f.body.results = t;
-        assert!(verify_function(&f).unwrap_err().to_string().contains("outside its scope"));
+        assert!(
+            verify_function(&f)
+                .unwrap_err()
+                .to_string()
+                .contains("outside its scope")
+        );
     }
 
     #[test]
@@ -412,7 +476,14 @@ mod tests {
         let x = f.add_input("x", ty(&[4]));
         let s = Shape(vec![Dim::Sym("K".into())]);
         let out = TensorType::new(DType::F32, s.clone());
-        let y = f.push(Op::Reshape { shape: s }, vec![x], vec![out], &["y"], vec![], None);
+        let y = f.push(
+            Op::Reshape { shape: s },
+            vec![x],
+            vec![out],
+            &["y"],
+            vec![],
+            None,
+        );
         f.add_output("y", y[0]);
         assert!(verify_function(&f).is_err());
     }

@@ -57,9 +57,30 @@ mod tests {
     fn removes_unused_chain_keeps_used() {
         let mut f = Function::new("main");
         let x = f.add_input("x", ty());
-        let dead1 = f.push(Op::Unary(UnaryOp::Exp), vec![x], vec![ty()], &["d1"], vec![], None);
-        f.push(Op::Unary(UnaryOp::Log), dead1, vec![ty()], &["d2"], vec![], None);
-        let y = f.push(Op::Unary(UnaryOp::Neg), vec![x], vec![ty()], &["y"], vec![], None);
+        let dead1 = f.push(
+            Op::Unary(UnaryOp::Exp),
+            vec![x],
+            vec![ty()],
+            &["d1"],
+            vec![],
+            None,
+        );
+        f.push(
+            Op::Unary(UnaryOp::Log),
+            dead1,
+            vec![ty()],
+            &["d2"],
+            vec![],
+            None,
+        );
+        let y = f.push(
+            Op::Unary(UnaryOp::Neg),
+            vec![x],
+            vec![ty()],
+            &["y"],
+            vec![],
+            None,
+        );
         f.add_output("y", y[0]);
         assert!(Dce.run(&mut f).unwrap());
         assert_eq!(f.num_nodes(), 1);
@@ -72,12 +93,39 @@ mod tests {
         let mut f = Function::new("main");
         let c = f.add_input("c", TensorType::scalar(DType::Bool));
         let x = f.add_input("x", ty());
-        let cap = f.push(Op::Unary(UnaryOp::Exp), vec![x], vec![ty()], &["cap"], vec![], None);
+        let cap = f.push(
+            Op::Unary(UnaryOp::Exp),
+            vec![x],
+            vec![ty()],
+            &["cap"],
+            vec![],
+            None,
+        );
         let mut then_r = Region::default();
-        push_node(&mut f.values, &mut then_r, Op::Unary(UnaryOp::Sin), vec![x], vec![ty()], &["dead_inner"], vec![], None);
+        push_node(
+            &mut f.values,
+            &mut then_r,
+            Op::Unary(UnaryOp::Sin),
+            vec![x],
+            vec![ty()],
+            &["dead_inner"],
+            vec![],
+            None,
+        );
         then_r.results = cap.clone();
-        let else_r = Region { params: vec![], nodes: vec![], results: vec![x] };
-        let r = f.push(Op::If, vec![c], vec![ty()], &["r"], vec![then_r, else_r], None);
+        let else_r = Region {
+            params: vec![],
+            nodes: vec![],
+            results: vec![x],
+        };
+        let r = f.push(
+            Op::If,
+            vec![c],
+            vec![ty()],
+            &["r"],
+            vec![then_r, else_r],
+            None,
+        );
         f.add_output("r", r[0]);
         assert!(Dce.run(&mut f).unwrap());
         // `cap` survives (used inside the region), the dead node inside is gone.

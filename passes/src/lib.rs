@@ -85,7 +85,11 @@ pub fn parse_pipeline(text: &str) -> Result<Vec<&'static PassInfo>, PassError> {
             }
             lookup(name).ok_or_else(|| PassError::UnknownPass {
                 name: name.to_string(),
-                known: REGISTRY.iter().map(|p| p.name).collect::<Vec<_>>().join(", "),
+                known: REGISTRY
+                    .iter()
+                    .map(|p| p.name)
+                    .collect::<Vec<_>>()
+                    .join(", "),
             })
         })
         .collect()
@@ -110,7 +114,11 @@ pub fn run_pipeline(
                 source,
             })?;
         }
-        timings.push(PassTiming { name: info.name, time: start.elapsed(), changed });
+        timings.push(PassTiming {
+            name: info.name,
+            time: start.elapsed(),
+            changed,
+        });
         if let Some(cb) = opts.after_each.as_mut() {
             cb(info.name, m);
         }
@@ -125,8 +133,14 @@ mod tests {
     #[test]
     fn pipeline_parsing() {
         assert_eq!(parse_pipeline("dce, dce").unwrap().len(), 2);
-        assert!(matches!(parse_pipeline("dce,,dce"), Err(PassError::EmptyName(_))));
+        assert!(matches!(
+            parse_pipeline("dce,,dce"),
+            Err(PassError::EmptyName(_))
+        ));
         let e = parse_pipeline("frobnicate").unwrap_err().to_string();
-        assert!(e.contains("unknown pass `frobnicate`") && e.contains("dce"), "{e}");
+        assert!(
+            e.contains("unknown pass `frobnicate`") && e.contains("dce"),
+            "{e}"
+        );
     }
 }

@@ -155,23 +155,7 @@ fn round_to_odd_f64(v: i128) -> f64 {
     }
 }
 
-/// `x` rounded to f32 with round-to-odd (see [`round_to_odd_f64`]), so that rounding it to f16 or
-/// bf16 with `from_f32` rounds `x` correctly (to nearest even, once).
-///
-/// `half`'s own `f16::from_f64`/`bf16::from_f64` are not correctly rounded: they drop the low 32
-/// mantissa bits before rounding (or, for f16 on x86 with F16C, round through a nearest-even
-/// f32), so a value just above a tie rounds down.
-pub(crate) fn round_to_odd_f32(x: f64) -> f32 {
-    let f = x as f32;
-    if !f.is_finite() || f as f64 == x || f.to_bits() & 1 == 1 {
-        // NaN, overflow (already infinite in f16 and bf16), exact, or already odd.
-        f
-    } else if (f as f64) < x {
-        f.next_up()
-    } else {
-        f.next_down()
-    }
-}
+pub(crate) use crate::tensor::round_to_odd_f32;
 
 macro_rules! impl_scalar_float {
     ($($t:ty => |$v:ident| $from_int:expr, |$w:ident| $from_float:expr;)*) => {$(

@@ -69,7 +69,10 @@ pub fn resolve_shape(shape: &Shape, bind: &Bindings) -> Result<Vec<usize>, Inter
         .iter()
         .map(|d| match d {
             Dim::Static(n) => Ok(*n),
-            Dim::Sym(s) => bind.get(s).copied().ok_or_else(|| InterpError::Unbound(s.clone())),
+            Dim::Sym(s) => bind
+                .get(s)
+                .copied()
+                .ok_or_else(|| InterpError::Unbound(s.clone())),
         })
         .collect()
 }
@@ -80,7 +83,11 @@ pub fn eval_op(op: &Op, inputs: &[Tensor], bind: &Bindings) -> Result<Vec<Tensor
         if inputs.len() == n {
             Ok(())
         } else {
-            Err(invalid(format!("`{}` takes {n} operands, got {}", op.name(), inputs.len())))
+            Err(invalid(format!(
+                "`{}` takes {n} operands, got {}",
+                op.name(),
+                inputs.len()
+            )))
         }
     };
     let one = |t: Tensor| Ok(vec![t]);
@@ -91,7 +98,11 @@ pub fn eval_op(op: &Op, inputs: &[Tensor], bind: &Bindings) -> Result<Vec<Tensor
         }
         Op::Iota { dtype, shape, axis } => {
             arity(0)?;
-            one(elementwise::iota(*dtype, &resolve_shape(shape, bind)?, *axis)?)
+            one(elementwise::iota(
+                *dtype,
+                &resolve_shape(shape, bind)?,
+                *axis,
+            )?)
         }
         Op::Unary(u) => {
             arity(1)?;
@@ -115,7 +126,10 @@ pub fn eval_op(op: &Op, inputs: &[Tensor], bind: &Bindings) -> Result<Vec<Tensor
         }
         Op::Broadcast { shape } => {
             arity(1)?;
-            one(movement::broadcast(&inputs[0], &resolve_shape(shape, bind)?)?)
+            one(movement::broadcast(
+                &inputs[0],
+                &resolve_shape(shape, bind)?,
+            )?)
         }
         Op::Reshape { shape } => {
             arity(1)?;
@@ -125,7 +139,11 @@ pub fn eval_op(op: &Op, inputs: &[Tensor], bind: &Bindings) -> Result<Vec<Tensor
             arity(1)?;
             one(movement::transpose(&inputs[0], perm)?)
         }
-        Op::Slice { start, limit, stride } => {
+        Op::Slice {
+            start,
+            limit,
+            stride,
+        } => {
             arity(1)?;
             one(movement::slice(&inputs[0], start, limit, stride)?)
         }
@@ -134,7 +152,11 @@ pub fn eval_op(op: &Op, inputs: &[Tensor], bind: &Bindings) -> Result<Vec<Tensor
             one(movement::reverse(&inputs[0], axes)?)
         }
         Op::Concat { axis } => one(movement::concat(inputs, *axis)?),
-        Op::Pad { low, high, interior } => {
+        Op::Pad {
+            low,
+            high,
+            interior,
+        } => {
             arity(2)?;
             one(movement::pad(&inputs[0], &inputs[1], low, high, interior)?)
         }
@@ -144,26 +166,55 @@ pub fn eval_op(op: &Op, inputs: &[Tensor], bind: &Bindings) -> Result<Vec<Tensor
         }
         Op::Scatter { mode } => {
             arity(3)?;
-            one(movement::scatter(&inputs[0], &inputs[1], &inputs[2], *mode)?)
+            one(movement::scatter(
+                &inputs[0], &inputs[1], &inputs[2], *mode,
+            )?)
         }
-        Op::Reduce { kind, axes, keep_dims } => {
+        Op::Reduce {
+            kind,
+            axes,
+            keep_dims,
+        } => {
             arity(1)?;
             one(reduce::reduce(&inputs[0], *kind, axes, *keep_dims)?)
         }
-        Op::ArgReduce { is_max, axis, keep_dims, select_last } => {
+        Op::ArgReduce {
+            is_max,
+            axis,
+            keep_dims,
+            select_last,
+        } => {
             arity(1)?;
-            one(reduce::arg_reduce(&inputs[0], *is_max, *axis, *keep_dims, *select_last)?)
+            one(reduce::arg_reduce(
+                &inputs[0],
+                *is_max,
+                *axis,
+                *keep_dims,
+                *select_last,
+            )?)
         }
-        Op::Cumulative { kind, axis, exclusive, reverse } => {
+        Op::Cumulative {
+            kind,
+            axis,
+            exclusive,
+            reverse,
+        } => {
             arity(1)?;
-            one(reduce::cumulative(&inputs[0], *kind, *axis, *exclusive, *reverse)?)
+            one(reduce::cumulative(
+                &inputs[0], *kind, *axis, *exclusive, *reverse,
+            )?)
         }
         Op::Sort { axis, descending } => {
             arity(1)?;
             let (v, i) = reduce::sort(&inputs[0], *axis, *descending)?;
             Ok(vec![v, i])
         }
-        Op::DotGeneral { lhs_batch, rhs_batch, lhs_contract, rhs_contract } => {
+        Op::DotGeneral {
+            lhs_batch,
+            rhs_batch,
+            lhs_contract,
+            rhs_contract,
+        } => {
             arity(2)?;
             one(linalg::dot_general(
                 &inputs[0],
@@ -174,7 +225,14 @@ pub fn eval_op(op: &Op, inputs: &[Tensor], bind: &Bindings) -> Result<Vec<Tensor
                 rhs_contract,
             )?)
         }
-        Op::Conv { stride, pad_low, pad_high, lhs_dilation, rhs_dilation, groups } => {
+        Op::Conv {
+            stride,
+            pad_low,
+            pad_high,
+            lhs_dilation,
+            rhs_dilation,
+            groups,
+        } => {
             arity(2)?;
             one(linalg::conv(
                 &inputs[0],
@@ -189,12 +247,25 @@ pub fn eval_op(op: &Op, inputs: &[Tensor], bind: &Bindings) -> Result<Vec<Tensor
                 },
             )?)
         }
-        Op::ReduceWindow { kind, window, stride, dilation, pad_low, pad_high } => {
+        Op::ReduceWindow {
+            kind,
+            window,
+            stride,
+            dilation,
+            pad_low,
+            pad_high,
+        } => {
             arity(1)?;
             one(linalg::reduce_window(
                 &inputs[0],
                 *kind,
-                &linalg::WindowParams { window, stride, dilation, pad_low, pad_high },
+                &linalg::WindowParams {
+                    window,
+                    stride,
+                    dilation,
+                    pad_low,
+                    pad_high,
+                },
             )?)
         }
         Op::If | Op::Loop => Err(invalid(format!(
@@ -211,7 +282,10 @@ pub const MAX_LOOP_ITERATIONS: u64 = 1 << 24;
 pub fn run_function(f: &Function, inputs: &[Tensor]) -> Result<Vec<Tensor>, InterpError> {
     let params = f.inputs();
     if params.len() != inputs.len() {
-        return Err(InterpError::InputCount { expected: params.len(), actual: inputs.len() });
+        return Err(InterpError::InputCount {
+            expected: params.len(),
+            actual: inputs.len(),
+        });
     }
     let mut bind = Bindings::new();
     for (&p, t) in params.iter().zip(inputs) {
@@ -225,7 +299,11 @@ pub fn run_function(f: &Function, inputs: &[Tensor]) -> Result<Vec<Tensor>, Inte
             });
         }
     }
-    let mut env = Env { f, vals: HashMap::new(), bind };
+    let mut env = Env {
+        f,
+        vals: HashMap::new(),
+        bind,
+    };
     env.run_region(&f.body, inputs.to_vec())
 }
 
@@ -257,7 +335,10 @@ struct Env<'f> {
 impl Env<'_> {
     fn get(&self, v: ValueId) -> Result<Tensor, InterpError> {
         self.vals.get(&v).cloned().ok_or_else(|| {
-            invalid(format!("value %{} is used before it is defined", self.f.values.name(v)))
+            invalid(format!(
+                "value %{} is used before it is defined",
+                self.f.values.name(v)
+            ))
         })
     }
 
@@ -288,7 +369,11 @@ impl Env<'_> {
     }
 
     fn run_node(&mut self, node: &Node) -> Result<(), InterpError> {
-        let inputs = node.inputs.iter().map(|&v| self.get(v)).collect::<Result<Vec<_>, _>>()?;
+        let inputs = node
+            .inputs
+            .iter()
+            .map(|&v| self.get(v))
+            .collect::<Result<Vec<_>, _>>()?;
         let outputs = match node.op {
             Op::If => self.run_if(node, &inputs)?,
             Op::Loop => self.run_loop(node, inputs)?,
@@ -320,7 +405,8 @@ impl Env<'_> {
         let [cond] = inputs else {
             return Err(invalid("`if` takes one operand"));
         };
-        let c = scalar_bool(cond).ok_or_else(|| invalid("`if` condition must be a one-element bool tensor"))?;
+        let c = scalar_bool(cond)
+            .ok_or_else(|| invalid("`if` condition must be a one-element bool tensor"))?;
         let [then_r, else_r] = &node.regions[..] else {
             return Err(invalid("`if` needs two regions"));
         };
@@ -332,7 +418,9 @@ impl Env<'_> {
             return Err(invalid("`loop` needs one region"));
         };
         if inputs.len() < 2 {
-            return Err(invalid("`loop` takes a trip count, a condition and carried values"));
+            return Err(invalid(
+                "`loop` takes a trip count, a condition and carried values",
+            ));
         }
         let max_trip = inputs[0]
             .to_i64_vec()
@@ -380,13 +468,20 @@ fn stack(items: Vec<Tensor>, declared: &TensorType, k: usize) -> Result<Tensor, 
         let mut dims = vec![0];
         for d in declared.shape.dims().iter().skip(1) {
             dims.push(d.as_static().ok_or_else(|| {
-                invalid(format!("scan output {k} of a zero-trip loop has a symbolic dim"))
+                invalid(format!(
+                    "scan output {k} of a zero-trip loop has a symbolic dim"
+                ))
             })?);
         }
         return Ok(Tensor::zeros(declared.dtype, &dims)?);
     };
-    if items.iter().any(|t| t.shape() != first.shape() || t.dtype() != first.dtype()) {
-        return Err(invalid(format!("scan output {k} changes shape between iterations")));
+    if items
+        .iter()
+        .any(|t| t.shape() != first.shape() || t.dtype() != first.dtype())
+    {
+        return Err(invalid(format!(
+            "scan output {k} changes shape between iterations"
+        )));
     }
     let mut reshaped = Vec::with_capacity(items.len());
     for t in &items {

@@ -558,8 +558,7 @@ mod tests {
         assert!(empty(slice(&x, &[0, 1, 2], &[0, big, big], &[1, 3, 5])));
         assert!(empty(reverse(&x, &[0, 1, 2])));
         assert!(empty(transpose(&x, &[0, 2, 1])));
-        // tensor.rs counts elements left to right, so [big, big, 0] is refused, cleanly.
-        assert!(transpose(&x, &[2, 1, 0]).is_err());
+        assert!(empty(transpose(&x, &[2, 1, 0])));
         assert!(empty(concat(&[x.clone(), x.clone()], 1)));
         assert!(empty(gather(&x, &t(&[0], Vec::<i64>::new()), 0)));
         assert!(empty(gather(&x, &t(&[2], vec![0i64, -1]), 1)));
