@@ -1330,10 +1330,6 @@ mod tests {
         g.node.into_iter().next().expect("a node").attribute
     }
 
-    fn attr(a: &str) -> AttributeProto {
-        attrs(a).into_iter().next().expect("an attribute")
-    }
-
     fn ty(a: &AttributeProto) -> AttributeType {
         AttributeType::try_from(a.r#type).expect("a known attribute type")
     }
@@ -1654,5 +1650,441 @@ MyFn <alpha> (x) => (y) { y = Elu <alpha: float = @alpha> (x) }
         let src = include_str!("../../tests/fixtures/onnx-text/features.src.onnxtxt");
         let printed = include_str!("../../tests/fixtures/onnx-text/features.onnxtxt");
         assert_eq!(parse(src).encode_to_vec(), parse(printed).encode_to_vec());
+    }
+
+    // --- attributes ---
+
+    #[test]
+    fn attribute_kinds_from_values() {
+        let a = attrs(
+            r#"i = 3, f = 2.5, s = "x", is = [1, -2], fs = [1.5, 2], ss = ["a", "b"],
+               t = int64[2] {1, 2}, tp = seq(float[2]), g = body () => (float z) { z = Neg (x) },
+               nf = -inf, nan_ = nan, big = 1e3"#,
+        );
+        let kinds: Vec<_> = a.iter().map(|a| (a.name.as_str(), ty(a))).collect();
+        assert_eq!(
+            kinds,
+            [
+                ("i", AttributeType::Int),
+                ("f", AttributeType::Float),
+                ("s", AttributeType::String),
+                ("is", AttributeType::Ints),
+                ("fs", AttributeType::Floats),
+                ("ss", AttributeType::Strings),
+                ("t", AttributeType::Tensor),
+                ("tp", AttributeType::TypeProto),
+                ("g", AttributeType::Graph),
+                ("nf", AttributeType::Float),
+                ("nan_", AttributeType::Float),
+                ("big", AttributeType::Float),
+            ]
+        );
+        assert_eq!((a[0].i, a[1].f, a[2].s.as_slice()), (3, 2.5, &b"x"[..]));
+        assert_eq!(a[3].ints, [1, -2]);
+        assert_eq!(a[4].floats, [1.5, 2.0], "ints mixed with floats are floats");
+        assert_eq!(a[5].strings, [b"a".to_vec(), b"b".to_vec()]);
+        assert_eq!(a[6].t.as_ref().unwrap().int64_data, [1, 2]);
+        assert!(matches!(a[7].tp.as_ref().unwrap().value, Some(T::SequenceType(_))));
+        assert_eq!(a[8].g.as_ref().unwrap().name, "body");
+        assert_eq!(a[9].f, f32::NEG_INFINITY);
+        assert!(a[10].f.is_nan());
+        assert_eq!(a[11].f, 1000.0);
+    }
+
+    #[test]
+    fn declared_attribute_types() {
+        let a = attrs(
+            "f: float = 1, nz: float = -0, fs: floats = [1, 2], is: ints = [], gs: graphs = [],
+             ss: strings = [], ts: tensors = [], tps: type_protos = [], r: int = @outer, u = @other",
+        );
+        let kinds: Vec<_> = a.iter().map(ty).collect();
+        use AttributeType as A;
+        assert_eq!(
+            kinds,
+            [A::Float, A::Float, A::Floats, A::Ints, A::Graphs, A::Strings, A::Tensors, A::TypeProtos, A::Int, A::Undefined]
+        );
+        assert_eq!(a[0].f, 1.0);
+        assert!(a[1].f == 0.0 && a[1].f.is_sign_negative(), "`-0` as a float keeps its sign");
+        assert_eq!(a[2].floats, [1.0, 2.0]);
+        assert!(a[3].ints.is_empty());
+        assert_eq!((a[8].ref_attr_name.as_str(), a[9].ref_attr_name.as_str()), ("outer", "other"));
+    }
+
+    #[test]
+    fn lists_of_tensors_graphs_and_types() {
+        let a = attrs(
+            "ts = [float[2] {1, 2}, int64 named {3}], tps = [float[2], seq(int64)],
+             gs = [a () => (float z) { z = Neg (x) }, b () => (float z) { z = Abs (x) }]",
+        );
+        assert_eq!((ty(&a[0]), ty(&a[1]), ty(&a[2])), (AttributeType::Tensors, AttributeType::TypeProtos, AttributeType::Graphs));
+        assert_eq!(a[0].tensors[0].float_data, [1.0, 2.0]);
+        assert_eq!((a[0].tensors[1].name.as_str(), a[0].tensors[1].int64_data.as_slice()), ("named", &[3][..]));
+        assert_eq!(a[1].type_protos.len(), 2);
+        let names: Vec<_> = a[2].graphs.iter().map(|g| g.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+    }
+
+    #[test]
+    fn tensor_attribute_forms() {
+        // With and without a name, with `=`, with a quoted name, external data.
+        let a = attrs(r#"a = float {1}, b = float nm {2}, c = float nm = {3}, d = float "q n" {4}, e = float[1] ["location": "f.bin"]"#);
+        let t: Vec<_> = a.iter().map(|a| a.t.as_ref().unwrap()).collect();
+        assert_eq!(t.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["", "nm", "nm", "q n", ""]);
+        assert_eq!(t[3].float_data, [4.0]);
+        assert_eq!(t[4].data_location, 1);
+        assert_eq!((t[4].external_data[0].key.as_str(), t[4].external_data[0].value.as_str()), ("location", "f.bin"));
+    }
+
+    #[test]
+    fn attributes_before_or_after_inputs() {
+        let g = graph("g (float x) => (float y) { y = Foo (x) <a = 1> z = Bar <b = 2> (x) w = Baz (x) }");
+        let a: Vec<_> = g.node.iter().map(|n| n.attribute.iter().map(|a| a.name.as_str()).collect::<Vec<_>>()).collect();
+        assert_eq!(a, [vec!["a"], vec!["b"], vec![]]);
+    }
+
+    // --- nodes ---
+
+    #[test]
+    fn node_names_domains_overloads_and_empty_names() {
+        let g = graph(
+            r#"g (float x) => (float y) {
+                [n0] y = com.example.Foo:v2 (x)
+                ["node 1"] a, , "" = Split (x, , "c d", )
+                = Sink ()
+                , = Two (,)
+            }"#,
+        );
+        let n = &g.node;
+        assert_eq!((n[0].name.as_str(), n[0].domain.as_str(), n[0].op_type.as_str(), n[0].overload.as_str()), ("n0", "com.example", "Foo", "v2"));
+        assert_eq!(n[1].name, "node 1");
+        assert_eq!(n[1].output, ["a", "", ""]);
+        assert_eq!(n[1].input, ["x", "", "c d"]);
+        assert!(n[2].output.is_empty() && n[2].input.is_empty());
+        assert_eq!((n[3].output.as_slice(), n[3].input.as_slice()), (&[String::new()][..], &[String::new()][..]));
+    }
+
+    // --- types and values ---
+
+    #[test]
+    fn tensor_types_and_dims() {
+        assert_eq!(tensor_type(&input_type("float")), (1, Some(vec![])), "no brackets: a scalar");
+        assert_eq!(tensor_type(&input_type("float[]")), (1, None), "`[]`: unknown rank");
+        assert_eq!(tensor_type(&input_type(r#"int8[2, N, ?, "a b"]"#)), (3, Some(vec![dv(2), dp("N"), None, dp("a b")])));
+        let codes: Vec<_> = ELEM_TYPES.iter().map(|&(n, _)| tensor_type(&input_type(&format!("{n}[1]"))).0).collect();
+        assert_eq!(codes, ELEM_TYPES.iter().map(|&(_, c)| c).collect::<Vec<_>>());
+        // The usual ones, spelled out.
+        let named = [("float", 1), ("double", 11), ("float16", 10), ("bfloat16", 16), ("int8", 3), ("int16", 5), ("int32", 6), ("int64", 7), ("uint8", 2), ("uint16", 4), ("uint32", 12), ("uint64", 13), ("bool", 9), ("string", 8)];
+        for (name, code) in named {
+            assert_eq!(tensor_type(&input_type(name)).0, code, "{name}");
+        }
+    }
+
+    #[test]
+    fn composite_types() {
+        let Some(T::SequenceType(s)) = input_type("seq(float[2])").value else { panic!() };
+        assert_eq!(tensor_type(s.elem_type.as_ref().unwrap()), (1, Some(vec![dv(2)])));
+        let Some(T::OptionalType(o)) = input_type("optional(seq(int64))").value else { panic!() };
+        assert!(matches!(o.elem_type.unwrap().value, Some(T::SequenceType(_))));
+        let Some(T::MapType(m)) = input_type("map(string, float[3])").value else { panic!() };
+        assert_eq!(m.key_type, 8);
+        assert_eq!(tensor_type(m.value_type.as_ref().unwrap()), (1, Some(vec![dv(3)])));
+        let Some(T::SparseTensorType(sp)) = input_type("sparse_tensor(float[3, N])").value else { panic!() };
+        assert_eq!((sp.elem_type, sp.shape.unwrap().dim.len()), (1, 2));
+        let opaque = |src| match input_type(src).value {
+            Some(T::OpaqueType(o)) => (o.domain, o.name),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(opaque("opaque()"), (String::new(), String::new()));
+        assert_eq!(opaque("opaque(thing)"), (String::new(), "thing".into()));
+        assert_eq!(opaque("opaque(ai.onnx.ml, thing)"), ("ai.onnx.ml".into(), "thing".into()));
+    }
+
+    #[test]
+    fn tensor_literals_of_every_storage() {
+        let t = initializer("int16[2] a = {-32768, 32767}");
+        assert_eq!(t.int32_data, [-32768, 32767]);
+        let t = initializer("uint32[1] a = {4294967295}");
+        assert_eq!(t.uint64_data, [u64::from(u32::MAX)]);
+        let t = initializer("int64[2] a = {-9223372036854775808, 9223372036854775807}");
+        assert_eq!(t.int64_data, [i64::MIN, i64::MAX]);
+        let t = initializer("double[3] a = {1e300, -0.5, 7}");
+        assert_eq!(t.double_data, [1e300, -0.5, 7.0]);
+        let t = initializer("complex64[1] a = {1, -2}");
+        assert_eq!(t.float_data, [1.0, -2.0]);
+        let t = initializer(r#"string[2] a = {"x", "y\"z"}"#);
+        assert_eq!(t.string_data, [b"x".to_vec(), b"y\"z".to_vec()]);
+        let t = initializer("bfloat16[1] a = {16256}");
+        assert_eq!(t.int32_data, [16256]);
+        let t = initializer("float[0] a = {}");
+        assert!(t.float_data.is_empty() && t.dims == [0]);
+        let t = initializer("float[2] a =");
+        assert!(t.float_data.is_empty() && t.raw_data.is_empty(), "no data at all");
+        let t = initializer(r#"float[2] a = ["location": "w.bin", "offset": "8"]"#);
+        assert_eq!((t.data_location, t.external_data.len()), (1, 2));
+    }
+
+    #[test]
+    fn graph_inputs_with_defaults_and_value_info() {
+        let g = graph("g (float[2] x = {1, 2}, int64 k) => (float[2] y) <float[2] t, int64 c = {3}> { t = Neg (x) y = Abs (t) }");
+        assert_eq!(g.input.len(), 2);
+        let inits: Vec<_> = g.initializer.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(inits, ["x", "c"], "an input's default is an initializer");
+        assert_eq!(g.value_info.iter().map(|v| v.name.as_str()).collect::<Vec<_>>(), ["t"]);
+    }
+
+    #[test]
+    fn model_header_and_functions() {
+        let m = parse(
+            r#"<ir_version: 9, model_version: -1, producer_name: "p", producer_version: "v", domain: "d",
+                doc_string: "multi
+line", metadata_props: ["k": "v"], opset_import: []>
+               g () => () {}
+               <domain: "f", doc_string: "fd", overload: "o1", opset_import: ["" : 18]>
+               F <a, b: float = 2.5, c = [1, 2]> (float[N] x, y) => (z) <float[N] t> { z = Neg (x) }
+               "G 2" () => () {}"#,
+        );
+        assert_eq!((m.ir_version, m.model_version, m.doc_string.as_str()), (9, -1, "multi\nline"));
+        assert_eq!((m.producer_name.as_str(), m.producer_version.as_str(), m.domain.as_str()), ("p", "v", "d"));
+        assert!(m.opset_import.is_empty());
+        assert_eq!(m.metadata_props.len(), 1);
+        let f = &m.functions[0];
+        assert_eq!((f.domain.as_str(), f.doc_string.as_str(), f.overload.as_str()), ("f", "fd", "o1"));
+        assert_eq!((f.input.as_slice(), f.output.as_slice()), (&["x".to_string(), "y".into()][..], &["z".to_string()][..]));
+        assert_eq!(f.attribute, ["a"]);
+        let defaults: Vec<_> = f.attribute_proto.iter().map(|a| (a.name.as_str(), ty(a))).collect();
+        assert_eq!(defaults, [("b", AttributeType::Float), ("c", AttributeType::Ints)]);
+        assert_eq!(m.functions[1].name, "G 2");
+        assert!(m.functions[1].domain.is_empty());
+    }
+
+    #[test]
+    fn comments_and_whitespace() {
+        let m = parse("\u{feff}# top\n<ir_version:8#c\n>#x\ng#y\n(#z\nfloat x)=>(float y)\n{y=Neg(x)#n\n}\n# end");
+        assert_eq!(m.ir_version, 8);
+        assert_eq!(op_types(&m.graph.unwrap().node), ["Neg"]);
+    }
+
+    // --- errors ---
+
+    #[test]
+    fn errors_point_at_the_offending_token() {
+        let cases: &[(&str, usize, usize, &str)] = &[
+            ("g (float x) => (float y) {\n  y = Neg(x\n}", 3, 1, "expected `)`, found `}`"),
+            ("g () => () {\n  y = Foo <s = \"abc> ()\n}", 2, 16, "unterminated string"),
+            ("g () = > () {}", 1, 6, "expected `=>`"),
+            ("g () => () {\n y = Foo <a: intz = 1> ()\n}", 2, 14, "unknown attribute type `intz`"),
+            ("g () => () <uint8[1] b = {256}> {}", 1, 27, "256 is out of range for uint8 (0 to 255)"),
+            ("g () => () <float[3] b = {1, 2}> {}", 1, 26, "tensor `b` of type float[3] needs 3 values, found 2"),
+            ("g () => () <float[N] b = {1}> {}", 1, 26, "needs dimensions that are non-negative integers"),
+            ("g () => () <float[] b = {1}> {}", 1, 25, "needs a known shape"),
+            ("g () => () {\n  $ = Foo()\n}", 2, 3, "unexpected character '$'"),
+            ("<doc_string: \"héllo\", bad: 1>\ng () => () {}", 1, 23, "unknown model header key `bad`"),
+            ("<ir_version: 1, ir_version: 2> g () => () {}", 1, 17, "`ir_version` is given twice"),
+            ("g () => () {", 1, 13, "expected a node (`outputs = Op (inputs)`) or `}`, found the end of the input"),
+            ("g () => () { y = Foo <a = 1, a = 2> () }", 1, 30, "attribute `a` is given twice"),
+            ("g () => () { y = Foo <a: int = 1.5> () }", 1, 32, "attribute `a` takes a int value, found a float"),
+            ("g () => () { y = Foo <a: ints = 1> () }", 1, 33, "must be a list"),
+            ("g () => () { y = Foo <a: int = [1]> () }", 1, 23, "a single value, but is given a list"),
+            ("g () => () { y = Foo <a = []> () }", 1, 23, "needs a declared type"),
+            ("g () => () { y = Foo <a = [1, \"s\"]> () }", 1, 31, "takes a list of int values, found a string"),
+            ("g () => () { y = Foo <a = 99999999999999999999> () }", 1, 27, "out of range for int"),
+            ("g () => () { y = Foo <a = 1e99> () }", 1, 27, "`1e99` is out of range for float"),
+            ("g () => () { y = Foo <a = 1e> () }", 1, 27, "the exponent has no digits"),
+            ("g () => () { y = Foo <a = -x> () }", 1, 27, "invalid number `-x`"),
+            ("g (flt x) => () {}", 1, 8, "expected `)`, found identifier `x`"),
+            ("g (seq(float x) => () {}", 1, 14, "expected `)`, found identifier `x`"),
+            ("g (map(foo, float) x) => () {}", 1, 8, "`foo` is not an element type"),
+            ("g () => () {}\n<domain: \"d\", version: 1> F () => () {}", 2, 15, "unknown function header key `version`"),
+            ("g () => () {} )", 1, 15, "expected a function name, found `)`"),
+            ("g () => () { y = (x) }", 1, 18, "expected an operator name, found `(`"),
+            ("g () => () { y = Foo x }", 1, 22, "expected `(` and the inputs of `Foo`"),
+            ("g () => () { y = Foo <sp: sparse_tensor = float[1] {1}> () }", 1, 43, "sparse tensor attribute values have no text form"),
+            ("", 1, 1, "expected a graph name, found the end of the input"),
+        ];
+        let wrong: Vec<String> = cases
+            .iter()
+            .filter_map(|&(src, line, column, message)| {
+                let e = parse_err(src);
+                let right = e.line == line && e.column == column && e.message.contains(message);
+                (!right).then(|| format!("{src:?}: got `{e}`, expected line {line}, column {column}: ...{message}..."))
+            })
+            .collect();
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    }
+
+    #[test]
+    fn error_display() {
+        let e = parse_err("g () => () {\n  y = Neg(x\n}");
+        assert_eq!(e.to_string(), "line 3, column 1: expected `)`, found `}`");
+    }
+
+    // --- hostile input ---
+
+    /// The type `seq(` * n `float` `)` * n.
+    fn nested_seq(n: usize) -> String {
+        format!("{}float{}", "seq(".repeat(n), ")".repeat(n))
+    }
+
+    /// A graph nested `n` deep through `If` attributes.
+    fn nested_graphs(n: usize) -> String {
+        let mut g = "g () => () {}".to_string();
+        for _ in 1..n {
+            g = format!("g () => () {{ y = If <then_branch = {g}> () }}");
+        }
+        g
+    }
+
+    #[test]
+    fn nesting_is_bounded() {
+        // The graph is one level, the element type one more.
+        parse(&format!("g ({} x) => () {{}}", nested_seq(MAX_DEPTH - 2)));
+        let e = parse_err(&format!("g ({} x) => () {{}}", nested_seq(MAX_DEPTH - 1)));
+        assert!(e.message.contains("nest deeper than 64"), "{e}");
+        parse(&nested_graphs(MAX_DEPTH));
+        let e = parse_err(&nested_graphs(MAX_DEPTH + 1));
+        assert!(e.message.contains("nest deeper than 64"), "{e}");
+        // Far past the limit: an error, not a stack overflow.
+        parse_err(&format!("g ({} x) => () {{}}", nested_seq(100_000)));
+        parse_err(&nested_graphs(1_000));
+        parse_err(&"g () => () { y = If <a = ".repeat(10_000));
+    }
+
+    /// Check that an error's position lies inside `src` (or just after its end).
+    fn check_position(src: &str, e: &TextError) {
+        let lines: Vec<&str> = src.split('\n').collect();
+        assert!(e.line >= 1 && e.line <= lines.len(), "line {} of {}: {e}\n{src:?}", e.line, lines.len());
+        let len = lines[e.line - 1].chars().count();
+        assert!(e.column >= 1 && e.column <= len + 1, "column {} of {len}: {e}\n{src:?}", e.column);
+    }
+
+    fn parse_any(src: &str) {
+        if let Err(e) = parse_model_text(src) {
+            check_position(src, &e);
+        }
+    }
+
+    /// A small deterministic generator (xorshift64*), so failures reproduce.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    fn valid_texts() -> Vec<&'static str> {
+        vec![
+            BRIEF_EXAMPLE,
+            include_str!("../../tests/fixtures/onnx-text/conv_with_strides_padding.onnxtxt"),
+            include_str!("../../tests/fixtures/onnx-text/if.onnxtxt"),
+            include_str!("../../tests/fixtures/onnx-text/lstm_defaults.onnxtxt"),
+            include_str!("../../tests/fixtures/onnx-text/loop16_seq_none.onnxtxt"),
+            include_str!("../../tests/fixtures/onnx-text/features.onnxtxt"),
+            include_str!("../../tests/fixtures/onnx-text/features.src.onnxtxt"),
+        ]
+    }
+
+    #[test]
+    fn every_truncation_of_valid_text_is_handled() {
+        for text in valid_texts() {
+            for (i, _) in text.char_indices() {
+                parse_any(&text[..i]);
+            }
+        }
+    }
+
+    #[test]
+    fn random_mutations_never_panic() {
+        const SPECIAL: &[char] = &['<', '>', '(', ')', '[', ']', '{', '}', ',', ':', '=', '.', '?', '@', '"', '\\', '#', '-', '\n', ' ', 'é', '0', 'e'];
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let texts = valid_texts();
+        for _ in 0..5_000 {
+            let text = texts[rng.below(texts.len())];
+            let chars: Vec<char> = text.chars().collect();
+            let mut out = chars.clone();
+            for _ in 0..1 + rng.below(4) {
+                let at = rng.below(out.len() + 1);
+                match rng.below(4) {
+                    0 if at < out.len() => {
+                        let end = (at + 1 + rng.below(8)).min(out.len());
+                        out.drain(at..end);
+                    }
+                    1 => {
+                        let from = rng.below(chars.len());
+                        let end = (from + 1 + rng.below(16)).min(chars.len());
+                        out.splice(at..at, chars[from..end].iter().copied());
+                    }
+                    2 if at < out.len() => out[at] = SPECIAL[rng.below(SPECIAL.len())],
+                    _ => out.insert(at, char::from_u32(rng.below(0x3000) as u32).unwrap_or('x')),
+                }
+            }
+            parse_any(&out.into_iter().collect::<String>());
+        }
+    }
+
+    #[test]
+    fn random_token_soup_never_panics() {
+        const PIECES: &[&str] = &[
+            "<", ">", "(", ")", "[", "]", "{", "}", ",", ":", "=", "=>", ".", "?", "@", "\"", "\"s\"", "\\", "#c\n",
+            "\n", " ", "-", "1", "-7", "2.5", "1e", "1e5", "inf", "-nan", "float", "int64", "float16", "string",
+            "seq", "map", "optional", "opaque", "sparse_tensor", "x", "g", "Op", "ir_version", "opset_import",
+            "domain", "ints", "tensor", "graph", "é", "\u{0}", "\t", "g () => () {", "y = Foo <", "a = ",
+        ];
+        let mut rng = Rng(42);
+        for _ in 0..20_000 {
+            let n = rng.below(40);
+            let src: String = (0..n).map(|_| PIECES[rng.below(PIECES.len())]).collect();
+            parse_any(&src);
+        }
+    }
+
+    /// The parser's output goes straight into the ONNX importer.
+    #[test]
+    fn parsed_text_imports() {
+        let m = parse(
+            r#"<ir_version: 8, opset_import: ["" : 18]>
+               g (float[2, 3] x) => (float[2, 3] y) <float[3] b = {1, 2, 3}> {
+                   s = Add (x, b)
+                   y = Relu (s)
+               }"#,
+        );
+        let module = crate::onnx::import_model(&m, None, &crate::onnx::ImportOptions::default());
+        assert!(module.is_ok(), "{:?}", module.err());
+    }
+
+    /// Differential check against the ONNX parser over a corpus: every `X.onnxtxt` in the
+    /// directory named by `TERAFAB_ONNX_TEXT_CORPUS` must parse to the model in `X.pb`. Make the
+    /// corpus with the onnx Python package (see tests/fixtures/onnx-text/README.md), then run
+    /// `cargo test -p terafab-frontend --lib onnx::text -- --ignored`.
+    #[test]
+    #[ignore = "needs a corpus made with the onnx Python package"]
+    fn matches_onnx_parser_on_corpus() {
+        let dir = std::env::var("TERAFAB_ONNX_TEXT_CORPUS").expect("TERAFAB_ONNX_TEXT_CORPUS");
+        let mut failures = Vec::new();
+        let mut count = 0;
+        for entry in std::fs::read_dir(&dir).expect("corpus directory") {
+            let path = entry.expect("directory entry").path();
+            if path.extension().is_none_or(|e| e != "onnxtxt") {
+                continue;
+            }
+            count += 1;
+            let text = std::fs::read_to_string(&path).expect("text");
+            let expected = std::fs::read(path.with_extension("pb")).expect("protobuf");
+            let theirs = ModelProto::decode(expected.as_slice()).expect("protobuf").encode_to_vec();
+            match parse_model_text(&text) {
+                Ok(ours) if ours.encode_to_vec() == theirs => {}
+                Ok(_) => failures.push(format!("{}: different model", path.display())),
+                Err(e) => failures.push(format!("{}: {e}", path.display())),
+            }
+        }
+        assert!(count > 0, "no .onnxtxt files in {dir}");
+        assert!(failures.is_empty(), "{} of {count} differ:\n{}", failures.len(), failures.join("\n"));
     }
 }

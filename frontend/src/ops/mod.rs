@@ -1,8 +1,8 @@
 //! The ONNX op table: every supported op of the default domain and its importer.
 //!
 //! Ops are grouped by family, one file each (as in tract): [`math`] (elementwise arithmetic,
-//! activations, logic, casts), [`nn`] (convolution, pooling, normalization, softmax, matmul,
-//! attention, losses), [`array`] (shape and data movement), [`index`] (gather/scatter and
+//! activations, logic, casts), [`nn`] (convolution, pooling, normalization, dropout),
+//! [`linalg`] (matmul, gemm, einsum, attention, softmax, losses), [`array`] (shape and data movement), [`index`] (gather/scatter and
 //! friends), [`reduce`] (reductions, arg-reductions, cumulative ops, top-k), [`rec`] (RNN, GRU,
 //! LSTM) and [`control`] (If, Loop, Scan). Each family exports `OPS`, a list of
 //! `(op_type, importer)`; [`lookup`] searches them all. An importer reads its node through
@@ -12,6 +12,7 @@
 pub mod array;
 pub mod control;
 pub mod index;
+pub mod linalg;
 pub mod math;
 pub mod nn;
 pub mod rec;
@@ -26,6 +27,7 @@ const FAMILIES: &[&[(&str, Importer)]] = &[
     array::OPS,
     control::OPS,
     index::OPS,
+    linalg::OPS,
     math::OPS,
     nn::OPS,
     rec::OPS,

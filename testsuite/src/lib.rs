@@ -1,0 +1,391 @@
+//! The conformance runner: runs the ONNX backend test cases (model.onnx plus
+//! `test_data_set_*/input_*.pb` and `output_*.pb`, written by `scripts/onnx-testdata.sh`) on a
+//! backend and classifies each case as
+//!
+//! - **pass**: every output has the expected type and shape, and every element is within
+//!   `atol + rtol * |expected|` (ONNX's defaults: rtol 1e-3, atol 1e-7, or the case's own
+//!   tolerance from the manifest; NaN matches NaN, infinities match exactly; integers and
+//!   bools exactly);
+//! - **fail**: wrong numbers (the report names the worst element), a wrong type or shape, or a
+//!   run-time error;
+//! - **unsupported**: the frontend refused the model (its error names the node, op and opset),
+//!   or the case uses values terafab does not model (sequences, optionals, strings).
+//!
+//! Each backend has an expectations list (`testsuite/expectations/BACKEND.txt`) naming the cases
+//! that must pass; [`compare_expectations`] reports regressions and new passes.
+
+pub mod expectations;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use prost::Message;
+use regex::Regex;
+use terafab_frontend::onnx::proto::{TensorProto, type_proto};
+use terafab_frontend::onnx::tensor::read_tensor;
+use terafab_frontend::onnx::{ImportOptions, decode_model, import_model};
+use terafab_ir::{Module, Tensor};
+
+pub use expectations::{Comparison, compare_expectations, read_expectations, write_expectations};
+
+/// The case sets run by default (`light` holds full-size networks: too slow for the interpreter
+/// in every test run).
+pub const DEFAULT_SETS: &[&str] = &["node", "simple", "pytorch-operator", "pytorch-converted"];
+
+/// ONNX's default tolerances.
+pub const DEFAULT_RTOL: f64 = 1e-3;
+pub const DEFAULT_ATOL: f64 = 1e-7;
+
+/// Where `scripts/onnx-testdata.sh` writes the cases (`$TERAFAB_ONNX_CASES`, else
+/// `$TERAFAB_CACHE/onnx-cases-1.23.2`, else `~/.cache/terafab/onnx-cases-1.23.2`).
+pub fn default_cases_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("TERAFAB_ONNX_CASES") {
+        return PathBuf::from(d);
+    }
+    let cache = std::env::var_os("TERAFAB_CACHE").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/terafab")
+    });
+    cache.join("onnx-cases-1.23.2")
+}
+
+/// One test case on disk.
+#[derive(Debug, Clone)]
+pub struct Case {
+    pub set: String,
+    pub name: String,
+    pub dir: PathBuf,
+    pub rtol: f64,
+    pub atol: f64,
+}
+
+impl Case {
+    /// `set/name`, as written in expectations lists.
+    pub fn id(&self) -> String {
+        format!("{}/{}", self.set, self.name)
+    }
+}
+
+/// Errors finding cases.
+#[derive(Debug, thiserror::Error)]
+pub enum SuiteError {
+    #[error("no conformance cases at {0}: run scripts/onnx-testdata.sh first (it writes them there)")]
+    NoCases(PathBuf),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Manifest { path: PathBuf, message: String },
+}
+
+/// The cases of `sets` under `root` whose `set/name` matches `filter`, sorted by id.
+pub fn discover(root: &Path, sets: &[&str], filter: Option<&Regex>) -> Result<Vec<Case>, SuiteError> {
+    let tolerances = read_tolerances(root)?;
+    let mut cases = Vec::new();
+    for set in sets {
+        let dir = root.join(set);
+        if !dir.is_dir() {
+            return Err(SuiteError::NoCases(dir));
+        }
+        let entries = std::fs::read_dir(&dir).map_err(|source| SuiteError::Io { path: dir.clone(), source })?;
+        for e in entries {
+            let e = e.map_err(|source| SuiteError::Io { path: dir.clone(), source })?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !e.path().join("model.onnx").is_file() {
+                continue;
+            }
+            let id = format!("{set}/{name}");
+            if filter.is_some_and(|f| !f.is_match(&id)) {
+                continue;
+            }
+            let (rtol, atol) = tolerances.get(&id).copied().unwrap_or((DEFAULT_RTOL, DEFAULT_ATOL));
+            cases.push(Case { set: set.to_string(), name, dir: e.path(), rtol, atol });
+        }
+    }
+    cases.sort_by_key(Case::id);
+    Ok(cases)
+}
+
+/// Per-case tolerances from the generator's manifest (absent manifest: defaults everywhere).
+fn read_tolerances(root: &Path) -> Result<HashMap<String, (f64, f64)>, SuiteError> {
+    let path = root.join("manifest.json");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(HashMap::new());
+    };
+    let bad = |message: String| SuiteError::Manifest { path: path.clone(), message };
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    let cases = v.get("cases").and_then(|c| c.as_array()).ok_or_else(|| bad("no `cases` list".into()))?;
+    let mut out = HashMap::new();
+    for c in cases {
+        let (Some(set), Some(name)) = (c["set"].as_str(), c["name"].as_str()) else { continue };
+        let rtol = c["rtol"].as_f64().unwrap_or(DEFAULT_RTOL);
+        let atol = c["atol"].as_f64().unwrap_or(DEFAULT_ATOL);
+        out.insert(format!("{set}/{name}"), (rtol, atol));
+    }
+    Ok(out)
+}
+
+/// Something that runs a model: the reference interpreter or a compiled backend.
+pub trait Backend: Sync {
+    fn name(&self) -> &str;
+    /// Run the module's entry function on the inputs; errors are reported as failures.
+    fn run(&self, m: &Module, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, String>;
+}
+
+/// The reference interpreter as a backend.
+pub struct Interpreter;
+
+impl Backend for Interpreter {
+    fn name(&self) -> &str {
+        "interp"
+    }
+
+    fn run(&self, m: &Module, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, String> {
+        let f = m.entry().ok_or("the module has no function")?;
+        terafab_ir::interp::run_function(f, &inputs).map_err(|e| error_chain(&e))
+    }
+}
+
+/// An error and its sources on one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// The result of one case.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Pass,
+    Fail(String),
+    Unsupported(String),
+}
+
+impl Outcome {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Outcome::Pass => "pass",
+            Outcome::Fail(_) => "fail",
+            Outcome::Unsupported(_) => "unsupported",
+        }
+    }
+}
+
+/// Run one case on a backend (every data set of it).
+pub fn run_case(case: &Case, backend: &dyn Backend) -> Outcome {
+    match run_case_inner(case, backend) {
+        Ok(()) => Outcome::Pass,
+        Err(o) => o,
+    }
+}
+
+fn run_case_inner(case: &Case, backend: &dyn Backend) -> Result<(), Outcome> {
+    let fail = |m: String| Outcome::Fail(m);
+    let bytes = std::fs::read(case.dir.join("model.onnx")).map_err(|e| fail(format!("reading model.onnx: {e}")))?;
+    let model = decode_model(&bytes).map_err(|e| fail(format!("decoding model.onnx: {e}")))?;
+    let graph = model.graph.as_ref().ok_or_else(|| fail("the model has no graph".into()))?;
+    let inits: std::collections::HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    let inputs: Vec<_> = graph.input.iter().filter(|i| !inits.contains(i.name.as_str())).collect();
+    for v in inputs.iter().copied().chain(graph.output.iter()) {
+        match v.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+            Some(type_proto::Value::TensorType(t)) if t.elem_type != 8 => {}
+            Some(type_proto::Value::TensorType(_)) => {
+                return Err(Outcome::Unsupported(format!("`{}` is a string tensor", v.name)));
+            }
+            _ => return Err(Outcome::Unsupported(format!("`{}` is not a tensor (sequence/optional/map)", v.name))),
+        }
+    }
+    let mut data_sets: Vec<PathBuf> = std::fs::read_dir(&case.dir)
+        .map_err(|e| fail(e.to_string()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir() && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("test_data_set_")))
+        .collect();
+    data_sets.sort();
+    if data_sets.is_empty() {
+        return Err(fail("no test_data_set_* directory".into()));
+    }
+    for ds in data_sets {
+        let read = |prefix: &str, i: usize| -> Result<Tensor, Outcome> {
+            let p = ds.join(format!("{prefix}_{i}.pb"));
+            let b = std::fs::read(&p).map_err(|e| fail(format!("{}: {e}", p.display())))?;
+            let t = TensorProto::decode(&b[..]).map_err(|e| fail(format!("{}: {e}", p.display())))?;
+            read_tensor(&t, None).map_err(|e| Outcome::Unsupported(format!("{prefix} {i}: {e}")))
+        };
+        let in_tensors = (0..inputs.len()).map(|i| read("input", i)).collect::<Result<Vec<_>, _>>()?;
+        let expected = (0..graph.output.len()).map(|i| read("output", i)).collect::<Result<Vec<_>, _>>()?;
+        let mut opts = ImportOptions::default();
+        for (v, t) in inputs.iter().zip(&in_tensors) {
+            opts.input_shapes.insert(v.name.clone(), t.shape().to_vec());
+        }
+        let module = import_model(&model, Some(&case.dir), &opts).map_err(|e| Outcome::Unsupported(error_chain(&e)))?;
+        terafab_ir::verify::verify_module(&module).map_err(|e| fail(format!("imported IR is invalid: {e}")))?;
+        let got = backend.run(&module, in_tensors).map_err(fail)?;
+        if got.len() != expected.len() {
+            return Err(fail(format!("{} outputs, expected {}", got.len(), expected.len())));
+        }
+        for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
+            compare(g, e, case.rtol, case.atol).map_err(|m| fail(format!("output {i} (`{}`): {m}", graph.output[i].name)))?;
+        }
+    }
+    Ok(())
+}
+
+/// Compare a result with the expected tensor: same dtype and shape, elements within tolerance.
+pub fn compare(got: &Tensor, want: &Tensor, rtol: f64, atol: f64) -> Result<(), String> {
+    if got.dtype() != want.dtype() {
+        return Err(format!("element type {} where {} was expected", got.dtype(), want.dtype()));
+    }
+    if got.shape() != want.shape() {
+        return Err(format!("shape {:?} where {:?} was expected", got.shape(), want.shape()));
+    }
+    if !want.dtype().is_float() {
+        let (g, w) = (got.to_i64_vec(), want.to_i64_vec());
+        if let (Some(g), Some(w)) = (g, w)
+            && let Some(i) = (0..g.len()).find(|&i| g[i] != w[i])
+        {
+            return Err(format!(
+                "{} of {} elements differ; first at {:?}: got {}, expected {}",
+                (0..g.len()).filter(|&i| g[i] != w[i]).count(),
+                g.len(),
+                unravel(i, want.shape()),
+                g[i],
+                w[i]
+            ));
+        }
+        return Ok(());
+    }
+    let (g, w) = (got.to_f64_vec(), want.to_f64_vec());
+    let mut worst: Option<(usize, f64)> = None;
+    let mut bad = 0usize;
+    for i in 0..g.len() {
+        let ok = if w[i].is_nan() {
+            g[i].is_nan()
+        } else if w[i].is_infinite() || g[i].is_infinite() {
+            g[i] == w[i]
+        } else {
+            (g[i] - w[i]).abs() <= atol + rtol * w[i].abs()
+        };
+        if !ok {
+            bad += 1;
+            let excess = if g[i].is_nan() || w[i].is_nan() || g[i].is_infinite() || w[i].is_infinite() {
+                f64::INFINITY
+            } else {
+                (g[i] - w[i]).abs() / (atol + rtol * w[i].abs())
+            };
+            if worst.is_none_or(|(_, e)| excess > e) {
+                worst = Some((i, excess));
+            }
+        }
+    }
+    match worst {
+        None => Ok(()),
+        Some((i, _)) => Err(format!(
+            "{bad} of {} elements out of tolerance (rtol {rtol:e}, atol {atol:e}); worst at {:?}: got {}, expected {} (|diff| {:e})",
+            g.len(),
+            unravel(i, want.shape()),
+            g[i],
+            w[i],
+            (g[i] - w[i]).abs()
+        )),
+    }
+}
+
+fn unravel(mut i: usize, shape: &[usize]) -> Vec<usize> {
+    let mut idx = vec![0; shape.len()];
+    for d in (0..shape.len()).rev() {
+        let n = shape[d].max(1);
+        idx[d] = i % n;
+        i /= n;
+    }
+    idx
+}
+
+/// One case's outcome and time.
+#[derive(Debug, Clone)]
+pub struct CaseResult {
+    pub id: String,
+    pub set: String,
+    pub outcome: Outcome,
+    pub time: Duration,
+}
+
+/// Run cases on `threads` worker threads; a panic inside a case is caught and reported as a
+/// failure (it is a bug: no input may panic terafab). Results keep the order of `cases`.
+pub fn run_all(cases: &[Case], backend: &dyn Backend, threads: usize, progress: bool) -> Vec<CaseResult> {
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<CaseResult>>> = Mutex::new(vec![None; cases.len()]);
+    let done = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..threads.max(1) {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(case) = cases.get(i) else { break };
+                    let start = Instant::now();
+                    let outcome = catch_unwind(AssertUnwindSafe(|| run_case(case, backend))).unwrap_or_else(|p| {
+                        let msg = p
+                            .downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                            .unwrap_or_default();
+                        Outcome::Fail(format!("PANIC (a bug): {msg}"))
+                    });
+                    let r = CaseResult { id: case.id(), set: case.set.clone(), outcome, time: start.elapsed() };
+                    let n = done.fetch_add(1, Ordering::SeqCst) + 1;
+                    if progress && (n % 200 == 0 || n == cases.len()) {
+                        eprintln!("  {n}/{} cases", cases.len());
+                    }
+                    results.lock().expect("no poisoning: panics are caught")[i] = Some(r);
+                }
+            });
+        }
+    });
+    results.into_inner().expect("threads joined").into_iter().map(|r| r.expect("every case ran")).collect()
+}
+
+/// Totals per set and category.
+pub struct Summary<'a>(pub &'a [CaseResult]);
+
+impl fmt::Display for Summary<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut sets: Vec<&str> = self.0.iter().map(|r| r.set.as_str()).collect();
+        sets.dedup();
+        writeln!(f, "{:<20} {:>6} {:>6} {:>12} {:>6}", "set", "pass", "fail", "unsupported", "total")?;
+        let mut tot = [0usize; 4];
+        for set in sets {
+            let rs: Vec<_> = self.0.iter().filter(|r| r.set == set).collect();
+            let c = |k: &str| rs.iter().filter(|r| r.outcome.kind() == k).count();
+            let row = [c("pass"), c("fail"), c("unsupported"), rs.len()];
+            for (t, r) in tot.iter_mut().zip(row) {
+                *t += r;
+            }
+            writeln!(f, "{set:<20} {:>6} {:>6} {:>12} {:>6}", row[0], row[1], row[2], row[3])?;
+        }
+        write!(f, "{:<20} {:>6} {:>6} {:>12} {:>6}", "total", tot[0], tot[1], tot[2], tot[3])
+    }
+}
+
+/// The per-case report: one line per case, `KIND ID [time] reason`.
+pub fn report(results: &[CaseResult]) -> String {
+    let mut s = String::new();
+    for r in results {
+        let reason = match &r.outcome {
+            Outcome::Pass => String::new(),
+            Outcome::Fail(m) | Outcome::Unsupported(m) => format!(" {m}"),
+        };
+        s.push_str(&format!("{:<11} {} [{:.0} ms]{reason}\n", r.outcome.kind(), r.id, r.time.as_secs_f64() * 1e3));
+    }
+    s
+}
