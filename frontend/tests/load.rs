@@ -92,7 +92,7 @@ fn verifier_errors_are_reported() {
 #[test]
 fn unknown_extensions_list_the_supported_formats() {
     let dir = scratch("unknown");
-    for name in ["model.onnx", "model", "model.txt"] {
+    for name in ["model.pt", "model", "model.txt"] {
         let e = load_model(&write(&dir, name, GOOD)).unwrap_err();
         assert!(matches!(e, FrontendError::UnknownFormat { .. }), "{e:?}");
         let msg = e.to_string();

@@ -20,7 +20,11 @@ pub fn read_expectations(path: &Path) -> std::io::Result<BTreeSet<String>> {
 }
 
 /// Write the passing cases as an expectations list.
-pub fn write_expectations(path: &Path, backend: &str, results: &[CaseResult]) -> std::io::Result<()> {
+pub fn write_expectations(
+    path: &Path,
+    backend: &str,
+    results: &[CaseResult],
+) -> std::io::Result<()> {
     let mut s = format!(
         "# Conformance cases that must pass on the `{backend}` backend (one set/name per line).\n\
          # Regenerate with: terafab conformance --backend {backend} --update-expectations\n"
@@ -46,7 +50,9 @@ pub fn compare_expectations(results: &[CaseResult], expected: &BTreeSet<String>)
         let want = expected.contains(&r.id);
         match (&r.outcome, want) {
             (Outcome::Pass, false) => c.new_passes.push(r.id.clone()),
-            (Outcome::Fail(m) | Outcome::Unsupported(m), true) => c.regressions.push((r.id.clone(), m.clone())),
+            (Outcome::Fail(m) | Outcome::Unsupported(m), true) => {
+                c.regressions.push((r.id.clone(), m.clone()))
+            }
             _ => {}
         }
     }

@@ -47,9 +47,11 @@ pub fn default_cases_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("TERAFAB_ONNX_CASES") {
         return PathBuf::from(d);
     }
-    let cache = std::env::var_os("TERAFAB_CACHE").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/terafab")
-    });
+    let cache = std::env::var_os("TERAFAB_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/terafab")
+        });
     cache.join("onnx-cases-1.23.2")
 }
 
@@ -73,7 +75,9 @@ impl Case {
 /// Errors finding cases.
 #[derive(Debug, thiserror::Error)]
 pub enum SuiteError {
-    #[error("no conformance cases at {0}: run scripts/onnx-testdata.sh first (it writes them there)")]
+    #[error(
+        "no conformance cases at {0}: run scripts/onnx-testdata.sh first (it writes them there)"
+    )]
     NoCases(PathBuf),
     #[error("{path}: {source}")]
     Io {
@@ -86,7 +90,11 @@ pub enum SuiteError {
 }
 
 /// The cases of `sets` under `root` whose `set/name` matches `filter`, sorted by id.
-pub fn discover(root: &Path, sets: &[&str], filter: Option<&Regex>) -> Result<Vec<Case>, SuiteError> {
+pub fn discover(
+    root: &Path,
+    sets: &[&str],
+    filter: Option<&Regex>,
+) -> Result<Vec<Case>, SuiteError> {
     let tolerances = read_tolerances(root)?;
     let mut cases = Vec::new();
     for set in sets {
@@ -94,9 +102,15 @@ pub fn discover(root: &Path, sets: &[&str], filter: Option<&Regex>) -> Result<Ve
         if !dir.is_dir() {
             return Err(SuiteError::NoCases(dir));
         }
-        let entries = std::fs::read_dir(&dir).map_err(|source| SuiteError::Io { path: dir.clone(), source })?;
+        let entries = std::fs::read_dir(&dir).map_err(|source| SuiteError::Io {
+            path: dir.clone(),
+            source,
+        })?;
         for e in entries {
-            let e = e.map_err(|source| SuiteError::Io { path: dir.clone(), source })?;
+            let e = e.map_err(|source| SuiteError::Io {
+                path: dir.clone(),
+                source,
+            })?;
             let name = e.file_name().to_string_lossy().into_owned();
             if !e.path().join("model.onnx").is_file() {
                 continue;
@@ -105,8 +119,17 @@ pub fn discover(root: &Path, sets: &[&str], filter: Option<&Regex>) -> Result<Ve
             if filter.is_some_and(|f| !f.is_match(&id)) {
                 continue;
             }
-            let (rtol, atol) = tolerances.get(&id).copied().unwrap_or((DEFAULT_RTOL, DEFAULT_ATOL));
-            cases.push(Case { set: set.to_string(), name, dir: e.path(), rtol, atol });
+            let (rtol, atol) = tolerances
+                .get(&id)
+                .copied()
+                .unwrap_or((DEFAULT_RTOL, DEFAULT_ATOL));
+            cases.push(Case {
+                set: set.to_string(),
+                name,
+                dir: e.path(),
+                rtol,
+                atol,
+            });
         }
     }
     cases.sort_by_key(Case::id);
@@ -119,12 +142,20 @@ fn read_tolerances(root: &Path) -> Result<HashMap<String, (f64, f64)>, SuiteErro
     let Ok(text) = std::fs::read_to_string(&path) else {
         return Ok(HashMap::new());
     };
-    let bad = |message: String| SuiteError::Manifest { path: path.clone(), message };
+    let bad = |message: String| SuiteError::Manifest {
+        path: path.clone(),
+        message,
+    };
     let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
-    let cases = v.get("cases").and_then(|c| c.as_array()).ok_or_else(|| bad("no `cases` list".into()))?;
+    let cases = v
+        .get("cases")
+        .and_then(|c| c.as_array())
+        .ok_or_else(|| bad("no `cases` list".into()))?;
     let mut out = HashMap::new();
     for c in cases {
-        let (Some(set), Some(name)) = (c["set"].as_str(), c["name"].as_str()) else { continue };
+        let (Some(set), Some(name)) = (c["set"].as_str(), c["name"].as_str()) else {
+            continue;
+        };
         let rtol = c["rtol"].as_f64().unwrap_or(DEFAULT_RTOL);
         let atol = c["atol"].as_f64().unwrap_or(DEFAULT_ATOL);
         out.insert(format!("{set}/{name}"), (rtol, atol));
@@ -193,24 +224,45 @@ pub fn run_case(case: &Case, backend: &dyn Backend) -> Outcome {
 
 fn run_case_inner(case: &Case, backend: &dyn Backend) -> Result<(), Outcome> {
     let fail = |m: String| Outcome::Fail(m);
-    let bytes = std::fs::read(case.dir.join("model.onnx")).map_err(|e| fail(format!("reading model.onnx: {e}")))?;
+    let bytes = std::fs::read(case.dir.join("model.onnx"))
+        .map_err(|e| fail(format!("reading model.onnx: {e}")))?;
     let model = decode_model(&bytes).map_err(|e| fail(format!("decoding model.onnx: {e}")))?;
-    let graph = model.graph.as_ref().ok_or_else(|| fail("the model has no graph".into()))?;
-    let inits: std::collections::HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
-    let inputs: Vec<_> = graph.input.iter().filter(|i| !inits.contains(i.name.as_str())).collect();
+    let graph = model
+        .graph
+        .as_ref()
+        .ok_or_else(|| fail("the model has no graph".into()))?;
+    let inits: std::collections::HashSet<&str> =
+        graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    let inputs: Vec<_> = graph
+        .input
+        .iter()
+        .filter(|i| !inits.contains(i.name.as_str()))
+        .collect();
     for v in inputs.iter().copied().chain(graph.output.iter()) {
         match v.r#type.as_ref().and_then(|t| t.value.as_ref()) {
             Some(type_proto::Value::TensorType(t)) if t.elem_type != 8 => {}
             Some(type_proto::Value::TensorType(_)) => {
-                return Err(Outcome::Unsupported(format!("`{}` is a string tensor", v.name)));
+                return Err(Outcome::Unsupported(format!(
+                    "`{}` is a string tensor",
+                    v.name
+                )));
             }
-            _ => return Err(Outcome::Unsupported(format!("`{}` is not a tensor (sequence/optional/map)", v.name))),
+            _ => {
+                return Err(Outcome::Unsupported(format!(
+                    "`{}` is not a tensor (sequence/optional/map)",
+                    v.name
+                )));
+            }
         }
     }
     let mut data_sets: Vec<PathBuf> = std::fs::read_dir(&case.dir)
         .map_err(|e| fail(e.to_string()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_dir() && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("test_data_set_")))
+        .filter(|p| {
+            p.is_dir()
+                && p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("test_data_set_"))
+        })
         .collect();
     data_sets.sort();
     if data_sets.is_empty() {
@@ -220,23 +272,35 @@ fn run_case_inner(case: &Case, backend: &dyn Backend) -> Result<(), Outcome> {
         let read = |prefix: &str, i: usize| -> Result<Tensor, Outcome> {
             let p = ds.join(format!("{prefix}_{i}.pb"));
             let b = std::fs::read(&p).map_err(|e| fail(format!("{}: {e}", p.display())))?;
-            let t = TensorProto::decode(&b[..]).map_err(|e| fail(format!("{}: {e}", p.display())))?;
+            let t =
+                TensorProto::decode(&b[..]).map_err(|e| fail(format!("{}: {e}", p.display())))?;
             read_tensor(&t, None).map_err(|e| Outcome::Unsupported(format!("{prefix} {i}: {e}")))
         };
-        let in_tensors = (0..inputs.len()).map(|i| read("input", i)).collect::<Result<Vec<_>, _>>()?;
-        let expected = (0..graph.output.len()).map(|i| read("output", i)).collect::<Result<Vec<_>, _>>()?;
+        let in_tensors = (0..inputs.len())
+            .map(|i| read("input", i))
+            .collect::<Result<Vec<_>, _>>()?;
+        let expected = (0..graph.output.len())
+            .map(|i| read("output", i))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut opts = ImportOptions::default();
         for (v, t) in inputs.iter().zip(&in_tensors) {
             opts.input_shapes.insert(v.name.clone(), t.shape().to_vec());
         }
-        let module = import_model(&model, Some(&case.dir), &opts).map_err(|e| Outcome::Unsupported(error_chain(&e)))?;
-        terafab_ir::verify::verify_module(&module).map_err(|e| fail(format!("imported IR is invalid: {e}")))?;
+        let module = import_model(&model, Some(&case.dir), &opts)
+            .map_err(|e| Outcome::Unsupported(error_chain(&e)))?;
+        terafab_ir::verify::verify_module(&module)
+            .map_err(|e| fail(format!("imported IR is invalid: {e}")))?;
         let got = backend.run(&module, in_tensors).map_err(fail)?;
         if got.len() != expected.len() {
-            return Err(fail(format!("{} outputs, expected {}", got.len(), expected.len())));
+            return Err(fail(format!(
+                "{} outputs, expected {}",
+                got.len(),
+                expected.len()
+            )));
         }
         for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
-            compare(g, e, case.rtol, case.atol).map_err(|m| fail(format!("output {i} (`{}`): {m}", graph.output[i].name)))?;
+            compare(g, e, case.rtol, case.atol)
+                .map_err(|m| fail(format!("output {i} (`{}`): {m}", graph.output[i].name)))?;
         }
     }
     Ok(())
@@ -245,10 +309,18 @@ fn run_case_inner(case: &Case, backend: &dyn Backend) -> Result<(), Outcome> {
 /// Compare a result with the expected tensor: same dtype and shape, elements within tolerance.
 pub fn compare(got: &Tensor, want: &Tensor, rtol: f64, atol: f64) -> Result<(), String> {
     if got.dtype() != want.dtype() {
-        return Err(format!("element type {} where {} was expected", got.dtype(), want.dtype()));
+        return Err(format!(
+            "element type {} where {} was expected",
+            got.dtype(),
+            want.dtype()
+        ));
     }
     if got.shape() != want.shape() {
-        return Err(format!("shape {:?} where {:?} was expected", got.shape(), want.shape()));
+        return Err(format!(
+            "shape {:?} where {:?} was expected",
+            got.shape(),
+            want.shape()
+        ));
     }
     if !want.dtype().is_float() {
         let (g, w) = (got.to_i64_vec(), want.to_i64_vec());
@@ -279,11 +351,12 @@ pub fn compare(got: &Tensor, want: &Tensor, rtol: f64, atol: f64) -> Result<(), 
         };
         if !ok {
             bad += 1;
-            let excess = if g[i].is_nan() || w[i].is_nan() || g[i].is_infinite() || w[i].is_infinite() {
-                f64::INFINITY
-            } else {
-                (g[i] - w[i]).abs() / (atol + rtol * w[i].abs())
-            };
+            let excess =
+                if g[i].is_nan() || w[i].is_nan() || g[i].is_infinite() || w[i].is_infinite() {
+                    f64::INFINITY
+                } else {
+                    (g[i] - w[i]).abs() / (atol + rtol * w[i].abs())
+                };
             if worst.is_none_or(|(_, e)| excess > e) {
                 worst = Some((i, excess));
             }
@@ -323,7 +396,12 @@ pub struct CaseResult {
 
 /// Run cases on `threads` worker threads; a panic inside a case is caught and reported as a
 /// failure (it is a bug: no input may panic terafab). Results keep the order of `cases`.
-pub fn run_all(cases: &[Case], backend: &dyn Backend, threads: usize, progress: bool) -> Vec<CaseResult> {
+pub fn run_all(
+    cases: &[Case],
+    backend: &dyn Backend,
+    threads: usize,
+    progress: bool,
+) -> Vec<CaseResult> {
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<CaseResult>>> = Mutex::new(vec![None; cases.len()]);
     let done = AtomicUsize::new(0);
@@ -334,15 +412,21 @@ pub fn run_all(cases: &[Case], backend: &dyn Backend, threads: usize, progress: 
                     let i = next.fetch_add(1, Ordering::SeqCst);
                     let Some(case) = cases.get(i) else { break };
                     let start = Instant::now();
-                    let outcome = catch_unwind(AssertUnwindSafe(|| run_case(case, backend))).unwrap_or_else(|p| {
-                        let msg = p
-                            .downcast_ref::<String>()
-                            .cloned()
-                            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                            .unwrap_or_default();
-                        Outcome::Fail(format!("PANIC (a bug): {msg}"))
-                    });
-                    let r = CaseResult { id: case.id(), set: case.set.clone(), outcome, time: start.elapsed() };
+                    let outcome = catch_unwind(AssertUnwindSafe(|| run_case(case, backend)))
+                        .unwrap_or_else(|p| {
+                            let msg = p
+                                .downcast_ref::<String>()
+                                .cloned()
+                                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                                .unwrap_or_default();
+                            Outcome::Fail(format!("PANIC (a bug): {msg}"))
+                        });
+                    let r = CaseResult {
+                        id: case.id(),
+                        set: case.set.clone(),
+                        outcome,
+                        time: start.elapsed(),
+                    };
                     let n = done.fetch_add(1, Ordering::SeqCst) + 1;
                     if progress && (n % 200 == 0 || n == cases.len()) {
                         eprintln!("  {n}/{} cases", cases.len());
@@ -352,7 +436,12 @@ pub fn run_all(cases: &[Case], backend: &dyn Backend, threads: usize, progress: 
             });
         }
     });
-    results.into_inner().expect("threads joined").into_iter().map(|r| r.expect("every case ran")).collect()
+    results
+        .into_inner()
+        .expect("threads joined")
+        .into_iter()
+        .map(|r| r.expect("every case ran"))
+        .collect()
 }
 
 /// Totals per set and category.
@@ -362,7 +451,11 @@ impl fmt::Display for Summary<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut sets: Vec<&str> = self.0.iter().map(|r| r.set.as_str()).collect();
         sets.dedup();
-        writeln!(f, "{:<20} {:>6} {:>6} {:>12} {:>6}", "set", "pass", "fail", "unsupported", "total")?;
+        writeln!(
+            f,
+            "{:<20} {:>6} {:>6} {:>12} {:>6}",
+            "set", "pass", "fail", "unsupported", "total"
+        )?;
         let mut tot = [0usize; 4];
         for set in sets {
             let rs: Vec<_> = self.0.iter().filter(|r| r.set == set).collect();
@@ -371,9 +464,17 @@ impl fmt::Display for Summary<'_> {
             for (t, r) in tot.iter_mut().zip(row) {
                 *t += r;
             }
-            writeln!(f, "{set:<20} {:>6} {:>6} {:>12} {:>6}", row[0], row[1], row[2], row[3])?;
+            writeln!(
+                f,
+                "{set:<20} {:>6} {:>6} {:>12} {:>6}",
+                row[0], row[1], row[2], row[3]
+            )?;
         }
-        write!(f, "{:<20} {:>6} {:>6} {:>12} {:>6}", "total", tot[0], tot[1], tot[2], tot[3])
+        write!(
+            f,
+            "{:<20} {:>6} {:>6} {:>12} {:>6}",
+            "total", tot[0], tot[1], tot[2], tot[3]
+        )
     }
 }
 
@@ -385,7 +486,12 @@ pub fn report(results: &[CaseResult]) -> String {
             Outcome::Pass => String::new(),
             Outcome::Fail(m) | Outcome::Unsupported(m) => format!(" {m}"),
         };
-        s.push_str(&format!("{:<11} {} [{:.0} ms]{reason}\n", r.outcome.kind(), r.id, r.time.as_secs_f64() * 1e3));
+        s.push_str(&format!(
+            "{:<11} {} [{:.0} ms]{reason}\n",
+            r.outcome.kind(),
+            r.id,
+            r.time.as_secs_f64() * 1e3
+        ));
     }
     s
 }

@@ -1,0 +1,193 @@
+//! `terafab run`: load, build inputs, execute, summarize and save the outputs.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use terafab_ir::{Tensor, TensorType};
+
+use crate::error::CliError;
+use crate::inputs::{self, Origin, RandomSpec};
+use crate::summary::summarize;
+use crate::{Backend, RunArgs};
+
+pub fn run(args: &RunArgs, out: &mut dyn Write) -> Result<(), CliError> {
+    let module = terafab_frontend::load_model(&args.model)?;
+    let func = module.entry().ok_or_else(|| CliError::NoFunction {
+        path: args.model.clone(),
+    })?;
+    let random = args.random_inputs.then_some(RandomSpec {
+        seed: args.seed,
+        dims: &args.dims,
+    });
+    let inputs = inputs::build(func, &args.inputs, random)?;
+    let w = |out: &mut dyn Write, line: String| writeln!(out, "{line}").map_err(CliError::Stdout);
+
+    for input in &inputs {
+        let origin = match &input.origin {
+            Origin::File(path) => format!("from {}", path.display()),
+            Origin::Random => format!("random (seed {})", args.seed),
+        };
+        w(
+            out,
+            format!(
+                "input {}: {} {origin}",
+                shown(&input.name),
+                type_of(&input.tensor)
+            ),
+        )?;
+    }
+
+    let tensors: Vec<Tensor> = inputs.into_iter().map(|i| i.tensor).collect();
+    let results = match args.backend {
+        Backend::Interp => {
+            terafab_ir::interp::run_function(func, &tensors).map_err(|source| CliError::Interp {
+                func: func.name.clone(),
+                source: Box::new(source),
+            })?
+        }
+    };
+
+    let names: Vec<String> = (0..results.len())
+        .map(|i| match func.output_names.get(i) {
+            Some(name) => name.clone(),
+            None => format!("output{i}"),
+        })
+        .collect();
+    for (name, t) in names.iter().zip(&results) {
+        w(
+            out,
+            format!("output {}: {} {}", shown(name), type_of(t), summarize(t)),
+        )?;
+    }
+
+    if let Some(dir) = &args.output_dir {
+        std::fs::create_dir_all(dir).map_err(|source| CliError::CreateDir {
+            path: dir.clone(),
+            source,
+        })?;
+        for (path, (name, t)) in output_paths(dir, &names)
+            .into_iter()
+            .zip(names.iter().zip(&results))
+        {
+            terafab_ir::npy::write_npy(&path, t).map_err(|source| CliError::WriteOutput {
+                name: name.clone(),
+                path: path.clone(),
+                source,
+            })?;
+            w(out, format!("wrote {}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// A name as printed: as is, or quoted and escaped if it has control characters (one line per
+/// input and output, whatever the model's names).
+fn shown(name: &str) -> String {
+    if name.chars().any(char::is_control) {
+        format!("{name:?}")
+    } else {
+        name.to_string()
+    }
+}
+
+/// `f32[4,3]`
+fn type_of(t: &Tensor) -> TensorType {
+    TensorType::from_static(t.dtype(), t.shape())
+}
+
+/// One `.npy` path in `dir` per output, from the sanitized names, made distinct.
+fn output_paths(dir: &Path, names: &[String]) -> Vec<PathBuf> {
+    let mut used = HashSet::new();
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let base = sanitize_file_stem(name, i);
+            let mut stem = base.clone();
+            let mut n = 1;
+            while !used.insert(stem.to_ascii_lowercase()) {
+                stem = format!("{base}_{n}");
+                n += 1;
+            }
+            dir.join(format!("{stem}.npy"))
+        })
+        .collect()
+}
+
+/// A file name stem that stays inside the output directory: ASCII letters, digits, `_`, `-` and
+/// `.` are kept, anything else (`/`, `\`, NUL, spaces, ...) becomes `_`; a leading `.` becomes `_`
+/// (no `..`, no hidden files); long names are cut; an empty name becomes `output<i>`.
+pub fn sanitize_file_stem(name: &str, i: usize) -> String {
+    const MAX_LEN: usize = 120;
+    let mut s: String = name
+        .chars()
+        .take(MAX_LEN)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if s.starts_with('.') {
+        s.replace_range(..1, "_");
+    }
+    if s.is_empty() {
+        format!("output{i}")
+    } else {
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sanitized_names_stay_in_the_directory() {
+        assert_eq!(sanitize_file_stem("y", 0), "y");
+        assert_eq!(
+            sanitize_file_stem("../../etc/passwd", 0),
+            "_._.._etc_passwd"
+        );
+        assert_eq!(sanitize_file_stem("..", 0), "_.");
+        assert_eq!(sanitize_file_stem("a\0b", 0), "a_b");
+        assert_eq!(sanitize_file_stem("/abs", 0), "_abs");
+        assert_eq!(sanitize_file_stem("", 3), "output3");
+        assert_eq!(sanitize_file_stem(&"x".repeat(1000), 0).len(), 120);
+        for name in ["..", "../x", "a/../../b", ".", "\\..\\x"] {
+            let s = sanitize_file_stem(name, 0);
+            assert!(
+                !s.contains('/') && !s.contains('\\') && !s.starts_with('.'),
+                "{s}"
+            );
+        }
+    }
+
+    #[test]
+    fn names_print_on_one_line() {
+        assert_eq!(shown("y"), "y");
+        assert_eq!(shown("a\nb"), "\"a\\nb\"");
+    }
+
+    #[test]
+    fn output_paths_are_distinct() {
+        let names: Vec<String> = ["a/b", "a_b", "A_B", ""]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let paths = output_paths(Path::new("out"), &names);
+        let shown: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        assert_eq!(
+            shown,
+            [
+                "out/a_b.npy",
+                "out/a_b_1.npy",
+                "out/A_B_2.npy",
+                "out/output3.npy"
+            ]
+        );
+    }
+}

@@ -1,0 +1,481 @@
+//! End-to-end tests of the `terafab` binary.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use terafab_ir::npy::{read_npy, write_npy};
+use terafab_ir::{DType, Tensor};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn example(name: &str) -> String {
+    arg(&repo().join("examples").join(name))
+}
+
+/// A fresh directory for one test.
+fn scratch(test: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("cli")
+        .join(test);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn terafab(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_terafab"))
+        .args(args)
+        .output()
+        .expect("the terafab binary runs")
+}
+
+/// A path as a command-line argument (test paths are UTF-8).
+fn arg(path: &Path) -> String {
+    path.to_str().expect("UTF-8 test path").to_string()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Exit code 0; returns stdout.
+#[track_caller]
+fn success(o: &Output) -> String {
+    assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(o));
+    stdout(o)
+}
+
+/// A user error: exit code 1, `error: ...` on stderr, no panic; returns stderr.
+#[track_caller]
+fn user_error(o: &Output) -> String {
+    let err = stderr(o);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "stdout: {}\nstderr: {err}",
+        stdout(o)
+    );
+    assert!(err.starts_with("error: "), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
+/// A command-line usage error, reported by clap: exit code 2.
+#[track_caller]
+fn usage_error(o: &Output) -> String {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
+fn write_model(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn write_tensor(dir: &Path, name: &str, t: &Tensor) -> PathBuf {
+    let path = dir.join(name);
+    write_npy(&path, t).unwrap();
+    path
+}
+
+/// `NAME=PATH` for `--input`.
+fn input_arg(name: &str, path: &Path) -> String {
+    format!("{name}={}", path.display())
+}
+
+#[test]
+fn runs_the_mlp_on_random_inputs_and_writes_outputs() {
+    let dir = scratch("mlp_random");
+    let model = example("mlp.tfir");
+    let out_dir = dir.join("out");
+    let text = success(&terafab(&[
+        "run",
+        &model,
+        "--random-inputs",
+        "--seed",
+        "1",
+        "--output-dir",
+        &arg(&out_dir),
+    ]));
+    assert!(
+        text.contains("input x: f32[4,16] random (seed 1)"),
+        "{text}"
+    );
+    let line = output_line(&text, "y");
+    assert!(line.starts_with("output y: f32[4,3] "), "{line}");
+    for key in ["min=", "max=", "mean=", "values=["] {
+        assert!(line.contains(key), "{line}");
+    }
+    assert!(
+        text.contains(&format!("wrote {}", out_dir.join("y.npy").display())),
+        "{text}"
+    );
+
+    let y = read_npy(&out_dir.join("y.npy")).unwrap();
+    assert_eq!(y.dtype(), DType::F32);
+    assert_eq!(y.shape(), &[4, 3]);
+    // A logistic output.
+    assert!(y.to_f64_vec().iter().all(|v| *v > 0.0 && *v < 1.0));
+
+    // Deterministic in the seed.
+    let again = success(&terafab(&["run", &model, "--random-inputs", "--seed", "1"]));
+    assert_eq!(output_line(&again, "y"), line);
+    let other = success(&terafab(&["run", &model, "--random-inputs", "--seed", "2"]));
+    assert_ne!(output_line(&other, "y"), line);
+}
+
+/// The summary line of output `name`.
+#[track_caller]
+fn output_line<'a>(text: &'a str, name: &str) -> &'a str {
+    let prefix = format!("output {name}: ");
+    text.lines()
+        .find(|l| l.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("no output {name} in:\n{text}"))
+}
+
+#[test]
+fn runs_on_inputs_from_npy_files() {
+    let dir = scratch("mlp_files");
+    let model = example("mlp.tfir");
+    let values: Vec<f32> = (0..64).map(|i| (i as f32 - 32.0) / 40.0).collect();
+    let x = Tensor::from_vec(vec![4, 16], values).unwrap();
+    let x_path = write_tensor(&dir, "x.npy", &x);
+    let out_dir = dir.join("results");
+    let text = success(&terafab(&[
+        "run",
+        &model,
+        "--input",
+        &input_arg("x", &x_path),
+        "--output-dir",
+        &arg(&out_dir),
+        "--backend",
+        "interp",
+    ]));
+    assert!(
+        text.contains(&format!("input x: f32[4,16] from {}", x_path.display())),
+        "{text}"
+    );
+
+    // The written output is exactly what the interpreter computes.
+    let module = terafab_frontend::load_model(Path::new(&model)).unwrap();
+    let expected = terafab_ir::interp::run_function(module.entry().unwrap(), &[x]).unwrap();
+    let y = read_npy(&out_dir.join("y.npy")).unwrap();
+    assert!(y.bit_eq(&expected[0]), "{y:?} vs {:?}", expected[0]);
+}
+
+#[test]
+fn symbolic_dims_of_random_inputs_need_a_value() {
+    let model = example("symbolic_batch.tfir");
+    let text = success(&terafab(&[
+        "run",
+        &model,
+        "--random-inputs",
+        "--dim",
+        "N=3",
+    ]));
+    assert!(text.contains("input x: f32[3,4] random"), "{text}");
+    assert!(text.contains("input bias: f32[2] random"), "{text}");
+    assert!(
+        output_line(&text, "y").starts_with("output y: f32[3,2] "),
+        "{text}"
+    );
+    assert!(
+        output_line(&text, "total").starts_with("output total: f32[3] "),
+        "{text}"
+    );
+
+    let err = user_error(&terafab(&["run", &model, "--random-inputs"]));
+    assert!(err.contains("`N`") && err.contains("--dim N="), "{err}");
+
+    let err = user_error(&terafab(&[
+        "run",
+        &model,
+        "--random-inputs",
+        "--dim",
+        "M=3",
+    ]));
+    assert!(err.contains("`M`") && err.contains("`N`"), "{err}");
+}
+
+#[test]
+fn files_bind_symbolic_dims_for_random_inputs() {
+    let dir = scratch("symbolic_files");
+    let model = example("symbolic_batch.tfir");
+    let x = Tensor::from_vec(vec![5, 4], vec![0.25f32; 20]).unwrap();
+    let x_input = input_arg("x", &write_tensor(&dir, "x.npy", &x));
+    let text = success(&terafab(&[
+        "run",
+        &model,
+        "--input",
+        &x_input,
+        "--random-inputs",
+        "--seed",
+        "3",
+    ]));
+    assert!(
+        text.contains("input bias: f32[2] random (seed 3)"),
+        "{text}"
+    );
+    assert!(
+        output_line(&text, "y").starts_with("output y: f32[5,2] "),
+        "{text}"
+    );
+
+    // A --dim that contradicts a file.
+    let err = user_error(&terafab(&[
+        "run",
+        &model,
+        "--input",
+        &x_input,
+        "--random-inputs",
+        "--dim",
+        "N=3",
+    ]));
+    assert!(err.contains("N=3") && err.contains("N=5"), "{err}");
+
+    // Every input from a file.
+    let bias = Tensor::from_vec(vec![2], vec![1.0f32, -1.0]).unwrap();
+    let bias_input = input_arg("bias", &write_tensor(&dir, "bias.npy", &bias));
+    let text = success(&terafab(&[
+        "run",
+        &model,
+        "--input",
+        &x_input,
+        "--input",
+        &bias_input,
+    ]));
+    // relu(0.25 * sum(w[:, j]) + bias[j]) summed over j, the same on every row.
+    assert!(
+        output_line(&text, "total").starts_with("output total: f32[5] "),
+        "{text}"
+    );
+
+    let err = user_error(&terafab(&[
+        "run", &model, "--input", &x_input, "--input", &x_input,
+    ]));
+    assert!(err.contains("more than once"), "{err}");
+}
+
+#[test]
+fn missing_and_unknown_inputs_are_errors() {
+    let model = example("mlp.tfir");
+    let err = user_error(&terafab(&["run", &model]));
+    assert!(err.contains("missing input `x`"), "{err}");
+    assert!(err.contains("--random-inputs"), "{err}");
+
+    let err = user_error(&terafab(&["run", &model, "--input", "nope=whatever.npy"]));
+    assert!(err.contains("`nope`") && err.contains("`x`"), "{err}");
+
+    let err = user_error(&terafab(&[
+        "run",
+        &model,
+        "--input",
+        "x=does-not-exist.npy",
+    ]));
+    assert!(err.contains("does-not-exist.npy"), "{err}");
+}
+
+#[test]
+fn inputs_of_the_wrong_type_are_errors() {
+    let dir = scratch("wrong_type");
+    let model = example("mlp.tfir");
+    let cases = [
+        (
+            "shape.npy",
+            Tensor::from_vec(vec![3, 16], vec![0.0f32; 48]).unwrap(),
+            "f32[3,16]",
+        ),
+        (
+            "dtype.npy",
+            Tensor::from_vec(vec![4, 16], vec![0.0f64; 64]).unwrap(),
+            "f64[4,16]",
+        ),
+        (
+            "rank.npy",
+            Tensor::from_vec(vec![64], vec![0.0f32; 64]).unwrap(),
+            "f32[64]",
+        ),
+    ];
+    for (file, t, shown) in cases {
+        let x_input = input_arg("x", &write_tensor(&dir, file, &t));
+        let err = user_error(&terafab(&["run", &model, "--input", &x_input]));
+        assert!(
+            err.contains(shown) && err.contains("f32[4,16]") && err.contains(file),
+            "{err}"
+        );
+    }
+    // Not a .npy file at all.
+    let garbage = dir.join("garbage.npy");
+    std::fs::write(&garbage, b"hello").unwrap();
+    let err = user_error(&terafab(&[
+        "run",
+        &model,
+        "--input",
+        &input_arg("x", &garbage),
+    ]));
+    assert!(
+        err.contains("garbage.npy") && err.contains("caused by: "),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_model_files_are_errors() {
+    let dir = scratch("bad_models");
+    let err = user_error(&terafab(&["run", "no/such/model.tfir", "--random-inputs"]));
+    assert!(err.contains("no/such/model.tfir"), "{err}");
+
+    let bad = arg(&write_model(
+        &dir,
+        "malformed.tfir",
+        "func @main(%x: f32[2]) -> (y: f32[2]) {\n  %y = add(%x, %x : f32[2]\n  return %y\n}\n",
+    ));
+    for cmd in ["run", "print", "verify"] {
+        let err = user_error(&terafab(&[cmd, &bad]));
+        assert!(err.contains("malformed.tfir"), "{err}");
+        assert!(err.contains("line 2, column"), "{err}");
+    }
+
+    let ill_typed = arg(&write_model(
+        &dir,
+        "ill_typed.tfir",
+        "func @main(%x: f32[2]) -> (y: f32[3]) {\n  %y = add(%x, %x) : f32[3]\n  return %y\n}\n",
+    ));
+    let err = user_error(&terafab(&["verify", &ill_typed]));
+    assert!(
+        err.contains("ill_typed.tfir") && err.contains("caused by: "),
+        "{err}"
+    );
+
+    let unknown = arg(&write_model(&dir, "model.pt", "not a tfir model"));
+    let err = user_error(&terafab(&["verify", &unknown]));
+    assert!(err.contains(".tfir"), "{err}");
+
+    let err = user_error(&terafab(&["verify", &arg(&dir)]));
+    assert!(err.contains("directory"), "{err}");
+
+    let empty = arg(&write_model(&dir, "empty.tfir", "// nothing here\n"));
+    assert_eq!(
+        success(&terafab(&["verify", &empty])),
+        "ok: 0 functions, 0 nodes\n"
+    );
+    let err = user_error(&terafab(&["run", &empty]));
+    assert!(err.contains("no function"), "{err}");
+}
+
+#[test]
+fn bad_arguments_exit_with_code_2() {
+    let model = example("mlp.tfir");
+    // --dim and --seed only make sense with --random-inputs.
+    usage_error(&terafab(&["run", &model, "--dim", "N=3"]));
+    usage_error(&terafab(&["run", &model, "--seed", "3"]));
+    let err = usage_error(&terafab(&[
+        "run",
+        &model,
+        "--random-inputs",
+        "--backend",
+        "gpu",
+    ]));
+    assert!(err.contains("interp"), "{err}");
+    usage_error(&terafab(&["run", &model, "--input", "x"]));
+    usage_error(&terafab(&[
+        "run",
+        &model,
+        "--random-inputs",
+        "--dim",
+        "N=-1",
+    ]));
+    usage_error(&terafab(&["frobnicate"]));
+    usage_error(&terafab(&["run"]));
+}
+
+#[test]
+fn every_subcommand_has_examples_in_its_help() {
+    for args in [
+        &["--help"][..],
+        &["run", "--help"],
+        &["print", "--help"],
+        &["verify", "--help"],
+    ] {
+        let text = success(&terafab(args));
+        assert!(text.contains("EXAMPLES:"), "{args:?}: {text}");
+        assert!(text.contains("  terafab "), "{args:?}: {text}");
+    }
+}
+
+#[test]
+fn verify_and_print() {
+    let model = example("mlp.tfir");
+    let text = success(&terafab(&["verify", &model]));
+    assert_eq!(text, "ok: 1 functions, 11 nodes\n");
+
+    let text = success(&terafab(&["print", &model]));
+    let reparsed = terafab_ir::parse::parse_module(&text).unwrap();
+    let original = terafab_frontend::load_model(Path::new(&model)).unwrap();
+    assert_eq!(
+        terafab_ir::print::print_module(&reparsed),
+        terafab_ir::print::print_module(&original)
+    );
+
+    let elided = success(&terafab(&["print", &model, "--elide-constants", "8"]));
+    assert!(elided.contains("elided"), "{elided}");
+    assert!(elided.len() < text.len());
+}
+
+#[test]
+fn output_names_cannot_escape_the_output_directory() {
+    let dir = scratch("escape");
+    let model = arg(&write_model(
+        &dir,
+        "escape.tfir",
+        "func @main(%x: f32[2]) -> (\"../evil\": f32[2], \"/abs\": f32[2]) {\n  %y = neg(%x) : f32[2]\n  return %y, %x\n}\n",
+    ));
+    let out_dir = dir.join("out");
+    let text = success(&terafab(&[
+        "run",
+        &model,
+        "--random-inputs",
+        "--output-dir",
+        &arg(&out_dir),
+    ]));
+    assert!(text.contains("output ../evil: f32[2]"), "{text}");
+    let mut written: Vec<String> = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    written.sort();
+    assert_eq!(written, ["_._evil.npy", "_abs.npy"]);
+    assert!(!dir.join("evil.npy").exists());
+}
+
+#[test]
+fn summaries_count_nans_and_trues() {
+    let dir = scratch("summaries");
+    let model = arg(&write_model(
+        &dir,
+        "nan.tfir",
+        "func @main(%x: f32[64]) -> (l: f32[64], pos: bool[64]) {\n  %l = log(%x) : f32[64]\n  %zero = constant() {value=dense<f32[]>[0.0]} : f32[]\n  %pos = gt(%x, %zero) : bool[64]\n  return %l, %pos\n}\n",
+    ));
+    let text = success(&terafab(&["run", &model, "--random-inputs", "--seed", "5"]));
+    let count = |line: &str, key: &str, end: char| -> usize {
+        let rest = line
+            .split(key)
+            .nth(1)
+            .unwrap_or_else(|| panic!("no {key} in {line}"));
+        rest.split(end).next().unwrap().parse().unwrap()
+    };
+    // log is NaN exactly on the negative inputs; no random f32 input is exactly 0 here.
+    let nans = count(output_line(&text, "l"), "nan=", ' ');
+    let trues = count(output_line(&text, "pos"), "true=", '/');
+    assert!(nans > 0 && trues > 0, "{text}");
+    assert_eq!(nans + trues, 64, "{text}");
+}

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# The test command of terafab: formatting, lints and every test of the workspace.
+#
+#   scripts/test.sh
+#
+# Steps, in order (each stops the script on failure):
+#   1. check_toolchain       cargo, rustfmt and clippy are installed (else: how to install them)
+#   2. install_system_deps   system packages the tests need (apt-get; none yet)
+#   3. cargo fmt --check, cargo clippy -D warnings, cargo test
+#
+# A new preparation step is a function here and one call in `main`.
+#
+# One build profile for everything: the plain dev/test profile (opt-level 1, see Cargo.toml).
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+log() { echo "==> $*" >&2; }
+
+check_toolchain() {
+    if ! command -v cargo >/dev/null 2>&1; then
+        cat >&2 <<'MSG'
+error: `cargo` was not found. Install the Rust toolchain with rustup:
+
+    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y
+    . "$HOME/.cargo/env"
+
+then run scripts/test.sh again.
+MSG
+        exit 1
+    fi
+    if ! cargo fmt --version >/dev/null 2>&1; then
+        echo "error: cargo fmt is missing; install it with: rustup component add rustfmt" >&2
+        exit 1
+    fi
+    if ! cargo clippy --version >/dev/null 2>&1; then
+        echo "error: cargo clippy is missing; install it with: rustup component add clippy" >&2
+        exit 1
+    fi
+}
+
+# Install the system packages named in $SYSTEM_PACKAGES that are missing (Debian/Ubuntu), with
+# root or sudo only. Nothing is needed yet; list packages here when a step needs them.
+SYSTEM_PACKAGES=()
+install_system_deps() {
+    local missing=() pkg
+    for pkg in "${SYSTEM_PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
+    done
+    if [ "${#missing[@]}" -eq 0 ]; then
+        return 0
+    fi
+    local sudo=()
+    if [ "$(id -u)" -ne 0 ]; then
+        if ! command -v sudo >/dev/null 2>&1; then
+            echo "error: missing system packages: ${missing[*]} (install them as root: apt-get install ${missing[*]})" >&2
+            exit 1
+        fi
+        sudo=(sudo)
+    fi
+    log "installing system packages: ${missing[*]}"
+    "${sudo[@]}" apt-get update
+    "${sudo[@]}" apt-get install -y --no-install-recommends "${missing[@]}"
+}
+
+main() {
+    check_toolchain
+    install_system_deps
+
+    log "cargo fmt --all -- --check"
+    cargo fmt --all -- --check
+    log "cargo clippy --workspace --all-targets -- -D warnings"
+    cargo clippy --workspace --all-targets -- -D warnings
+    log "cargo test --workspace"
+    cargo test --workspace
+    log "all checks passed"
+}
+
+main "$@"
