@@ -543,7 +543,9 @@ pub fn reduce_window(
         .zip(out_shape.iter().zip(&strides))
         .map(|(axis, (&out, &stride))| AxisTaps::new(axis, out, stride, 0))
         .collect::<Result<Vec<_>, _>>()?;
-    with_data!(x.data(), v, T => with_reducer!(kind, R => window_typed::<T, R>(v, &tables, out_shape)))
+    with_data!(x.data(), v, T => with_reducer!(kind, R => {
+        window_typed::<T, R>(v, &tables, out_shape)
+    }))
 }
 
 fn window_typed<T: Arith, R: Reducer<T>>(
@@ -1038,7 +1040,7 @@ mod tests {
             (&[0, 1], &[0, 1]),
         );
         assert_eq!(got.unwrap(), t(&[1, 4], vec![2.0f32, 3., 3., 2.]));
-        // 2-d: 2x2 windows with stride 2 over [[1,2,3],[4,5,6]] padded by one row and column at the end.
+        // 2-d: 2x2 windows, stride 2, over [[1,2,3],[4,5,6]] padded by one column at the end.
         let x = t(&[2, 3], vec![1i32, 2, 3, 4, 5, 6]);
         let got = window(
             &x,

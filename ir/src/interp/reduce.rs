@@ -411,7 +411,9 @@ pub fn reduce(
     }
     let kept = offsets(&kept_ext, &kept_str)?;
     let red = offsets(&red_ext, &red_str)?;
-    with_data!(x.data(), v, T => with_reducer!(kind, R => reduce_typed::<T, R>(v, &kept, &red, out_shape)))
+    with_data!(x.data(), v, T => with_reducer!(kind, R => {
+        reduce_typed::<T, R>(v, &kept, &red, out_shape)
+    }))
 }
 
 fn reduce_typed<T: Arith, R: Reducer<T>>(
@@ -522,9 +524,14 @@ fn cumulate<T: Arith, R: Reducer<T>>(
 /// [`crate::op::Op::Sort`].
 pub fn sort(x: &Tensor, axis: usize, descending: bool) -> Result<(Tensor, Tensor), InterpError> {
     check_axis("sort", axis, x.rank())?;
+    if x.is_empty() {
+        return Ok((x.clone(), Tensor::zeros(crate::DType::I64, x.shape())?));
+    }
     let lines = Lines::new(x.shape(), axis);
     let mut indices = try_filled_vec::<i64>(x.shape(), 0)?;
-    let values = with_data!(x.data(), v, T => sort_typed::<T>(v, x.shape(), lines, descending, &mut indices)?);
+    let values = with_data!(x.data(), v, T => {
+        sort_typed::<T>(v, x.shape(), lines, descending, &mut indices)?
+    });
     Ok((values, Tensor::from_vec(x.shape().to_vec(), indices)?))
 }
 
