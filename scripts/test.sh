@@ -5,8 +5,10 @@
 #
 # Steps, in order (each stops the script on failure):
 #   1. check_toolchain       cargo, rustfmt and clippy are installed (else: how to install them)
-#   2. install_system_deps   system packages the tests need (apt-get; none yet)
-#   3. cargo fmt --check, cargo clippy -D warnings, cargo test
+#   2. install_system_deps   system packages the tests need (apt-get: python3-venv if missing)
+#   3. prepare_test_data     the ONNX conformance cases (scripts/onnx-testdata.sh: a Python venv
+#                            with a pinned onnx writes them once into ~/.cache/terafab)
+#   4. cargo fmt --check, cargo clippy -D warnings, cargo test
 #
 # A new preparation step is a function here and one call in `main`.
 #
@@ -40,8 +42,12 @@ MSG
 }
 
 # Install the system packages named in $SYSTEM_PACKAGES that are missing (Debian/Ubuntu), with
-# root or sudo only. Nothing is needed yet; list packages here when a step needs them.
+# root or sudo only.
 SYSTEM_PACKAGES=()
+# The test-data generator needs a Python 3 that can create venvs (Debian splits out `venv`).
+if ! command -v python3 >/dev/null 2>&1 || ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+    SYSTEM_PACKAGES+=(python3 python3-venv)
+fi
 install_system_deps() {
     local missing=() pkg
     for pkg in "${SYSTEM_PACKAGES[@]}"; do
@@ -63,9 +69,17 @@ install_system_deps() {
     "${sudo[@]}" apt-get install -y --no-install-recommends "${missing[@]}"
 }
 
+# Write the ONNX backend test cases (once; cached across runs) and point the tests at them.
+prepare_test_data() {
+    log "ONNX conformance cases (generated once, then cached)"
+    TERAFAB_ONNX_CASES="$(scripts/onnx-testdata.sh | tail -n 1)"
+    export TERAFAB_ONNX_CASES
+}
+
 main() {
     check_toolchain
     install_system_deps
+    prepare_test_data
 
     log "cargo fmt --all -- --check"
     cargo fmt --all -- --check

@@ -13,6 +13,10 @@ use terafab_ir::tensor::TensorError;
 pub enum CliError {
     #[error(transparent)]
     Frontend(#[from] FrontendError),
+    #[error("{count} node(s) cannot be imported")]
+    CheckFailed { count: usize },
+    #[error("{0}")]
+    Conformance(String),
     #[error("`{}` has no function to run", path.display())]
     NoFunction { path: PathBuf },
     #[error("--input names `{name}`, which is not an input of @{func} (its inputs: {known})")]

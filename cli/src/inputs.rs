@@ -148,6 +148,21 @@ fn check_type(ty: &TensorType, t: &Tensor, name: &str, bound: &mut Bound) -> Res
     Ok(())
 }
 
+/// The symbolic dims of a function's inputs, in order of first appearance.
+pub fn symbolic_dims(func: &Function) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for &v in func.inputs() {
+        for d in func.values.ty(v).shape.dims() {
+            if let Dim::Sym(s) = d
+                && !out.contains(s)
+            {
+                out.push(s.clone());
+            }
+        }
+    }
+    out
+}
+
 /// Add the `--dim` extents to the dims bound by files, refusing unknown, repeated and
 /// conflicting ones.
 fn bind_dims(

@@ -4,10 +4,13 @@
 //!   summary of each output and optionally write them as `.npy` files.
 //! - `terafab print`: print a model's IR text.
 //! - `terafab verify`: load and verify a model.
+//! - `terafab check`: list every unsupported or invalid node of an ONNX model at once.
+//! - `terafab conformance`: run the ONNX backend test cases on a backend.
 //!
 //! Errors print as one `error: ...` line followed by one `  caused by: ...` line per source, and
 //! exit with code 1; bad arguments exit with code 2 (clap's convention).
 
+mod conformance;
 mod error;
 mod inputs;
 mod run;
@@ -33,7 +36,16 @@ EXAMPLES:
   terafab print examples/mlp.tfir --elide-constants 8
 
   # Check that a model loads and verifies
-  terafab verify examples/mlp.tfir";
+  terafab verify examples/mlp.tfir
+
+  # Run an ONNX model on an input array
+  terafab run examples/mlp.onnx --input x=x.npy
+
+  # List every node of an ONNX model terafab cannot import yet
+  terafab check model.onnx --input-shape input=1x3x224x224
+
+  # Run the ONNX conformance cases whose names match a regex on the interpreter
+  terafab conformance --backend interp --filter 'node/test_conv'";
 
 const RUN_EXAMPLES: &str = "\
 EXAMPLES:
@@ -47,7 +59,12 @@ EXAMPLES:
   terafab run model.tfir --input x=x.npy --input mask=mask.npy --output-dir out
 
   # Some inputs from files, the rest random
-  terafab run model.tfir --input x=x.npy --random-inputs --seed 7";
+  terafab run model.tfir --input x=x.npy --random-inputs --seed 7
+
+  # An ONNX model: the shapes of .npy inputs bind its symbolic dims; random inputs need
+  # --input-shape or --dim for dims the model leaves open
+  terafab run model.onnx --input-shape input=1x3x224x224 --random-inputs
+  terafab run model.onnx --dim batch=8 --random-inputs";
 
 const PRINT_EXAMPLES: &str = "\
 EXAMPLES:
@@ -61,6 +78,22 @@ const VERIFY_EXAMPLES: &str = "\
 EXAMPLES:
   # Prints `ok: N functions, M nodes`, or the first problem found and exits with code 1
   terafab verify examples/mlp.tfir";
+
+const CHECK_EXAMPLES: &str = "\
+EXAMPLES:
+  # Every unsupported op, attribute or type of the model, one line per node (exit code 1 if any)
+  terafab check model.onnx --dim batch=1";
+
+const CONFORMANCE_EXAMPLES: &str = "\
+EXAMPLES:
+  # All default sets (node, simple, pytorch-operator, pytorch-converted) on the interpreter
+  terafab conformance --backend interp
+
+  # Only the convolution cases, with the per-case report written to a file
+  terafab conformance --filter 'node/test_conv' --report conv.txt
+
+  # Check against the expectations list, and rewrite it from this run
+  terafab conformance --update-expectations";
 
 /// terafab: a tensor compiler for a simulated Dojo-like training accelerator.
 #[derive(Debug, Parser)]
@@ -81,6 +114,42 @@ enum Command {
     /// Load and verify a model
     #[command(after_help = VERIFY_EXAMPLES)]
     Verify(VerifyArgs),
+    /// List every unsupported or invalid node of an ONNX model at once.
+    #[command(after_help = CHECK_EXAMPLES)]
+    Check(CheckArgs),
+    /// Run the ONNX backend test cases (written by scripts/onnx-testdata.sh) on a backend.
+    #[command(after_help = CONFORMANCE_EXAMPLES)]
+    Conformance(conformance::ConformanceArgs),
+}
+
+/// Static shapes for a model's inputs (ONNX models leave some dims open).
+#[derive(Debug, Clone, Default, Args)]
+pub struct ShapeArgs {
+    /// The full shape of an input, e.g. `input=1x3x224x224` (repeatable).
+    #[arg(long = "input-shape", value_name = "NAME=DxDx..", value_parser = parse_shape_spec)]
+    pub input_shapes: Vec<(String, Vec<usize>)>,
+    /// The extent of a symbolic dim, e.g. `batch=8` (repeatable).
+    #[arg(long = "dim", value_name = "NAME=N", value_parser = parse_dim_spec)]
+    pub dims: Vec<(String, usize)>,
+}
+
+impl ShapeArgs {
+    /// Load options with these shapes, plus `extra` input shapes (e.g. from input files).
+    pub fn load_options(&self, extra: &[(String, Vec<usize>)]) -> terafab_frontend::LoadOptions {
+        let mut o = terafab_frontend::LoadOptions::default();
+        for (name, dims) in extra.iter().chain(&self.input_shapes) {
+            o.input_shapes.insert(name.clone(), dims.clone());
+        }
+        o.dims.extend(self.dims.iter().cloned());
+        o
+    }
+}
+
+#[derive(Debug, Args)]
+struct CheckArgs {
+    model: PathBuf,
+    #[command(flatten)]
+    shapes: ShapeArgs,
 }
 
 /// What executes the model.
@@ -92,7 +161,7 @@ pub enum Backend {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// The model file (.tfir)
+    /// The model file (.onnx or .tfir)
     pub model: PathBuf,
     /// Take input NAME from a numpy .npy file (repeatable)
     #[arg(long = "input", value_name = "NAME=FILE.npy", value_parser = parse_input_spec)]
@@ -109,13 +178,8 @@ pub struct RunArgs {
     )]
     pub seed: u64,
     /// Give symbolic dim NAME the extent N in random inputs (repeatable)
-    #[arg(
-        long = "dim",
-        value_name = "NAME=N",
-        value_parser = parse_dim_spec,
-        requires = "random_inputs"
-    )]
-    pub dims: Vec<(String, usize)>,
+    #[command(flatten)]
+    pub shapes: ShapeArgs,
     /// Write each output to DIR/<output name>.npy (DIR is created if needed)
     #[arg(long, value_name = "DIR")]
     pub output_dir: Option<PathBuf>,
@@ -126,8 +190,10 @@ pub struct RunArgs {
 
 #[derive(Debug, Args)]
 struct PrintArgs {
-    /// The model file (.tfir)
+    /// The model file (.onnx or .tfir)
     model: PathBuf,
+    #[command(flatten)]
+    shapes: ShapeArgs,
     /// Print constants with more than N elements without their data
     #[arg(long, value_name = "N")]
     elide_constants: Option<usize>,
@@ -135,8 +201,10 @@ struct PrintArgs {
 
 #[derive(Debug, Args)]
 struct VerifyArgs {
-    /// The model file (.tfir)
+    /// The model file (.onnx or .tfir)
     model: PathBuf,
+    #[command(flatten)]
+    shapes: ShapeArgs,
 }
 
 /// `NAME=FILE`: split at the first `=`.
@@ -147,6 +215,23 @@ fn parse_input_spec(s: &str) -> Result<(String, PathBuf), String> {
         }
         _ => Err(format!("expected NAME=FILE.npy, got `{s}`")),
     }
+}
+
+/// `NAME=2x3x4` (a scalar is `NAME=`... not accepted: give at least one dim).
+fn parse_shape_spec(s: &str) -> Result<(String, Vec<usize>), String> {
+    let (name, dims) = s
+        .split_once('=')
+        .filter(|(name, dims)| !name.is_empty() && !dims.is_empty())
+        .ok_or_else(|| format!("expected NAME=DxDx.., got `{s}`"))?;
+    let dims = dims
+        .split(['x', 'X', ','])
+        .map(|d| {
+            d.trim()
+                .parse::<usize>()
+                .map_err(|e| format!("bad dim `{d}` in `{s}`: {e}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((name.to_string(), dims))
 }
 
 /// `NAME=N` with a non-negative integer extent.
@@ -169,6 +254,8 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(&args, &mut out),
         Command::Print(args) => print(&args, &mut out),
         Command::Verify(args) => verify(&args, &mut out),
+        Command::Check(args) => check(&args, &mut out),
+        Command::Conformance(args) => conformance::run(&args, &mut out),
     };
     let result = result.and_then(|()| out.flush().map_err(CliError::Stdout));
     match result {
@@ -183,7 +270,7 @@ fn main() -> ExitCode {
 }
 
 fn print(args: &PrintArgs, out: &mut dyn Write) -> Result<(), CliError> {
-    let module = terafab_frontend::load_model(&args.model)?;
+    let module = terafab_frontend::load_model_with(&args.model, &args.shapes.load_options(&[]))?;
     let text = match args.elide_constants {
         Some(n) => terafab_ir::print::print_module_with(
             &module,
@@ -200,8 +287,25 @@ fn print(args: &PrintArgs, out: &mut dyn Write) -> Result<(), CliError> {
     Ok(())
 }
 
+fn check(args: &CheckArgs, out: &mut dyn Write) -> Result<(), CliError> {
+    // Dims nothing binds are taken as 1, so every node can be looked at.
+    let mut opts = args.shapes.load_options(&[]);
+    opts.default_dim = Some(1);
+    let problems = terafab_frontend::check_onnx(&args.model, &opts)?;
+    for p in &problems {
+        writeln!(out, "{p}").map_err(CliError::Stdout)?;
+    }
+    if problems.is_empty() {
+        writeln!(out, "ok: every node imports").map_err(CliError::Stdout)
+    } else {
+        Err(CliError::CheckFailed {
+            count: problems.len(),
+        })
+    }
+}
+
 fn verify(args: &VerifyArgs, out: &mut dyn Write) -> Result<(), CliError> {
-    let module = terafab_frontend::load_model(&args.model)?;
+    let module = terafab_frontend::load_model_with(&args.model, &args.shapes.load_options(&[]))?;
     let nodes: usize = module.functions.iter().map(|f| f.num_nodes()).sum();
     // A fixed form (no singular), so scripts can match it.
     writeln!(
@@ -235,5 +339,11 @@ mod tests {
         assert!(parse_dim_spec("N=-1").is_err());
         assert!(parse_dim_spec("N").is_err());
         assert!(parse_dim_spec("=3").is_err());
+        assert_eq!(
+            parse_shape_spec("x=1x3x224x224").unwrap(),
+            ("x".to_string(), vec![1, 3, 224, 224])
+        );
+        assert!(parse_shape_spec("x=1xax2").is_err());
+        assert!(parse_shape_spec("x=").is_err());
     }
 }

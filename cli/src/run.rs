@@ -12,13 +12,31 @@ use crate::summary::summarize;
 use crate::{Backend, RunArgs};
 
 pub fn run(args: &RunArgs, out: &mut dyn Write) -> Result<(), CliError> {
-    let module = terafab_frontend::load_model(&args.model)?;
+    // The shapes of input files bind the open dims of ONNX models before import. A file that
+    // cannot be read is reported below, with the input checks, once the model is loaded.
+    let file_shapes: Vec<(String, Vec<usize>)> = args
+        .inputs
+        .iter()
+        .filter_map(|(name, path)| {
+            let t = terafab_ir::npy::read_npy(path).ok()?;
+            Some((name.clone(), t.shape().to_vec()))
+        })
+        .collect();
+    let opts = args.shapes.load_options(&file_shapes);
+    let module = terafab_frontend::load_model_with(&args.model, &opts)?;
     let func = module.entry().ok_or_else(|| CliError::NoFunction {
         path: args.model.clone(),
     })?;
+    // `--dim`s the import consumed are not dims of the function any more.
+    let open_dims = inputs::symbolic_dims(func);
+    let dims: Vec<(String, usize)> = if open_dims.is_empty() {
+        Vec::new()
+    } else {
+        args.shapes.dims.clone()
+    };
     let random = args.random_inputs.then_some(RandomSpec {
         seed: args.seed,
-        dims: &args.dims,
+        dims: &dims,
     });
     let inputs = inputs::build(func, &args.inputs, random)?;
     let w = |out: &mut dyn Write, line: String| writeln!(out, "{line}").map_err(CliError::Stdout);

@@ -375,8 +375,7 @@ fn bad_model_files_are_errors() {
 #[test]
 fn bad_arguments_exit_with_code_2() {
     let model = example("mlp.tfir");
-    // --dim and --seed only make sense with --random-inputs.
-    usage_error(&terafab(&["run", &model, "--dim", "N=3"]));
+    // --seed only makes sense with --random-inputs (--dim also binds the dims of ONNX models).
     usage_error(&terafab(&["run", &model, "--seed", "3"]));
     let err = usage_error(&terafab(&[
         "run",
@@ -478,4 +477,61 @@ fn summaries_count_nans_and_trues() {
     let trues = count(output_line(&text, "pos"), "true=", '/');
     assert!(nans > 0 && trues > 0, "{text}");
     assert_eq!(nans + trues, 64, "{text}");
+}
+
+#[test]
+fn runs_the_onnx_example_like_numpy() {
+    let dir = scratch("onnx_example");
+    let out = dir.join("out");
+    let x = format!("x={}", example("x.npy"));
+    let text = success(&terafab(&[
+        "run",
+        &example("mlp.onnx"),
+        "--input",
+        &x,
+        "--output-dir",
+        &arg(&out),
+    ]));
+    assert!(output_line(&text, "probs").contains("f32[4,10]"), "{text}");
+    let got = read_npy(&out.join("probs.npy")).unwrap();
+    let want = read_npy(Path::new(&example("mlp_expected_probs.npy"))).unwrap();
+    assert_eq!(got.shape(), want.shape());
+    // numpy computed in f64; the interpreter accumulates f32 sums in f64 too, so only the f32
+    // roundings of intermediates differ: a few ulps.
+    for (g, w) in got.to_f64_vec().iter().zip(want.to_f64_vec()) {
+        assert!((g - w).abs() <= 1e-6 + 1e-5 * w.abs(), "{g} vs {w}");
+    }
+}
+
+#[test]
+fn onnx_models_need_bound_dims_and_check_lists_problems() {
+    // Random inputs for an ONNX model with a symbolic batch need its extent.
+    let err = user_error(&terafab(&["run", &example("mlp.onnx"), "--random-inputs"]));
+    assert!(
+        err.contains("symbolic dim `batch`") && err.contains("--dim batch=N"),
+        "{err}"
+    );
+    let text = success(&terafab(&[
+        "run",
+        &example("mlp.onnx"),
+        "--random-inputs",
+        "--dim",
+        "batch=3",
+    ]));
+    assert!(output_line(&text, "probs").contains("f32[3,10]"), "{text}");
+    let text = success(&terafab(&["check", &example("mlp.onnx")]));
+    assert!(text.contains("ok: every node imports"), "{text}");
+    // A truncated model is a clear error, not a panic.
+    let dir = scratch("onnx_truncated");
+    let bytes = std::fs::read(example("mlp.onnx")).unwrap();
+    let cut = dir.join("cut.onnx");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let err = user_error(&terafab(&[
+        "run",
+        &arg(&cut),
+        "--random-inputs",
+        "--dim",
+        "batch=1",
+    ]));
+    assert!(err.contains("malformed ONNX protobuf"), "{err}");
 }

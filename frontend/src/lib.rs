@@ -3,6 +3,9 @@
 //! [`load_model`] picks the format from the file extension (see [`SUPPORTED_FORMATS`]):
 //!
 //! - `.tfir`: the terafab IR text form, parsed with [`terafab_ir::parse::parse_module`].
+//! - `.onnx`: an ONNX model (protobuf), imported by [`onnx::import_model`]: every op is
+//!   decomposed into core IR ops, and every dim is bound (see [`LoadOptions`]), so the module
+//!   has static shapes.
 //!
 //! Every loaded module has passed [`terafab_ir::verify::verify_module`], so passes, backends
 //! and the interpreter may rely on it being well formed.
@@ -24,15 +27,25 @@ pub struct Format {
     pub extension: &'static str,
     pub description: &'static str,
     /// Turn the file's bytes into a module (not yet verified); `path` is for error messages.
-    load: fn(&Path, Vec<u8>) -> Result<Module, FrontendError>,
+    load: fn(&Path, Vec<u8>, &LoadOptions) -> Result<Module, FrontendError>,
 }
 
 /// Every format [`load_model`] reads, in the order error messages list them.
-pub const SUPPORTED_FORMATS: &[Format] = &[Format {
-    extension: "tfir",
-    description: "terafab IR text",
-    load: parse_tfir,
-}];
+pub const SUPPORTED_FORMATS: &[Format] = &[
+    Format {
+        extension: "onnx",
+        description: "ONNX model",
+        load: load_onnx,
+    },
+    Format {
+        extension: "tfir",
+        description: "terafab IR text",
+        load: parse_tfir,
+    },
+];
+
+/// How to load a model: the shapes of inputs whose dims the model leaves open (ONNX).
+pub type LoadOptions = onnx::ImportOptions;
 
 /// The supported formats as a human-readable list: `.tfir (terafab IR text)`.
 pub struct SupportedFormats;
@@ -78,6 +91,12 @@ pub enum FrontendError {
         #[source]
         source: Box<ParseError>,
     },
+    #[error("cannot import ONNX model `{}`", path.display())]
+    Onnx {
+        path: PathBuf,
+        #[source]
+        source: Box<onnx::ImportError>,
+    },
     #[error("`{}` is not a valid terafab module", path.display())]
     Verify {
         path: PathBuf,
@@ -95,6 +114,7 @@ impl FrontendError {
             | FrontendError::UnknownFormat { path }
             | FrontendError::NotUtf8 { path, .. }
             | FrontendError::Parse { path, .. }
+            | FrontendError::Onnx { path, .. }
             | FrontendError::Verify { path, .. } => path,
         }
     }
@@ -117,6 +137,11 @@ pub fn format_of(path: &Path) -> Option<&'static Format> {
 
 /// Load a model file into a verified module, picking the format from the file extension.
 pub fn load_model(path: &Path) -> Result<Module, FrontendError> {
+    load_model_with(path, &LoadOptions::default())
+}
+
+/// [`load_model`] with options (input shapes and symbolic dims for ONNX models).
+pub fn load_model_with(path: &Path, opts: &LoadOptions) -> Result<Module, FrontendError> {
     let meta = std::fs::metadata(path).map_err(|source| FrontendError::Io {
         path: path.to_path_buf(),
         source,
@@ -133,7 +158,7 @@ pub fn load_model(path: &Path) -> Result<Module, FrontendError> {
         path: path.to_path_buf(),
         source,
     })?;
-    let module = (format.load)(path, bytes)?;
+    let module = (format.load)(path, bytes, opts)?;
     terafab_ir::verify::verify_module(&module).map_err(|source| FrontendError::Verify {
         path: path.to_path_buf(),
         source: Box::new(source),
@@ -141,8 +166,43 @@ pub fn load_model(path: &Path) -> Result<Module, FrontendError> {
     Ok(module)
 }
 
+/// Every problem of an ONNX model at once (each unsupported or invalid node), instead of
+/// stopping at the first: for `terafab check`. An empty list means the model imports.
+pub fn check_onnx(
+    path: &Path,
+    opts: &LoadOptions,
+) -> Result<Vec<onnx::ImportError>, FrontendError> {
+    let bytes = std::fs::read(path).map_err(|source| FrontendError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let model = onnx::decode_model(&bytes).map_err(|e| onnx_error(path, e))?;
+    Ok(onnx::check_model(&model, Some(&model_dir(path)), opts))
+}
+
+/// The directory external data is read from: the model's own.
+fn model_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+fn onnx_error(path: &Path, e: onnx::ImportError) -> FrontendError {
+    FrontendError::Onnx {
+        path: path.to_path_buf(),
+        source: Box::new(e),
+    }
+}
+
+/// Decode and import an ONNX model; external data is read relative to its directory.
+fn load_onnx(path: &Path, bytes: Vec<u8>, opts: &LoadOptions) -> Result<Module, FrontendError> {
+    let model = onnx::decode_model(&bytes).map_err(|e| onnx_error(path, e))?;
+    onnx::import_model(&model, Some(&model_dir(path)), opts).map_err(|e| onnx_error(path, e))
+}
+
 /// Parse IR text read from `path`.
-fn parse_tfir(path: &Path, bytes: Vec<u8>) -> Result<Module, FrontendError> {
+fn parse_tfir(path: &Path, bytes: Vec<u8>, _opts: &LoadOptions) -> Result<Module, FrontendError> {
     let text = String::from_utf8(bytes).map_err(|source| FrontendError::NotUtf8 {
         path: path.to_path_buf(),
         source,

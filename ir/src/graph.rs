@@ -10,7 +10,7 @@
 //!
 //! Values live in one [`ValueTable`] per function, so ids are unique across nested regions.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fmt;
 
 use crate::dtype::DType;
@@ -72,7 +72,7 @@ pub struct ValueInfo {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ValueTable {
     values: Vec<ValueInfo>,
-    names: HashSet<String>,
+    names: HashMap<String, ValueId>,
 }
 
 impl ValueTable {
@@ -85,17 +85,18 @@ impl ValueTable {
 
     /// Add a value with exactly this name; `None` if the name is taken.
     pub fn add_exact(&mut self, name: String, ty: TensorType) -> Option<ValueId> {
-        if !self.names.insert(name.clone()) {
+        if self.names.contains_key(&name) {
             return None;
         }
         let id = ValueId(self.values.len() as u32);
+        self.names.insert(name.clone(), id);
         self.values.push(ValueInfo { name, ty });
         Some(id)
     }
 
     /// A name not used yet, derived from `hint`.
     pub fn fresh_name(&self, hint: &str) -> String {
-        if !hint.is_empty() && !self.names.contains(hint) {
+        if !hint.is_empty() && !self.names.contains_key(hint) {
             return hint.to_string();
         }
         let base = if hint.is_empty() { "" } else { hint };
@@ -108,7 +109,7 @@ impl ValueTable {
         (self.values.len()..)
             .chain(0..)
             .map(|i| format!("{base}{sep}{i}"))
-            .find(|n| !self.names.contains(n))
+            .find(|n| !self.names.contains_key(n))
             .expect("some suffix is free")
     }
 
@@ -117,12 +118,12 @@ impl ValueTable {
         if self.values[id.index()].name == name {
             return true;
         }
-        if self.names.contains(name) {
+        if self.names.contains_key(name) {
             return false;
         }
         let old = std::mem::replace(&mut self.values[id.index()].name, name.to_string());
         self.names.remove(&old);
-        self.names.insert(name.to_string());
+        self.names.insert(name.to_string(), id);
         true
     }
 
@@ -164,10 +165,7 @@ impl ValueTable {
 
     /// Find a value by name.
     pub fn lookup(&self, name: &str) -> Option<ValueId> {
-        if !self.names.contains(name) {
-            return None;
-        }
-        self.iter().find(|(_, v)| v.name == name).map(|(id, _)| id)
+        self.names.get(name).copied()
     }
 }
 
@@ -345,7 +343,7 @@ mod tests {
         let b = t.add("x", ty.clone());
         let c = t.add("", ty.clone());
         let d = t.add("", ty.clone());
-        let names: HashSet<_> = [a, b, c, d]
+        let names: std::collections::HashSet<_> = [a, b, c, d]
             .iter()
             .map(|&v| t.name(v).to_string())
             .collect();

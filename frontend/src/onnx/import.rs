@@ -46,6 +46,9 @@ pub struct ImportOptions {
     pub dims: HashMap<String, usize>,
     /// Largest result, in elements, computed at import time when all operands are constants.
     pub fold_limit: usize,
+    /// The extent given to symbolic or unknown dims that nothing binds; `None` makes them an
+    /// error. (`terafab check` uses 1, to look at every node of a model without shapes.)
+    pub default_dim: Option<usize>,
 }
 
 impl Default for ImportOptions {
@@ -54,6 +57,7 @@ impl Default for ImportOptions {
             input_shapes: HashMap::new(),
             dims: HashMap::new(),
             fold_limit: DEFAULT_FOLD_LIMIT,
+            default_dim: None,
         }
     }
 }
@@ -311,10 +315,17 @@ impl<'m> Builder<'m> {
         for (i, d) in dims.iter().enumerate() {
             let n = match &d.value {
                 Some(dimension::Value::DimValue(v)) if *v >= 0 => *v as usize,
-                Some(dimension::Value::DimParam(p)) if !p.is_empty() => *self.opts.dims.get(p).ok_or_else(|| {
-                    err(format!("symbolic dim `{p}` (dim {i}) is unbound: give it with --dim {p}=N or --input-shape"))
-                })?,
-                _ => return Err(err(format!("dim {i} is unknown: give the shape with --input-shape"))),
+                Some(dimension::Value::DimParam(p)) if !p.is_empty() => {
+                    self.opts.dims.get(p).copied().or(self.opts.default_dim).ok_or_else(|| {
+                        err(format!(
+                            "symbolic dim `{p}` (dim {i}) is unbound: give it with --dim {p}=N or --input-shape"
+                        ))
+                    })?
+                }
+                _ => self
+                    .opts
+                    .default_dim
+                    .ok_or_else(|| err(format!("dim {i} is unknown: give the shape with --input-shape")))?,
             };
             out.push(n);
         }
@@ -395,6 +406,7 @@ impl<'m> Builder<'m> {
         } else {
             None
         };
+        let first_new = self.func.values.len();
         let outputs = if let Some(importer) = importer {
             let mut ctx = NodeCtx {
                 b: self,
@@ -436,10 +448,27 @@ impl<'m> Builder<'m> {
                 opset,
                 message: format!("output {i} (`{name}`) is not supported"),
             })?;
-            self.func.values.rename(v, &format!("{prefix}{name}"));
+            self.name_output(v, &format!("{prefix}{name}"), first_new);
             self.bind(name, v);
         }
         Ok(())
+    }
+
+    /// Give a node's result its ONNX name. An intermediate value of the same node that took the
+    /// name as a hint (ids from `first_new` on) gives it up; a name used elsewhere stays there.
+    fn name_output(&mut self, v: ValueId, name: &str, first_new: usize) {
+        let values = &mut self.func.values;
+        if values.rename(v, name) {
+            return;
+        }
+        if let Some(other) = values.lookup(name)
+            && other.index() >= first_new
+            && other != v
+        {
+            let fresh = values.fresh_name(name);
+            values.rename(other, &fresh);
+            values.rename(v, name);
+        }
     }
 
     /// Inline a model-local function: its body runs in a fresh scope where the function's

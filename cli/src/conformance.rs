@@ -1,0 +1,121 @@
+//! `terafab conformance`: run the ONNX backend test cases on a backend, print totals per set,
+//! write the per-case report, and compare with the backend's expectations list.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::Args;
+use terafab_testsuite::{
+    DEFAULT_SETS, Interpreter, Summary, compare_expectations, default_cases_dir, discover,
+    read_expectations, report, run_all, write_expectations,
+};
+
+use crate::Backend;
+use crate::error::CliError;
+
+#[derive(Debug, Args)]
+pub struct ConformanceArgs {
+    /// The backend to run the cases on.
+    #[arg(long, value_enum, default_value_t = Backend::Interp)]
+    backend: Backend,
+    /// Only cases whose `set/name` matches this regex.
+    #[arg(long, value_name = "REGEX")]
+    filter: Option<String>,
+    /// Comma-separated case sets.
+    #[arg(long, value_delimiter = ',', default_values_t = DEFAULT_SETS.iter().map(|s| s.to_string()))]
+    sets: Vec<String>,
+    /// Where the cases are (default: where scripts/onnx-testdata.sh writes them).
+    #[arg(long, value_name = "DIR")]
+    cases: Option<PathBuf>,
+    /// Write the per-case report (one line per case with the reason) here.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+    /// The expectations list to check (default: testsuite/expectations/BACKEND.txt).
+    #[arg(long, value_name = "FILE")]
+    expectations: Option<PathBuf>,
+    /// Rewrite the expectations list with the cases that pass in this run.
+    #[arg(long)]
+    update_expectations: bool,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+pub fn run(args: &ConformanceArgs, out: &mut dyn Write) -> Result<(), CliError> {
+    let err = |m: String| CliError::Conformance(m);
+    let filter = args
+        .filter
+        .as_deref()
+        .map(regex::Regex::new)
+        .transpose()
+        .map_err(|e| err(format!("--filter: {e}")))?;
+    let root = args.cases.clone().unwrap_or_else(default_cases_dir);
+    let sets: Vec<&str> = args.sets.iter().map(String::as_str).collect();
+    let cases = discover(&root, &sets, filter.as_ref()).map_err(|e| err(e.to_string()))?;
+    let backend = match args.backend {
+        Backend::Interp => Interpreter,
+    };
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let results = run_all(&cases, &backend, threads, true);
+    let w = |out: &mut dyn Write, s: String| writeln!(out, "{s}").map_err(CliError::Stdout);
+    if let Some(path) = &args.report {
+        std::fs::write(path, report(&results))
+            .map_err(|e| err(format!("{}: {e}", path.display())))?;
+        w(out, format!("report: {}", path.display()))?;
+    } else {
+        for r in results
+            .iter()
+            .filter(|r| r.outcome != terafab_testsuite::Outcome::Pass)
+        {
+            w(out, report(std::slice::from_ref(r)).trim_end().to_string())?;
+        }
+    }
+    w(out, Summary(&results).to_string())?;
+    let exp_path = args.expectations.clone().unwrap_or_else(|| {
+        PathBuf::from(format!(
+            "testsuite/expectations/{}.txt",
+            backend_name(args.backend)
+        ))
+    });
+    if args.update_expectations {
+        if args.filter.is_some() || sets != DEFAULT_SETS {
+            return Err(err(
+                "--update-expectations needs a full run (no --filter, default --sets)".into(),
+            ));
+        }
+        write_expectations(&exp_path, backend_name(args.backend), &results)
+            .map_err(|e| err(format!("{}: {e}", exp_path.display())))?;
+        return w(out, format!("wrote {}", exp_path.display()));
+    }
+    let expected =
+        read_expectations(&exp_path).map_err(|e| err(format!("{}: {e}", exp_path.display())))?;
+    let cmp = compare_expectations(&results, &expected);
+    if !cmp.new_passes.is_empty() {
+        w(
+            out,
+            format!(
+                "{} newly passing case(s) not in {}",
+                cmp.new_passes.len(),
+                exp_path.display()
+            ),
+        )?;
+    }
+    if !cmp.regressions.is_empty() {
+        for (id, m) in &cmp.regressions {
+            w(out, format!("REGRESSION {id}: {m}"))?;
+        }
+        return Err(err(format!(
+            "{} expected case(s) no longer pass",
+            cmp.regressions.len()
+        )));
+    }
+    Ok(())
+}
+
+fn backend_name(b: Backend) -> &'static str {
+    match b {
+        Backend::Interp => "interp",
+    }
+}
