@@ -671,22 +671,19 @@ fn window_out(
         ));
     }
     let s = s as i128;
-    let dilated_in = if s == 0 {
-        0
-    } else {
-        (s - 1) * lhs_dil as i128 + 1
-    };
+    // An empty input has dilated extent 0 (not `(0-1)*d + 1`).
+    let dilated_in = if s == 0 { 0 } else { (s - 1) * lhs_dil as i128 + 1 };
     let padded = dilated_in + lo as i128 + hi as i128;
     let span = (k as i128 - 1) * rhs_dil as i128 + 1;
-    if padded < span {
-        if padded >= 0 && s == 0 {
-            return Ok(0);
-        }
+    // floor((padded - span) / stride) + 1, with floor division: 0 outputs when the window
+    // overhangs by less than a stride (as the interpreter computes), an error below that.
+    let out = (padded - span).div_euclid(stride as i128) + 1;
+    if out < 0 || padded < 0 {
         return err(format!(
             "dim {d}: window of extent {span} does not fit in the padded input of extent {padded}"
         ));
     }
-    to_usize((padded - span) / stride as i128 + 1)
+    to_usize(out)
 }
 
 #[cfg(test)]

@@ -213,8 +213,8 @@ pub enum Op {
     /// `dot_general(%lhs, %rhs) {lhs_batch, rhs_batch, lhs_contract, rhs_contract}`: a general
     /// tensor contraction (StableHLO). Result dims: batch dims (in `lhs_batch` order), then the
     /// remaining lhs dims, then the remaining rhs dims, each in order. Same element type on both
-    /// sides and in the result; sums accumulate in the element type (f64 for the interpreter's
-    /// f16/bf16, rounded once at the end).
+    /// sides and in the result. The interpreter accumulates float sums (f32, f16, bf16 too) in
+    /// f64 and rounds once at the end; integers wrap in their own type.
     DotGeneral {
         lhs_batch: Vec<usize>,
         rhs_batch: Vec<usize>,
@@ -224,8 +224,9 @@ pub enum Op {
     /// `conv(%x, %w) {stride, pad_low, pad_high, lhs_dilation, rhs_dilation, groups}`: N-d
     /// convolution (cross-correlation) in NC(spatial) layout. `x` is `[N, C, s...]`, `w` is
     /// `[O, C/groups, k...]`, result `[N, O, o...]` with, per spatial dim,
-    /// `o = floor((( (s-1)*lhs_dilation + 1) + pad_low + pad_high - ((k-1)*rhs_dilation + 1)) / stride) + 1`.
-    /// `lhs_dilation` > 1 inserts zeros between input elements (transposed convolution).
+    /// `o = floor((((s-1)*lhs_dilation + 1) + pad_low + pad_high - ((k-1)*rhs_dilation + 1)) / stride) + 1`
+    /// (floor division; an empty input has dilated extent 0; `o` may be 0, a negative `o` is an
+    /// error). `lhs_dilation` > 1 inserts zeros between input elements (transposed convolution).
     /// Negative padding crops. `O` must be divisible by `groups`.
     Conv {
         stride: Vec<usize>,
