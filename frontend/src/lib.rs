@@ -38,6 +38,11 @@ pub const SUPPORTED_FORMATS: &[Format] = &[
         load: load_onnx,
     },
     Format {
+        extension: "onnxtxt",
+        description: "ONNX model in ONNX's textual syntax",
+        load: load_onnx_text,
+    },
+    Format {
         extension: "tfir",
         description: "terafab IR text",
         load: parse_tfir,
@@ -97,6 +102,12 @@ pub enum FrontendError {
         #[source]
         source: Box<onnx::ImportError>,
     },
+    #[error("cannot parse ONNX text `{}`", path.display())]
+    OnnxText {
+        path: PathBuf,
+        #[source]
+        source: Box<onnx::text::TextError>,
+    },
     #[error("`{}` is not a valid terafab module", path.display())]
     Verify {
         path: PathBuf,
@@ -115,6 +126,7 @@ impl FrontendError {
             | FrontendError::NotUtf8 { path, .. }
             | FrontendError::Parse { path, .. }
             | FrontendError::Onnx { path, .. }
+            | FrontendError::OnnxText { path, .. }
             | FrontendError::Verify { path, .. } => path,
         }
     }
@@ -176,7 +188,7 @@ pub fn check_onnx(
         path: path.to_path_buf(),
         source,
     })?;
-    let model = onnx::decode_model(&bytes).map_err(|e| onnx_error(path, e))?;
+    let model = decode_onnx(path, bytes)?;
     Ok(onnx::check_model(&model, Some(&model_dir(path)), opts))
 }
 
@@ -195,10 +207,37 @@ fn onnx_error(path: &Path, e: onnx::ImportError) -> FrontendError {
     }
 }
 
+/// An ONNX model from protobuf bytes, or from ONNX's textual syntax for `.onnxtxt` files.
+fn decode_onnx(path: &Path, bytes: Vec<u8>) -> Result<onnx::proto::ModelProto, FrontendError> {
+    let is_text = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("onnxtxt"));
+    if !is_text {
+        return onnx::decode_model(&bytes).map_err(|e| onnx_error(path, e));
+    }
+    let text = String::from_utf8(bytes).map_err(|source| FrontendError::NotUtf8 {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    onnx::text::parse_model_text(&text).map_err(|source| FrontendError::OnnxText {
+        path: path.to_path_buf(),
+        source: Box::new(source),
+    })
+}
+
 /// Decode and import an ONNX model; external data is read relative to its directory.
 fn load_onnx(path: &Path, bytes: Vec<u8>, opts: &LoadOptions) -> Result<Module, FrontendError> {
-    let model = onnx::decode_model(&bytes).map_err(|e| onnx_error(path, e))?;
+    let model = decode_onnx(path, bytes)?;
     onnx::import_model(&model, Some(&model_dir(path)), opts).map_err(|e| onnx_error(path, e))
+}
+
+/// Parse ONNX text and import it like `.onnx`.
+fn load_onnx_text(
+    path: &Path,
+    bytes: Vec<u8>,
+    opts: &LoadOptions,
+) -> Result<Module, FrontendError> {
+    load_onnx(path, bytes, opts)
 }
 
 /// Parse IR text read from `path`.

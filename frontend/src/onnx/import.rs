@@ -553,10 +553,10 @@ impl<'m> Builder<'m> {
 
 /// Order a graph's nodes so each comes after the producers of its inputs; `known` says which
 /// names are defined before the graph (inputs, initializers, outer scopes).
-fn topo_order<'g>(
-    g: &'g GraphProto,
+fn topo_order(
+    g: &GraphProto,
     known: impl Fn(&str) -> bool,
-) -> Result<Vec<&'g NodeProto>, ImportError> {
+) -> Result<Vec<&NodeProto>, ImportError> {
     let mut producer: HashMap<&str, usize> = HashMap::new();
     for (i, n) in g.node.iter().enumerate() {
         for o in n.output.iter().filter(|o| !o.is_empty()) {

@@ -246,12 +246,12 @@ fn read_external(
     let location = location.ok_or_else(|| ext("no `location` key".into()))?;
     let dir = model_dir.ok_or_else(|| ext("external data needs the model's directory".into()))?;
     let path = safe_join(dir, &location).map_err(ext)?;
-    if let Some(len) = length {
-        if len != expected as u64 {
-            return Err(ext(format!(
-                "length {len} does not match the {expected} bytes its dims need"
-            )));
-        }
+    if let Some(len) = length
+        && len != expected as u64
+    {
+        return Err(ext(format!(
+            "length {len} does not match the {expected} bytes its dims need"
+        )));
     }
     let io = |source| TensorReadError::ExternalIo {
         path: path.clone(),

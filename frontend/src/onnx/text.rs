@@ -1,9 +1,9 @@
 //! ONNX's textual model syntax: the language of `onnx.parser.parse_model` and
 //! `onnx.printer.to_text`, parsed into a [`ModelProto`].
 //!
-//! [`parse_model_text`] accepts everything the ONNX printer emits (checked against the printer's
-//! output for the whole ONNX node test suite) and the hand-written forms the ONNX parser
-//! accepts, e.g.
+//! [`parse_model_text`] accepts everything the ONNX printer emits (checked against ONNX's own
+//! parser on the printed form of every model of the ONNX node, simple and pytorch test cases)
+//! and the hand-written forms the ONNX parser accepts, e.g.
 //!
 //! ```text
 //! <ir_version: 8, opset_import: ["" : 18, "local" : 1]>
@@ -79,9 +79,10 @@
 //! - An attribute's type comes from its value (`1` int, `1.0` float, `"s"` string, `[1, 2]`
 //!   ints, ...) unless declared with `name: type = ...`; an int literal where a float is
 //!   declared (or in a list that also holds floats) is a float. An empty list needs a declared
-//!   type. `name: type = @other` refers to the calling function's attribute `other`.
-//!   Every attribute gets its `AttributeProto.type`. Lists of tensors, graphs and types are
-//!   kept (the ONNX parser drops them).
+//!   type. `name: type = @other` refers to the calling function's attribute `other` (without
+//!   `: type` its type is left UNDEFINED, as ONNX does). Every other attribute gets its
+//!   `AttributeProto.type`. Lists of tensors, graphs and types are kept (the ONNX parser drops
+//!   them). An attribute given twice in one node, or a header key given twice, is an error.
 //! - Tensor values fill the typed field ONNX uses for the element type: `int32_data` for the
 //!   types of 32 bits or fewer (float16, bfloat16 and the float8/float4/float6 types as their bit
 //!   patterns, as the printer writes them), `int64_data`, `uint64_data` (uint32, uint64),
@@ -96,6 +97,7 @@
 //! token. Graphs and types nest at most [`MAX_DEPTH`] deep; input is never trusted: any text
 //! gives a model or an error, never a panic.
 
+use std::collections::HashSet;
 use std::str::FromStr;
 
 use super::proto::{
@@ -177,6 +179,13 @@ const ELEM_TYPES: &[(&str, i32)] = &[
     ("float6e3m2", 28),
 ];
 
+/// The keys of a model's `<...>` header.
+const MODEL_KEYS: &str = "ir_version, opset_import, producer_name, producer_version, domain, \
+                          model_version, doc_string, metadata_props";
+
+/// The keys of a function's `<...>` header.
+const FUNCTION_KEYS: &str = "domain, doc_string, overload, opset_import";
+
 /// The keywords that start a non-tensor type.
 const TYPE_KEYWORDS: &[&str] = &["seq", "map", "optional", "sparse_tensor", "opaque"];
 
@@ -185,7 +194,10 @@ fn elem_type_code(name: &str) -> Option<i32> {
 }
 
 fn elem_type_name(code: i32) -> &'static str {
-    ELEM_TYPES.iter().find(|&&(_, c)| c == code).map_or("undefined", |&(n, _)| n)
+    ELEM_TYPES
+        .iter()
+        .find(|&&(_, c)| c == code)
+        .map_or("undefined", |&(n, _)| n)
 }
 
 /// Attribute type names (as in `name: ints = [...]`).
@@ -207,7 +219,10 @@ const ATTR_TYPES: &[(&str, AttributeType)] = &[
 ];
 
 fn attr_type_name(t: AttributeType) -> &'static str {
-    ATTR_TYPES.iter().find(|&&(_, a)| a == t).map_or("undefined", |&(n, _)| n)
+    ATTR_TYPES
+        .iter()
+        .find(|&&(_, a)| a == t)
+        .map_or("undefined", |&(n, _)| n)
 }
 
 /// The list type of a single-value attribute type, or `None` for list types.
@@ -234,8 +249,16 @@ fn elem_of_list_type(t: AttributeType) -> Option<AttributeType> {
 
 /// "an int", "a float", ...: an attribute type with its article, for messages.
 fn a_kind(t: AttributeType) -> String {
-    let name = attr_type_name(t);
-    let article = if name.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
+    with_article(attr_type_name(t))
+}
+
+/// "an int64", "a uint8", "a float": a type name with its article.
+fn with_article(name: &str) -> String {
+    let article = if name.starts_with(['a', 'e', 'i', 'o']) {
+        "an"
+    } else {
+        "a"
+    };
     format!("{article} {name}")
 }
 
@@ -327,7 +350,11 @@ impl<'s> Lexer<'s> {
         self.skip_trivia();
         let start = self.pos;
         let Some(b) = self.byte(start) else {
-            return Ok(Token { tok: Tok::Eof, start, end: start });
+            return Ok(Token {
+                tok: Tok::Eof,
+                start,
+                end: start,
+            });
         };
         let tok = if b.is_ascii_alphabetic() || b == b'_' {
             self.skip_while(|c| c.is_ascii_alphanumeric() || c == b'_');
@@ -341,9 +368,17 @@ impl<'s> Lexer<'s> {
             Tok::Punct(b)
         } else {
             let c = self.src[start..].chars().next().unwrap_or('\u{fffd}');
-            return Err(TextError::at(self.src, start, format!("unexpected character {c:?}")));
+            return Err(TextError::at(
+                self.src,
+                start,
+                format!("unexpected character {c:?}"),
+            ));
         };
-        Ok(Token { tok, start, end: self.pos })
+        Ok(Token {
+            tok,
+            start,
+            end: self.pos,
+        })
     }
 
     /// A number: `-?digits(.digits*)?([eE][+-]?digits)?`, or `-inf`/`-infinity`/`-nan`.
@@ -359,9 +394,19 @@ impl<'s> Lexer<'s> {
                     if is_special_float(word) {
                         return Ok(Tok::Float(&self.src[start..self.pos]));
                     }
-                    return Err(TextError::at(self.src, start, format!("invalid number `-{word}`")));
+                    return Err(TextError::at(
+                        self.src,
+                        start,
+                        format!("invalid number `-{word}`"),
+                    ));
                 }
-                _ => return Err(TextError::at(self.src, start, "expected a number after `-`")),
+                _ => {
+                    return Err(TextError::at(
+                        self.src,
+                        start,
+                        "expected a number after `-`",
+                    ));
+                }
             }
         }
         let digit = |c: u8| c.is_ascii_digit();
@@ -384,12 +429,19 @@ impl<'s> Lexer<'s> {
                 return Err(TextError::at(
                     self.src,
                     start,
-                    format!("invalid number `{}`: the exponent has no digits", &self.src[start..self.pos]),
+                    format!(
+                        "invalid number `{}`: the exponent has no digits",
+                        &self.src[start..self.pos]
+                    ),
                 ));
             }
         }
         let text = &self.src[start..self.pos];
-        Ok(if is_float { Tok::Float(text) } else { Tok::Int(text) })
+        Ok(if is_float {
+            Tok::Float(text)
+        } else {
+            Tok::Int(text)
+        })
     }
 
     /// A string literal; `\c` stands for `c`.
@@ -410,7 +462,11 @@ impl<'s> Lexer<'s> {
                 c => out.push(c),
             }
         }
-        Err(TextError::at(self.src, start, "unterminated string (no closing `\"`)"))
+        Err(TextError::at(
+            self.src,
+            start,
+            "unterminated string (no closing `\"`)",
+        ))
     }
 }
 
@@ -438,6 +494,42 @@ impl Value<'_> {
             Value::Tensor(_) => AttributeType::Tensor,
             Value::Graph(_) => AttributeType::Graph,
             Value::Type(_) => AttributeType::TypeProto,
+        }
+    }
+}
+
+/// An attribute value converted to its attribute type.
+enum Typed {
+    Int(i64),
+    Float(f32),
+    Str(Vec<u8>),
+    Tensor(TensorProto),
+    Graph(GraphProto),
+    Type(TypeProto),
+}
+
+impl Typed {
+    /// Make this the attribute's single value.
+    fn set(self, a: &mut AttributeProto) {
+        match self {
+            Typed::Int(v) => a.i = v,
+            Typed::Float(v) => a.f = v,
+            Typed::Str(v) => a.s = v,
+            Typed::Tensor(v) => a.t = Some(v),
+            Typed::Graph(v) => a.g = Some(v),
+            Typed::Type(v) => a.tp = Some(v),
+        }
+    }
+
+    /// Append this to the attribute's list of values.
+    fn push(self, a: &mut AttributeProto) {
+        match self {
+            Typed::Int(v) => a.ints.push(v),
+            Typed::Float(v) => a.floats.push(v),
+            Typed::Str(v) => a.strings.push(v),
+            Typed::Tensor(v) => a.tensors.push(v),
+            Typed::Graph(v) => a.graphs.push(v),
+            Typed::Type(v) => a.type_protos.push(v),
         }
     }
 }
@@ -503,21 +595,32 @@ struct Parser<'s> {
 
 impl<'s> Parser<'s> {
     fn new(src: &'s str) -> Self {
-        Parser { src, lexer: Lexer { src, pos: 0 }, peeked: None, last_end: 0, depth: 0 }
+        Parser {
+            src,
+            lexer: Lexer { src, pos: 0 },
+            peeked: None,
+            last_end: 0,
+            depth: 0,
+        }
     }
 
     // --- token plumbing ---
 
-    fn peek(&mut self) -> Result<&Token<'s>> {
-        if self.peeked.is_none() {
-            self.peeked = Some(self.lexer.next_token()?);
+    /// The next token, lexing it unless it is already peeked.
+    fn take_token(&mut self) -> Result<Token<'s>> {
+        match self.peeked.take() {
+            Some(t) => Ok(t),
+            None => self.lexer.next_token(),
         }
-        Ok(self.peeked.as_ref().expect("just filled"))
+    }
+
+    fn peek(&mut self) -> Result<&Token<'s>> {
+        let t = self.take_token()?;
+        Ok(self.peeked.insert(t))
     }
 
     fn bump(&mut self) -> Result<Token<'s>> {
-        self.peek()?;
-        let t = self.peeked.take().expect("peeked");
+        let t = self.take_token()?;
         self.last_end = t.end;
         Ok(t)
     }
@@ -530,7 +633,10 @@ impl<'s> Parser<'s> {
     fn unexpected(&mut self, what: &str) -> TextError {
         match self.peek() {
             Ok(t) => {
-                let (start, message) = (t.start, format!("expected {what}, found {}", t.tok.describe()));
+                let (start, message) = (
+                    t.start,
+                    format!("expected {what}, found {}", t.tok.describe()),
+                );
                 self.error_at(start, message)
             }
             Err(e) => e,
@@ -578,7 +684,10 @@ impl<'s> Parser<'s> {
     fn nested<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
         if self.depth >= MAX_DEPTH {
             let start = self.peek()?.start;
-            return Err(self.error_at(start, format!("graphs and types nest deeper than {MAX_DEPTH} levels")));
+            return Err(self.error_at(
+                start,
+                format!("graphs and types nest deeper than {MAX_DEPTH} levels"),
+            ));
         }
         self.depth += 1;
         let out = f(self);
@@ -588,7 +697,11 @@ impl<'s> Parser<'s> {
 
     /// Parse `item` (and commas) until `close`, which is consumed. The opening bracket is
     /// already taken.
-    fn list_until(&mut self, close: u8, mut item: impl FnMut(&mut Self) -> Result<()>) -> Result<()> {
+    fn list_until(
+        &mut self,
+        close: u8,
+        mut item: impl FnMut(&mut Self) -> Result<()>,
+    ) -> Result<()> {
         if self.eat(close)? {
             return Ok(());
         }
@@ -623,13 +736,12 @@ impl<'s> Parser<'s> {
     }
 
     fn string(&mut self, what: &str) -> Result<String> {
-        if !matches!(self.peek()?.tok, Tok::Str(_)) {
-            return Err(self.unexpected(what));
+        if matches!(self.peek()?.tok, Tok::Str(_))
+            && let Tok::Str(s) = self.bump()?.tok
+        {
+            return Ok(s);
         }
-        match self.bump()?.tok {
-            Tok::Str(s) => Ok(s),
-            _ => unreachable!("peeked a string"),
-        }
+        Err(self.unexpected(what))
     }
 
     fn int_literal(&mut self, what: &str) -> Result<(&'s str, usize)> {
@@ -640,8 +752,12 @@ impl<'s> Parser<'s> {
     }
 
     fn parse_int<T: FromStr>(&self, text: &str, at: usize, type_name: &str) -> Result<T> {
-        text.parse()
-            .map_err(|_| self.error_at(at, format!("integer `{text}` is out of range for {type_name}")))
+        text.parse().map_err(|_| {
+            self.error_at(
+                at,
+                format!("integer `{text}` is out of range for {type_name}"),
+            )
+        })
     }
 
     fn int64(&mut self, what: &str) -> Result<i64> {
@@ -659,11 +775,19 @@ impl<'s> Parser<'s> {
     }
 
     /// Convert a float literal's text, refusing values too large for `T`.
-    fn parse_float<T: FromStr + Copy + Into<f64>>(&self, text: &str, at: usize, type_name: &str) -> Result<T> {
+    fn parse_float<T: FromStr + Copy + Into<f64>>(
+        &self,
+        text: &str,
+        at: usize,
+        type_name: &str,
+    ) -> Result<T> {
         let v: T = text
             .parse()
             .map_err(|_| self.error_at(at, format!("invalid number `{text}`")))?;
-        let is_inf_literal = text.trim_start_matches('-').to_ascii_lowercase().starts_with("inf");
+        let is_inf_literal = text
+            .trim_start_matches('-')
+            .to_ascii_lowercase()
+            .starts_with("inf");
         if v.into().is_infinite() && !is_inf_literal {
             return Err(self.error_at(at, format!("`{text}` is out of range for {type_name}")));
         }
@@ -671,7 +795,10 @@ impl<'s> Parser<'s> {
     }
 
     /// `[ "key" : <value>, ... ]` with values read by `value`.
-    fn keyed_list<T>(&mut self, mut value: impl FnMut(&mut Self) -> Result<T>) -> Result<Vec<(String, T)>> {
+    fn keyed_list<T>(
+        &mut self,
+        mut value: impl FnMut(&mut Self) -> Result<T>,
+    ) -> Result<Vec<(String, T)>> {
         self.expect(b'[')?;
         let mut out = Vec::new();
         self.list_until(b']', |p| {
@@ -718,7 +845,10 @@ impl<'s> Parser<'s> {
             if entry(p, key)? {
                 Ok(())
             } else {
-                Err(p.error_at(at, format!("unknown {what} key `{key}` (expected one of: {known})")))
+                Err(p.error_at(
+                    at,
+                    format!("unknown {what} key `{key}` (expected one of: {known})"),
+                ))
             }
         })
     }
@@ -728,24 +858,22 @@ impl<'s> Parser<'s> {
     fn model(&mut self) -> Result<ModelProto> {
         let mut m = ModelProto::default();
         if self.eat(b'<')? {
-            self.header(
-                "model header",
-                "ir_version, opset_import, producer_name, producer_version, domain, model_version, doc_string, metadata_props",
-                |p, key| {
-                    match key {
-                        "ir_version" => m.ir_version = p.int64("an IR version")?,
-                        "model_version" => m.model_version = p.int64("a model version")?,
-                        "opset_import" => m.opset_import = p.opsets()?,
-                        "producer_name" => m.producer_name = p.string("a quoted producer name")?,
-                        "producer_version" => m.producer_version = p.string("a quoted producer version")?,
-                        "domain" => m.domain = p.string("a quoted domain")?,
-                        "doc_string" => m.doc_string = p.string("a quoted doc string")?,
-                        "metadata_props" => m.metadata_props = p.string_pairs()?,
-                        _ => return Ok(false),
+            self.header("model header", MODEL_KEYS, |p, key| {
+                match key {
+                    "ir_version" => m.ir_version = p.int64("an IR version")?,
+                    "model_version" => m.model_version = p.int64("a model version")?,
+                    "opset_import" => m.opset_import = p.opsets()?,
+                    "producer_name" => m.producer_name = p.string("a quoted producer name")?,
+                    "producer_version" => {
+                        m.producer_version = p.string("a quoted producer version")?
                     }
-                    Ok(true)
-                },
-            )?;
+                    "domain" => m.domain = p.string("a quoted domain")?,
+                    "doc_string" => m.doc_string = p.string("a quoted doc string")?,
+                    "metadata_props" => m.metadata_props = p.string_pairs()?,
+                    _ => return Ok(false),
+                }
+                Ok(true)
+            })?;
         }
         m.graph = Some(self.graph()?);
         while !self.at_eof()? {
@@ -757,7 +885,7 @@ impl<'s> Parser<'s> {
     fn function(&mut self) -> Result<FunctionProto> {
         let mut f = FunctionProto::default();
         if self.eat(b'<')? {
-            self.header("function header", "domain, doc_string, overload, opset_import", |p, key| {
+            self.header("function header", FUNCTION_KEYS, |p, key| {
                 match key {
                     "domain" => f.domain = p.string("a quoted domain")?,
                     "doc_string" => f.doc_string = p.string("a quoted doc string")?,
@@ -807,12 +935,16 @@ impl<'s> Parser<'s> {
 
     fn graph(&mut self) -> Result<GraphProto> {
         self.nested(|p| {
-            let mut g = GraphProto { name: p.name("a graph name")?, ..Default::default() };
+            let mut g = GraphProto {
+                name: p.name("a graph name")?,
+                ..Default::default()
+            };
             if p.eat(b'(')? {
                 p.list_until(b')', |p| {
                     let vi = p.value_info()?;
                     if p.eat(b'=')? {
-                        g.initializer.push(p.tensor_data(vi.r#type.as_ref(), vi.name.clone())?);
+                        g.initializer
+                            .push(p.tensor_data(vi.r#type.as_ref(), vi.name.clone())?);
                     }
                     g.input.push(vi);
                     Ok(())
@@ -828,7 +960,8 @@ impl<'s> Parser<'s> {
                 p.list_until(b'>', |p| {
                     let vi = p.value_info()?;
                     if p.eat(b'=')? {
-                        g.initializer.push(p.tensor_data(vi.r#type.as_ref(), vi.name)?);
+                        g.initializer
+                            .push(p.tensor_data(vi.r#type.as_ref(), vi.name)?);
                     } else {
                         g.value_info.push(vi);
                     }
@@ -842,9 +975,17 @@ impl<'s> Parser<'s> {
 
     /// `type? name`.
     fn value_info(&mut self) -> Result<ValueInfoProto> {
-        let r#type = if self.next_is_type()? { Some(self.type_proto()?) } else { None };
+        let r#type = if self.next_is_type()? {
+            Some(self.type_proto()?)
+        } else {
+            None
+        };
         let name = self.name("a value name")?;
-        Ok(ValueInfoProto { name, r#type, ..Default::default() })
+        Ok(ValueInfoProto {
+            name,
+            r#type,
+            ..Default::default()
+        })
     }
 
     fn next_is_type(&mut self) -> Result<bool> {
@@ -860,45 +1001,70 @@ impl<'s> Parser<'s> {
         self.nested(|p| {
             let (id, at) = p.ident("a type")?;
             let value = if let Some(elem_type) = elem_type_code(id) {
-                type_proto::Value::TensorType(type_proto::Tensor { elem_type, shape: p.shape()? })
+                type_proto::Value::TensorType(type_proto::Tensor {
+                    elem_type,
+                    shape: p.shape()?,
+                })
             } else {
-                p.expect(b'(')?;
+                if TYPE_KEYWORDS.contains(&id) {
+                    p.expect(b'(')?;
+                }
                 let value = match id {
                     "seq" => {
                         let elem_type = Some(Box::new(p.type_proto()?));
-                        type_proto::Value::SequenceType(Box::new(type_proto::Sequence { elem_type }))
+                        type_proto::Value::SequenceType(Box::new(type_proto::Sequence {
+                            elem_type,
+                        }))
                     }
                     "optional" => {
                         let elem_type = Some(Box::new(p.type_proto()?));
-                        type_proto::Value::OptionalType(Box::new(type_proto::Optional { elem_type }))
+                        type_proto::Value::OptionalType(Box::new(type_proto::Optional {
+                            elem_type,
+                        }))
                     }
                     "map" => {
                         let key_type = p.elem_type("a map key type")?;
                         p.expect(b',')?;
                         let value_type = Some(Box::new(p.type_proto()?));
-                        type_proto::Value::MapType(Box::new(type_proto::Map { key_type, value_type }))
+                        type_proto::Value::MapType(Box::new(type_proto::Map {
+                            key_type,
+                            value_type,
+                        }))
                     }
                     "sparse_tensor" => {
                         let elem_type = p.elem_type("a sparse tensor element type")?;
-                        type_proto::Value::SparseTensorType(type_proto::Tensor { elem_type, shape: p.shape()? })
+                        type_proto::Value::SparseTensorType(type_proto::Tensor {
+                            elem_type,
+                            shape: p.shape()?,
+                        })
                     }
                     "opaque" => type_proto::Value::OpaqueType(p.opaque()?),
                     _ => {
-                        let known = ELEM_TYPES.iter().map(|&(n, _)| n).chain(TYPE_KEYWORDS.iter().copied());
+                        let known = ELEM_TYPES
+                            .iter()
+                            .map(|&(n, _)| n)
+                            .chain(TYPE_KEYWORDS.iter().copied());
                         let known = known.collect::<Vec<_>>().join(", ");
-                        return Err(p.error_at(at, format!("unknown type `{id}` (expected one of: {known})")));
+                        return Err(p.error_at(
+                            at,
+                            format!("unknown type `{id}` (expected one of: {known})"),
+                        ));
                     }
                 };
                 p.expect(b')')?;
                 value
             };
-            Ok(TypeProto { value: Some(value), ..Default::default() })
+            Ok(TypeProto {
+                value: Some(value),
+                ..Default::default()
+            })
         })
     }
 
     fn elem_type(&mut self, what: &str) -> Result<i32> {
         let (id, at) = self.ident(what)?;
-        elem_type_code(id).ok_or_else(|| self.error_at(at, format!("`{id}` is not an element type")))
+        elem_type_code(id)
+            .ok_or_else(|| self.error_at(at, format!("`{id}` is not an element type")))
     }
 
     /// The optional `[dims]` after an element type: none is a scalar, `[]` an unknown rank.
@@ -917,11 +1083,18 @@ impl<'s> Parser<'s> {
                 Tok::Punct(b'?') => None,
                 Tok::Ident(id) => Some(dimension::Value::DimParam(id.to_string())),
                 Tok::Str(s) => Some(dimension::Value::DimParam(s)),
-                Tok::Int(text) => Some(dimension::Value::DimValue(p.parse_int(text, at, "a dimension")?)),
+                Tok::Int(text) => Some(dimension::Value::DimValue(p.parse_int(
+                    text,
+                    at,
+                    "a dimension",
+                )?)),
                 _ => return Err(p.unexpected("a dimension (an integer, a name or `?`)")),
             };
             p.bump()?;
-            dims.push(Dimension { value, ..Default::default() });
+            dims.push(Dimension {
+                value,
+                ..Default::default()
+            });
             Ok(())
         })?;
         Ok(Some(TensorShapeProto { dim: dims }))
@@ -960,11 +1133,20 @@ impl<'s> Parser<'s> {
         let Some(shape) = &tt.shape else {
             return Err(self.error_at(at, format!("{what} needs a known shape, not `[]`")));
         };
-        let mut t = TensorProto { name, data_type: tt.elem_type, ..Default::default() };
+        let mut t = TensorProto {
+            name,
+            data_type: tt.elem_type,
+            ..Default::default()
+        };
         for d in &shape.dim {
             match d.value {
                 Some(dimension::Value::DimValue(v)) if v >= 0 => t.dims.push(v),
-                _ => return Err(self.error_at(at, format!("{what} needs dimensions that are non-negative integers"))),
+                _ => {
+                    return Err(self.error_at(
+                        at,
+                        format!("{what} needs dimensions that are non-negative integers"),
+                    ));
+                }
             }
         }
         if self.at_punct(b'[')? {
@@ -979,36 +1161,43 @@ impl<'s> Parser<'s> {
             return Err(self.error_at(at, format!("{what} has no element type")));
         };
         let type_name = elem_type_name(t.data_type);
+        let a_value = format!("{} value", with_article(type_name));
         let mut count: usize = 0;
         self.list_until(b'}', |p| {
             count += 1;
             match storage {
                 ElemStorage::Int32(min, max) => {
-                    let (text, at) = p.int_literal(&format!("a {type_name} value"))?;
+                    let (text, at) = p.int_literal(&a_value)?;
                     let v: i64 = p.parse_int(text, at, type_name)?;
                     if !(min..=max).contains(&v) {
-                        return Err(p.error_at(at, format!("{v} is out of range for {type_name} ({min} to {max})")));
+                        return Err(p.error_at(
+                            at,
+                            format!("{v} is out of range for {type_name} ({min} to {max})"),
+                        ));
                     }
                     t.int32_data.push(v as i32);
                 }
                 ElemStorage::Int64 => {
-                    let (text, at) = p.int_literal("an int64 value")?;
+                    let (text, at) = p.int_literal(&a_value)?;
                     t.int64_data.push(p.parse_int(text, at, type_name)?);
                 }
                 ElemStorage::Uint64(max) => {
-                    let (text, at) = p.int_literal(&format!("a {type_name} value"))?;
+                    let (text, at) = p.int_literal(&a_value)?;
                     let v: u64 = p.parse_int(text, at, type_name)?;
                     if v > max {
-                        return Err(p.error_at(at, format!("integer `{text}` is out of range for {type_name}")));
+                        return Err(p.error_at(
+                            at,
+                            format!("integer `{text}` is out of range for {type_name}"),
+                        ));
                     }
                     t.uint64_data.push(v);
                 }
                 ElemStorage::Float => {
-                    let (text, at) = p.float_literal(&format!("a {type_name} value"))?;
+                    let (text, at) = p.float_literal(&a_value)?;
                     t.float_data.push(p.parse_float(text, at, type_name)?);
                 }
                 ElemStorage::Double => {
-                    let (text, at) = p.float_literal(&format!("a {type_name} value"))?;
+                    let (text, at) = p.float_literal(&a_value)?;
                     t.double_data.push(p.parse_float(text, at, type_name)?);
                 }
                 ElemStorage::String => {
@@ -1018,13 +1207,21 @@ impl<'s> Parser<'s> {
             }
             Ok(())
         })?;
-        let per_element = if type_name.starts_with("complex") { 2 } else { 1 };
-        let expected = t
-            .dims
-            .iter()
-            .try_fold(per_element, |n: usize, &d| n.checked_mul(usize::try_from(d).ok()?));
+        let per_element = if type_name.starts_with("complex") {
+            2
+        } else {
+            1
+        };
+        let expected = t.dims.iter().try_fold(per_element, |n: usize, &d| {
+            n.checked_mul(usize::try_from(d).ok()?)
+        });
         if expected != Some(count) {
-            let dims = t.dims.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+            let dims = t
+                .dims
+                .iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
             let needed = expected.map_or("more than can be counted".to_string(), |n| n.to_string());
             return Err(self.error_at(
                 at,
@@ -1114,10 +1311,11 @@ impl<'s> Parser<'s> {
     /// `< attribute, ... >`.
     fn attributes(&mut self) -> Result<Vec<AttributeProto>> {
         self.expect(b'<')?;
-        let mut attrs: Vec<AttributeProto> = Vec::new();
+        let mut attrs = Vec::new();
+        let mut seen = HashSet::new();
         self.list_until(b'>', |p| {
             let (name, at) = p.ident("an attribute name")?;
-            if attrs.iter().any(|a| a.name == name) {
+            if !seen.insert(name) {
                 return Err(p.error_at(at, format!("attribute `{name}` is given twice")));
             }
             attrs.push(p.attribute_body(name.to_string(), at)?);
@@ -1131,8 +1329,15 @@ impl<'s> Parser<'s> {
         let declared = if self.eat(b':')? {
             let (t, t_at) = self.ident("an attribute type")?;
             let Some(&(_, declared)) = ATTR_TYPES.iter().find(|(n, _)| *n == t) else {
-                let known = ATTR_TYPES.iter().map(|&(n, _)| n).collect::<Vec<_>>().join(", ");
-                return Err(self.error_at(t_at, format!("unknown attribute type `{t}` (expected one of: {known})")));
+                let known = ATTR_TYPES
+                    .iter()
+                    .map(|&(n, _)| n)
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                return Err(self.error_at(
+                    t_at,
+                    format!("unknown attribute type `{t}` (expected one of: {known})"),
+                ));
             };
             Some(declared)
         } else {
@@ -1141,7 +1346,10 @@ impl<'s> Parser<'s> {
         if !self.eat(b'=')? {
             return Err(self.unexpected(&format!("`=` and a value for attribute `{name}`")));
         }
-        let mut attr = AttributeProto { name, ..Default::default() };
+        let mut attr = AttributeProto {
+            name,
+            ..Default::default()
+        };
         if self.eat(b'@')? {
             attr.ref_attr_name = self.name("the name of the referenced attribute")?;
             attr.r#type = declared.unwrap_or(AttributeType::Undefined) as i32;
@@ -1168,7 +1376,8 @@ impl<'s> Parser<'s> {
                 Some(d) => d,
                 None => value.kind(),
             };
-            self.store(&mut attr, kind, false, value, v_at)?;
+            self.typed(&attr.name, kind, false, value, v_at)?
+                .set(&mut attr);
             attr.r#type = kind as i32;
         }
         Ok(attr)
@@ -1203,7 +1412,9 @@ impl<'s> Parser<'s> {
                 let numeric = |k| matches!(k, AttributeType::Int | AttributeType::Float);
                 let kinds = values.iter().map(|(v, _)| v.kind());
                 if numeric(first.kind()) && kinds.clone().all(numeric) {
-                    kinds.max_by_key(|&k| k == AttributeType::Float).unwrap_or(AttributeType::Int)
+                    kinds
+                        .max_by_key(|&k| k == AttributeType::Float)
+                        .unwrap_or(AttributeType::Int)
                 } else {
                     first.kind()
                 }
@@ -1211,54 +1422,46 @@ impl<'s> Parser<'s> {
         };
         attr.r#type = list_type_of(elem).unwrap_or(AttributeType::Undefined) as i32;
         for (value, v_at) in values {
-            self.store(attr, elem, true, value, v_at)?;
+            self.typed(&attr.name, elem, true, value, v_at)?.push(attr);
         }
         Ok(())
     }
 
-    /// Store `value` into `attr` as a value of type `kind`: the single value, or appended to
-    /// the list field if `list`. An int literal becomes a float where `kind` is float.
-    fn store(&self, attr: &mut AttributeProto, kind: AttributeType, list: bool, value: Value<'s>, at: usize) -> Result<()> {
-        match (kind, value) {
-            (AttributeType::Int, Value::Int(text)) => {
-                let v = self.parse_int(text, at, "int")?;
-                if list { attr.ints.push(v) } else { attr.i = v }
-            }
+    /// Convert `value` to an attribute value of type `kind` (single-value types only): an int
+    /// literal becomes a float where `kind` is float; other kinds must match. `list` is for
+    /// the message.
+    fn typed(
+        &self,
+        attr_name: &str,
+        kind: AttributeType,
+        list: bool,
+        value: Value<'s>,
+        at: usize,
+    ) -> Result<Typed> {
+        Ok(match (kind, value) {
+            (AttributeType::Int, Value::Int(text)) => Typed::Int(self.parse_int(text, at, "int")?),
             (AttributeType::Float, Value::Int(text)) => {
-                let v = self.parse_float(text, at, "float")?;
-                if list { attr.floats.push(v) } else { attr.f = v }
+                Typed::Float(self.parse_float(text, at, "float")?)
             }
-            (AttributeType::Float, Value::Float(v)) => {
-                if list { attr.floats.push(v) } else { attr.f = v }
-            }
-            (AttributeType::String, Value::Str(s)) => {
-                if list { attr.strings.push(s) } else { attr.s = s }
-            }
-            (AttributeType::Tensor, Value::Tensor(t)) => {
-                if list { attr.tensors.push(t) } else { attr.t = Some(t) }
-            }
-            (AttributeType::Graph, Value::Graph(g)) => {
-                if list { attr.graphs.push(g) } else { attr.g = Some(g) }
-            }
-            (AttributeType::TypeProto, Value::Type(t)) => {
-                if list { attr.type_protos.push(t) } else { attr.tp = Some(t) }
-            }
+            (AttributeType::Float, Value::Float(v)) => Typed::Float(v),
+            (AttributeType::String, Value::Str(s)) => Typed::Str(s),
+            (AttributeType::Tensor, Value::Tensor(t)) => Typed::Tensor(t),
+            (AttributeType::Graph, Value::Graph(g)) => Typed::Graph(g),
+            (AttributeType::TypeProto, Value::Type(t)) => Typed::Type(t),
             (AttributeType::SparseTensor, _) => {
                 return Err(self.error_at(at, "sparse tensor attribute values have no text form"));
             }
             (_, value) => {
-                let message = format!(
-                    "attribute `{}` takes {} {} value{}, found {}",
-                    attr.name,
-                    if list { "a list of" } else { "a" },
-                    attr_type_name(kind),
-                    if list { "s" } else { "" },
-                    a_kind(value.kind()),
-                );
+                let takes = if list {
+                    format!("a list of {} values", attr_type_name(kind))
+                } else {
+                    format!("{} value", a_kind(kind))
+                };
+                let found = a_kind(value.kind());
+                let message = format!("attribute `{attr_name}` takes {takes}, found {found}");
                 return Err(self.error_at(at, message));
             }
-        }
-        Ok(())
+        })
     }
 
     /// One attribute value: a literal, a tensor, a type, or a graph.
@@ -1326,7 +1529,9 @@ mod tests {
 
     /// The attributes of the one node of `g (float x) => (float y) { y = Op <attrs> (x) }`.
     fn attrs(attrs: &str) -> Vec<AttributeProto> {
-        let g = graph(&format!("g (float x) => (float y) {{ y = Op <{attrs}> (x) }}"));
+        let g = graph(&format!(
+            "g (float x) => (float y) {{ y = Op <{attrs}> (x) }}"
+        ));
         g.node.into_iter().next().expect("a node").attribute
     }
 
@@ -1342,9 +1547,12 @@ mod tests {
 
     fn tensor_type(t: &TypeProto) -> (i32, Option<Vec<Option<dimension::Value>>>) {
         match &t.value {
-            Some(T::TensorType(tt)) => {
-                (tt.elem_type, tt.shape.as_ref().map(|s| s.dim.iter().map(|d| d.value.clone()).collect()))
-            }
+            Some(T::TensorType(tt)) => (
+                tt.elem_type,
+                tt.shape
+                    .as_ref()
+                    .map(|s| s.dim.iter().map(|d| d.value.clone()).collect()),
+            ),
             other => panic!("not a tensor type: {other:?}"),
         }
     }
@@ -1387,7 +1595,11 @@ MyFn <alpha> (x) => (y) { y = Elu <alpha: float = @alpha> (x) }
         let m = parse(BRIEF_EXAMPLE);
         assert_eq!(m.ir_version, 8);
         assert_eq!(m.producer_name, "me");
-        let opsets: Vec<_> = m.opset_import.iter().map(|o| (o.domain.as_str(), o.version)).collect();
+        let opsets: Vec<_> = m
+            .opset_import
+            .iter()
+            .map(|o| (o.domain.as_str(), o.version))
+            .collect();
         assert_eq!(opsets, [("", 18), ("custom.domain", 1)]);
 
         let g = m.graph.as_ref().unwrap();
@@ -1395,26 +1607,46 @@ MyFn <alpha> (x) => (y) { y = Elu <alpha: float = @alpha> (x) }
         let names = |v: &[ValueInfoProto]| v.iter().map(|v| v.name.clone()).collect::<Vec<_>>();
         assert_eq!(names(&g.input), ["X", "W", "B"]);
         assert_eq!(names(&g.output), ["C"]);
-        assert_eq!(tensor_type(g.input[0].r#type.as_ref().unwrap()), (1, Some(vec![dp("N"), dv(128)])));
+        assert_eq!(
+            tensor_type(g.input[0].r#type.as_ref().unwrap()),
+            (1, Some(vec![dp("N"), dv(128)]))
+        );
         assert!(g.value_info.is_empty());
 
         assert_eq!(g.initializer.len(), 2);
         let b = &g.initializer[0];
-        assert_eq!((b.name.as_str(), b.data_type, b.dims.as_slice()), ("B", 1, &[10][..]));
+        assert_eq!(
+            (b.name.as_str(), b.data_type, b.dims.as_slice()),
+            ("B", 1, &[10][..])
+        );
         assert_eq!(b.float_data, (0..10).map(|i| i as f32).collect::<Vec<_>>());
         let shape = &g.initializer[1];
-        assert_eq!((shape.name.as_str(), shape.data_type, shape.int64_data.as_slice()), ("shape", 7, &[1, -1][..]));
+        assert_eq!(
+            (
+                shape.name.as_str(),
+                shape.data_type,
+                shape.int64_data.as_slice()
+            ),
+            ("shape", 7, &[1, -1][..])
+        );
 
         let ops: Vec<_> = g.node.iter().map(|n| n.op_type.as_str()).collect();
         assert_eq!(ops, ["MatMul", "Add", "Softmax", "Conv", "If"]);
         assert_eq!(g.node[0].input, ["X", "W"]);
         assert_eq!(g.node[0].output, ["T"]);
         let softmax = &g.node[2].attribute[0];
-        assert_eq!((softmax.name.as_str(), ty(softmax), softmax.i), ("axis", AttributeType::Int, -1));
+        assert_eq!(
+            (softmax.name.as_str(), ty(softmax), softmax.i),
+            ("axis", AttributeType::Int, -1)
+        );
 
         let conv = &g.node[3];
         assert_eq!(conv.input, ["A", "K"], "a trailing comma adds no input");
-        let a: Vec<_> = conv.attribute.iter().map(|a| (a.name.as_str(), ty(a))).collect();
+        let a: Vec<_> = conv
+            .attribute
+            .iter()
+            .map(|a| (a.name.as_str(), ty(a)))
+            .collect();
         assert_eq!(
             a,
             [
@@ -1437,17 +1669,37 @@ MyFn <alpha> (x) => (y) { y = Elu <alpha: float = @alpha> (x) }
             .map(|a| {
                 assert_eq!(ty(a), AttributeType::Graph);
                 let g = a.g.as_ref().unwrap();
-                (a.name.as_str(), g.name.as_str(), g.node[0].op_type.as_str(), g.output[0].name.as_str())
+                (
+                    a.name.as_str(),
+                    g.name.as_str(),
+                    g.node[0].op_type.as_str(),
+                    g.output[0].name.as_str(),
+                )
             })
             .collect();
-        assert_eq!(branches, [("then_branch", "g1", "Identity", "y"), ("else_branch", "g2", "Neg", "y")]);
+        assert_eq!(
+            branches,
+            [
+                ("then_branch", "g1", "Identity", "y"),
+                ("else_branch", "g2", "Neg", "y")
+            ]
+        );
 
         assert_eq!(m.functions.len(), 1);
         let f = &m.functions[0];
         assert_eq!((f.name.as_str(), f.domain.as_str()), ("MyFn", "local"));
-        assert_eq!(f.opset_import, [OperatorSetIdProto { domain: String::new(), version: 18 }]);
+        assert_eq!(
+            f.opset_import,
+            [OperatorSetIdProto {
+                domain: String::new(),
+                version: 18
+            }]
+        );
         assert_eq!(f.attribute, ["alpha"]);
-        assert_eq!((f.input.as_slice(), f.output.as_slice()), (&["x".to_string()][..], &["y".to_string()][..]));
+        assert_eq!(
+            (f.input.as_slice(), f.output.as_slice()),
+            (&["x".to_string()][..], &["y".to_string()][..])
+        );
         let elu_alpha = &f.node[0].attribute[0];
         assert_eq!(elu_alpha.ref_attr_name, "alpha");
         assert_eq!(ty(elu_alpha), AttributeType::Float);
@@ -1472,7 +1724,11 @@ MyFn <alpha> (x) => (y) { y = Elu <alpha: float = @alpha> (x) }
         ($name:literal) => {
             fixture(
                 $name,
-                include_str!(concat!("../../tests/fixtures/onnx-text/", $name, ".onnxtxt")),
+                include_str!(concat!(
+                    "../../tests/fixtures/onnx-text/",
+                    $name,
+                    ".onnxtxt"
+                )),
                 include_bytes!(concat!("../../tests/fixtures/onnx-text/", $name, ".pb")),
             )
         };
@@ -1485,14 +1741,33 @@ MyFn <alpha> (x) => (y) { y = Elu <alpha: float = @alpha> (x) }
     #[test]
     fn fixture_conv_with_strides_padding() {
         let m = fixture!("conv_with_strides_padding");
-        assert_eq!((m.ir_version, m.producer_name.as_str()), (10, "backend-test"));
-        assert_eq!(m.opset_import, [OperatorSetIdProto { domain: String::new(), version: 22 }]);
+        assert_eq!(
+            (m.ir_version, m.producer_name.as_str()),
+            (10, "backend-test")
+        );
+        assert_eq!(
+            m.opset_import,
+            [OperatorSetIdProto {
+                domain: String::new(),
+                version: 22
+            }]
+        );
         let g = m.graph.unwrap();
         assert_eq!(g.name, "test_conv_with_strides_padding");
         assert_eq!(op_types(&g.node), ["Conv"]);
-        assert_eq!(tensor_type(g.input[0].r#type.as_ref().unwrap()), (1, Some(vec![dv(1), dv(1), dv(7), dv(5)])));
-        assert_eq!(tensor_type(g.output[0].r#type.as_ref().unwrap()), (1, Some(vec![dv(1), dv(1), dv(4), dv(3)])));
-        let a: Vec<_> = g.node[0].attribute.iter().map(|a| (a.name.as_str(), ty(a), a.ints.clone())).collect();
+        assert_eq!(
+            tensor_type(g.input[0].r#type.as_ref().unwrap()),
+            (1, Some(vec![dv(1), dv(1), dv(7), dv(5)]))
+        );
+        assert_eq!(
+            tensor_type(g.output[0].r#type.as_ref().unwrap()),
+            (1, Some(vec![dv(1), dv(1), dv(4), dv(3)]))
+        );
+        let a: Vec<_> = g.node[0]
+            .attribute
+            .iter()
+            .map(|a| (a.name.as_str(), ty(a), a.ints.clone()))
+            .collect();
         assert_eq!(
             a,
             [
@@ -1516,7 +1791,10 @@ MyFn <alpha> (x) => (y) { y = Elu <alpha: float = @alpha> (x) }
                 let body = a.g.as_ref().unwrap();
                 assert_eq!(op_types(&body.node), ["Constant"]);
                 let value = &body.node[0].attribute[0];
-                assert_eq!((value.name.as_str(), ty(value)), ("value", AttributeType::Tensor));
+                assert_eq!(
+                    (value.name.as_str(), ty(value)),
+                    ("value", AttributeType::Tensor)
+                );
                 let t = value.t.as_ref().unwrap();
                 assert_eq!((t.data_type, t.dims.as_slice()), (1, &[5][..]));
                 (a.name.as_str(), body.name.as_str(), t.float_data.clone())
@@ -1538,18 +1816,30 @@ MyFn <alpha> (x) => (y) { y = Elu <alpha: float = @alpha> (x) }
         assert_eq!(g.node[0].output, ["", "Y_h"], "an empty output name");
         assert_eq!(g.node[0].input, ["X", "W", "R"]);
         let h = &g.node[0].attribute[0];
-        assert_eq!((h.name.as_str(), ty(h), h.i), ("hidden_size", AttributeType::Int, 3));
+        assert_eq!(
+            (h.name.as_str(), ty(h), h.i),
+            ("hidden_size", AttributeType::Int, 3)
+        );
     }
 
     #[test]
     fn fixture_loop16_seq_none() {
         let g = fixture!("loop16_seq_none").graph.unwrap();
         // optional(seq(float)): a scalar float element type inside.
-        let Some(T::OptionalType(opt)) = &g.input[2].r#type.as_ref().unwrap().value else { panic!() };
-        let Some(T::SequenceType(seq)) = &opt.elem_type.as_ref().unwrap().value else { panic!() };
-        assert_eq!(tensor_type(seq.elem_type.as_ref().unwrap()), (1, Some(vec![])));
+        let Some(T::OptionalType(opt)) = &g.input[2].r#type.as_ref().unwrap().value else {
+            panic!()
+        };
+        let Some(T::SequenceType(seq)) = &opt.elem_type.as_ref().unwrap().value else {
+            panic!()
+        };
+        assert_eq!(
+            tensor_type(seq.elem_type.as_ref().unwrap()),
+            (1, Some(vec![]))
+        );
         // seq(float[]): unknown rank.
-        let Some(T::SequenceType(seq)) = &g.output[0].r#type.as_ref().unwrap().value else { panic!() };
+        let Some(T::SequenceType(seq)) = &g.output[0].r#type.as_ref().unwrap().value else {
+            panic!()
+        };
         assert_eq!(tensor_type(seq.elem_type.as_ref().unwrap()), (1, None));
 
         let body = g.node[0].attribute[0].g.as_ref().unwrap();
@@ -1572,26 +1862,44 @@ MyFn <alpha> (x) => (y) { y = Elu <alpha: float = @alpha> (x) }
         );
         let then = body.node[3].attribute[1].g.as_ref().unwrap();
         let t = then.node[0].attribute[0].t.as_ref().unwrap();
-        assert_eq!((t.name.as_str(), t.dims.len(), t.float_data.as_slice()), ("const_tensor", 0, &[0.0][..]));
+        assert_eq!(
+            (t.name.as_str(), t.dims.len(), t.float_data.as_slice()),
+            ("const_tensor", 0, &[0.0][..])
+        );
         let one = body.node[5].attribute[0].t.as_ref().unwrap();
-        assert_eq!((one.name.as_str(), one.data_type, one.int64_data.as_slice()), ("const_tensor_one", 7, &[1][..]));
+        assert_eq!(
+            (one.name.as_str(), one.data_type, one.int64_data.as_slice()),
+            ("const_tensor_one", 7, &[1][..])
+        );
     }
 
     #[test]
     fn fixture_features() {
         let m = fixture!("features");
         assert_eq!(
-            (m.producer_version.as_str(), m.domain.as_str(), m.model_version),
+            (
+                m.producer_version.as_str(),
+                m.domain.as_str(),
+                m.model_version
+            ),
             ("0.1", "ai.terafab.test", 3)
         );
         assert_eq!(m.doc_string, r#"a fixture with "quotes" and a \ backslash"#);
-        let props: Vec<_> = m.metadata_props.iter().map(|p| (p.key.as_str(), p.value.as_str())).collect();
+        let props: Vec<_> = m
+            .metadata_props
+            .iter()
+            .map(|p| (p.key.as_str(), p.value.as_str()))
+            .collect();
         assert_eq!(props, [("author", "terafab"), ("purpose", "text parser")]);
 
         let g = m.graph.as_ref().unwrap();
         assert_eq!(g.output[2].name, "weird name");
         assert_eq!(tensor_type(g.input[4].r#type.as_ref().unwrap()), (1, None));
-        let inits: Vec<_> = g.initializer.iter().map(|t| (t.name.as_str(), t.data_type, t.dims.clone())).collect();
+        let inits: Vec<_> = g
+            .initializer
+            .iter()
+            .map(|t| (t.name.as_str(), t.data_type, t.dims.clone()))
+            .collect();
         assert_eq!(
             inits,
             [
@@ -1609,7 +1917,10 @@ MyFn <alpha> (x) => (y) { y = Elu <alpha: float = @alpha> (x) }
         );
         assert_eq!(g.initializer[0].float_data, [0.5, -1.0, 1e-5, 3.5]);
         assert_eq!(g.initializer[2].int32_data, [15360, 48128]);
-        assert_eq!(g.initializer[4].string_data, [b"a".to_vec(), b"b\\c".to_vec()]);
+        assert_eq!(
+            g.initializer[4].string_data,
+            [b"a".to_vec(), b"b\\c".to_vec()]
+        );
         assert_eq!(g.initializer[5].uint64_data, [u64::MAX]);
         assert_eq!(g.initializer[6].double_data, [0.1]);
         assert_eq!(g.initializer[8].int32_data, [-128, 127]);
@@ -1617,7 +1928,11 @@ MyFn <alpha> (x) => (y) { y = Elu <alpha: float = @alpha> (x) }
         assert!(odd[0] == f32::INFINITY && odd[1].is_nan() && odd[1].is_sign_negative());
         assert_eq!(g.value_info.len(), 1);
 
-        let nodes: Vec<_> = g.node.iter().map(|n| (n.name.as_str(), n.domain.as_str(), n.op_type.as_str())).collect();
+        let nodes: Vec<_> = g
+            .node
+            .iter()
+            .map(|n| (n.name.as_str(), n.domain.as_str(), n.op_type.as_str()))
+            .collect();
         assert_eq!(
             nodes,
             [
@@ -1629,16 +1944,34 @@ MyFn <alpha> (x) => (y) { y = Elu <alpha: float = @alpha> (x) }
             ]
         );
         let split = &g.node[3];
-        assert_eq!((split.input.as_slice(), split.output.as_slice()), (&["U", "", "idx"].map(String::from)[..], &["Z", "", "extra"].map(String::from)[..]));
+        assert_eq!(
+            (split.input.as_slice(), split.output.as_slice()),
+            (
+                &["U", "", "idx"].map(String::from)[..],
+                &["Z", "", "extra"].map(String::from)[..]
+            )
+        );
         let kinds: Vec<_> = split.attribute.iter().map(ty).collect();
-        let expected = [AttributeType::Int, AttributeType::Strings, AttributeType::Floats, AttributeType::TypeProto, AttributeType::Tensor];
+        let expected = [
+            AttributeType::Int,
+            AttributeType::Strings,
+            AttributeType::Floats,
+            AttributeType::TypeProto,
+            AttributeType::Tensor,
+        ];
         assert_eq!(kinds, expected);
         assert_eq!(split.attribute[2].floats, [1.5, -2.0]);
         let t2 = split.attribute[4].t.as_ref().unwrap();
-        assert_eq!((t2.name.as_str(), t2.int32_data.as_slice()), ("named", &[7, -7][..]));
+        assert_eq!(
+            (t2.name.as_str(), t2.int32_data.as_slice()),
+            ("named", &[7, -7][..])
+        );
 
         let f = &m.functions[0];
-        assert_eq!((f.name.as_str(), f.domain.as_str(), f.attribute.as_slice()), ("LocalScale", "local", &["alpha".to_string()][..]));
+        assert_eq!(
+            (f.name.as_str(), f.domain.as_str(), f.attribute.as_slice()),
+            ("LocalScale", "local", &["alpha".to_string()][..])
+        );
         assert_eq!(op_types(&f.node), ["Constant", "Mul"]);
         assert_eq!(f.node[0].attribute[0].ref_attr_name, "alpha");
     }
@@ -1684,7 +2017,10 @@ MyFn <alpha> (x) => (y) { y = Elu <alpha: float = @alpha> (x) }
         assert_eq!(a[4].floats, [1.5, 2.0], "ints mixed with floats are floats");
         assert_eq!(a[5].strings, [b"a".to_vec(), b"b".to_vec()]);
         assert_eq!(a[6].t.as_ref().unwrap().int64_data, [1, 2]);
-        assert!(matches!(a[7].tp.as_ref().unwrap().value, Some(T::SequenceType(_))));
+        assert!(matches!(
+            a[7].tp.as_ref().unwrap().value,
+            Some(T::SequenceType(_))
+        ));
         assert_eq!(a[8].g.as_ref().unwrap().name, "body");
         assert_eq!(a[9].f, f32::NEG_INFINITY);
         assert!(a[10].f.is_nan());
@@ -1701,13 +2037,30 @@ MyFn <alpha> (x) => (y) { y = Elu <alpha: float = @alpha> (x) }
         use AttributeType as A;
         assert_eq!(
             kinds,
-            [A::Float, A::Float, A::Floats, A::Ints, A::Graphs, A::Strings, A::Tensors, A::TypeProtos, A::Int, A::Undefined]
+            [
+                A::Float,
+                A::Float,
+                A::Floats,
+                A::Ints,
+                A::Graphs,
+                A::Strings,
+                A::Tensors,
+                A::TypeProtos,
+                A::Int,
+                A::Undefined
+            ]
         );
         assert_eq!(a[0].f, 1.0);
-        assert!(a[1].f == 0.0 && a[1].f.is_sign_negative(), "`-0` as a float keeps its sign");
+        assert!(
+            a[1].f == 0.0 && a[1].f.is_sign_negative(),
+            "`-0` as a float keeps its sign"
+        );
         assert_eq!(a[2].floats, [1.0, 2.0]);
         assert!(a[3].ints.is_empty());
-        assert_eq!((a[8].ref_attr_name.as_str(), a[9].ref_attr_name.as_str()), ("outer", "other"));
+        assert_eq!(
+            (a[8].ref_attr_name.as_str(), a[9].ref_attr_name.as_str()),
+            ("outer", "other")
+        );
     }
 
     #[test]
@@ -1716,9 +2069,22 @@ MyFn <alpha> (x) => (y) { y = Elu <alpha: float = @alpha> (x) }
             "ts = [float[2] {1, 2}, int64 named {3}], tps = [float[2], seq(int64)],
              gs = [a () => (float z) { z = Neg (x) }, b () => (float z) { z = Abs (x) }]",
         );
-        assert_eq!((ty(&a[0]), ty(&a[1]), ty(&a[2])), (AttributeType::Tensors, AttributeType::TypeProtos, AttributeType::Graphs));
+        assert_eq!(
+            (ty(&a[0]), ty(&a[1]), ty(&a[2])),
+            (
+                AttributeType::Tensors,
+                AttributeType::TypeProtos,
+                AttributeType::Graphs
+            )
+        );
         assert_eq!(a[0].tensors[0].float_data, [1.0, 2.0]);
-        assert_eq!((a[0].tensors[1].name.as_str(), a[0].tensors[1].int64_data.as_slice()), ("named", &[3][..]));
+        assert_eq!(
+            (
+                a[0].tensors[1].name.as_str(),
+                a[0].tensors[1].int64_data.as_slice()
+            ),
+            ("named", &[3][..])
+        );
         assert_eq!(a[1].type_protos.len(), 2);
         let names: Vec<_> = a[2].graphs.iter().map(|g| g.name.as_str()).collect();
         assert_eq!(names, ["a", "b"]);
@@ -1727,18 +2093,40 @@ MyFn <alpha> (x) => (y) { y = Elu <alpha: float = @alpha> (x) }
     #[test]
     fn tensor_attribute_forms() {
         // With and without a name, with `=`, with a quoted name, external data.
-        let a = attrs(r#"a = float {1}, b = float nm {2}, c = float nm = {3}, d = float "q n" {4}, e = float[1] ["location": "f.bin"]"#);
+        let a = attrs(
+            r#"a = float {1}, b = float nm {2}, c = float nm = {3}, d = float "q n" {4}, e = float[1] ["location": "f.bin"]"#,
+        );
         let t: Vec<_> = a.iter().map(|a| a.t.as_ref().unwrap()).collect();
-        assert_eq!(t.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["", "nm", "nm", "q n", ""]);
+        assert_eq!(
+            t.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
+            ["", "nm", "nm", "q n", ""]
+        );
         assert_eq!(t[3].float_data, [4.0]);
         assert_eq!(t[4].data_location, 1);
-        assert_eq!((t[4].external_data[0].key.as_str(), t[4].external_data[0].value.as_str()), ("location", "f.bin"));
+        assert_eq!(
+            (
+                t[4].external_data[0].key.as_str(),
+                t[4].external_data[0].value.as_str()
+            ),
+            ("location", "f.bin")
+        );
     }
 
     #[test]
     fn attributes_before_or_after_inputs() {
-        let g = graph("g (float x) => (float y) { y = Foo (x) <a = 1> z = Bar <b = 2> (x) w = Baz (x) }");
-        let a: Vec<_> = g.node.iter().map(|n| n.attribute.iter().map(|a| a.name.as_str()).collect::<Vec<_>>()).collect();
+        let g = graph(
+            "g (float x) => (float y) { y = Foo (x) <a = 1> z = Bar <b = 2> (x) w = Baz (x) }",
+        );
+        let a: Vec<_> = g
+            .node
+            .iter()
+            .map(|n| {
+                n.attribute
+                    .iter()
+                    .map(|a| a.name.as_str())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
         assert_eq!(a, [vec!["a"], vec!["b"], vec![]]);
     }
 
@@ -1755,25 +2143,68 @@ MyFn <alpha> (x) => (y) { y = Elu <alpha: float = @alpha> (x) }
             }"#,
         );
         let n = &g.node;
-        assert_eq!((n[0].name.as_str(), n[0].domain.as_str(), n[0].op_type.as_str(), n[0].overload.as_str()), ("n0", "com.example", "Foo", "v2"));
+        assert_eq!(
+            (
+                n[0].name.as_str(),
+                n[0].domain.as_str(),
+                n[0].op_type.as_str(),
+                n[0].overload.as_str()
+            ),
+            ("n0", "com.example", "Foo", "v2")
+        );
         assert_eq!(n[1].name, "node 1");
         assert_eq!(n[1].output, ["a", "", ""]);
         assert_eq!(n[1].input, ["x", "", "c d"]);
         assert!(n[2].output.is_empty() && n[2].input.is_empty());
-        assert_eq!((n[3].output.as_slice(), n[3].input.as_slice()), (&[String::new()][..], &[String::new()][..]));
+        assert_eq!(
+            (n[3].output.as_slice(), n[3].input.as_slice()),
+            (&[String::new()][..], &[String::new()][..])
+        );
     }
 
     // --- types and values ---
 
     #[test]
     fn tensor_types_and_dims() {
-        assert_eq!(tensor_type(&input_type("float")), (1, Some(vec![])), "no brackets: a scalar");
-        assert_eq!(tensor_type(&input_type("float[]")), (1, None), "`[]`: unknown rank");
-        assert_eq!(tensor_type(&input_type(r#"int8[2, N, ?, "a b"]"#)), (3, Some(vec![dv(2), dp("N"), None, dp("a b")])));
-        let codes: Vec<_> = ELEM_TYPES.iter().map(|&(n, _)| tensor_type(&input_type(&format!("{n}[1]"))).0).collect();
-        assert_eq!(codes, ELEM_TYPES.iter().map(|&(_, c)| c).collect::<Vec<_>>());
+        assert_eq!(
+            tensor_type(&input_type("float")),
+            (1, Some(vec![])),
+            "no brackets: a scalar"
+        );
+        assert_eq!(
+            tensor_type(&input_type("float[]")),
+            (1, None),
+            "`[]`: unknown rank"
+        );
+        assert_eq!(
+            tensor_type(&input_type(r#"int8[2, N, ?, "a b"]"#)),
+            (3, Some(vec![dv(2), dp("N"), None, dp("a b")]))
+        );
+        let codes: Vec<_> = ELEM_TYPES
+            .iter()
+            .map(|&(n, _)| tensor_type(&input_type(&format!("{n}[1]"))).0)
+            .collect();
+        assert_eq!(
+            codes,
+            ELEM_TYPES.iter().map(|&(_, c)| c).collect::<Vec<_>>()
+        );
         // The usual ones, spelled out.
-        let named = [("float", 1), ("double", 11), ("float16", 10), ("bfloat16", 16), ("int8", 3), ("int16", 5), ("int32", 6), ("int64", 7), ("uint8", 2), ("uint16", 4), ("uint32", 12), ("uint64", 13), ("bool", 9), ("string", 8)];
+        let named = [
+            ("float", 1),
+            ("double", 11),
+            ("float16", 10),
+            ("bfloat16", 16),
+            ("int8", 3),
+            ("int16", 5),
+            ("int32", 6),
+            ("int64", 7),
+            ("uint8", 2),
+            ("uint16", 4),
+            ("uint32", 12),
+            ("uint64", 13),
+            ("bool", 9),
+            ("string", 8),
+        ];
         for (name, code) in named {
             assert_eq!(tensor_type(&input_type(name)).0, code, "{name}");
         }
@@ -1781,14 +2212,31 @@ MyFn <alpha> (x) => (y) { y = Elu <alpha: float = @alpha> (x) }
 
     #[test]
     fn composite_types() {
-        let Some(T::SequenceType(s)) = input_type("seq(float[2])").value else { panic!() };
-        assert_eq!(tensor_type(s.elem_type.as_ref().unwrap()), (1, Some(vec![dv(2)])));
-        let Some(T::OptionalType(o)) = input_type("optional(seq(int64))").value else { panic!() };
-        assert!(matches!(o.elem_type.unwrap().value, Some(T::SequenceType(_))));
-        let Some(T::MapType(m)) = input_type("map(string, float[3])").value else { panic!() };
+        let Some(T::SequenceType(s)) = input_type("seq(float[2])").value else {
+            panic!()
+        };
+        assert_eq!(
+            tensor_type(s.elem_type.as_ref().unwrap()),
+            (1, Some(vec![dv(2)]))
+        );
+        let Some(T::OptionalType(o)) = input_type("optional(seq(int64))").value else {
+            panic!()
+        };
+        assert!(matches!(
+            o.elem_type.unwrap().value,
+            Some(T::SequenceType(_))
+        ));
+        let Some(T::MapType(m)) = input_type("map(string, float[3])").value else {
+            panic!()
+        };
         assert_eq!(m.key_type, 8);
-        assert_eq!(tensor_type(m.value_type.as_ref().unwrap()), (1, Some(vec![dv(3)])));
-        let Some(T::SparseTensorType(sp)) = input_type("sparse_tensor(float[3, N])").value else { panic!() };
+        assert_eq!(
+            tensor_type(m.value_type.as_ref().unwrap()),
+            (1, Some(vec![dv(3)]))
+        );
+        let Some(T::SparseTensorType(sp)) = input_type("sparse_tensor(float[3, N])").value else {
+            panic!()
+        };
         assert_eq!((sp.elem_type, sp.shape.unwrap().dim.len()), (1, 2));
         let opaque = |src| match input_type(src).value {
             Some(T::OpaqueType(o)) => (o.domain, o.name),
@@ -1796,7 +2244,10 @@ MyFn <alpha> (x) => (y) { y = Elu <alpha: float = @alpha> (x) }
         };
         assert_eq!(opaque("opaque()"), (String::new(), String::new()));
         assert_eq!(opaque("opaque(thing)"), (String::new(), "thing".into()));
-        assert_eq!(opaque("opaque(ai.onnx.ml, thing)"), ("ai.onnx.ml".into(), "thing".into()));
+        assert_eq!(
+            opaque("opaque(ai.onnx.ml, thing)"),
+            ("ai.onnx.ml".into(), "thing".into())
+        );
     }
 
     #[test]
@@ -1818,18 +2269,29 @@ MyFn <alpha> (x) => (y) { y = Elu <alpha: float = @alpha> (x) }
         let t = initializer("float[0] a = {}");
         assert!(t.float_data.is_empty() && t.dims == [0]);
         let t = initializer("float[2] a =");
-        assert!(t.float_data.is_empty() && t.raw_data.is_empty(), "no data at all");
+        assert!(
+            t.float_data.is_empty() && t.raw_data.is_empty(),
+            "no data at all"
+        );
         let t = initializer(r#"float[2] a = ["location": "w.bin", "offset": "8"]"#);
         assert_eq!((t.data_location, t.external_data.len()), (1, 2));
     }
 
     #[test]
     fn graph_inputs_with_defaults_and_value_info() {
-        let g = graph("g (float[2] x = {1, 2}, int64 k) => (float[2] y) <float[2] t, int64 c = {3}> { t = Neg (x) y = Abs (t) }");
+        let g = graph(
+            "g (float[2] x = {1, 2}, int64 k) => (float[2] y) <float[2] t, int64 c = {3}> { t = Neg (x) y = Abs (t) }",
+        );
         assert_eq!(g.input.len(), 2);
         let inits: Vec<_> = g.initializer.iter().map(|t| t.name.as_str()).collect();
         assert_eq!(inits, ["x", "c"], "an input's default is an initializer");
-        assert_eq!(g.value_info.iter().map(|v| v.name.as_str()).collect::<Vec<_>>(), ["t"]);
+        assert_eq!(
+            g.value_info
+                .iter()
+                .map(|v| v.name.as_str())
+                .collect::<Vec<_>>(),
+            ["t"]
+        );
     }
 
     #[test]
@@ -1843,23 +2305,52 @@ line", metadata_props: ["k": "v"], opset_import: []>
                F <a, b: float = 2.5, c = [1, 2]> (float[N] x, y) => (z) <float[N] t> { z = Neg (x) }
                "G 2" () => () {}"#,
         );
-        assert_eq!((m.ir_version, m.model_version, m.doc_string.as_str()), (9, -1, "multi\nline"));
-        assert_eq!((m.producer_name.as_str(), m.producer_version.as_str(), m.domain.as_str()), ("p", "v", "d"));
+        assert_eq!(
+            (m.ir_version, m.model_version, m.doc_string.as_str()),
+            (9, -1, "multi\nline")
+        );
+        assert_eq!(
+            (
+                m.producer_name.as_str(),
+                m.producer_version.as_str(),
+                m.domain.as_str()
+            ),
+            ("p", "v", "d")
+        );
         assert!(m.opset_import.is_empty());
         assert_eq!(m.metadata_props.len(), 1);
         let f = &m.functions[0];
-        assert_eq!((f.domain.as_str(), f.doc_string.as_str(), f.overload.as_str()), ("f", "fd", "o1"));
-        assert_eq!((f.input.as_slice(), f.output.as_slice()), (&["x".to_string(), "y".into()][..], &["z".to_string()][..]));
+        assert_eq!(
+            (
+                f.domain.as_str(),
+                f.doc_string.as_str(),
+                f.overload.as_str()
+            ),
+            ("f", "fd", "o1")
+        );
+        assert_eq!(
+            (f.input.as_slice(), f.output.as_slice()),
+            (&["x".to_string(), "y".into()][..], &["z".to_string()][..])
+        );
         assert_eq!(f.attribute, ["a"]);
-        let defaults: Vec<_> = f.attribute_proto.iter().map(|a| (a.name.as_str(), ty(a))).collect();
-        assert_eq!(defaults, [("b", AttributeType::Float), ("c", AttributeType::Ints)]);
+        let defaults: Vec<_> = f
+            .attribute_proto
+            .iter()
+            .map(|a| (a.name.as_str(), ty(a)))
+            .collect();
+        assert_eq!(
+            defaults,
+            [("b", AttributeType::Float), ("c", AttributeType::Ints)]
+        );
         assert_eq!(m.functions[1].name, "G 2");
         assert!(m.functions[1].domain.is_empty());
     }
 
     #[test]
     fn comments_and_whitespace() {
-        let m = parse("\u{feff}# top\n<ir_version:8#c\n>#x\ng#y\n(#z\nfloat x)=>(float y)\n{y=Neg(x)#n\n}\n# end");
+        let m = parse(
+            "\u{feff}# top\n<ir_version:8#c\n>#x\ng#y\n(#z\nfloat x)=>(float y)\n{y=Neg(x)#n\n}\n# end",
+        );
         assert_eq!(m.ir_version, 8);
         assert_eq!(op_types(&m.graph.unwrap().node), ["Neg"]);
     }
@@ -1869,44 +2360,198 @@ line", metadata_props: ["k": "v"], opset_import: []>
     #[test]
     fn errors_point_at_the_offending_token() {
         let cases: &[(&str, usize, usize, &str)] = &[
-            ("g (float x) => (float y) {\n  y = Neg(x\n}", 3, 1, "expected `)`, found `}`"),
-            ("g () => () {\n  y = Foo <s = \"abc> ()\n}", 2, 16, "unterminated string"),
+            (
+                "g (float x) => (float y) {\n  y = Neg(x\n}",
+                3,
+                1,
+                "expected `)`, found `}`",
+            ),
+            (
+                "g () => () {\n  y = Foo <s = \"abc> ()\n}",
+                2,
+                16,
+                "unterminated string",
+            ),
             ("g () = > () {}", 1, 6, "expected `=>`"),
-            ("g () => () {\n y = Foo <a: intz = 1> ()\n}", 2, 14, "unknown attribute type `intz`"),
-            ("g () => () <uint8[1] b = {256}> {}", 1, 27, "256 is out of range for uint8 (0 to 255)"),
-            ("g () => () <float[3] b = {1, 2}> {}", 1, 26, "tensor `b` of type float[3] needs 3 values, found 2"),
-            ("g () => () <float[N] b = {1}> {}", 1, 26, "needs dimensions that are non-negative integers"),
-            ("g () => () <float[] b = {1}> {}", 1, 25, "needs a known shape"),
-            ("g () => () {\n  $ = Foo()\n}", 2, 3, "unexpected character '$'"),
-            ("<doc_string: \"héllo\", bad: 1>\ng () => () {}", 1, 23, "unknown model header key `bad`"),
-            ("<ir_version: 1, ir_version: 2> g () => () {}", 1, 17, "`ir_version` is given twice"),
-            ("g () => () {", 1, 13, "expected a node (`outputs = Op (inputs)`) or `}`, found the end of the input"),
-            ("g () => () { y = Foo <a = 1, a = 2> () }", 1, 30, "attribute `a` is given twice"),
-            ("g () => () { y = Foo <a: int = 1.5> () }", 1, 32, "attribute `a` takes a int value, found a float"),
-            ("g () => () { y = Foo <a: ints = 1> () }", 1, 33, "must be a list"),
-            ("g () => () { y = Foo <a: int = [1]> () }", 1, 23, "a single value, but is given a list"),
-            ("g () => () { y = Foo <a = []> () }", 1, 23, "needs a declared type"),
-            ("g () => () { y = Foo <a = [1, \"s\"]> () }", 1, 31, "takes a list of int values, found a string"),
-            ("g () => () { y = Foo <a = 99999999999999999999> () }", 1, 27, "out of range for int"),
-            ("g () => () { y = Foo <a = 1e99> () }", 1, 27, "`1e99` is out of range for float"),
-            ("g () => () { y = Foo <a = 1e> () }", 1, 27, "the exponent has no digits"),
-            ("g () => () { y = Foo <a = -x> () }", 1, 27, "invalid number `-x`"),
-            ("g (flt x) => () {}", 1, 8, "expected `)`, found identifier `x`"),
-            ("g (seq(float x) => () {}", 1, 14, "expected `)`, found identifier `x`"),
-            ("g (map(foo, float) x) => () {}", 1, 8, "`foo` is not an element type"),
-            ("g () => () {}\n<domain: \"d\", version: 1> F () => () {}", 2, 15, "unknown function header key `version`"),
-            ("g () => () {} )", 1, 15, "expected a function name, found `)`"),
-            ("g () => () { y = (x) }", 1, 18, "expected an operator name, found `(`"),
-            ("g () => () { y = Foo x }", 1, 22, "expected `(` and the inputs of `Foo`"),
-            ("g () => () { y = Foo <sp: sparse_tensor = float[1] {1}> () }", 1, 43, "sparse tensor attribute values have no text form"),
-            ("", 1, 1, "expected a graph name, found the end of the input"),
+            (
+                "g () => () {\n y = Foo <a: intz = 1> ()\n}",
+                2,
+                14,
+                "unknown attribute type `intz`",
+            ),
+            (
+                "g () => () <uint8[1] b = {256}> {}",
+                1,
+                27,
+                "256 is out of range for uint8 (0 to 255)",
+            ),
+            (
+                "g () => () <float[3] b = {1, 2}> {}",
+                1,
+                26,
+                "tensor `b` of type float[3] needs 3 values, found 2",
+            ),
+            (
+                "g () => () <float[N] b = {1}> {}",
+                1,
+                26,
+                "needs dimensions that are non-negative integers",
+            ),
+            (
+                "g () => () <float[] b = {1}> {}",
+                1,
+                25,
+                "needs a known shape",
+            ),
+            (
+                "g () => () {\n  $ = Foo()\n}",
+                2,
+                3,
+                "unexpected character '$'",
+            ),
+            (
+                "<doc_string: \"héllo\", bad: 1>\ng () => () {}",
+                1,
+                23,
+                "unknown model header key `bad`",
+            ),
+            (
+                "<ir_version: 1, ir_version: 2> g () => () {}",
+                1,
+                17,
+                "`ir_version` is given twice",
+            ),
+            (
+                "g () => () {",
+                1,
+                13,
+                "expected a node (`outputs = Op (inputs)`) or `}`, found the end of the input",
+            ),
+            (
+                "g () => () { y = Foo <a = 1, a = 2> () }",
+                1,
+                30,
+                "attribute `a` is given twice",
+            ),
+            (
+                "g () => () { y = Foo <a: int = 1.5> () }",
+                1,
+                32,
+                "attribute `a` takes an int value, found a float",
+            ),
+            (
+                "g () => () { y = Foo <a: ints = 1> () }",
+                1,
+                33,
+                "must be a list",
+            ),
+            (
+                "g () => () { y = Foo <a: int = [1]> () }",
+                1,
+                23,
+                "a single value, but is given a list",
+            ),
+            (
+                "g () => () { y = Foo <a = []> () }",
+                1,
+                23,
+                "needs a declared type",
+            ),
+            (
+                "g () => () { y = Foo <a = [1, \"s\"]> () }",
+                1,
+                31,
+                "takes a list of int values, found a string",
+            ),
+            (
+                "g () => () { y = Foo <a = 99999999999999999999> () }",
+                1,
+                27,
+                "out of range for int",
+            ),
+            (
+                "g () => () { y = Foo <a = 1e99> () }",
+                1,
+                27,
+                "`1e99` is out of range for float",
+            ),
+            (
+                "g () => () { y = Foo <a = 1e> () }",
+                1,
+                27,
+                "the exponent has no digits",
+            ),
+            (
+                "g () => () { y = Foo <a = -x> () }",
+                1,
+                27,
+                "invalid number `-x`",
+            ),
+            (
+                "g (flt x) => () {}",
+                1,
+                8,
+                "expected `)`, found identifier `x`",
+            ),
+            (
+                "g (seq(float x) => () {}",
+                1,
+                14,
+                "expected `)`, found identifier `x`",
+            ),
+            (
+                "g (map(foo, float) x) => () {}",
+                1,
+                8,
+                "`foo` is not an element type",
+            ),
+            (
+                "g () => () {}\n<domain: \"d\", version: 1> F () => () {}",
+                2,
+                15,
+                "unknown function header key `version`",
+            ),
+            (
+                "g () => () {} )",
+                1,
+                15,
+                "expected a function name, found `)`",
+            ),
+            (
+                "g () => () { y = (x) }",
+                1,
+                18,
+                "expected an operator name, found `(`",
+            ),
+            (
+                "g () => () { y = Foo x }",
+                1,
+                22,
+                "expected `(` and the inputs of `Foo`",
+            ),
+            (
+                "g () => () { y = Foo <sp: sparse_tensor = float[1] {1}> () }",
+                1,
+                43,
+                "sparse tensor attribute values have no text form",
+            ),
+            (
+                "",
+                1,
+                1,
+                "expected a graph name, found the end of the input",
+            ),
         ];
         let wrong: Vec<String> = cases
             .iter()
             .filter_map(|&(src, line, column, message)| {
                 let e = parse_err(src);
                 let right = e.line == line && e.column == column && e.message.contains(message);
-                (!right).then(|| format!("{src:?}: got `{e}`, expected line {line}, column {column}: ...{message}..."))
+                (!right).then(|| {
+                    format!(
+                        "{src:?}: got `{e}`, expected line {line}, column {column}: ...{message}..."
+                    )
+                })
             })
             .collect();
         assert!(wrong.is_empty(), "{}", wrong.join("\n"));
@@ -1949,12 +2594,37 @@ line", metadata_props: ["k": "v"], opset_import: []>
         parse_err(&"g () => () { y = If <a = ".repeat(10_000));
     }
 
+    #[test]
+    fn large_inputs() {
+        let n = 200_000;
+        let values = (0..n).map(|i| i.to_string()).collect::<Vec<_>>().join(",");
+        let t = initializer(&format!("float[{n}] w = {{{values}}}"));
+        assert_eq!(
+            (t.float_data.len(), t.float_data[n - 1]),
+            (n, (n - 1) as f32)
+        );
+        let many = (0..20_000)
+            .map(|i| format!("a{i} = {i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        assert_eq!(attrs(&many).len(), 20_000);
+    }
+
     /// Check that an error's position lies inside `src` (or just after its end).
     fn check_position(src: &str, e: &TextError) {
         let lines: Vec<&str> = src.split('\n').collect();
-        assert!(e.line >= 1 && e.line <= lines.len(), "line {} of {}: {e}\n{src:?}", e.line, lines.len());
+        assert!(
+            e.line >= 1 && e.line <= lines.len(),
+            "line {} of {}: {e}\n{src:?}",
+            e.line,
+            lines.len()
+        );
         let len = lines[e.line - 1].chars().count();
-        assert!(e.column >= 1 && e.column <= len + 1, "column {} of {len}: {e}\n{src:?}", e.column);
+        assert!(
+            e.column >= 1 && e.column <= len + 1,
+            "column {} of {len}: {e}\n{src:?}",
+            e.column
+        );
     }
 
     fn parse_any(src: &str) {
@@ -2002,7 +2672,10 @@ line", metadata_props: ["k": "v"], opset_import: []>
 
     #[test]
     fn random_mutations_never_panic() {
-        const SPECIAL: &[char] = &['<', '>', '(', ')', '[', ']', '{', '}', ',', ':', '=', '.', '?', '@', '"', '\\', '#', '-', '\n', ' ', 'é', '0', 'e'];
+        const SPECIAL: &[char] = &[
+            '<', '>', '(', ')', '[', ']', '{', '}', ',', ':', '=', '.', '?', '@', '"', '\\', '#',
+            '-', '\n', ' ', 'é', '0', 'e',
+        ];
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         let texts = valid_texts();
         for _ in 0..5_000 {
@@ -2032,10 +2705,59 @@ line", metadata_props: ["k": "v"], opset_import: []>
     #[test]
     fn random_token_soup_never_panics() {
         const PIECES: &[&str] = &[
-            "<", ">", "(", ")", "[", "]", "{", "}", ",", ":", "=", "=>", ".", "?", "@", "\"", "\"s\"", "\\", "#c\n",
-            "\n", " ", "-", "1", "-7", "2.5", "1e", "1e5", "inf", "-nan", "float", "int64", "float16", "string",
-            "seq", "map", "optional", "opaque", "sparse_tensor", "x", "g", "Op", "ir_version", "opset_import",
-            "domain", "ints", "tensor", "graph", "é", "\u{0}", "\t", "g () => () {", "y = Foo <", "a = ",
+            "<",
+            ">",
+            "(",
+            ")",
+            "[",
+            "]",
+            "{",
+            "}",
+            ",",
+            ":",
+            "=",
+            "=>",
+            ".",
+            "?",
+            "@",
+            "\"",
+            "\"s\"",
+            "\\",
+            "#c\n",
+            "\n",
+            " ",
+            "-",
+            "1",
+            "-7",
+            "2.5",
+            "1e",
+            "1e5",
+            "inf",
+            "-nan",
+            "float",
+            "int64",
+            "float16",
+            "string",
+            "seq",
+            "map",
+            "optional",
+            "opaque",
+            "sparse_tensor",
+            "x",
+            "g",
+            "Op",
+            "ir_version",
+            "opset_import",
+            "domain",
+            "ints",
+            "tensor",
+            "graph",
+            "é",
+            "\u{0}",
+            "\t",
+            "g () => () {",
+            "y = Foo <",
+            "a = ",
         ];
         let mut rng = Rng(42);
         for _ in 0..20_000 {
@@ -2077,7 +2799,9 @@ line", metadata_props: ["k": "v"], opset_import: []>
             count += 1;
             let text = std::fs::read_to_string(&path).expect("text");
             let expected = std::fs::read(path.with_extension("pb")).expect("protobuf");
-            let theirs = ModelProto::decode(expected.as_slice()).expect("protobuf").encode_to_vec();
+            let theirs = ModelProto::decode(expected.as_slice())
+                .expect("protobuf")
+                .encode_to_vec();
             match parse_model_text(&text) {
                 Ok(ours) if ours.encode_to_vec() == theirs => {}
                 Ok(_) => failures.push(format!("{}: different model", path.display())),
@@ -2085,6 +2809,11 @@ line", metadata_props: ["k": "v"], opset_import: []>
             }
         }
         assert!(count > 0, "no .onnxtxt files in {dir}");
-        assert!(failures.is_empty(), "{} of {count} differ:\n{}", failures.len(), failures.join("\n"));
+        assert!(
+            failures.is_empty(),
+            "{} of {count} differ:\n{}",
+            failures.len(),
+            failures.join("\n")
+        );
     }
 }
