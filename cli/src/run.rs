@@ -14,15 +14,19 @@ use crate::{Backend, RunArgs};
 pub fn run(args: &RunArgs, out: &mut dyn Write) -> Result<(), CliError> {
     // The shapes of input files bind the open dims of ONNX models before import. A file that
     // cannot be read is reported below, with the input checks, once the model is loaded.
-    let file_shapes: Vec<(String, Vec<usize>)> = args
+    let file_tensors: Vec<(String, Tensor)> = args
         .inputs
         .iter()
-        .filter_map(|(name, path)| {
-            let t = terafab_ir::npy::read_npy(path).ok()?;
-            Some((name.clone(), t.shape().to_vec()))
-        })
+        .filter_map(|(name, path)| Some((name.clone(), terafab_ir::npy::read_npy(path).ok()?)))
         .collect();
-    let opts = args.shapes.load_options(&file_shapes);
+    let file_shapes: Vec<(String, Vec<usize>)> = file_tensors
+        .iter()
+        .map(|(n, t)| (n.clone(), t.shape().to_vec()))
+        .collect();
+    let mut opts = args.shapes.load_options(&file_shapes);
+    // An ONNX model whose shapes depend on an input's value (a Reshape target, Slice starts...)
+    // is specialized on the value given.
+    opts.input_values.extend(file_tensors);
     let module = terafab_frontend::load_model_with(&args.model, &opts)?;
     let func = module.entry().ok_or_else(|| CliError::NoFunction {
         path: args.model.clone(),
@@ -38,7 +42,13 @@ pub fn run(args: &RunArgs, out: &mut dyn Write) -> Result<(), CliError> {
         seed: args.seed,
         dims: &dims,
     });
-    let inputs = inputs::build(func, &args.inputs, random)?;
+    // Inputs the model was specialized on are part of it now.
+    let params: Vec<&str> = func.inputs().iter().map(|&v| func.values.name(v)).collect();
+    let (files, specialized): (Vec<_>, Vec<_>) =
+        args.inputs.iter().cloned().partition(|(name, _)| {
+            params.contains(&name.as_str()) || func.values.lookup(name).is_none()
+        });
+    let inputs = inputs::build(func, &files, random)?;
     let w = |out: &mut dyn Write, line: String| writeln!(out, "{line}").map_err(CliError::Stdout);
 
     for input in &inputs {
@@ -52,6 +62,17 @@ pub fn run(args: &RunArgs, out: &mut dyn Write) -> Result<(), CliError> {
                 "input {}: {} {origin}",
                 shown(&input.name),
                 type_of(&input.tensor)
+            ),
+        )?;
+    }
+
+    for (name, path) in &specialized {
+        w(
+            out,
+            format!(
+                "input {}: from {} (its value determines shapes: specialized into the model)",
+                shown(name),
+                path.display()
             ),
         )?;
     }

@@ -672,7 +672,11 @@ fn window_out(
     }
     let s = s as i128;
     // An empty input has dilated extent 0 (not `(0-1)*d + 1`).
-    let dilated_in = if s == 0 { 0 } else { (s - 1) * lhs_dil as i128 + 1 };
+    let dilated_in = if s == 0 {
+        0
+    } else {
+        (s - 1) * lhs_dil as i128 + 1
+    };
     let padded = dilated_in + lo as i128 + hi as i128;
     let span = (k as i128 - 1) * rhs_dil as i128 + 1;
     // floor((padded - span) / stride) + 1, with floor division: 0 outputs when the window

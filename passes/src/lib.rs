@@ -56,15 +56,18 @@ pub enum PassError {
     Invalid {
         pass: String,
         #[source]
-        source: VerifyError,
+        source: Box<VerifyError>,
     },
 }
+
+/// A callback given the pass name and the module after that pass.
+pub type AfterPass<'a> = &'a mut dyn FnMut(&str, &Module);
 
 /// Options of [`run_pipeline`].
 #[derive(Default)]
 pub struct PipelineOptions<'a> {
     /// Called with the pass name and the module after every pass (`--print-ir-after-all`).
-    pub after_each: Option<&'a mut dyn FnMut(&str, &Module)>,
+    pub after_each: Option<AfterPass<'a>>,
 }
 
 /// How long each pass took and whether it changed anything.
@@ -111,7 +114,7 @@ pub fn run_pipeline(
             changed |= pass.run(f)?;
             verify_function(f).map_err(|source| PassError::Invalid {
                 pass: info.name.to_string(),
-                source,
+                source: Box::new(source),
             })?;
         }
         timings.push(PassTiming {

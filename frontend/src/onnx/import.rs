@@ -28,10 +28,11 @@ use super::proto::{
 use super::tensor::{TensorReadError, dtype_of, read_tensor};
 use crate::ops;
 
-/// The ONNX IR versions terafab reads.
-pub const IR_VERSIONS: std::ops::RangeInclusive<i64> = 3..=11;
+/// The ONNX IR versions terafab reads (3 to the newest of onnx 1.23).
+pub const IR_VERSIONS: std::ops::RangeInclusive<i64> = 3..=14;
 /// The opset versions of the default domain terafab implements.
-pub const OPSET_VERSIONS: std::ops::RangeInclusive<i64> = 7..=24;
+/// Each op importer follows the semantics of the node's version and refuses what it cannot do.
+pub const OPSET_VERSIONS: std::ops::RangeInclusive<i64> = 1..=28;
 /// Default limit (in elements) on results computed at import time from constant operands.
 pub const DEFAULT_FOLD_LIMIT: usize = 1 << 22;
 
@@ -49,6 +50,11 @@ pub struct ImportOptions {
     /// The extent given to symbolic or unknown dims that nothing binds; `None` makes them an
     /// error. (`terafab check` uses 1, to look at every node of a model without shapes.)
     pub default_dim: Option<usize>,
+    /// Values of graph inputs, by name, that the model may be specialized on: when an op needs
+    /// an input's value at import time (a shape, axes, pads, repeats, sizes...), the input
+    /// becomes a constant with this value and leaves the function's parameters. Inputs whose
+    /// values no op needs stay parameters.
+    pub input_values: HashMap<String, Tensor>,
 }
 
 impl Default for ImportOptions {
@@ -58,6 +64,7 @@ impl Default for ImportOptions {
             dims: HashMap::new(),
             fold_limit: DEFAULT_FOLD_LIMIT,
             default_dim: None,
+            input_values: HashMap::new(),
         }
     }
 }
@@ -172,6 +179,10 @@ pub struct Builder<'m> {
     /// Names visible in each region; the innermost last.
     scopes: Vec<HashMap<String, Slot>>,
     consts: HashMap<ValueId, Tensor>,
+    /// Parameters with a known value (`ImportOptions::input_values`).
+    param_values: HashMap<ValueId, Tensor>,
+    /// Parameters whose value an op needed: they become constants.
+    specialized: RefCell<HashSet<ValueId>>,
     keep_going: bool,
     errors: Vec<ImportError>,
 }
@@ -220,6 +231,8 @@ impl<'m> Builder<'m> {
             regions: Vec::new(),
             scopes: Vec::new(),
             consts: HashMap::new(),
+            param_values: HashMap::new(),
+            specialized: RefCell::new(HashSet::new()),
             keep_going,
             errors: Vec::new(),
         })
@@ -235,9 +248,24 @@ impl<'m> Builder<'m> {
                 continue; // an initializer with a default value: a constant here
             }
             let ty = self.input_type(input)?;
+            if let Some(t) = self.opts.input_values.get(&input.name)
+                && (t.dtype() != ty.dtype || Some(t.shape().to_vec()) != ty.shape.as_static())
+            {
+                return Err(ImportError::Input {
+                    input: input.name.clone(),
+                    message: format!(
+                        "its value is {}{:?} but its type is {ty}",
+                        t.dtype(),
+                        t.shape()
+                    ),
+                });
+            }
             let v = self.func.add_input(&input.name, ty);
             self.regions[0].params.push(v);
             self.bind(&input.name, v);
+            if let Some(t) = self.opts.input_values.get(&input.name) {
+                self.param_values.insert(v, t.clone());
+            }
         }
         // `add_input` also pushed to func.body.params; the region stack holds the real body.
         self.func.body.params.clear();
@@ -249,7 +277,9 @@ impl<'m> Builder<'m> {
             })?;
             match v {
                 Slot::Value(v) => {
-                    self.func.values.rename(v, &out.name);
+                    if !self.regions[0].params.contains(&v) {
+                        self.func.values.rename(v, &out.name);
+                    }
                     self.regions[0].results.push(v);
                     self.func.output_names.push(out.name.clone());
                 }
@@ -258,6 +288,28 @@ impl<'m> Builder<'m> {
         }
         self.scopes.pop();
         self.func.body = self.regions.pop().expect("body region");
+        // Specialized parameters become constants defined first in the body.
+        let specialized = self.specialized.take();
+        let mut consts: Vec<terafab_ir::Node> = Vec::new();
+        for &v in self
+            .func
+            .body
+            .params
+            .iter()
+            .filter(|v| specialized.contains(v))
+        {
+            consts.push(terafab_ir::Node {
+                op: Op::Constant {
+                    value: self.param_values[&v].clone(),
+                },
+                inputs: vec![],
+                outputs: vec![v],
+                regions: vec![],
+                name: None,
+            });
+        }
+        self.func.body.params.retain(|v| !specialized.contains(v));
+        self.func.body.nodes.splice(0..0, consts);
         if let Some(e) = self.errors.first()
             && !self.keep_going
         {
@@ -457,6 +509,10 @@ impl<'m> Builder<'m> {
     /// Give a node's result its ONNX name. An intermediate value of the same node that took the
     /// name as a hint (ids from `first_new` on) gives it up; a name used elsewhere stays there.
     fn name_output(&mut self, v: ValueId, name: &str, first_new: usize) {
+        // A value the node passed through (an input, or a constant made earlier) keeps its name.
+        if v.index() < first_new {
+            return;
+        }
         let values = &mut self.func.values;
         if values.rename(v, name) {
             return;
@@ -794,7 +850,12 @@ impl NodeCtx<'_, '_> {
 
     /// The value of `v` if it is known at import time.
     pub fn const_value(&self, v: ValueId) -> Option<&Tensor> {
-        self.b.consts.get(&v)
+        self.b.consts.get(&v).or_else(|| {
+            let t = self.b.param_values.get(&v)?;
+            // The op needs this input's value: the model is specialized on it.
+            self.b.specialized.borrow_mut().insert(v);
+            Some(t)
+        })
     }
 
     /// Input `i` as a constant tensor, if it is present and known at import time.
