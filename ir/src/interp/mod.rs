@@ -498,3 +498,147 @@ fn scalar_bool(t: &Tensor) -> Option<bool> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse::parse_function;
+
+    fn run(src: &str, inputs: &[Tensor]) -> Result<Vec<Tensor>, InterpError> {
+        let f = parse_function(src).unwrap_or_else(|e| panic!("{e}"));
+        crate::verify::verify_function(&f).unwrap_or_else(|e| panic!("{e}"));
+        run_function(&f, inputs)
+    }
+
+    fn f32s(dims: &[usize], v: &[f32]) -> Tensor {
+        Tensor::from_vec(dims.to_vec(), v.to_vec()).unwrap()
+    }
+
+    const IF_SRC: &str = "\
+func @main(%c: bool[], %x: f32[2]) -> (r: f32[2]) {
+  %r = if(%c) : f32[2] region() {
+    %t = neg(%x) : f32[2]
+    yield %t
+  } region() {
+    %one = constant() {value=dense<f32[]>[1.0]} : f32[]
+    %e = add(%x, %one) : f32[2]
+    yield %e
+  }
+  return %r
+}";
+
+    #[test]
+    fn if_runs_the_then_region() {
+        let out = run(IF_SRC, &[Tensor::scalar(true), f32s(&[2], &[1.0, -2.0])]).unwrap();
+        assert_eq!(out[0].as_slice::<f32>().unwrap(), &[-1.0, 2.0]);
+    }
+
+    #[test]
+    fn if_runs_the_else_region_with_captured_values() {
+        let out = run(IF_SRC, &[Tensor::scalar(false), f32s(&[2], &[1.0, -2.0])]).unwrap();
+        assert_eq!(out[0].as_slice::<f32>().unwrap(), &[2.0, -1.0]);
+    }
+
+    #[test]
+    fn if_accepts_a_one_element_condition_and_rejects_others() {
+        let src = IF_SRC.replace("%c: bool[]", "%c: bool[1]");
+        let cond = Tensor::from_vec(vec![1], vec![true]).unwrap();
+        let out = run(&src, &[cond, f32s(&[2], &[3.0, 4.0])]).unwrap();
+        assert_eq!(out[0].as_slice::<f32>().unwrap(), &[-3.0, -4.0]);
+        // A condition of two elements: the driver refuses it (the verifier would too).
+        let src2 = IF_SRC.replace("%c: bool[]", "%c: bool[2]");
+        let f = parse_function(&src2).unwrap();
+        let cond = Tensor::from_vec(vec![2], vec![true, false]).unwrap();
+        let e = run_function(&f, &[cond, f32s(&[2], &[3.0, 4.0])]).unwrap_err();
+        assert!(e.to_string().contains("one-element bool"), "{e}");
+    }
+
+    /// Sums 0..n while `acc < limit`, and stacks each iteration's counter as a scan output.
+    const LOOP_SRC: &str = "\
+func @main(%n: i64[], %limit: i64[]) -> (acc: i64[], steps: i64[T]) {
+  %true = constant() {value=dense<bool[]>[true]} : bool[]
+  %zero = constant() {value=dense<i64[]>[0]} : i64[]
+  %acc, %steps = loop(%n, %true, %zero) : i64[], i64[T] region(%i: i64[], %c: bool[], %a: i64[]) {
+    %next = add(%a, %i) : i64[]
+    %more = lt(%next, %limit) : bool[]
+    yield %more, %next, %i
+  }
+  return %acc, %steps
+}";
+
+    #[test]
+    fn loop_runs_to_the_trip_count_and_stacks_scans() {
+        let out = run(LOOP_SRC, &[Tensor::scalar(5i64), Tensor::scalar(1000i64)]).unwrap();
+        assert_eq!(out[0].as_slice::<i64>().unwrap(), &[10]);
+        assert_eq!(out[1].shape(), &[5]);
+        assert_eq!(out[1].as_slice::<i64>().unwrap(), &[0, 1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn loop_stops_when_the_body_condition_is_false() {
+        // 0+1+2+3 = 6 >= 5 stops after the iteration with i = 3.
+        let out = run(LOOP_SRC, &[Tensor::scalar(100i64), Tensor::scalar(5i64)]).unwrap();
+        assert_eq!(out[0].as_slice::<i64>().unwrap(), &[6]);
+        assert_eq!(out[1].as_slice::<i64>().unwrap(), &[0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn loop_with_zero_trips_gives_initial_values_and_empty_scans() {
+        let out = run(LOOP_SRC, &[Tensor::scalar(0i64), Tensor::scalar(5i64)]).unwrap();
+        assert_eq!(out[0].as_slice::<i64>().unwrap(), &[0]);
+        assert_eq!(out[1].shape(), &[0]);
+        // A negative trip count also runs nothing.
+        let out = run(LOOP_SRC, &[Tensor::scalar(-3i64), Tensor::scalar(5i64)]).unwrap();
+        assert_eq!(out[1].shape(), &[0]);
+    }
+
+    #[test]
+    fn inputs_are_checked_and_symbols_bound_consistently() {
+        let src = "\
+func @main(%a: f32[N], %b: f32[N]) -> (s: f32[N]) {
+  %s = add(%a, %b) : f32[N]
+  return %s
+}";
+        let f = parse_function(src).unwrap();
+        let ok = run_function(&f, &[f32s(&[3], &[1., 2., 3.]), f32s(&[3], &[1., 1., 1.])]).unwrap();
+        assert_eq!(ok[0].as_slice::<f32>().unwrap(), &[2., 3., 4.]);
+        let e = run_function(&f, &[f32s(&[3], &[1., 2., 3.]), f32s(&[2], &[1., 1.])]).unwrap_err();
+        assert!(matches!(e, InterpError::InputType { .. }), "{e}");
+        let e = run_function(&f, &[f32s(&[3], &[1., 2., 3.])]).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                InterpError::InputCount {
+                    expected: 2,
+                    actual: 1
+                }
+            ),
+            "{e}"
+        );
+        let e = run_function(&f, &[Tensor::scalar(1i32), f32s(&[1], &[1.])]).unwrap_err();
+        assert!(matches!(e, InterpError::InputType { .. }), "{e}");
+    }
+
+    #[test]
+    fn runtime_errors_name_the_node() {
+        let src = "\
+func @main(%x: f32[3], %i: i64[1]) -> (y: f32[1]) {
+  %y = gather(%x, %i) {axis=0} : f32[1] loc(\"Gather_7\")
+  return %y
+}";
+        let f = parse_function(src).unwrap();
+        let e = run_function(
+            &f,
+            &[
+                f32s(&[3], &[1., 2., 3.]),
+                Tensor::from_vec(vec![1], vec![5i64]).unwrap(),
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("gather") && e.contains("Gather_7") && e.contains("%y"),
+            "{e}"
+        );
+    }
+}
