@@ -3,7 +3,7 @@
 //! Convolutions map onto the core `conv` (transposed convolutions through its `lhs_dilation`
 //! and a flipped, channel-swapped kernel), pools onto `reduce_window` (ceil mode through extra
 //! high padding that never counts as padding), and normalizations onto reductions and
-//! elementwise arithmetic, computed in f32 for f16/bf16 inputs (or in the `stash_type`).
+//! elementwise arithmetic, computed in f32 for f16/bf16/float8 inputs (or in the `stash_type`).
 
 use terafab_ir::{BinaryOp, CompareOp, DType, Op, ReduceKind, Tensor, UnaryOp, ValueId};
 
@@ -55,6 +55,16 @@ const MAX_EXTENT: usize = 1 << 31;
 
 /// An optional attribute of `n` positive integers (strides, dilations, kernel_shape), or `None`.
 fn positive_ints(c: &NodeCtx, name: &str, n: usize) -> Res<Option<Vec<usize>>> {
+    bounded_ints(c, name, n, 1)
+}
+
+/// An optional attribute of `n` non-negative integers, defaulting to zeros.
+fn non_negative_ints(c: &NodeCtx, name: &str, n: usize) -> Res<Vec<usize>> {
+    Ok(bounded_ints(c, name, n, 0)?.unwrap_or_else(|| vec![0; n]))
+}
+
+/// An optional attribute of `n` integers in `min..=MAX_EXTENT`, or `None` when absent.
+fn bounded_ints(c: &NodeCtx, name: &str, n: usize, min: usize) -> Res<Option<Vec<usize>>> {
     let Some(v) = c.attr_ints(name)? else {
         return Ok(None);
     };
@@ -65,29 +75,15 @@ fn positive_ints(c: &NodeCtx, name: &str, n: usize) -> Res<Option<Vec<usize>>> {
         .map(|&x| {
             usize::try_from(x)
                 .ok()
-                .filter(|&x| (1..=MAX_EXTENT).contains(&x))
-                .ok_or_else(|| c.invalid(format!("`{name}` must be between 1 and 2^31, found {x}")))
+                .filter(|&x| (min..=MAX_EXTENT).contains(&x))
+                .ok_or_else(|| {
+                    c.invalid(format!(
+                        "`{name}` must be between {min} and 2^31, found {x}"
+                    ))
+                })
         })
         .collect::<Res<Vec<_>>>()
         .map(Some)
-}
-
-/// An optional attribute of `n` non-negative integers, defaulting to zeros.
-fn non_negative_ints(c: &NodeCtx, name: &str, n: usize) -> Res<Vec<usize>> {
-    let Some(v) = c.attr_ints(name)? else {
-        return Ok(vec![0; n]);
-    };
-    if v.len() != n {
-        return Err(c.invalid(format!("`{name}` has {} entries, expected {n}", v.len())));
-    }
-    v.iter()
-        .map(|&x| {
-            usize::try_from(x)
-                .ok()
-                .filter(|&x| x <= MAX_EXTENT)
-                .ok_or_else(|| c.invalid(format!("`{name}` must be between 0 and 2^31, found {x}")))
-        })
-        .collect()
 }
 
 /// The extent of a dilated kernel: `(k - 1) * d + 1`.
@@ -746,10 +742,11 @@ fn mean(c: &mut NodeCtx, x: ValueId, axes: &[usize]) -> Res<ValueId> {
     c.binary(BinaryOp::Div, s, n)
 }
 
-/// The type normalizations compute in: f32 for f16/bf16, else the type itself.
+/// The type normalizations compute in: f32 for f16, bf16 and float8, else the type itself.
 fn compute_type(t: DType) -> DType {
     match t {
         DType::F16 | DType::BF16 => DType::F32,
+        t if t.is_float8() => DType::F32,
         t => t,
     }
 }
