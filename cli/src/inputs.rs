@@ -312,6 +312,7 @@ pub fn random_tensor(
         DType::F32 => Kind::Float(24),
         DType::F16 => Kind::Float(11),
         DType::BF16 => Kind::Float(8),
+        d if let Some(f) = d.float8_format() => Kind::Float(f.mantissa_bits() + 1),
         DType::Bool => Kind::Bool,
         _ => Kind::Int,
     };

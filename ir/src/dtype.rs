@@ -2,10 +2,13 @@
 //!
 //! Every tensor in terafab has one element type. Conversions between them follow
 //! the rules of [`crate::interp`]'s `convert` (round-to-nearest-even into f16/bf16,
-//! truncation toward zero with saturation from float to integer, NaN -> 0).
+//! truncation toward zero with saturation from float to integer, NaN -> 0; into float8,
+//! nearest even with finite overflow saturating, see [`crate::float8`]).
 
 use std::fmt;
 use std::str::FromStr;
+
+use crate::float8::Format;
 
 /// An element type of a tensor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -14,6 +17,11 @@ pub enum DType {
     F32,
     F16,
     BF16,
+    /// 8-bit floats (see [`crate::float8`]).
+    F8E4M3FN,
+    F8E4M3FNUZ,
+    F8E5M2,
+    F8E5M2FNUZ,
     I8,
     I16,
     I32,
@@ -27,11 +35,15 @@ pub enum DType {
 
 impl DType {
     /// Every element type, in a fixed order (used by tests and generators).
-    pub const ALL: [DType; 13] = [
+    pub const ALL: [DType; 17] = [
         DType::F64,
         DType::F32,
         DType::F16,
         DType::BF16,
+        DType::F8E4M3FN,
+        DType::F8E4M3FNUZ,
+        DType::F8E5M2,
+        DType::F8E5M2FNUZ,
         DType::I8,
         DType::I16,
         DType::I32,
@@ -50,6 +62,10 @@ impl DType {
             DType::F32 => "f32",
             DType::F16 => "f16",
             DType::BF16 => "bf16",
+            DType::F8E4M3FN => "f8e4m3fn",
+            DType::F8E4M3FNUZ => "f8e4m3fnuz",
+            DType::F8E5M2 => "f8e5m2",
+            DType::F8E5M2FNUZ => "f8e5m2fnuz",
             DType::I8 => "i8",
             DType::I16 => "i16",
             DType::I32 => "i32",
@@ -69,11 +85,36 @@ impl DType {
             DType::F32 | DType::I32 | DType::U32 => 4,
             DType::F16 | DType::BF16 | DType::I16 | DType::U16 => 2,
             DType::I8 | DType::U8 | DType::Bool => 1,
+            DType::F8E4M3FN | DType::F8E4M3FNUZ | DType::F8E5M2 | DType::F8E5M2FNUZ => 1,
         }
     }
 
     pub fn is_float(self) -> bool {
-        matches!(self, DType::F64 | DType::F32 | DType::F16 | DType::BF16)
+        matches!(self, DType::F64 | DType::F32 | DType::F16 | DType::BF16) || self.is_float8()
+    }
+
+    /// The four 8-bit float types.
+    pub fn is_float8(self) -> bool {
+        self.float8_format().is_some()
+    }
+
+    /// The format of an 8-bit float type.
+    pub fn float8_format(self) -> Option<Format> {
+        match self {
+            DType::F8E4M3FN => Some(Format::E4M3FN),
+            DType::F8E4M3FNUZ => Some(Format::E4M3FNUZ),
+            DType::F8E5M2 => Some(Format::E5M2),
+            DType::F8E5M2FNUZ => Some(Format::E5M2FNUZ),
+            _ => None,
+        }
+    }
+
+    /// Whether the type holds infinities (f64, f32, f16, bf16, f8e5m2).
+    pub fn has_inf(self) -> bool {
+        match self.float8_format() {
+            Some(f) => f.has_inf(),
+            None => self.is_float(),
+        }
     }
 
     pub fn is_signed_int(self) -> bool {
@@ -107,7 +148,7 @@ impl fmt::Display for DType {
 /// Error for an unknown element type name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown element type `{0}` (expected one of f64 f32 f16 bf16 i8 i16 i32 i64 u8 u16 u32 u64 bool)"
+    "unknown element type `{0}` (expected one of f64 f32 f16 bf16 f8e4m3fn f8e4m3fnuz f8e5m2 f8e5m2fnuz i8 i16 i32 i64 u8 u16 u32 u64 bool)"
 )]
 pub struct UnknownDType(pub String);
 

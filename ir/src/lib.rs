@@ -1,7 +1,7 @@
 //! terafab's tensor IR.
 //!
 //! - [`dtype`], [`shape`], [`tensor`]: element types, (symbolic) shapes with numpy
-//!   broadcasting, and shared typed tensor buffers.
+//!   broadcasting, and shared typed tensor buffers; [`float8`]: the 8-bit float formats.
 //! - [`op`]: the small core op set every frontend lowers to and every backend implements.
 //! - [`graph`]: modules, functions, regions and nodes in SSA form.
 //! - [`infer`]: the type and shape rule of every op.
@@ -11,6 +11,7 @@
 //! - [`npy`]: reading and writing numpy `.npy` files.
 
 pub mod dtype;
+pub mod float8;
 pub mod graph;
 pub mod infer;
 pub mod op;
@@ -20,6 +21,7 @@ pub mod tensor;
 pub use half;
 
 pub use dtype::DType;
+pub use float8::{F8E4M3FN, F8E4M3FNUZ, F8E5M2, F8E5M2FNUZ};
 pub use graph::{Function, Module, Node, Region, TensorType, ValueId, ValueInfo, ValueTable};
 pub use op::{Attr, BinaryOp, CompareOp, Op, ReduceKind, ScatterMode, UnaryOp};
 pub use shape::{Dim, Shape};

@@ -39,6 +39,9 @@
 //!   *not* guessed at: it is refused as [`NpyError::UnsupportedDtype`]. Instead,
 //!   [`write_npy`] stores bf16 tensors as `<f4` (an exact widening), and they read back
 //!   as f32 tensors with the same values.
+//! - **float8** (f8e4m3fn, f8e4m3fnuz, f8e5m2, f8e5m2fnuz): numpy has none either (`ml_dtypes`
+//!   saves them as opaque `|V1`, refused like `<V2`); [`write_npy`] stores them as `<f4` like
+//!   bf16 (every float8 value is exactly an f32), and they read back as f32.
 //!
 //! Hostile input is refused with an error, never a panic or an oversized allocation:
 //! the header length and the data size are checked against the file before anything
@@ -58,6 +61,7 @@ use std::path::{Path, PathBuf};
 use half::{bf16, f16};
 
 use crate::dtype::DType;
+use crate::float8::{F8E4M3FN, F8E4M3FNUZ, F8E5M2, F8E5M2FNUZ};
 use crate::tensor::{Element, Tensor, TensorError, checked_num_elements, try_filled_vec};
 use crate::{with_data, with_dtype};
 
@@ -135,7 +139,7 @@ pub fn read_npy_bytes(bytes: &[u8]) -> Result<Tensor, NpyError> {
 
 /// Writes `t` as a `.npy` file (version 1.0, or 2.0 for very long headers).
 ///
-/// bf16 tensors are written as `<f4` (exact widening) and read back as f32.
+/// bf16 and float8 tensors are written as `<f4` (exact widening) and read back as f32.
 pub fn write_npy(path: &Path, t: &Tensor) -> Result<(), NpyError> {
     std::fs::write(path, npy_bytes(t)).map_err(|source| NpyError::Io {
         path: path.to_path_buf(),
@@ -216,7 +220,30 @@ impl NpyElement for bf16 {
     }
 }
 
-/// The `descr` code of a tensor element type (bf16 is stored as `f4`).
+/// The float8 types are stored as f32 too (numpy has no 8-bit floats; the widening is exact). As
+/// for bf16, the reader never produces them, and `from_le` inverts `to_le`.
+macro_rules! impl_npy_float8 {
+    ($($t:ty),*) => {$(
+        impl NpyElement for $t {
+            const CODE: &'static str = "f4";
+            type Raw = [u8; 4];
+            fn from_le(raw: Self::Raw) -> Self {
+                <$t>::from_f32(f32::from_le_bytes(raw))
+            }
+            fn to_le(self) -> Self::Raw {
+                self.to_f32().to_le_bytes()
+            }
+        }
+    )*};
+}
+impl_npy_float8!(F8E4M3FN, F8E4M3FNUZ, F8E5M2, F8E5M2FNUZ);
+
+/// Whether `dtype` is stored as itself (not widened to f32 like bf16 and the float8 types).
+fn stored_as_itself(dtype: DType) -> bool {
+    code_of(dtype)[1..].parse() == Ok(dtype.size_bytes())
+}
+
+/// The `descr` code of a tensor element type (bf16 and the float8 types are stored as `f4`).
 fn code_of(dtype: DType) -> &'static str {
     with_dtype!(dtype, T => <T as NpyElement>::CODE)
 }
@@ -451,7 +478,7 @@ fn parse_descr(descr: &[u8]) -> Result<(DType, bool), NpyError> {
     let (&order, code) = descr.split_first().ok_or_else(unsupported)?;
     let dtype = DType::ALL
         .into_iter()
-        .filter(|&d| d != DType::BF16)
+        .filter(|&d| stored_as_itself(d))
         .find(|&d| code_of(d).as_bytes() == code)
         .ok_or_else(unsupported)?;
     let big_endian = match order {
@@ -670,7 +697,7 @@ mod tests {
         for dtype in DType::ALL {
             let t = Tensor::from_fn(dtype, &[2, 3, 4], |i| (i as f64 - 7.0) * 13.25).unwrap();
             let back = round_trip(&t);
-            if dtype == DType::BF16 {
+            if !stored_as_itself(dtype) {
                 // Stored as '<f4': reads back as f32, with exactly the same values.
                 assert_eq!(back.dtype(), DType::F32);
                 assert_eq!(back.shape(), t.shape());
@@ -1082,7 +1109,7 @@ mod tests {
             let size: usize = code[1..].parse().unwrap();
             let raw = with_dtype!(dtype, T => std::mem::size_of::<<T as NpyElement>::Raw>());
             assert_eq!(size, raw, "{dtype}");
-            if dtype != DType::BF16 {
+            if stored_as_itself(dtype) {
                 assert_eq!(size, dtype.size_bytes(), "{dtype}");
                 assert_eq!(
                     parse_descr(format!("<{code}").as_bytes()).unwrap(),

@@ -148,6 +148,12 @@ pub enum Op {
     /// `convert(%x) {to}`: element type conversion. Float to float and int to float round to
     /// nearest even; float to int truncates toward zero and saturates (NaN gives 0); int to int
     /// wraps (two's complement); bool is 0/1; anything to bool is `x != 0` (NaN is true).
+    /// Into a float8 type (`f8e4m3fn`, `f8e4m3fnuz`, `f8e5m2`, `f8e5m2fnuz`), the exact value
+    /// rounds once to nearest even, and a finite value beyond the type's largest magnitude
+    /// saturates to ±max; ±inf stays ±inf in `f8e5m2` and saturates to ±max in the types
+    /// without infinities; NaN gives NaN; -0 and negative values rounding to zero give +0 in
+    /// the `fnuz` types, which have no -0 ([`crate::float8::Overflow::ClampFinite`]). ONNX's
+    /// `Cast` rules (`saturate`) are decomposed onto this by the frontend.
     Convert { to: DType },
     /// `broadcast(%x) {shape}`: numpy broadcast of `x` to `shape` (ONNX Expand without the
     /// max rule: `shape` must be the broadcast of itself and the operand's shape).

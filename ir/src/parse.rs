@@ -107,7 +107,9 @@
 //!   `-0.0`, `nan` for the type's canonical NaN and `nan(0xBITS)` for any other NaN (the raw
 //!   bits of the element type), so every bit pattern round-trips. An f32 element is read with
 //!   the f32 parser (never via f64: no double rounding), f16/bf16 via f32 (exact for printed
-//!   text).
+//!   text). Float8 elements (`f8e4m3fn`, `f8e4m3fnuz`, `f8e5m2`, `f8e5m2fnuz`) print their
+//!   exact value as an f32 and are read via f32 rounded to nearest even; a value out of the
+//!   type's range (or an infinity, in the types without infinities) is an error.
 //! - Scoping is SSA: every value is defined once in its function (names are unique across
 //!   nested regions) and used only after its definition, in the same region or an enclosing
 //!   one. A node's results are defined after its regions, so a region cannot use them.
@@ -1129,6 +1131,7 @@ mod tests {
     use proptest::strategy::Union;
 
     use super::*;
+    use crate::float8::{F8E4M3FN, F8E4M3FNUZ, F8E5M2, F8E5M2FNUZ, Float8};
     use crate::op::{BinaryOp, CompareOp, ReduceKind, ScatterMode, UnaryOp};
     use crate::print::{print_function, print_module};
     use crate::tensor::Element;
@@ -1249,6 +1252,70 @@ func @"second one"() -> () {
             [bf16::from_f32(0.1), bf16::from_f32(-3.0)]
         );
         assert_eq!(value(2).typed::<u64>().unwrap(), [u64::MAX]);
+    }
+
+    /// Every bit pattern of every float8 type prints and parses back to the same bits.
+    #[test]
+    fn float8_literals_round_trip_every_pattern() {
+        fn every_pattern<T: Float8>() -> Tensor {
+            Tensor::from_vec(vec![256], (0..=255).map(T::from_bits).collect()).unwrap()
+        }
+        for t in [
+            every_pattern::<F8E4M3FN>(),
+            every_pattern::<F8E4M3FNUZ>(),
+            every_pattern::<F8E5M2>(),
+            every_pattern::<F8E5M2FNUZ>(),
+        ] {
+            let mut f = Function::new("f");
+            let ty = TensorType::from_static(t.dtype(), t.shape());
+            let c = f.push(
+                Op::Constant { value: t.clone() },
+                vec![],
+                vec![ty],
+                &["c"],
+                vec![],
+                None,
+            )[0];
+            f.add_output("c", c);
+            let text = print_function(&f);
+            let back = parse_function(&text).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(print_function(&back), text);
+            match &back.body.nodes[0].op {
+                Op::Constant { value } => assert!(value.bit_eq(&t), "{text}"),
+                op => panic!("{op:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn float8_literals_round_and_refuse_out_of_range() {
+        let parse = |dtype: &str, text: &str| {
+            let src = format!(
+                "func @f() -> () {{\n  %a = constant() {{value=dense<{dtype}[1]>[{text}]}} : {dtype}[1]\n  return\n}}\n"
+            );
+            parse_function(&src).map(|f| match &f.body.nodes[0].op {
+                Op::Constant { value } => value.to_f64_vec()[0],
+                op => panic!("{op:?}"),
+            })
+        };
+        // 464 is the tie between 448 and the out-of-range 480: even, 448.
+        assert_eq!(parse("f8e4m3fn", "464").unwrap(), 448.0);
+        assert_eq!(parse("f8e4m3fn", "0.1").unwrap(), 0.1015625);
+        assert_eq!(parse("f8e5m2", "inf").unwrap(), f64::INFINITY);
+        assert_eq!(parse("f8e5m2", "1e9").unwrap(), f64::INFINITY);
+        assert!(parse("f8e4m3fnuz", "nan").unwrap().is_nan());
+        for (dtype, text) in [
+            ("f8e4m3fn", "465"),
+            ("f8e4m3fn", "inf"),
+            ("f8e4m3fnuz", "-inf"),
+            ("f8e5m2fnuz", "1e9"),
+            ("f8e4m3fn", "nan(0x7e)"),
+            ("f8e5m2", "nan(0x7c)"),
+            ("f8e5m2", "nan(0x100)"),
+        ] {
+            let e = parse(dtype, text).expect_err(text).to_string();
+            assert!(e.contains(&format!("`{text}`")), "{e}");
+        }
     }
 
     /// Parse `src`, which must fail, and check the error's position and message.
@@ -1851,6 +1918,10 @@ func @"second one"() -> () {
             float_tensor!(f32, u32),
             float_tensor!(f16, u16),
             float_tensor!(bf16, u16),
+            tensor_of(any::<u8>().prop_map(F8E4M3FN).boxed()),
+            tensor_of(any::<u8>().prop_map(F8E4M3FNUZ).boxed()),
+            tensor_of(any::<u8>().prop_map(F8E5M2).boxed()),
+            tensor_of(any::<u8>().prop_map(F8E5M2FNUZ).boxed()),
             int_tensor!(i8),
             int_tensor!(i16),
             int_tensor!(i32),

@@ -18,6 +18,7 @@ use std::fmt::{self, Write};
 
 use half::{bf16, f16};
 
+use crate::float8::{F8E4M3FN, F8E4M3FNUZ, F8E5M2, F8E5M2FNUZ, Float8, Overflow};
 use crate::graph::{Function, Module, Node, Region, TensorType, ValueId};
 use crate::op::Attr;
 use crate::shape::Dim;
@@ -221,9 +222,14 @@ fn nan_bits(text: &str) -> Option<&str> {
 /// Floats: the shortest decimal that parses back to the same value (`{:?}` of the value, as an
 /// f32 for f16/bf16, which is exact), `inf`/`-inf`, `nan` for the type's canonical NaN and
 /// `nan(0xBITS)` for any other NaN, so that every bit pattern round-trips. Parsing uses the
-/// parser of the `$wide` type the value is printed as (f32 for f16/bf16; exact for printed text).
+/// parser of the `$wide` type the value is printed as (f32 for f16/bf16/float8; exact for printed
+/// text), then `$from_wide`, which gives `None` for a value the type cannot hold.
+///
+/// The float8 types print their exact value as an f32 and read through f32 with the `convert`
+/// rounding, but refuse out-of-range values (and infinities where the type has none) rather than
+/// saturate them.
 macro_rules! float_literal {
-    ($t:ty, $bits:ty, $wide:ty, $to_wide:path, $from_wide:path) => {
+    ($t:ty, $bits:ty, $wide:ty, $to_wide:path, $from_wide:expr) => {
         impl LiteralElement for $t {
             fn write_literal<W: Write>(self, w: &mut W) -> fmt::Result {
                 if !self.is_nan() {
@@ -250,17 +256,29 @@ macro_rules! float_literal {
                         });
                 }
                 text.parse::<$wide>()
-                    .map($from_wide)
-                    .map_err(|_| format!("`{text}` is not a valid {dtype} value"))
+                    .ok()
+                    .and_then($from_wide)
+                    .ok_or_else(|| format!("`{text}` is not a valid {dtype} value"))
             }
         }
     };
 }
 
-float_literal!(f64, u64, f64, identity, identity);
-float_literal!(f32, u32, f32, identity, identity);
-float_literal!(f16, u16, f32, f16::to_f32, f16::from_f32);
-float_literal!(bf16, u16, f32, bf16::to_f32, bf16::from_f32);
+float_literal!(f64, u64, f64, identity, Some);
+float_literal!(f32, u32, f32, identity, Some);
+float_literal!(f16, u16, f32, f16::to_f32, |w| Some(f16::from_f32(w)));
+float_literal!(bf16, u16, f32, bf16::to_f32, |w| Some(bf16::from_f32(w)));
+float_literal!(F8E4M3FN, u8, f32, F8E4M3FN::to_f32, f8_literal);
+float_literal!(F8E4M3FNUZ, u8, f32, F8E4M3FNUZ::to_f32, f8_literal);
+float_literal!(F8E5M2, u8, f32, F8E5M2::to_f32, f8_literal);
+float_literal!(F8E5M2FNUZ, u8, f32, F8E5M2FNUZ::to_f32, f8_literal);
+
+/// A float8 literal's value: `w` rounded to nearest even, or `None` when it is out of range
+/// (or infinite) for a type without infinities.
+fn f8_literal<T: Float8>(w: f32) -> Option<T> {
+    let bits = T::FORMAT.encode(w as f64, Overflow::Special);
+    (w.is_nan() || !T::FORMAT.is_nan(bits)).then(|| T::from_bits(bits))
+}
 
 /// Integers: decimal, full range.
 macro_rules! int_literal {
@@ -614,6 +632,23 @@ mod tests {
         let b = vec![bf16::from_f32(0.1), bf16::MAX];
         let line = constant_line(Tensor::from_vec(vec![2], b).unwrap(), &Default::default());
         assert!(line.contains("[0.100097656, 3.3895314e38]"), "{line}");
+    }
+
+    #[test]
+    fn float8_elements_print_their_exact_value() {
+        use crate::float8::{F8E4M3FN, F8E5M2};
+        let v = [0x01, 0x7E, 0x80, 0x7F, 0xFF, 0x31].map(F8E4M3FN).to_vec();
+        let line = constant_line(Tensor::from_vec(vec![6], v).unwrap(), &Default::default());
+        assert!(
+            line.contains("dense<f8e4m3fn[6]>[0.001953125, 448.0, -0.0, nan, nan(0xff), 0.5625]"),
+            "{line}"
+        );
+        let v = [0x7C, 0xFC, 0x7E, 0x7D, 0x7B].map(F8E5M2).to_vec();
+        let line = constant_line(Tensor::from_vec(vec![5], v).unwrap(), &Default::default());
+        assert!(
+            line.contains("[inf, -inf, nan, nan(0x7d), 57344.0]"),
+            "{line}"
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use half::{bf16, f16};
 
 use crate::dtype::DType;
+use crate::float8::{F8E4M3FN, F8E4M3FNUZ, F8E5M2, F8E5M2FNUZ};
 
 /// The typed storage of a tensor.
 #[derive(Clone)]
@@ -19,6 +20,10 @@ pub enum Data {
     F32(Arc<[f32]>),
     F16(Arc<[f16]>),
     BF16(Arc<[bf16]>),
+    F8E4M3FN(Arc<[F8E4M3FN]>),
+    F8E4M3FNUZ(Arc<[F8E4M3FNUZ]>),
+    F8E5M2(Arc<[F8E5M2]>),
+    F8E5M2FNUZ(Arc<[F8E5M2FNUZ]>),
     I8(Arc<[i8]>),
     I16(Arc<[i16]>),
     I32(Arc<[i32]>),
@@ -53,6 +58,26 @@ macro_rules! with_data {
             $crate::tensor::Data::BF16($v) => {
                 #[allow(dead_code)]
                 type $T = $crate::half::bf16;
+                $body
+            }
+            $crate::tensor::Data::F8E4M3FN($v) => {
+                #[allow(dead_code)]
+                type $T = $crate::float8::F8E4M3FN;
+                $body
+            }
+            $crate::tensor::Data::F8E4M3FNUZ($v) => {
+                #[allow(dead_code)]
+                type $T = $crate::float8::F8E4M3FNUZ;
+                $body
+            }
+            $crate::tensor::Data::F8E5M2($v) => {
+                #[allow(dead_code)]
+                type $T = $crate::float8::F8E5M2;
+                $body
+            }
+            $crate::tensor::Data::F8E5M2FNUZ($v) => {
+                #[allow(dead_code)]
+                type $T = $crate::float8::F8E5M2FNUZ;
                 $body
             }
             $crate::tensor::Data::I8($v) => {
@@ -127,6 +152,26 @@ macro_rules! with_dtype {
             $crate::DType::BF16 => {
                 #[allow(dead_code)]
                 type $T = $crate::half::bf16;
+                $body
+            }
+            $crate::DType::F8E4M3FN => {
+                #[allow(dead_code)]
+                type $T = $crate::float8::F8E4M3FN;
+                $body
+            }
+            $crate::DType::F8E4M3FNUZ => {
+                #[allow(dead_code)]
+                type $T = $crate::float8::F8E4M3FNUZ;
+                $body
+            }
+            $crate::DType::F8E5M2 => {
+                #[allow(dead_code)]
+                type $T = $crate::float8::F8E5M2;
+                $body
+            }
+            $crate::DType::F8E5M2FNUZ => {
+                #[allow(dead_code)]
+                type $T = $crate::float8::F8E5M2FNUZ;
                 $body
             }
             $crate::DType::I8 => {
@@ -495,6 +540,16 @@ impl Tensor {
                 .iter()
                 .zip(b.iter())
                 .all(|(x, y)| x.to_bits() == y.to_bits()),
+            (Data::F8E4M3FN(a), Data::F8E4M3FN(b)) => {
+                a.iter().zip(b.iter()).all(|(x, y)| x.0 == y.0)
+            }
+            (Data::F8E4M3FNUZ(a), Data::F8E4M3FNUZ(b)) => {
+                a.iter().zip(b.iter()).all(|(x, y)| x.0 == y.0)
+            }
+            (Data::F8E5M2(a), Data::F8E5M2(b)) => a.iter().zip(b.iter()).all(|(x, y)| x.0 == y.0),
+            (Data::F8E5M2FNUZ(a), Data::F8E5M2FNUZ(b)) => {
+                a.iter().zip(b.iter()).all(|(x, y)| x.0 == y.0)
+            }
             // `as i64` is a bijection on every integer type of at most 64 bits, and on bool.
             _ => self.to_i64_vec() == other.to_i64_vec(),
         }

@@ -9,7 +9,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::{Component, Path, PathBuf};
 
 use terafab_ir::half::{bf16, f16};
-use terafab_ir::{DType, Data, Element, Tensor};
+use terafab_ir::{DType, Data, Element, F8E4M3FN, F8E4M3FNUZ, F8E5M2, F8E5M2FNUZ, Tensor};
 
 use super::proto::{DataType, TensorProto};
 
@@ -47,6 +47,10 @@ pub fn dtype_of(code: i32) -> Result<DType, TensorReadError> {
         DataType::Double => DType::F64,
         DataType::Float16 => DType::F16,
         DataType::Bfloat16 => DType::BF16,
+        DataType::Float8e4m3fn => DType::F8E4M3FN,
+        DataType::Float8e4m3fnuz => DType::F8E4M3FNUZ,
+        DataType::Float8e5m2 => DType::F8E5M2,
+        DataType::Float8e5m2fnuz => DType::F8E5M2FNUZ,
         DataType::Int8 => DType::I8,
         DataType::Int16 => DType::I16,
         DataType::Int32 => DType::I32,
@@ -71,6 +75,10 @@ pub fn data_type_of(d: DType) -> DataType {
         DType::F64 => DataType::Double,
         DType::F16 => DataType::Float16,
         DType::BF16 => DataType::Bfloat16,
+        DType::F8E4M3FN => DataType::Float8e4m3fn,
+        DType::F8E4M3FNUZ => DataType::Float8e4m3fnuz,
+        DType::F8E5M2 => DataType::Float8e5m2,
+        DType::F8E5M2FNUZ => DataType::Float8e5m2fnuz,
         DType::I8 => DataType::Int8,
         DType::I16 => DataType::Int16,
         DType::I32 => DataType::Int32,
@@ -168,6 +176,11 @@ pub fn read_tensor(t: &TensorProto, model_dir: Option<&Path>) -> Result<Tensor, 
         DType::Bool => typed!(t.int32_data, |&x| x != 0),
         DType::F16 => typed!(t.int32_data, |&x| f16::from_bits(x as u16)),
         DType::BF16 => typed!(t.int32_data, |&x| bf16::from_bits(x as u16)),
+        // Float8 elements are their bytes, one per int32 (`as u8` keeps the low byte).
+        DType::F8E4M3FN => typed!(t.int32_data, |&x| F8E4M3FN(x as u8)),
+        DType::F8E4M3FNUZ => typed!(t.int32_data, |&x| F8E4M3FNUZ(x as u8)),
+        DType::F8E5M2 => typed!(t.int32_data, |&x| F8E5M2(x as u8)),
+        DType::F8E5M2FNUZ => typed!(t.int32_data, |&x| F8E5M2FNUZ(x as u8)),
     }
 }
 
@@ -202,6 +215,10 @@ pub fn from_le_bytes(
         DType::F64 => decode(dims, bytes, f64::from_le_bytes),
         DType::F16 => decode(dims, bytes, f16::from_le_bytes),
         DType::BF16 => decode(dims, bytes, bf16::from_le_bytes),
+        DType::F8E4M3FN => decode(dims, bytes, F8E4M3FN::from_le_bytes),
+        DType::F8E4M3FNUZ => decode(dims, bytes, F8E4M3FNUZ::from_le_bytes),
+        DType::F8E5M2 => decode(dims, bytes, F8E5M2::from_le_bytes),
+        DType::F8E5M2FNUZ => decode(dims, bytes, F8E5M2FNUZ::from_le_bytes),
         DType::I8 => decode(dims, bytes, i8::from_le_bytes),
         DType::I16 => decode(dims, bytes, i16::from_le_bytes),
         DType::I32 => decode(dims, bytes, i32::from_le_bytes),
@@ -338,6 +355,10 @@ fn le_bytes_of(d: &Data) -> Vec<u8> {
         Data::F32(v) => le!(v),
         Data::F16(v) => le!(v),
         Data::BF16(v) => le!(v),
+        Data::F8E4M3FN(v) => le!(v),
+        Data::F8E4M3FNUZ(v) => le!(v),
+        Data::F8E5M2(v) => le!(v),
+        Data::F8E5M2FNUZ(v) => le!(v),
         Data::I8(v) => le!(v),
         Data::I16(v) => le!(v),
         Data::I32(v) => le!(v),
@@ -347,5 +368,56 @@ fn le_bytes_of(d: &Data) -> Vec<u8> {
         Data::U32(v) => le!(v),
         Data::U64(v) => le!(v),
         Data::Bool(v) => v.iter().map(|&b| b as u8).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_dtype_has_an_onnx_type() {
+        for d in DType::ALL {
+            assert_eq!(dtype_of(data_type_of(d) as i32).unwrap(), d);
+        }
+        assert!(dtype_of(DataType::Float8e8m0 as i32).is_err());
+    }
+
+    #[test]
+    fn float8_tensors_are_bytes() {
+        // Typed: one byte per int32, negative values standing for the high bytes.
+        let t = TensorProto {
+            dims: vec![3],
+            data_type: DataType::Float8e4m3fn as i32,
+            int32_data: vec![0x7E, -1, 0x38],
+            ..Default::default()
+        };
+        let x = read_tensor(&t, None).unwrap();
+        assert_eq!(
+            x.as_slice::<F8E4M3FN>()
+                .map(|v| v.iter().map(|b| b.0).collect::<Vec<_>>()),
+            Some(vec![0x7E, 0xFF, 0x38])
+        );
+        assert_eq!(x.to_f64_vec()[0], 448.0);
+        // Raw, and back.
+        let t = TensorProto {
+            dims: vec![2],
+            data_type: DataType::Float8e5m2 as i32,
+            raw_data: vec![0x7C, 0x80],
+            ..Default::default()
+        };
+        let x = read_tensor(&t, None).unwrap();
+        assert_eq!(x.dtype(), DType::F8E5M2);
+        assert_eq!(write_tensor(&x, "x").raw_data, vec![0x7C, 0x80]);
+        let short = TensorProto {
+            dims: vec![3],
+            data_type: DataType::Float8e5m2fnuz as i32,
+            raw_data: vec![0; 2],
+            ..Default::default()
+        };
+        assert!(matches!(
+            read_tensor(&short, None),
+            Err(TensorReadError::WrongSize { .. })
+        ));
     }
 }

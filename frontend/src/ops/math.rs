@@ -1,13 +1,14 @@
 //! Elementwise arithmetic, activations, logic and casts.
 //!
 //! Every op here maps to the core elementwise ops (`unary`, `binary`, `compare`, `select`,
-//! `convert`) with numpy (multidirectional) broadcasting. Composite activations on f16/bf16
-//! are computed in f32 and rounded once at the end, so intermediate roundings do not pile up.
+//! `convert`) with numpy (multidirectional) broadcasting. Composite activations on f16, bf16 and
+//! float8 are computed in f32 and rounded once at the end, so intermediate roundings do not pile up.
 
+use terafab_ir::float8::Overflow;
 use terafab_ir::{BinaryOp, CompareOp, DType, UnaryOp, ValueId};
 
 use super::*;
-use crate::onnx::tensor::dtype_of;
+use crate::onnx::tensor::{dtype_of, from_le_bytes};
 
 /// An importer's result: the node's outputs.
 type Outs = Result<Vec<ValueId>, ImportError>;
@@ -168,10 +169,10 @@ fn expect_type(
     }
 }
 
-/// Runs `f` on `x`, in f32 when `x` is f16 or bf16 (converting back at the end).
+/// Runs `f` on `x`, in f32 when `x` is f16, bf16 or a float8 type (converting back at the end).
 fn in_f32(c: &mut NodeCtx, x: ValueId, f: impl FnOnce(&mut NodeCtx, ValueId) -> Val) -> Val {
     let d = c.dtype(x);
-    if matches!(d, DType::F16 | DType::BF16) {
+    if matches!(d, DType::F16 | DType::BF16) || d.is_float8() {
         let w = c.convert(x, DType::F32)?;
         let y = f(c, w)?;
         c.convert(y, d)
@@ -180,7 +181,8 @@ fn in_f32(c: &mut NodeCtx, x: ValueId, f: impl FnOnce(&mut NodeCtx, ValueId) -> 
     }
 }
 
-/// An activation of input 0 defined on floats only, computed by `f` (in f32 for f16/bf16).
+/// An activation of input 0 defined on floats only, computed by `f` (in f32 for f16, bf16 and
+/// float8).
 fn float_activation(c: &mut NodeCtx, f: fn(&mut NodeCtx, ValueId) -> Val) -> Outs {
     let x = c.input(0)?;
     expect_type(c, x, DType::is_float, "floating-point")?;
@@ -407,15 +409,13 @@ fn mean(c: &mut NodeCtx) -> Outs {
 
 // ---- casts ---------------------------------------------------------------------------------------
 
-/// Reads Cast's float8-only attributes. `saturate` (opset 19+) and `round_mode` (opset 24+)
-/// only change conversions to float8 types, which terafab does not have (those targets are
-/// refused), so their values never matter for a supported cast; they are checked for validity.
-fn read_float8_attrs(c: &NodeCtx) -> Result<(), ImportError> {
-    if let Some(s) = c.attr_int("saturate")?
-        && s != 0
-        && s != 1
-    {
-        return Err(c.invalid(format!("saturate must be 0 or 1, found {s}")));
+/// Reads Cast's float8-only attributes: `saturate` (opset 19+, default 1), returned, which only
+/// changes conversions to float8 types, and `round_mode` (opset 24+), which only applies to
+/// float8e8m0 (refused), so it is only checked for validity.
+fn read_float8_attrs(c: &NodeCtx) -> Result<bool, ImportError> {
+    let saturate = c.attr_int_or("saturate", 1)?;
+    if saturate != 0 && saturate != 1 {
+        return Err(c.invalid(format!("saturate must be 0 or 1, found {saturate}")));
     }
     if let Some(m) = c.attr_string("round_mode")?
         && !matches!(m.as_str(), "up" | "down" | "nearest")
@@ -424,31 +424,78 @@ fn read_float8_attrs(c: &NodeCtx) -> Result<(), ImportError> {
             "round_mode must be up, down or nearest, found `{m}`"
         )));
     }
-    Ok(())
+    Ok(saturate == 1)
 }
 
-/// Cast to the element type named by `to` (an ONNX `DataType` code). String, float8, 4-bit,
-/// 2-bit and complex types are unsupported.
+/// `x` converted to `to` as ONNX Cast does. Only conversions into a float8 type differ from the
+/// IR's `convert` (which rounds to nearest even, saturates finite overflow to ±max, and keeps
+/// ±inf where the type has infinities, f8e5m2); they are decomposed:
+///
+/// - `saturate=1` also maps ±inf to ±max: when both types have infinities, `x` is first clamped
+///   to ±max in its own type (max and min let NaN through).
+/// - `saturate=0`: magnitudes that round past ±max, and ±inf, become ±inf in f8e5m2 and NaN in
+///   the other types: `select(|x| beyond the bound, special, convert(x))`. The comparison is made
+///   in f32, where every bound is exact and rounding `x` is monotone, so it is unchanged.
+fn cast_to(c: &mut NodeCtx, x: ValueId, to: DType, saturate: bool) -> Val {
+    let from = c.dtype(x);
+    let format = match to.float8_format() {
+        Some(f) if from != to && !from.is_bool() => f,
+        _ => return c.convert(x, to),
+    };
+    if saturate {
+        if !(from.has_inf() && format.has_inf()) {
+            return c.convert(x, to);
+        }
+        let max = format.max() as f64;
+        let (lo, hi) = (k(c, -max, x)?, k(c, max, x)?);
+        let y = c.binary(BinaryOp::Max, x, lo)?;
+        let y = c.binary(BinaryOp::Min, y, hi)?;
+        return c.convert(y, to);
+    }
+    let wide = c.convert(x, DType::F32)?;
+    let magnitude = c.unary(UnaryOp::Abs, wide)?;
+    let bound = c.scalar(format.overflow_bound(), DType::F32)?;
+    let beyond = if format.overflow_at_bound() {
+        CompareOp::Ge
+    } else {
+        CompareOp::Gt
+    };
+    let over = c.compare(beyond, magnitude, bound)?;
+    let special = |c: &mut NodeCtx, v: f64| -> Val {
+        let bits = format.encode(v, Overflow::Special);
+        let t = from_le_bytes(to, vec![], &[bits]).map_err(|e| c.invalid(e.to_string()))?;
+        Ok(c.constant(t))
+    };
+    let (pos, neg) = (special(c, f64::INFINITY)?, special(c, f64::NEG_INFINITY)?);
+    let zero = c.scalar(0.0, DType::F32)?;
+    let negative = c.compare(CompareOp::Lt, wide, zero)?;
+    let special = c.select(negative, neg, pos)?;
+    let y = c.convert(x, to)?;
+    c.select(over, special, y)
+}
+
+/// Cast to the element type named by `to` (an ONNX `DataType` code). String, float8e8m0,
+/// 4-bit, 2-bit and complex types are unsupported.
 fn cast(c: &mut NodeCtx) -> Outs {
     let code = c
         .attr_int("to")?
         .ok_or_else(|| c.invalid("attribute `to` is required"))?;
-    read_float8_attrs(c)?;
+    let saturate = read_float8_attrs(c)?;
     let to = i32::try_from(code)
         .map_err(|_| c.invalid(format!("`to` = {code} is not an ONNX data type")))
         .and_then(|code| {
             dtype_of(code).map_err(|e| c.unsupported(format!("cast to this type: {e}")))
         })?;
     let x = c.input(0)?;
-    Ok(vec![c.convert(x, to)?])
+    Ok(vec![cast_to(c, x, to, saturate)?])
 }
 
 /// CastLike: cast input 0 to the element type of input 1.
 fn cast_like(c: &mut NodeCtx) -> Outs {
-    read_float8_attrs(c)?;
+    let saturate = read_float8_attrs(c)?;
     let (x, like) = (c.input(0)?, c.input(1)?);
     let to = c.dtype(like);
-    Ok(vec![c.convert(x, to)?])
+    Ok(vec![cast_to(c, x, to, saturate)?])
 }
 
 // ---- activations ---------------------------------------------------------------------------------

@@ -4,9 +4,10 @@
 //! the kernels are generic over it and dispatch on the dtype once per call.
 //!
 //! - Floats compute in f64 and round once to their own type. For `+ - * /`, `sqrt` and `rem`
-//!   this is exactly the correctly rounded result in f32, f16 and bf16 (f64 has more than twice
-//!   their precision plus two bits, so the double rounding is innocuous); transcendental
-//!   functions get f64 accuracy rounded once.
+//!   this is exactly the correctly rounded result in f32, f16, bf16 and the float8 types (f64
+//!   has more than twice their precision plus two bits, so the double rounding is innocuous);
+//!   transcendental functions get f64 accuracy rounded once. Rounding into a float8 type follows
+//!   `convert`: a finite result beyond the type's range saturates to its largest value.
 //! - Integers wrap (two's complement); division and remainder by zero give 0.
 //! - Bool is logical.
 
@@ -17,6 +18,7 @@ use half::{bf16, f16};
 use super::movement::{for_each_offset, signed_strides};
 use super::{InterpError, invalid};
 use crate::dtype::DType;
+use crate::float8::{F8E4M3FN, F8E4M3FNUZ, F8E5M2, F8E5M2FNUZ};
 use crate::op::{BinaryOp, CompareOp, UnaryOp};
 use crate::shape::{broadcast_static, broadcast_strides, row_major_strides};
 use crate::tensor::{Element, Tensor, try_filled_vec};
@@ -190,12 +192,17 @@ macro_rules! impl_scalar_float {
 }
 
 // Rust's `as` to f64/f32 rounds to nearest even, directly from the integer or f64. f16 and bf16
-// go through round-to-odd f32, whose conversion to them in `half` is correctly rounded.
+// go through round-to-odd f32, whose conversion to them in `half` is correctly rounded. The float8
+// types round the exact f64 once (`float8::Format::encode`, with the `convert` overflow rule).
 impl_scalar_float! {
     f64 => |v| v as f64, |x| x;
     f32 => |v| v as f32, |x| x as f32;
     f16 => |v| Self::from_float(round_to_odd_f64(v)), |x| f16::from_f32(round_to_odd_f32(x));
     bf16 => |v| Self::from_float(round_to_odd_f64(v)), |x| bf16::from_f32(round_to_odd_f32(x));
+    F8E4M3FN => |v| Self::from_float(round_to_odd_f64(v)), |x| Self::from_f64(x);
+    F8E4M3FNUZ => |v| Self::from_float(round_to_odd_f64(v)), |x| Self::from_f64(x);
+    F8E5M2 => |v| Self::from_float(round_to_odd_f64(v)), |x| Self::from_f64(x);
+    F8E5M2FNUZ => |v| Self::from_float(round_to_odd_f64(v)), |x| Self::from_f64(x);
 }
 
 macro_rules! impl_scalar_int {
@@ -1821,5 +1828,144 @@ mod tests {
             (m.shape(), m.to_f64_vec()),
             (&[2usize, 1][..], vec![1.0, 2.0])
         );
+    }
+
+    // ---- float8 ----
+
+    /// The bit patterns of float8 elements.
+    fn bits<T: crate::float8::Float8>(v: Vec<T>) -> Vec<u8> {
+        v.into_iter().map(T::to_bits).collect()
+    }
+
+    #[test]
+    fn convert_to_float8_rounds_to_nearest_even_and_saturates_finite_values() {
+        // The ONNX Cast test inputs: RNE, finite overflow to ±max, NaN to NaN, -tiny to -0.
+        let x = vec![
+            0.478_925_47f32,
+            0.499_684_87,
+            1e6,
+            1e-7,
+            NAN as f32,
+            -1e-7,
+            -1e6,
+        ];
+        assert_eq!(
+            bits(conv::<f32, F8E4M3FN>(x.clone())),
+            [0x2f, 0x30, 0x7e, 0x00, 0x7f, 0x80, 0xfe]
+        );
+        assert_eq!(
+            bits(conv::<f32, F8E4M3FNUZ>(x.clone())),
+            [0x37, 0x38, 0x7f, 0x00, 0x80, 0x00, 0xff]
+        );
+        assert_eq!(
+            bits(conv::<f32, F8E5M2>(x.clone())),
+            [0x38, 0x38, 0x7b, 0x00, 0x7e, 0x80, 0xfb]
+        );
+        assert_eq!(
+            bits(conv::<f32, F8E5M2FNUZ>(x)),
+            [0x3c, 0x3c, 0x7f, 0x00, 0x80, 0x00, 0xff]
+        );
+        // ±inf stays ±inf where the type has infinities, else saturates.
+        assert_eq!(bits(conv::<f64, F8E5M2>(vec![INF, -INF])), [0x7c, 0xfc]);
+        assert_eq!(bits(conv::<f64, F8E4M3FN>(vec![INF, -INF])), [0x7e, 0xfe]);
+        assert_eq!(bits(conv::<f16, F8E4M3FNUZ>(vec![f16::INFINITY])), [0x7f]);
+        // Integers round once: 17 is a tie between 16 and 18 (16 is even); 2^62 + 1 saturates.
+        assert_eq!(
+            conv::<i32, F8E4M3FN>(vec![17, 19, -1000]),
+            vec![
+                F8E4M3FN::from_f32(16.0),
+                F8E4M3FN::from_f32(20.0),
+                F8E4M3FN::MIN
+            ]
+        );
+        assert_eq!(conv::<i64, F8E5M2>(vec![(1 << 62) + 1]), vec![F8E5M2::MAX]);
+        assert_eq!(
+            bits(conv::<bool, F8E5M2FNUZ>(vec![true, false])),
+            [0x40, 0x00]
+        );
+        // Between float8 types: through the exact value.
+        assert_eq!(
+            bits(conv::<F8E5M2, F8E4M3FN>(vec![
+                F8E5M2(0x7c),
+                F8E5M2(0x3d),
+                F8E5M2(0x80)
+            ])),
+            [0x7e, 0x3a, 0x80]
+        );
+    }
+
+    #[test]
+    fn convert_from_float8_is_exact() {
+        let x: Vec<F8E4M3FN> = (0..=255).map(F8E4M3FN).collect();
+        let y = conv::<F8E4M3FN, f32>(x.clone());
+        for (a, b) in x.iter().zip(&y) {
+            assert_eq!(a.to_f32().to_bits(), b.to_bits());
+        }
+        assert_same(
+            &conv::<F8E5M2FNUZ, f64>(vec![F8E5M2FNUZ(1), F8E5M2FNUZ(0x80), F8E5M2FNUZ(0xff)]),
+            &[2f64.powi(-17), NAN, -57344.0],
+        );
+        assert_eq!(conv::<F8E4M3FNUZ, i32>(vec![F8E4M3FNUZ(0x7f)]), vec![240]);
+        assert_eq!(conv::<F8E5M2, i8>(vec![F8E5M2(0xfc)]), vec![i8::MIN]);
+        assert_eq!(
+            conv::<F8E4M3FN, bool>(vec![F8E4M3FN(0x80), F8E4M3FN(0x7f)]),
+            vec![false, true]
+        );
+    }
+
+    #[test]
+    fn float8_arithmetic_rounds_once() {
+        let f = F8E4M3FN::from_f32;
+        // 1 + 1/16 is a tie between 1 and 1.125: even (1.0).
+        assert_eq!(
+            bin(
+                BinaryOp::Add,
+                vec![f(1.0), f(448.0)],
+                vec![f(0.0625), f(448.0)]
+            ),
+            vec![f(1.0), F8E4M3FN::MAX]
+        );
+        // 4.5 * 3.75 = 16.875 lies between 16 and 18.
+        assert_eq!(
+            bin(BinaryOp::Mul, vec![f(4.5)], vec![f(3.75)]),
+            vec![f(16.0)]
+        );
+        let e = F8E5M2::from_f32;
+        let q = bin(BinaryOp::Div, vec![e(1.0), e(0.0)], vec![e(0.0), e(0.0)]);
+        assert!(q[0].0 == 0x7c && q[1].is_nan());
+        assert_eq!(
+            bits(un::<F8E5M2, F8E5M2>(UnaryOp::Neg, vec![F8E5M2(0x7c)])),
+            [0xfc]
+        );
+        assert_eq!(
+            bits(un::<F8E4M3FNUZ, F8E4M3FNUZ>(
+                UnaryOp::Neg,
+                vec![F8E4M3FNUZ(0)]
+            )),
+            [0]
+        );
+        assert_eq!(
+            un::<F8E4M3FN, F8E4M3FN>(UnaryOp::Sqrt, vec![f(2.0)]),
+            vec![f(1.375)]
+        );
+        assert_eq!(
+            un::<F8E4M3FN, bool>(UnaryOp::IsNan, vec![F8E4M3FN::NAN, f(1.0)]),
+            vec![true, false]
+        );
+        assert_eq!(
+            un::<F8E5M2, bool>(UnaryOp::IsInf, vec![F8E5M2(0xfc), F8E5M2::MAX]),
+            vec![true, false]
+        );
+        assert_eq!(
+            cmp(
+                CompareOp::Eq,
+                vec![F8E4M3FN(0x80), F8E4M3FN::NAN],
+                vec![F8E4M3FN(0), F8E4M3FN::NAN]
+            ),
+            vec![true, false]
+        );
+        assert_eq!(cmp(CompareOp::Lt, vec![f(-1.0)], vec![f(0.5)]), vec![true]);
+        let io = get::<F8E4M3FN>(iota(DType::F8E4M3FN, &[18], 0));
+        assert_eq!((io[16], io[17]), (f(16.0), f(16.0)));
     }
 }

@@ -3,7 +3,7 @@
 //! # Numerics
 //!
 //! As in [`super::reduce`]: sums of products accumulate in `Arith::Acc`, which is f64 for every
-//! float type (f64, f32, f16, bf16) with one rounding to the element type at the end, the
+//! float type (f64, f32, f16, bf16, float8) with one rounding to the element type at the end, the
 //! element type itself with wrapping for integers, and or/and for bool (a bool `dot_general` is
 //! "any `a && b`"). This makes the oracle more exact than any backend; backends compare with a
 //! tolerance. Unlike `reduce_sum` (which starts from its first element, as numpy), a sum of

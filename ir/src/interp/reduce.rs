@@ -2,8 +2,8 @@
 //!
 //! # Numerics (the oracle's policy)
 //!
-//! - Sums and products accumulate in `Arith::Acc`: f64 for every float type (f64, f32, f16
-//!   and bf16), rounded once to the element type at the end, which makes the oracle at least as
+//! - Sums and products accumulate in `Arith::Acc`: f64 for every float type (f64, f32, f16,
+//!   bf16 and the float8 types), rounded once to the element type at the end, which makes the oracle at least as
 //!   exact as any backend (backends compare against it with a tolerance). Integers wrap in their
 //!   own type. Bool sums are a logical or and bool products a logical and. The same policy holds
 //!   for `cumsum`/`cumprod` (each output is the running f64 value rounded once) and for the sums
@@ -28,6 +28,7 @@ use std::cmp::Ordering;
 use half::{bf16, f16};
 
 use super::{InterpError, invalid};
+use crate::float8::{F8E4M3FN, F8E4M3FNUZ, F8E5M2, F8E5M2FNUZ};
 use crate::op::ReduceKind;
 use crate::shape::row_major_strides;
 use crate::tensor::{Element, Tensor, try_filled_vec};
@@ -91,9 +92,11 @@ impl Accum for bool {
 pub(crate) trait Arith: Element + PartialOrd {
     /// Where sums and products of this type accumulate (see the module docs).
     type Acc: Accum;
-    /// The identity of max: -inf for floats, `MIN` for integers, false for bool.
+    /// The identity of max: -inf for floats (the least finite value for float8 types without
+    /// infinities), `MIN` for integers, false for bool.
     const LOWEST: Self;
-    /// The identity of min: +inf for floats, `MAX` for integers, true for bool.
+    /// The identity of min: +inf for floats (the largest finite value for float8 types without
+    /// infinities), `MAX` for integers, true for bool.
     const HIGHEST: Self;
     /// Exact.
     fn to_acc(self) -> Self::Acc;
@@ -102,11 +105,11 @@ pub(crate) trait Arith: Element + PartialOrd {
 }
 
 macro_rules! impl_arith_float {
-    ($($t:ty),*) => {$(
+    ($($t:ty: $lowest:expr, $highest:expr);* $(;)?) => {$(
         impl Arith for $t {
             type Acc = f64;
-            const LOWEST: $t = <$t>::NEG_INFINITY;
-            const HIGHEST: $t = <$t>::INFINITY;
+            const LOWEST: $t = $lowest;
+            const HIGHEST: $t = $highest;
             fn to_acc(self) -> f64 {
                 Element::to_f64(self)
             }
@@ -116,7 +119,22 @@ macro_rules! impl_arith_float {
         }
     )*};
 }
-impl_arith_float!(f64, f32, f16, bf16);
+/// The float8 type `T`'s least or greatest value: ±inf where it has infinities, else ±max.
+macro_rules! f8_extreme {
+    ($t:ty, $negative:expr) => {
+        <$t>::from_bits(<$t>::FORMAT.extreme_bits($negative))
+    };
+}
+impl_arith_float! {
+    f64: f64::NEG_INFINITY, f64::INFINITY;
+    f32: f32::NEG_INFINITY, f32::INFINITY;
+    f16: f16::NEG_INFINITY, f16::INFINITY;
+    bf16: bf16::NEG_INFINITY, bf16::INFINITY;
+    F8E4M3FN: f8_extreme!(F8E4M3FN, true), f8_extreme!(F8E4M3FN, false);
+    F8E4M3FNUZ: f8_extreme!(F8E4M3FNUZ, true), f8_extreme!(F8E4M3FNUZ, false);
+    F8E5M2: f8_extreme!(F8E5M2, true), f8_extreme!(F8E5M2, false);
+    F8E5M2FNUZ: f8_extreme!(F8E5M2FNUZ, true), f8_extreme!(F8E5M2FNUZ, false);
+}
 
 macro_rules! impl_arith_exact {
     ($($t:ty: $lowest:expr, $highest:expr);* $(;)?) => {$(
