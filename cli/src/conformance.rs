@@ -1,13 +1,16 @@
 //! `terafab conformance`: run the ONNX backend test cases on a backend, print totals per set,
-//! write the per-case report, and compare with the backend's expectations list.
+//! write the per-case report, and compare with the backend's expectations list. With
+//! `--passes PIPELINE` the pipeline runs on every model before the backend
+//! (`terafab_testsuite::Optimized`); the expectations list stays the backend's own, since
+//! passes must not change which cases pass.
 
 use std::io::Write;
 use std::path::PathBuf;
 
 use clap::Args;
 use terafab_testsuite::{
-    DEFAULT_SETS, Interpreter, Summary, compare_expectations, default_cases_dir, discover,
-    read_expectations, report, run_all, write_expectations,
+    DEFAULT_SETS, Interpreter, Optimized, Summary, compare_expectations, default_cases_dir,
+    discover, read_expectations, report, run_all, write_expectations,
 };
 
 use crate::Backend;
@@ -18,6 +21,9 @@ pub struct ConformanceArgs {
     /// The backend to run the cases on.
     #[arg(long, value_enum, default_value_t = Backend::Interp)]
     backend: Backend,
+    /// Run this comma-separated pass pipeline (e.g. `dce`) on every model before the backend.
+    #[arg(long, value_name = "PIPELINE")]
+    passes: Option<String>,
     /// Only cases whose `set/name` matches this regex.
     #[arg(long, value_name = "REGEX")]
     filter: Option<String>,
@@ -51,14 +57,25 @@ pub fn run(args: &ConformanceArgs, out: &mut dyn Write) -> Result<(), CliError> 
         .map_err(|e| err(format!("--filter: {e}")))?;
     let root = args.cases.clone().unwrap_or_else(default_cases_dir);
     let sets: Vec<&str> = args.sets.iter().map(String::as_str).collect();
-    let cases = discover(&root, &sets, filter.as_ref()).map_err(|e| err(e.to_string()))?;
-    let backend = match args.backend {
+    if args.update_expectations
+        && (args.filter.is_some() || sets != DEFAULT_SETS || args.passes.is_some())
+    {
+        return Err(err(
+            "--update-expectations needs a full run of the bare backend (no --filter, default --sets, no --passes)".into(),
+        ));
+    }
+    let inner = match args.backend {
         Backend::Interp => Interpreter,
     };
+    let backend: Box<dyn terafab_testsuite::Backend> = match &args.passes {
+        Some(p) => Box::new(Optimized::new(p, inner).map_err(|e| err(format!("--passes: {e}")))?),
+        None => Box::new(inner),
+    };
+    let cases = discover(&root, &sets, filter.as_ref()).map_err(|e| err(e.to_string()))?;
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let results = run_all(&cases, &backend, threads, true);
+    let results = run_all(&cases, backend.as_ref(), threads, true);
     let w = |out: &mut dyn Write, s: String| writeln!(out, "{s}").map_err(CliError::Stdout);
     if let Some(path) = &args.report {
         std::fs::write(path, report(&results))
@@ -80,11 +97,6 @@ pub fn run(args: &ConformanceArgs, out: &mut dyn Write) -> Result<(), CliError> 
         ))
     });
     if args.update_expectations {
-        if args.filter.is_some() || sets != DEFAULT_SETS {
-            return Err(err(
-                "--update-expectations needs a full run (no --filter, default --sets)".into(),
-            ));
-        }
         write_expectations(&exp_path, backend_name(args.backend), &results)
             .map_err(|e| err(format!("{}: {e}", exp_path.display())))?;
         return w(out, format!("wrote {}", exp_path.display()));

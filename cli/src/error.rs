@@ -106,6 +106,22 @@ pub enum CliError {
         #[source]
         source: NpyError,
     },
+    #[error("pass pipeline `{pipeline}` failed")]
+    Pipeline {
+        pipeline: String,
+        #[source]
+        source: terafab_passes::PassError,
+    },
+    #[error(transparent)]
+    MemPlan(#[from] terafab_passes::MemPlanError),
+    #[error("--print-ir-after takes a pass name, and `{name}` is a named pipeline")]
+    PrintAfterPipeline { name: String },
+    #[error("cannot write `{}`", path.display())]
+    WriteFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot write to standard output")]
     Stdout(#[source] std::io::Error),
 }

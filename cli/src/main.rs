@@ -4,8 +4,11 @@
 //!   summary of each output and optionally write them as `.npy` files.
 //! - `terafab print`: print a model's IR text.
 //! - `terafab verify`: load and verify a model.
+//! - `terafab opt`: run a pipeline of passes over a model and print the resulting IR.
 //! - `terafab check`: list every unsupported or invalid node of an ONNX model at once.
-//! - `terafab conformance`: run the ONNX backend test cases on a backend.
+//! - `terafab conformance`: run the ONNX backend test cases on a backend (optionally after a
+//!   pass pipeline).
+//! - `terafab plan-memory`: print the arena plan of a model's intermediate tensors.
 //!
 //! Errors print as one `error: ...` line followed by one `  caused by: ...` line per source, and
 //! exit with code 1; bad arguments exit with code 2 (clap's convention).
@@ -13,6 +16,8 @@
 mod conformance;
 mod error;
 mod inputs;
+mod opt;
+mod plan_memory;
 mod run;
 mod summary;
 
@@ -38,6 +43,9 @@ EXAMPLES:
   # Check that a model loads and verifies
   terafab verify examples/mlp.tfir
 
+  # Optimize a model with the default pass pipeline, timing each pass
+  terafab opt examples/mlp.tfir --time-passes
+
   # Run an ONNX model on an input array
   terafab run examples/mlp.onnx --input x=x.npy
 
@@ -45,7 +53,10 @@ EXAMPLES:
   terafab check model.onnx --input-shape input=1x3x224x224
 
   # Run the ONNX conformance cases whose names match a regex on the interpreter
-  terafab conformance --backend interp --filter 'node/test_conv'";
+  terafab conformance --backend interp --filter 'node/test_conv'
+
+  # Plan the memory of an ONNX model's intermediate tensors for a batch of 64
+  terafab plan-memory examples/mlp.onnx --dim batch=64";
 
 const RUN_EXAMPLES: &str = "\
 EXAMPLES:
@@ -93,7 +104,18 @@ EXAMPLES:
   terafab conformance --filter 'node/test_conv' --report conv.txt
 
   # Check against the expectations list, and rewrite it from this run
-  terafab conformance --update-expectations";
+  terafab conformance --update-expectations
+
+  # Run a pass pipeline before the interpreter (the interpreter's expectations still hold)
+  terafab conformance --passes dce";
+
+const PLAN_MEMORY_EXAMPLES: &str = "\
+EXAMPLES:
+  # Arena size, bytes without reuse, weights, and each buffer's offset, size and live range
+  terafab plan-memory examples/mlp.tfir
+
+  # Symbolic dims need a value; run dead code elimination first
+  terafab plan-memory examples/mlp.onnx --dim batch=64 --passes dce";
 
 /// terafab: a tensor compiler for a simulated Dojo-like training accelerator.
 #[derive(Debug, Parser)]
@@ -114,12 +136,18 @@ enum Command {
     /// Load and verify a model
     #[command(after_help = VERIFY_EXAMPLES)]
     Verify(VerifyArgs),
+    /// Run a pipeline of passes over a model and print the resulting IR
+    #[command(after_help = opt::OPT_EXAMPLES)]
+    Opt(opt::OptArgs),
     /// List every unsupported or invalid node of an ONNX model at once.
     #[command(after_help = CHECK_EXAMPLES)]
     Check(CheckArgs),
     /// Run the ONNX backend test cases (written by scripts/onnx-testdata.sh) on a backend.
     #[command(after_help = CONFORMANCE_EXAMPLES)]
     Conformance(conformance::ConformanceArgs),
+    /// Plan the memory of a model's intermediate tensors: one arena, freed space reused.
+    #[command(after_help = PLAN_MEMORY_EXAMPLES)]
+    PlanMemory(plan_memory::PlanMemoryArgs),
 }
 
 /// Static shapes for a model's inputs (ONNX models leave some dims open).
@@ -254,8 +282,10 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(&args, &mut out),
         Command::Print(args) => print(&args, &mut out),
         Command::Verify(args) => verify(&args, &mut out),
+        Command::Opt(args) => opt::run(&args, &mut out),
         Command::Check(args) => check(&args, &mut out),
         Command::Conformance(args) => conformance::run(&args, &mut out),
+        Command::PlanMemory(args) => plan_memory::run(&args, &mut out),
     };
     let result = result.and_then(|()| out.flush().map_err(CliError::Stdout));
     match result {

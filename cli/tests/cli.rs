@@ -404,6 +404,8 @@ fn every_subcommand_has_examples_in_its_help() {
         &["run", "--help"],
         &["print", "--help"],
         &["verify", "--help"],
+        &["plan-memory", "--help"],
+        &["conformance", "--help"],
     ] {
         let text = success(&terafab(args));
         assert!(text.contains("EXAMPLES:"), "{args:?}: {text}");
@@ -534,4 +536,146 @@ fn onnx_models_need_bound_dims_and_check_lists_problems() {
         "batch=1",
     ]));
     assert!(err.contains("malformed ONNX protobuf"), "{err}");
+}
+
+#[test]
+fn plan_memory_prints_the_arena_and_every_buffer() {
+    let text = success(&terafab(&[
+        "plan-memory",
+        &example("mlp.onnx"),
+        "--dim",
+        "batch=64",
+        "--passes",
+        "dce",
+    ]));
+    assert!(text.starts_with("memory plan of @main: "), "{text}");
+    for line in ["arena (peak):", "without reuse:", "weights:", "probs "] {
+        assert!(text.contains(line), "{line}: {text}");
+    }
+    // Symbolic dims need a value; a bad pipeline is an error too.
+    let err = user_error(&terafab(&["plan-memory", &example("symbolic_batch.tfir")]));
+    assert!(err.contains("symbolic dim"), "{err}");
+    let err = user_error(&terafab(&[
+        "plan-memory",
+        &example("mlp.tfir"),
+        "--passes",
+        "frobnicate",
+    ]));
+    assert!(err.contains("unknown pass `frobnicate`"), "{err}");
+}
+
+#[test]
+fn conformance_rejects_unknown_passes_at_once() {
+    let dir = scratch("conformance_passes");
+    let err = user_error(&terafab(&[
+        "conformance",
+        "--passes",
+        "frobnicate",
+        "--cases",
+        &arg(&dir),
+    ]));
+    assert!(err.contains("--passes: unknown pass `frobnicate`"), "{err}");
+    let err = user_error(&terafab(&[
+        "conformance",
+        "--passes",
+        "dce",
+        "--update-expectations",
+    ]));
+    assert!(err.contains("no --passes"), "{err}");
+}
+
+/// A small model every pass of the default pipeline changes.
+const OPT_MODEL: &str = "func @main(%x: f32[2,3]) -> (y: f32[2,3]) {
+  %one = constant() {value=dense<f32[]>[1.0]} : f32[]
+  %two = constant() {value=dense<f32[]>[2.0]} : f32[]
+  %half = div(%one, %two) : f32[]
+  %a = mul(%x, %one) : f32[2,3]
+  %b = mul(%a, %half) : f32[2,3]
+  %c = mul(%x, %half) : f32[2,3]
+  %y = add(%b, %c) : f32[2,3]
+  return %y
+}
+";
+
+#[test]
+fn opt_runs_the_default_pipeline() {
+    let dir = scratch("opt_default");
+    let model = arg(&write_model(&dir, "m.tfir", OPT_MODEL));
+    let text = success(&terafab(&["opt", &model]));
+    assert_eq!(
+        text,
+        "func @main(%x: f32[2,3]) -> (y: f32[2,3]) {
+  %half = constant() {value=dense<f32[]>[0.5]} : f32[]
+  %b = mul(%x, %half) : f32[2,3]
+  %y = add(%b, %b) : f32[2,3]
+  return %y
+}
+"
+    );
+    // -o writes the same text, which loads back.
+    let out = arg(&dir.join("out.tfir"));
+    assert_eq!(success(&terafab(&["opt", &model, "-o", &out])), "");
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), text);
+    success(&terafab(&["verify", &out]));
+}
+
+#[test]
+fn opt_prints_ir_after_passes_and_times_them() {
+    let dir = scratch("opt_print");
+    let model = arg(&write_model(&dir, "m.tfir", OPT_MODEL));
+    let o = terafab(&[
+        "opt",
+        &model,
+        "--passes",
+        "fold,dce",
+        "--print-ir-after",
+        "dce",
+    ]);
+    success(&o);
+    let err = stderr(&o);
+    assert!(
+        err.starts_with("// -----// IR after dce //----- //\nfunc @main"),
+        "{err}"
+    );
+    assert_eq!(err.matches("// -----// IR after").count(), 1, "{err}");
+    let o = terafab(&["opt", &model, "--print-ir-after-all", "--time-passes"]);
+    success(&o);
+    let err = stderr(&o);
+    for pass in ["canonicalize", "fold", "cse", "dce"] {
+        assert!(
+            err.contains(&format!("// -----// IR after {pass} //----- //")),
+            "{err}"
+        );
+        // Every pass changes this model.
+        let row = err.lines().find(|l| l.ends_with(&format!("  {pass}")));
+        assert!(row.is_some_and(|r| r.contains(" yes ")), "{err}");
+    }
+    assert!(err.contains("Pass execution timing report"), "{err}");
+    assert!(
+        err.contains("---Wall Time---  --Changed--  ---Nodes---"),
+        "{err}"
+    );
+    assert!(err.contains("(verifier)") && err.contains("Total"), "{err}");
+}
+
+#[test]
+fn opt_reports_bad_pipelines() {
+    let dir = scratch("opt_bad");
+    let model = arg(&write_model(&dir, "m.tfir", OPT_MODEL));
+    let err = user_error(&terafab(&["opt", &model, "--passes", "fold,frobnicate"]));
+    assert!(
+        err.contains("unknown pass `frobnicate`") && err.contains("canonicalize"),
+        "{err}"
+    );
+    let err = user_error(&terafab(&["opt", &model, "--passes", "fold,,dce"]));
+    assert!(err.contains("empty pass name"), "{err}");
+    let err = user_error(&terafab(&["opt", &model, "--print-ir-after", "default"]));
+    assert!(err.contains("named pipeline"), "{err}");
+    let err = user_error(&terafab(&["opt", &model, "--print-ir-after", "nope"]));
+    assert!(err.contains("unknown pass `nope`"), "{err}");
+    let help = success(&terafab(&["opt", "--help"]));
+    assert!(
+        help.contains("EXAMPLES") && help.contains("--time-passes"),
+        "{help}"
+    );
 }

@@ -18,6 +18,10 @@
 //!
 //! Each backend has an expectations list (`testsuite/expectations/BACKEND.txt`) naming the cases
 //! that must pass; [`compare_expectations`] reports regressions and new passes.
+//!
+//! [`Optimized`] wraps a backend with a pipeline of graph passes run before it: the passes must
+//! keep the backend's expectations (the interpreter's list is checked with `dce` and later
+//! pipelines in `tests/conformance_passes.rs`).
 
 pub mod expectations;
 
@@ -188,6 +192,46 @@ impl Backend for Interpreter {
     fn run(&self, m: &Module, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, String> {
         let f = m.entry().ok_or("the module has no function")?;
         terafab_ir::interp::run_function(f, &inputs).map_err(|e| error_chain(&e))
+    }
+}
+
+/// A backend that first runs a pipeline of passes (`terafab_passes`, e.g. `"dce"`) over the
+/// module, verifying after each pass, then hands the result to `inner`. Named
+/// `INNER+PIPELINE` (`interp+dce`). A pass that fails, or leaves invalid IR, fails the case.
+/// This is how every rewrite is checked against the interpreter on the whole suite.
+pub struct Optimized<B> {
+    pipeline: String,
+    inner: B,
+    name: String,
+}
+
+impl<B: Backend> Optimized<B> {
+    /// Wrap `inner`; the pipeline is parsed here, so an unknown pass is reported at once.
+    pub fn new(pipeline: &str, inner: B) -> Result<Self, terafab_passes::PassError> {
+        terafab_passes::parse_pipeline(pipeline)?;
+        let name = format!("{}+{pipeline}", inner.name());
+        Ok(Optimized {
+            pipeline: pipeline.to_string(),
+            inner,
+            name,
+        })
+    }
+
+    pub fn pipeline(&self) -> &str {
+        &self.pipeline
+    }
+}
+
+impl<B: Backend> Backend for Optimized<B> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn run(&self, m: &Module, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, String> {
+        let mut m = m.clone();
+        terafab_passes::run_pipeline(&mut m, &self.pipeline, Default::default())
+            .map_err(|e| format!("pipeline `{}`: {}", self.pipeline, error_chain(&e)))?;
+        self.inner.run(&m, inputs)
     }
 }
 
