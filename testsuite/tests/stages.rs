@@ -1,0 +1,122 @@
+//! Snapshots of the lowered stages of four small models (an MLP, a CNN block with batch-norm,
+//! a ResNet bottleneck block, a transformer encoder block), written by
+//! `scripts/make_test_models.py` into `testsuite/models/`.
+//!
+//! For each model: the imported graph IR and the IR after the `default` pipeline are
+//! insta-snapshotted (`snapshots/stages__NAME@imported.snap`, `stages__NAME@default.snap`;
+//! constants of more than [`ELIDE_ABOVE`] elements are elided), and the interpreter's result on
+//! the saved input, before and after the pipeline, is compared with the output onnx's reference
+//! evaluator computed (saved next to the model, so no Python runs here). Review changed
+//! snapshots with `cargo insta review`.
+
+use std::path::{Path, PathBuf};
+
+use terafab_frontend::{LoadOptions, load_model_with};
+use terafab_ir::npy::read_npy;
+use terafab_ir::print::{PrintOptions, print_module_with};
+use terafab_ir::{Module, Tensor};
+use terafab_passes::{PipelineOptions, run_pipeline};
+
+/// Constants with more elements than this print as `dense<TYPE> elided`: weights would bury
+/// the graph, while small constants (biases, scalars, shapes) show what the passes see.
+const ELIDE_ABOVE: usize = 16;
+
+/// The pipeline whose result is snapshotted.
+const PIPELINE: &str = "default";
+
+/// Tolerances against the reference evaluator's output (f32). The interpreter accumulates sums in
+/// f64 and rounds once, while onnx's reference evaluator computes in f32 numpy (pairwise or
+/// BLAS-ordered sums, f32 exp/erf and normalization), so the two differ by a few f32 ulps per
+/// accumulated product: rtol 1e-4 allows roughly a thousand f32 ulps, and atol 1e-5 covers the
+/// outputs near zero (after a residual Add or a LayerNorm) where relative error is meaningless.
+/// Both are far below any real error a wrong rewrite or import would make on these weights.
+const RTOL: f64 = 1e-4;
+const ATOL: f64 = 1e-5;
+
+fn models_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("models")
+}
+
+fn count_nodes(m: &Module) -> usize {
+    m.functions.iter().map(|f| f.num_nodes()).sum()
+}
+
+/// Run the module's entry function on one input; its single result.
+fn run(m: &Module, x: &Tensor, stage: &str) -> Tensor {
+    let f = m.entry().expect("the module has an entry function");
+    let mut out = terafab_ir::interp::run_function(f, std::slice::from_ref(x))
+        .unwrap_or_else(|e| panic!("{stage}: the interpreter failed: {e}"));
+    assert_eq!(out.len(), 1, "{stage}: one result expected");
+    out.remove(0)
+}
+
+/// Snapshot the imported and optimized IR of `testsuite/models/NAME.onnx` and check both
+/// against the saved reference output.
+fn check_stages(name: &str) {
+    let dir = models_dir();
+    let model = dir.join(format!("{name}.onnx"));
+    let x = read_npy(&dir.join(format!("{name}_input.npy"))).expect("read the input");
+    let want =
+        read_npy(&dir.join(format!("{name}_expected.npy"))).expect("read the expected output");
+    let print_opts = PrintOptions {
+        elide_constants_above: Some(ELIDE_ABOVE),
+    };
+
+    // (a) The imported graph.
+    let mut module = load_model_with(&model, &LoadOptions::default()).unwrap_or_else(|e| {
+        panic!(
+            "{}: {}",
+            model.display(),
+            terafab_testsuite::error_chain(&e)
+        )
+    });
+    let imported_nodes = count_nodes(&module);
+    let imported = format!(
+        "// {name}.onnx as imported: {imported_nodes} nodes\n{}",
+        print_module_with(&module, &print_opts)
+    );
+    insta::assert_snapshot!(format!("{name}@imported"), imported);
+    let before = run(&module, &x, "imported");
+    terafab_testsuite::compare(&before, &want, RTOL, ATOL)
+        .unwrap_or_else(|e| panic!("{name} as imported vs the reference evaluator: {e}"));
+
+    // (b) After the pipeline.
+    run_pipeline(&mut module, PIPELINE, PipelineOptions::default())
+        .unwrap_or_else(|e| panic!("{name}: {PIPELINE}: {e}"));
+    let optimized = format!(
+        "// {name}.onnx after `{PIPELINE}`: {} nodes (imported: {imported_nodes})\n{}",
+        count_nodes(&module),
+        print_module_with(&module, &print_opts)
+    );
+    insta::assert_snapshot!(format!("{name}@{PIPELINE}"), optimized);
+
+    // (c) The pipeline keeps the interpreter's results bitwise (as passes/tests/semantics.rs
+    // asks of every pipeline), so they match the reference as well.
+    let after = run(&module, &x, PIPELINE);
+    assert!(
+        after.bit_eq(&before),
+        "{name}: `{PIPELINE}` changed the interpreter's result"
+    );
+    terafab_testsuite::compare(&after, &want, RTOL, ATOL)
+        .unwrap_or_else(|e| panic!("{name} after `{PIPELINE}` vs the reference evaluator: {e}"));
+}
+
+#[test]
+fn mlp() {
+    check_stages("mlp");
+}
+
+#[test]
+fn cnn_bn() {
+    check_stages("cnn_bn");
+}
+
+#[test]
+fn resnet_bottleneck() {
+    check_stages("resnet_bottleneck");
+}
+
+#[test]
+fn transformer_block() {
+    check_stages("transformer_block");
+}
