@@ -9,12 +9,14 @@
 //!
 //! The passes: `infer-types` (recompute result types), `canonicalize` (local exact rewrites to a
 //! fixed point), `fold` (constant folding through the interpreter), `cse` (common
-//! subexpression elimination), `dce` (dead code elimination), `memplan` (memory planning, an
+//! subexpression elimination), `dce` (dead code elimination), `eqsat` (equality saturation with
+//! exact rules, [`eqsat`]; not in `default` yet), `memplan` (memory planning, an
 //! analysis). Helpers shared by passes live in [`util`].
 
 pub mod canonicalize;
 pub mod cse;
 mod dce;
+pub mod eqsat;
 pub mod fold;
 pub mod infer_types;
 pub mod memplan;
@@ -76,6 +78,11 @@ pub const REGISTRY: &[PassInfo] = &[
         name: "memplan",
         description: "plan the arena offsets of intermediate tensors and check the plan (analysis: changes nothing)",
         create: || Box::new(memplan::MemPlan),
+    },
+    PassInfo {
+        name: "eqsat",
+        description: "equality saturation with exact algebraic rules (egg), greedy extraction by result bytes",
+        create: || Box::new(eqsat::Eqsat::default()),
     },
 ];
 

@@ -33,7 +33,8 @@ pub fn resolve(map: &HashMap<ValueId, ValueId>, mut v: ValueId) -> ValueId {
     v
 }
 
-fn replace_in_region(r: &mut Region, map: &HashMap<ValueId, ValueId>) -> usize {
+/// [`replace_uses`] within one region (and its nested regions); returns how many uses changed.
+pub fn replace_in_region(r: &mut Region, map: &HashMap<ValueId, ValueId>) -> usize {
     let mut count = 0;
     let mut rewrite = |v: &mut ValueId| {
         let to = resolve(map, *v);
