@@ -19,6 +19,7 @@ const INT: &[&str] = &["i32", "i64", "u8"];
 const INT_BOOL: &[&str] = &["i32", "i8", "bool"];
 const ANY: &[&str] = &["f32", "i32", "f16"];
 const NUMERIC: &[&str] = &["f32", "i32", "bf16", "i64"];
+const SIGNED: &[&str] = &["i32", "i8", "i64"];
 
 /// A template: the rule, element types, and the body given the type `T` (e.g. `f32[2,3]`),
 /// the element type, and a transposed type `TT` of a rank-2 `T`.
@@ -32,7 +33,10 @@ const fn t(rule: &'static str, dtypes: &'static [&'static str], body: &'static s
     Template { rule, dtypes, body }
 }
 
-/// `%x`, `%y`: type T; `%c`: bool with T's shape. Bodies return `%r` of type T (R if given).
+/// `%x`, `%y`: type T; `%c`: bool with T's shape. Bodies return `%r`, of the type on its line.
+/// Besides `T`, `TT`, `E`, `N`, `S`, `L`, `Z` (see [`source`]): `@f64` (and `@i64`, `@f32`, `@i8`) is
+/// `f64` with T's shape, `@1N` is `E[1,N]`, `@S1`/`@L1` the type/limit of T's first column,
+/// `@S2`/`@L2` of T sliced with stride `[1, 2]`, `@S4` of that sliced with stride `[2, 2]`.
 const TEMPLATES: &[Template] = &[
     t("add-comm", INT, "%r = add(%x, %y) : T"),
     t("mul-comm", INT, "%r = mul(%x, %y) : T"),
@@ -118,6 +122,197 @@ const TEMPLATES: &[Template] = &[
         NUMERIC,
         "%r = reduce_sum(%x) {axes=[], keep_dims=false} : T",
     ),
+    t(
+        "reduce-prod-none",
+        NUMERIC,
+        "%r = reduce_prod(%x) {axes=[], keep_dims=true} : T",
+    ),
+    t(
+        "reduce-max-none",
+        ANY,
+        "%r = reduce_max(%x) {axes=[], keep_dims=false} : T",
+    ),
+    t(
+        "reduce-min-none",
+        ANY,
+        "%r = reduce_min(%x) {axes=[], keep_dims=false} : T",
+    ),
+    t(
+        "reduce-sum-unit",
+        NUMERIC,
+        "%a = reshape(%x) {shape=[1, N]} : @1N\n  %r = reduce_sum(%a) {axes=[0], keep_dims=true} : @1N",
+    ),
+    t(
+        "reduce-prod-unit",
+        NUMERIC,
+        "%a = reshape(%x) {shape=[1, N]} : @1N\n  %r = reduce_prod(%a) {axes=[0], keep_dims=true} : @1N",
+    ),
+    t(
+        "reduce-max-unit",
+        ANY,
+        "%a = reshape(%x) {shape=[1, N]} : @1N\n  %r = reduce_max(%a) {axes=[0], keep_dims=true} : @1N",
+    ),
+    t(
+        "reduce-min-unit",
+        ANY,
+        "%a = reshape(%x) {shape=[1, N]} : @1N\n  %r = reduce_min(%a) {axes=[0], keep_dims=true} : @1N",
+    ),
+    t(
+        "and-ones",
+        SIGNED,
+        "%z = constant() {value=dense<E[]>[-1]} : E[]\n  %r = and(%z, %x) : T",
+    ),
+    t(
+        "and-ones",
+        &["u8"],
+        "%z = constant() {value=dense<E[]>[255]} : E[]\n  %r = and(%x, %z) : T",
+    ),
+    t(
+        "and-ones",
+        &["bool"],
+        "%z = constant() {value=dense<E[]>[true]} : E[]\n  %r = and(%x, %z) : T",
+    ),
+    t("abs-abs", NUMERIC, "%a = abs(%x) : T\n  %r = abs(%a) : T"),
+    t("abs-neg", NUMERIC, "%a = neg(%x) : T\n  %r = abs(%a) : T"),
+    t(
+        "or-zero",
+        INT,
+        "%z = constant() {value=dense<E[]>[0]} : E[]\n  %r = or(%z, %x) : T",
+    ),
+    t(
+        "xor-zero",
+        INT,
+        "%z = constant() {value=dense<E[]>[0]} : E[]\n  %r = xor(%x, %z) : T",
+    ),
+    t(
+        "shift-left-zero",
+        INT,
+        "%z = constant() {value=dense<E[]>[0]} : E[]\n  %r = shift_left(%x, %z) : T",
+    ),
+    t(
+        "shift-right-zero",
+        INT,
+        "%z = constant() {value=dense<E[]>[0]} : E[]\n  %r = shift_right(%x, %z) : T",
+    ),
+    t(
+        "div-pow2",
+        &["f32", "f16", "bf16", "f64"],
+        "%z = constant() {value=dense<E[]>[4]} : E[]\n  %r = div(%x, %z) : T",
+    ),
+    t(
+        "div-pow2",
+        &["f64", "f32", "f16"],
+        "%z = constant() {value=dense<E[]>[-0.125]} : E[]\n  %r = div(%x, %z) : T",
+    ),
+    t(
+        "mul-neg-one",
+        SIGNED,
+        "%z = constant() {value=dense<E[]>[-1]} : E[]\n  %r = mul(%x, %z) : T",
+    ),
+    t(
+        "mul-neg-one",
+        SIGNED,
+        "%z = constant() {value=dense<E[]>[-1]} : E[]\n  %r = mul(%z, %x) : T",
+    ),
+    t(
+        "select-const",
+        ANY,
+        "%k = constant() {value=dense<bool[]>[true]} : bool[]\n  %r = select(%k, %x, %y) : T",
+    ),
+    t(
+        "select-const",
+        ANY,
+        "%k = constant() {value=dense<bool[]>[false]} : bool[]\n  %r = select(%k, %x, %y) : T",
+    ),
+    t(
+        "convert-convert",
+        &["i8", "u8", "i32", "u16"],
+        "%a = convert(%x) {to=i64} : @i64\n  %r = convert(%a) {to=E} : T",
+    ),
+    t(
+        "convert-convert",
+        &["i8", "u8", "i32", "u32"],
+        "%a = convert(%x) {to=f64} : @f64\n  %r = convert(%a) {to=f32} : @f32",
+    ),
+    t(
+        "reverse-reverse-merge",
+        ANY,
+        "%a = reverse(%x) {axes=[0]} : T\n  %r = reverse(%a) {axes=[1, 0]} : T",
+    ),
+    t(
+        "pad-none",
+        ANY,
+        "%z = constant() {value=dense<E[]>[Z]} : E[]\n  \
+         %r = pad(%x, %z) {low=[0, 0], high=[0, 0], interior=[0, 0]} : T",
+    ),
+    t("concat-single", ANY, "%r = concat(%x) {axis=1} : T"),
+    t("reverse-unit", ANY, "%r = reverse(%x) {axes=[]} : T"),
+    t(
+        "reverse-unit",
+        ANY,
+        "%a = reshape(%x) {shape=[1, N]} : @1N\n  %r = reverse(%a) {axes=[0]} : @1N",
+    ),
+    t(
+        "slice-slice",
+        ANY,
+        "%a = slice(%x) {start=[0, 0], limit=L, stride=[1, 2]} : @S2\n  \
+         %r = slice(%a) {start=[0, 0], limit=@L2, stride=[2, 2]} : @S4",
+    ),
+    t(
+        "slice-slice",
+        ANY,
+        "%a = slice(%x) {start=[0, 0], limit=L, stride=[1, 1]} : T\n  \
+         %r = slice(%a) {start=[0, 0], limit=L, stride=[1, 1]} : T",
+    ),
+    t(
+        "transpose-splat",
+        ANY,
+        "%s = reduce_max(%x) {axes=[0, 1], keep_dims=false} : E[]\n  \
+         %b = broadcast(%s) {shape=S} : T\n  %r = transpose(%b) {perm=[1, 0]} : TT",
+    ),
+    t(
+        "reshape-splat",
+        ANY,
+        "%s = reduce_max(%x) {axes=[0, 1], keep_dims=false} : E[]\n  \
+         %b = broadcast(%s) {shape=S} : T\n  %r = reshape(%b) {shape=[1, N]} : @1N",
+    ),
+    t(
+        "reverse-splat",
+        ANY,
+        "%s = reduce_min(%x) {axes=[0, 1], keep_dims=false} : E[]\n  \
+         %b = broadcast(%s) {shape=S} : T\n  %r = reverse(%b) {axes=[1]} : T",
+    ),
+    t(
+        "slice-splat",
+        ANY,
+        "%s = reduce_min(%x) {axes=[0, 1], keep_dims=false} : E[]\n  \
+         %b = broadcast(%s) {shape=S} : T\n  \
+         %r = slice(%b) {start=[0, 0], limit=L, stride=[1, 2]} : @S2",
+    ),
+    t(
+        "convert-broadcast",
+        NUMERIC,
+        "%a = slice(%x) {start=[0, 0], limit=@L1, stride=[1, 1]} : @S1\n  \
+         %b = broadcast(%a) {shape=S} : T\n  %r = convert(%b) {to=i8} : @i8",
+    ),
+    t(
+        "neg-broadcast",
+        NUMERIC,
+        "%a = slice(%x) {start=[0, 0], limit=@L1, stride=[1, 1]} : @S1\n  \
+         %b = broadcast(%a) {shape=S} : T\n  %r = neg(%b) : T",
+    ),
+    t(
+        "abs-broadcast",
+        NUMERIC,
+        "%s = reduce_min(%x) {axes=[0, 1], keep_dims=false} : E[]\n  \
+         %b = broadcast(%s) {shape=S} : T\n  %r = abs(%b) : T",
+    ),
+    t(
+        "not-broadcast",
+        INT_BOOL,
+        "%a = slice(%x) {start=[0, 0], limit=@L1, stride=[1, 1]} : @S1\n  \
+         %b = broadcast(%a) {shape=S} : T\n  %r = not(%b) : T",
+    ),
 ];
 
 /// The function of template `t` at element type `e` and shape `[d0, d1]`.
@@ -128,8 +323,20 @@ fn source(t: &Template, e: &str, d0: usize, d1: usize) -> String {
     } else {
         "0"
     };
-    let body = t
-        .body
+    let (half, rows2) = (d1.div_ceil(2), d0.div_ceil(2));
+    let quarter = half.div_ceil(2);
+    let mut body = t.body.to_string();
+    for d in ["f64", "i64", "f32", "i8"] {
+        body = body.replace(&format!("@{d}"), &format!("{d}[{d0},{d1}]"));
+    }
+    let body = body
+        .replace("@1N", &format!("{e}[1,{}]", d0 * d1))
+        .replace("[1, N]", &format!("[1, {}]", d0 * d1))
+        .replace("@S1", &format!("{e}[{d0},1]"))
+        .replace("@L1", &format!("[{d0}, 1]"))
+        .replace("@S2", &format!("{e}[{d0},{half}]"))
+        .replace("@L2", &format!("[{d0}, {half}]"))
+        .replace("@S4", &format!("{e}[{rows2},{quarter}]"))
         .replace("TT", &format!("{e}[{d1},{d0}]"))
         .replace("T", &ty)
         .replace(" C", &format!(" bool[{d0},{d1}]"))
@@ -139,8 +346,9 @@ fn source(t: &Template, e: &str, d0: usize, d1: usize) -> String {
         .replace("=S", &format!("=[{d0}, {d1}]"))
         .replace("=L", &format!("=[{d0}, {d1}]"))
         .replace("[Z]", &format!("[{zero}]"));
+    let rty = body.rsplit(" : ").next().unwrap_or(&ty);
     format!(
-        "func @main(%x: {ty}, %y: {ty}, %c: bool[{d0},{d1}]) -> (r: {ty}) {{\n  {body}\n  return %r\n}}\n"
+        "func @main(%x: {ty}, %y: {ty}, %c: bool[{d0},{d1}]) -> (r: {rty}) {{\n  {body}\n  return %r\n}}\n"
     )
 }
 

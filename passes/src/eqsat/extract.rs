@@ -3,16 +3,21 @@
 //! The cost of an e-node is the memory it moves, the bytes of its result and of the operands it
 //! reads, plus [`NODE_OVERHEAD`], plus its operands' costs; leaves (inputs and opaque values)
 //! cost nothing. So removing a node always pays, and of two equal nodes the one moving fewer
-//! bytes wins (a constant reads nothing: `x - x` becomes a zero constant).
+//! bytes wins (a constant reads nothing: `x - x` becomes a zero constant); a division costs
+//! [`DIV_OVERHEAD`] more than a multiplication.
 
 use egg::{CostFunction, Extractor, Id, Language};
-use terafab_ir::TensorType;
+use terafab_ir::{BinaryOp, Op, TensorType};
 
 use super::analysis::{Meaning, TfGraph, TypeAnalysis, op_type};
 use super::language::TfNode;
 
 /// The cost of a node beyond its result's bytes (a kernel launch, a loop nest).
 pub const NODE_OVERHEAD: f64 = 64.0;
+
+/// The extra cost of a division over a multiplication (dearer on every backend): it breaks the
+/// tie in favour of `x * (1/c)` when both are equal.
+pub const DIV_OVERHEAD: f64 = 1.0;
 
 /// Bytes assumed for a result of unknown (symbolic) size.
 const UNKNOWN_BYTES: f64 = 1024.0;
@@ -46,7 +51,12 @@ impl CostFunction<TfNode> for ResultBytes<'_> {
                     .map(|&c| self.egraph[c].data.clone())
                     .collect();
                 let read: f64 = tys.iter().map(|t| bytes(t.as_ref())).sum();
-                bytes(op_type(&op, &tys).as_ref()) + read + NODE_OVERHEAD
+                let div = if op == Op::Binary(BinaryOp::Div) {
+                    DIV_OVERHEAD
+                } else {
+                    0.0
+                };
+                bytes(op_type(&op, &tys).as_ref()) + read + NODE_OVERHEAD + div
             }
             None => f64::INFINITY,
         };

@@ -12,7 +12,7 @@
 //! when its type equals the e-class's, so no rule needs its own shape conditions.
 
 use egg::{Applier, Id, Pattern, PatternAst, Rewrite, Subst, Symbol, Var};
-use terafab_ir::{DType, Op, Tensor, TensorType};
+use terafab_ir::{BinaryOp, DType, Op, Tensor, TensorType, UnaryOp};
 
 use super::analysis::{TfGraph, TypeAnalysis, op_type};
 use super::language::{TfNode, attrless_op};
@@ -188,6 +188,101 @@ pub const RULES: &[RuleDef] = &[
     rule("slice-full", "(slice ?x)", operand),
     // reduce_sum(x) over no axes == x.
     rule("reduce-sum-none", "(reduce_sum ?x)", reduce_none),
+    // reduce_prod(x) over no axes == x (a one-element fold is its element).
+    rule("reduce-prod-none", "(reduce_prod ?x)", reduce_none),
+    // reduce_max(x) over no axes == x.
+    rule("reduce-max-none", "(reduce_max ?x)", reduce_none),
+    // reduce_min(x) over no axes == x.
+    rule("reduce-min-none", "(reduce_min ?x)", reduce_none),
+    // reduce_sum(x) over extent-1 axes only == x (with keep_dims; else a reshape of x).
+    rule("reduce-sum-unit", "(reduce_sum ?x)", reduce_unit),
+    // reduce_prod(x) over extent-1 axes only == x (with keep_dims; else a reshape of x).
+    rule("reduce-prod-unit", "(reduce_prod ?x)", reduce_unit),
+    // reduce_max(x) over extent-1 axes only == x (with keep_dims; else a reshape of x).
+    rule("reduce-max-unit", "(reduce_max ?x)", reduce_unit),
+    // reduce_min(x) over extent-1 axes only == x (with keep_dims; else a reshape of x).
+    rule("reduce-min-unit", "(reduce_min ?x)", reduce_unit),
+    // x & ones == ones & x == x (true for bool, -1 for signed, MAX for unsigned up to 32 bits).
+    rule("and-ones", "(and ?a ?b)", and_ones),
+    // |(|x|)| == |x| (integers: abs(MIN) == MIN both times; floats clear the sign bit).
+    rule("abs-abs", "(abs (abs ?x))", root_of_operand),
+    // |-x| == |x| (integers: -MIN == MIN; floats: the sign bit is cleared either way).
+    rule("abs-neg", "(abs (neg ?x))", root_of_operand),
+    // x | 0 == 0 | x == x.
+    rule("or-zero", "(or ?a ?b)", or_xor_zero),
+    // x ^ 0 == 0 ^ x == x.
+    rule("xor-zero", "(xor ?a ?b)", or_xor_zero),
+    // x << 0 == x.
+    rule("shift-left-zero", "(shift_left ?a ?b)", sub_zero),
+    // x >> 0 == x.
+    rule("shift-right-zero", "(shift_right ?a ?b)", sub_zero),
+    // x / c == x * (1/c) for floats and a splat c of a power of two whose reciprocal is exact.
+    rule("div-pow2", "(div ?a ?b)", div_pow2),
+    // x * -1 == -1 * x == -x (signed integers only: float NaN * -1 keeps the NaN's sign).
+    rule("mul-neg-one", "(mul ?a ?b)", mul_neg_one),
+    // select(true-splat, a, b) == a; select(false-splat, a, b) == b.
+    rule("select-const", "(select ?c ?a ?b)", select_const),
+    // convert(convert(x, mid), to) == convert(x, to) when integer x converts to mid exactly
+    // (and not float mid into integer to: see `converts_exactly`).
+    rule("convert-convert", "(convert (convert ?x))", convert_convert),
+    // reverse(reverse(x, a), b) == reverse(x, a xor b) (an axis reversed twice is restored).
+    rule(
+        "reverse-reverse-merge",
+        "(reverse (reverse ?x))",
+        reverse_reverse_merge,
+    ),
+    // pad(x) with no padding at all (low, high and interior 0) == x.
+    rule("pad-none", "(pad ?x ?v)", pad_none),
+    // concat(x) of a single operand == x.
+    rule("concat-single", "(concat ?x)", operand),
+    // reverse(x) over axes of extent 1 only == x.
+    rule("reverse-unit", "(reverse ?x)", reverse_unit),
+    // slice(slice(x)) == one slice: starts compose, strides multiply.
+    rule("slice-slice", "(slice (slice ?x))", slice_slice),
+    // transpose(broadcast(scalar)) == broadcast(scalar) to the result shape (a splat).
+    rule(
+        "transpose-splat",
+        "(transpose (broadcast ?x))",
+        rebroadcast_scalar,
+    ),
+    // reshape(broadcast(scalar)) == broadcast(scalar) to the result shape.
+    rule(
+        "reshape-splat",
+        "(reshape (broadcast ?x))",
+        rebroadcast_scalar,
+    ),
+    // reverse(broadcast(scalar)) == broadcast(scalar).
+    rule(
+        "reverse-splat",
+        "(reverse (broadcast ?x))",
+        rebroadcast_scalar,
+    ),
+    // slice(broadcast(scalar)) == broadcast(scalar) to the result shape.
+    rule("slice-splat", "(slice (broadcast ?x))", rebroadcast_scalar),
+    // convert(broadcast(x)) == broadcast(convert(x)) (elementwise commutes with broadcast).
+    rule(
+        "convert-broadcast",
+        "(convert (broadcast ?x))",
+        elementwise_before_broadcast,
+    ),
+    // -broadcast(x) == broadcast(-x).
+    rule(
+        "neg-broadcast",
+        "(neg (broadcast ?x))",
+        elementwise_before_broadcast,
+    ),
+    // |broadcast(x)| == broadcast(|x|).
+    rule(
+        "abs-broadcast",
+        "(abs (broadcast ?x))",
+        elementwise_before_broadcast,
+    ),
+    // !broadcast(x) == broadcast(!x).
+    rule(
+        "not-broadcast",
+        "(not (broadcast ?x))",
+        elementwise_before_broadcast,
+    ),
 ];
 
 /// The rules named in `names` (every rule for `None`); unknown names are an error.
@@ -443,4 +538,347 @@ fn reduce_none(m: &Match<'_>) -> Vec<Expr> {
             _ => None,
         })
         .collect()
+}
+
+/// The root op (without attributes) applied to `?x`: `abs(abs(x)) -> abs(x)`.
+fn root_of_operand(m: &Match<'_>) -> Vec<Expr> {
+    m.var("?x")
+        .and_then(|x| m.root_op(vec![Expr::Class(x)]))
+        .into_iter()
+        .collect()
+}
+
+/// A reduction over extent-1 axes only folds one element per result (the same fold as over no
+/// axes): `x` with `keep_dims`, else `x` reshaped to the result shape.
+fn reduce_unit(m: &Match<'_>) -> Vec<Expr> {
+    let Some(ty) = m.ty() else {
+        return vec![];
+    };
+    m.ops(m.eclass, m.root)
+        .into_iter()
+        .filter_map(|(op, ins)| {
+            let (
+                Op::Reduce {
+                    axes, keep_dims, ..
+                },
+                &[x],
+            ) = (op, ins.as_slice())
+            else {
+                return None;
+            };
+            let dims = static_dims(m, x)?;
+            if !axes.iter().all(|&a| dims.get(a) == Some(&1)) {
+                return None;
+            }
+            Some(if keep_dims {
+                Expr::Class(x)
+            } else {
+                Expr::Node(
+                    Op::Reshape {
+                        shape: ty.shape.clone(),
+                    },
+                    vec![Expr::Class(x)],
+                )
+            })
+        })
+        .collect()
+}
+
+/// `x & ones -> x`: the all-ones value of bool, signed and (up to 32 bits, exact in f64)
+/// unsigned integers.
+fn and_ones(m: &Match<'_>) -> Vec<Expr> {
+    let Some(d) = m.ty().map(|t| t.dtype) else {
+        return vec![];
+    };
+    let ones = if d.is_bool() {
+        1.0
+    } else if d.is_signed_int() {
+        -1.0
+    } else if d.is_unsigned_int() && d.size_bytes() <= 4 {
+        ((1u64 << (8 * d.size_bytes())) - 1) as f64
+    } else {
+        return vec![];
+    };
+    unit(m, ones, true)
+}
+
+fn or_xor_zero(m: &Match<'_>) -> Vec<Expr> {
+    unit(m, 0.0, true)
+}
+
+/// `x / c -> x * r` for floats, `c` a splat of a (normal) power of two and `r = 1/c` exact in the
+/// type: both are the real `x * 2^-k` rounded once (the interpreter computes in f64, where
+/// these quotients and products of narrower floats are exact; f64 itself rounds both correctly,
+/// subnormal results included), signs of zero and infinities follow the same rule, and a NaN
+/// `x` is returned as is by both.
+fn div_pow2(m: &Match<'_>) -> Vec<Expr> {
+    let (Some(a), Some(b)) = (m.var("?a"), m.var("?b")) else {
+        return vec![];
+    };
+    if !m.ty().is_some_and(|t| t.dtype.is_float()) {
+        return vec![];
+    }
+    const MANTISSA: u64 = (1 << 52) - 1;
+    m.egraph[b]
+        .nodes
+        .iter()
+        .filter_map(|n| {
+            let Some(Op::Constant { value }) = m.egraph.analysis.op(n) else {
+                return None;
+            };
+            let c = *value.to_f64_vec().first()?;
+            if !(c.is_normal() && c.to_bits() & MANTISSA == 0 && is_splat_of(&value, c)) {
+                return None;
+            }
+            let r = 1.0 / c;
+            let recip = Tensor::from_fn(value.dtype(), value.shape(), |_| r).ok()?;
+            is_splat_of(&recip, r).then(|| {
+                Expr::Node(
+                    Op::Binary(BinaryOp::Mul),
+                    vec![
+                        Expr::Class(a),
+                        Expr::Node(Op::Constant { value: recip }, vec![]),
+                    ],
+                )
+            })
+        })
+        .collect()
+}
+
+/// `x * -1 -> -x` for signed integers (an unsigned splat of -1 would read as 0).
+fn mul_neg_one(m: &Match<'_>) -> Vec<Expr> {
+    if !m.ty().is_some_and(|t| t.dtype.is_signed_int()) {
+        return vec![];
+    }
+    let neg = |id| Expr::Node(Op::Unary(UnaryOp::Neg), vec![Expr::Class(id)]);
+    let (Some(a), Some(b)) = (m.var("?a"), m.var("?b")) else {
+        return vec![];
+    };
+    let mut out = Vec::new();
+    if m.splat(b, -1.0) {
+        out.push(neg(a));
+    }
+    if m.splat(a, -1.0) {
+        out.push(neg(b));
+    }
+    out
+}
+
+/// `select(c, a, b)` with `c` a splat of true (`a`) or false (`b`).
+fn select_const(m: &Match<'_>) -> Vec<Expr> {
+    let (Some(c), Some(a), Some(b)) = (m.var("?c"), m.var("?a"), m.var("?b")) else {
+        return vec![];
+    };
+    let mut out = Vec::new();
+    if m.splat(c, 1.0) {
+        out.push(Expr::Class(a));
+    }
+    if m.splat(c, 0.0) {
+        out.push(Expr::Class(b));
+    }
+    out
+}
+
+/// Whether `convert(convert(x, mid), to) == convert(x, to)` for integer `x` of type `src`: every
+/// value of `src` converts to `mid` exactly (a wider integer of a sign that holds `src`'s
+/// range, or f64 with its 53-bit significand from at most 32 bits), so `to` sees the same value;
+/// but not from a float `mid` into an integer `to`, as float-to-int saturates where int-to-int
+/// wraps.
+fn converts_exactly(src: DType, mid: DType, to: DType) -> bool {
+    let bits = |d: DType| d.size_bytes() * 8;
+    if !src.is_int() {
+        return false;
+    }
+    if mid == DType::F64 {
+        return bits(src) <= 32 && !to.is_int();
+    }
+    match (src.is_signed_int(), mid.is_signed_int(), mid.is_int()) {
+        (_, _, false) => false,
+        (true, true, _) => bits(mid) >= bits(src),
+        (true, false, _) => false,
+        (false, false, _) => bits(mid) >= bits(src),
+        (false, true, _) => bits(mid) > bits(src),
+    }
+}
+
+fn convert_convert(m: &Match<'_>) -> Vec<Expr> {
+    m.nested()
+        .into_iter()
+        .filter_map(|(outer, inner, x)| {
+            let (Op::Convert { to: mid }, Op::Convert { to }) = (inner, &outer) else {
+                return None;
+            };
+            let src = m.egraph[x].data.as_ref()?.dtype;
+            converts_exactly(src, mid, *to).then(|| Expr::Node(outer, vec![Expr::Class(x)]))
+        })
+        .collect()
+}
+
+/// `reverse(reverse(x, a), b) -> reverse(x, a xor b)` when that is not empty (else
+/// `reverse-reverse` applies).
+fn reverse_reverse_merge(m: &Match<'_>) -> Vec<Expr> {
+    m.nested()
+        .into_iter()
+        .filter_map(|(outer, inner, x)| {
+            let (Op::Reverse { axes: a }, Op::Reverse { axes: b }) = (outer, inner) else {
+                return None;
+            };
+            let mut axes: Vec<usize> = a
+                .iter()
+                .filter(|i| !b.contains(i))
+                .chain(b.iter().filter(|i| !a.contains(i)))
+                .copied()
+                .collect();
+            axes.sort_unstable();
+            axes.dedup();
+            (!axes.is_empty()).then(|| Expr::Node(Op::Reverse { axes }, vec![Expr::Class(x)]))
+        })
+        .collect()
+}
+
+fn pad_none(m: &Match<'_>) -> Vec<Expr> {
+    m.ops(m.eclass, m.root)
+        .into_iter()
+        .filter_map(|(op, ins)| match (op, ins.as_slice()) {
+            (
+                Op::Pad {
+                    low,
+                    high,
+                    interior,
+                },
+                &[x, _],
+            ) if low.iter().chain(&high).all(|&p| p == 0) && interior.iter().all(|&i| i == 0) => {
+                Some(Expr::Class(x))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// The static dims of e-class `id`.
+fn static_dims(m: &Match<'_>, id: Id) -> Option<Vec<usize>> {
+    m.egraph[id].data.as_ref()?.shape.as_static()
+}
+
+fn reverse_unit(m: &Match<'_>) -> Vec<Expr> {
+    m.ops(m.eclass, m.root)
+        .into_iter()
+        .filter_map(|(op, ins)| {
+            let (Op::Reverse { axes }, &[x]) = (op, ins.as_slice()) else {
+                return None;
+            };
+            let dims = static_dims(m, x)?;
+            axes.iter()
+                .all(|&a| dims.get(a) == Some(&1))
+                .then_some(Expr::Class(x))
+        })
+        .collect()
+}
+
+/// `slice(slice(x, s1, l1, t1), s2, l2, t2)`: element `j` is `x[s1 + (s2 + j*t2)*t1]`, so one
+/// slice with start `s1 + s2*t1` and stride `t1*t2`, its limit just past the last element.
+fn slice_slice(m: &Match<'_>) -> Vec<Expr> {
+    m.nested()
+        .into_iter()
+        .filter_map(|(outer, inner, x)| {
+            let (
+                Op::Slice {
+                    start: s2,
+                    limit: l2,
+                    stride: t2,
+                },
+                Op::Slice {
+                    start: s1,
+                    stride: t1,
+                    ..
+                },
+            ) = (outer, inner)
+            else {
+                return None;
+            };
+            let n = s1.len();
+            if [s2.len(), l2.len(), t2.len(), t1.len()] != [n; 4] {
+                return None;
+            }
+            let (mut start, mut limit, mut stride) = (vec![], vec![], vec![]);
+            for d in 0..n {
+                let count = l2[d].saturating_sub(s2[d]).div_ceil(t2[d].max(1));
+                if count == 0 {
+                    // An empty dim: any empty slice.
+                    start.push(0);
+                    limit.push(0);
+                    stride.push(1);
+                } else {
+                    let (s, t) = (s1[d] + s2[d] * t1[d], t1[d] * t2[d]);
+                    start.push(s);
+                    limit.push(s + (count - 1) * t + 1);
+                    stride.push(t);
+                }
+            }
+            Some(Expr::Node(
+                Op::Slice {
+                    start,
+                    limit,
+                    stride,
+                },
+                vec![Expr::Class(x)],
+            ))
+        })
+        .collect()
+}
+
+/// `op(broadcast(s))` for a scalar `s` is a splat: `broadcast(s)` to the matched shape.
+fn rebroadcast_scalar(m: &Match<'_>) -> Vec<Expr> {
+    let (Some(x), Some(ty)) = (m.var("?x"), m.ty()) else {
+        return vec![];
+    };
+    if m.egraph[x]
+        .data
+        .as_ref()
+        .is_none_or(|t| t.shape.rank() != 0)
+    {
+        return vec![];
+    }
+    vec![Expr::Node(
+        Op::Broadcast {
+            shape: ty.shape.clone(),
+        },
+        vec![Expr::Class(x)],
+    )]
+}
+
+/// `f(broadcast(x)) -> broadcast(f(x))` for the elementwise root op `f`.
+fn elementwise_before_broadcast(m: &Match<'_>) -> Vec<Expr> {
+    let broadcast = Symbol::from("broadcast");
+    let mut out = Vec::new();
+    for (f, ins) in m.ops(m.eclass, m.root) {
+        let &[mid] = ins.as_slice() else { continue };
+        for (b, ins) in m.ops(mid, broadcast) {
+            if let &[x] = ins.as_slice() {
+                let inner = Expr::Node(f.clone(), vec![Expr::Class(x)]);
+                out.push(Expr::Node(b, vec![inner]));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exact_conversions() {
+        use DType::*;
+        assert!(converts_exactly(I8, I64, U8));
+        assert!(converts_exactly(U8, I16, I8));
+        assert!(converts_exactly(I32, F64, F16));
+        assert!(converts_exactly(U32, U32, I8));
+        assert!(!converts_exactly(U8, I8, I32));
+        assert!(!converts_exactly(I8, U64, I32));
+        assert!(!converts_exactly(I64, F64, F32));
+        // Float-to-int saturates where int-to-int wraps.
+        assert!(!converts_exactly(I32, F64, I8));
+        assert!(!converts_exactly(F16, F32, F64));
+    }
 }
