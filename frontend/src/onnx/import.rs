@@ -269,7 +269,7 @@ impl<'m> Builder<'m> {
         }
         // `add_input` also pushed to func.body.params; the region stack holds the real body.
         self.func.body.params.clear();
-        self.import_graph_body(g)?;
+        self.import_graph_body(g, "")?;
         for out in &g.output {
             let v = self.lookup(&out.name).ok_or_else(|| ImportError::Graph {
                 graph: g.name.clone(),
@@ -385,8 +385,9 @@ impl<'m> Builder<'m> {
         Ok(TensorType::new(dtype, Shape::from_static(&out)))
     }
 
-    /// Import initializers and nodes of a graph into the current region and scope.
-    fn import_graph_body(&mut self, g: &'m GraphProto) -> Result<(), ImportError> {
+    /// Import initializers and nodes of a graph (the main graph or a subgraph) into the current
+    /// region and scope; `prefix` disambiguates the value names of inlined function bodies.
+    fn import_graph_body(&mut self, g: &GraphProto, prefix: &str) -> Result<(), ImportError> {
         for init in &g.initializer {
             let t =
                 read_tensor(init, self.model_dir).map_err(|source| ImportError::Initializer {
@@ -403,7 +404,7 @@ impl<'m> Builder<'m> {
             });
         }
         for node in topo_order(g, |name| self.lookup(name).is_some())? {
-            self.import_node(node, "")?;
+            self.import_node(node, prefix)?;
         }
         Ok(())
     }
@@ -1106,26 +1107,7 @@ impl NodeCtx<'_, '_> {
                 self.b.regions.last_mut().expect("region").params.push(v);
                 self.b.bind(&input.name, v);
             }
-            // The subgraph's own nodes cannot be imported through `self.b.import_graph_body`
-            // while `g` is borrowed from the node; clone it (subgraphs are small).
-            let g = g.clone();
-            for init in &g.initializer {
-                let t = read_tensor(init, self.b.model_dir).map_err(|source| {
-                    ImportError::Initializer {
-                        name: init.name.clone(),
-                        source,
-                    }
-                })?;
-                let v = self.b.constant(t, &init.name);
-                self.b.bind(&init.name, v);
-            }
-            let order: Vec<NodeProto> = topo_order(&g, |n| self.b.lookup(n).is_some())?
-                .into_iter()
-                .cloned()
-                .collect();
-            for n in &order {
-                self.b.import_node(n, self.prefix)?;
-            }
+            self.b.import_graph_body(g, self.prefix)?;
             let mut results = Vec::new();
             for o in &g.output {
                 match self.b.lookup(&o.name) {
