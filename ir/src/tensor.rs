@@ -391,18 +391,7 @@ pub struct Tensor {
 impl Tensor {
     /// Build from a typed vector; fails if the element count does not match the shape.
     pub fn from_vec<T: Element>(shape: Vec<usize>, data: Vec<T>) -> Result<Tensor, TensorError> {
-        let expected = checked_num_elements(&shape, T::DTYPE)?;
-        if expected != data.len() {
-            return Err(TensorError::ElementCount {
-                shape,
-                expected,
-                actual: data.len(),
-            });
-        }
-        Ok(Tensor {
-            shape,
-            data: T::wrap(data.into()),
-        })
+        Tensor::from_data(shape, T::wrap(data.into()))
     }
 
     /// Build from shared data; fails if the element count does not match the shape.
