@@ -39,11 +39,13 @@ pub struct RandomSpec<'a> {
 /// A symbolic dim's extent and the input that bound it.
 type Bound = HashMap<String, (usize, String)>;
 
-/// The inputs of `func` in parameter order: those named in `files` read from them, the others
-/// random if `random` is given (an error otherwise).
+/// The inputs of `func` in parameter order: those named in `files` read from them (or taken from
+/// `loaded`, the files already read, by input name), the others random if `random` is given (an
+/// error otherwise).
 pub fn build(
     func: &Function,
     files: &[(String, PathBuf)],
+    loaded: &HashMap<String, Tensor>,
     random: Option<RandomSpec<'_>>,
 ) -> Result<Vec<Input>, CliError> {
     let params: Vec<(&str, &TensorType)> = func
@@ -95,11 +97,14 @@ pub fn build(
         let Some(path) = by_name.get(name) else {
             continue;
         };
-        let tensor = terafab_ir::npy::read_npy(path).map_err(|source| CliError::ReadInput {
-            name: name.to_string(),
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let tensor = match loaded.get(*name) {
+            Some(t) => t.clone(),
+            None => terafab_ir::npy::read_npy(path).map_err(|source| CliError::ReadInput {
+                name: name.to_string(),
+                path: path.to_path_buf(),
+                source,
+            })?,
+        };
         check_type(ty, &tensor, name, &mut bound).map_err(|detail| CliError::InputMismatch {
             name: name.to_string(),
             path: path.to_path_buf(),

@@ -48,7 +48,8 @@ pub fn run(args: &RunArgs, out: &mut dyn Write) -> Result<(), CliError> {
         args.inputs.iter().cloned().partition(|(name, _)| {
             params.contains(&name.as_str()) || func.values.lookup(name).is_none()
         });
-    let inputs = inputs::build(func, &files, random)?;
+    // Files were read once above; their tensors are in `opts.input_values`.
+    let inputs = inputs::build(func, &files, &opts.input_values, random)?;
     let w = |out: &mut dyn Write, line: String| writeln!(out, "{line}").map_err(CliError::Stdout);
 
     for input in &inputs {
