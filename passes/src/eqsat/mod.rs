@@ -16,6 +16,7 @@
 //! stop reason, rules applied) on stderr.
 
 pub mod analysis;
+pub mod composite;
 pub mod extract;
 pub mod language;
 pub mod rules;

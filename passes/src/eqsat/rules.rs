@@ -285,15 +285,22 @@ pub const RULES: &[RuleDef] = &[
     ),
 ];
 
+/// The rule tables, by family: one table per file.
+pub const RULE_SETS: &[&[RuleDef]] = &[RULES, super::composite::RULES];
+
+/// Every rule of every table.
+pub fn all_rules() -> impl Iterator<Item = &'static RuleDef> {
+    RULE_SETS.iter().flat_map(|set| set.iter())
+}
+
 /// The rules named in `names` (every rule for `None`); unknown names are an error.
 pub fn rewrites(names: Option<&[String]>) -> Result<Vec<TfRewrite>, String> {
     if let Some(names) = names
-        && let Some(bad) = names.iter().find(|n| !RULES.iter().any(|r| r.name == *n))
+        && let Some(bad) = names.iter().find(|n| !all_rules().any(|r| r.name == *n))
     {
         return Err(format!("unknown eqsat rule `{bad}`"));
     }
-    RULES
-        .iter()
+    all_rules()
         .filter(|r| names.is_none_or(|ns| ns.iter().any(|n| n == r.name)))
         .map(|r| {
             let lhs: Pattern<TfNode> = r
