@@ -9,8 +9,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 use terafab_testsuite::{
-    DEFAULT_SETS, Interpreter, Optimized, Summary, compare_expectations, default_cases_dir,
-    discover, read_expectations, report, run_all, write_expectations,
+    DEFAULT_SETS, Interpreter, Kernels, Optimized, Summary, compare_expectations,
+    default_cases_dir, discover, read_expectations, report, run_all, write_expectations,
 };
 
 use crate::Backend;
@@ -58,18 +58,24 @@ pub fn run(args: &ConformanceArgs, out: &mut dyn Write) -> Result<(), CliError> 
     let root = args.cases.clone().unwrap_or_else(default_cases_dir);
     let sets: Vec<&str> = args.sets.iter().map(String::as_str).collect();
     if args.update_expectations
-        && (args.filter.is_some() || sets != DEFAULT_SETS || args.passes.is_some())
+        && (args.filter.is_some()
+            || sets != DEFAULT_SETS
+            || args.passes.is_some()
+            || args.backend != Backend::Interp)
     {
         return Err(err(
-            "--update-expectations needs a full run of the bare backend (no --filter, default --sets, no --passes)".into(),
+            "--update-expectations needs a full run of the bare interpreter (no --filter, default --sets, no --passes, --backend interp)".into(),
         ));
     }
-    let inner = match args.backend {
-        Backend::Interp => Interpreter,
-    };
-    let backend: Box<dyn terafab_testsuite::Backend> = match &args.passes {
-        Some(p) => Box::new(Optimized::new(p, inner).map_err(|e| err(format!("--passes: {e}")))?),
-        None => Box::new(inner),
+    let backend: Box<dyn terafab_testsuite::Backend> = match (args.backend, &args.passes) {
+        (Backend::Interp, None) => Box::new(Interpreter),
+        (Backend::Kernels, None) => Box::new(Kernels),
+        (Backend::Interp, Some(p)) => {
+            Box::new(Optimized::new(p, Interpreter).map_err(|e| err(format!("--passes: {e}")))?)
+        }
+        (Backend::Kernels, Some(p)) => {
+            Box::new(Optimized::new(p, Kernels).map_err(|e| err(format!("--passes: {e}")))?)
+        }
     };
     let cases = discover(&root, &sets, filter.as_ref()).map_err(|e| err(e.to_string()))?;
     let threads = args
@@ -128,6 +134,7 @@ pub fn run(args: &ConformanceArgs, out: &mut dyn Write) -> Result<(), CliError> 
 
 fn backend_name(b: Backend) -> &'static str {
     match b {
-        Backend::Interp => "interp",
+        // The kernel IR must pass exactly what the interpreter passes.
+        Backend::Interp | Backend::Kernels => "interp",
     }
 }

@@ -113,6 +113,8 @@ pub enum CliError {
         source: terafab_passes::PassError,
     },
     #[error(transparent)]
+    Kernels(#[from] terafab_passes::fuse::RunError),
+    #[error(transparent)]
     MemPlan(#[from] terafab_passes::MemPlanError),
     #[error("--print-ir-after takes a pass name, and `{name}` is a named pipeline")]
     PrintAfterPipeline { name: String },

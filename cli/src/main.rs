@@ -9,10 +9,12 @@
 //! - `terafab conformance`: run the ONNX backend test cases on a backend (optionally after a
 //!   pass pipeline).
 //! - `terafab plan-memory`: print the arena plan of a model's intermediate tensors.
+//! - `terafab bench`: time a pass pipeline on models (median, min and max of several runs).
 //!
 //! Errors print as one `error: ...` line followed by one `  caused by: ...` line per source, and
 //! exit with code 1; bad arguments exit with code 2 (clap's convention).
 
+mod bench;
 mod conformance;
 mod error;
 mod inputs;
@@ -148,6 +150,9 @@ enum Command {
     /// Plan the memory of a model's intermediate tensors: one arena, freed space reused.
     #[command(after_help = PLAN_MEMORY_EXAMPLES)]
     PlanMemory(plan_memory::PlanMemoryArgs),
+    /// Time a pass pipeline on models: per pass, the median, min and max of several runs.
+    #[command(after_help = bench::BENCH_EXAMPLES)]
+    Bench(bench::BenchArgs),
 }
 
 /// Static shapes for a model's inputs (ONNX models leave some dims open).
@@ -185,6 +190,8 @@ struct CheckArgs {
 pub enum Backend {
     /// The reference interpreter: plain and exact, the oracle other backends are tested against
     Interp,
+    /// Fusion into kernels, run by the kernel IR interpreter (checks every lowering step)
+    Kernels,
 }
 
 #[derive(Debug, Args)]
@@ -286,6 +293,7 @@ fn main() -> ExitCode {
         Command::Check(args) => check(&args, &mut out),
         Command::Conformance(args) => conformance::run(&args, &mut out),
         Command::PlanMemory(args) => plan_memory::run(&args, &mut out),
+        Command::Bench(args) => bench::run(&args, &mut out),
     };
     let result = result.and_then(|()| out.flush().map_err(CliError::Stdout));
     match result {

@@ -25,8 +25,12 @@ EXAMPLES:
   terafab opt model.tfir --print-ir-after-all
   terafab opt model.tfir --print-ir-after fold
 
+  # Optimize and fuse into kernels: a pipeline ending with `fuse` prints the kernel IR
+  terafab opt model.onnx --dim N=8 --passes default,eqsat,default,fuse --time-passes
+
 PASSES:
-  infer-types, canonicalize, fold, cse, dce, memplan; `default` = canonicalize,fold,cse,dce";
+  infer-types, canonicalize, fold, cse, dce, eqsat, eqsat-exact, eqsat-dag, fuse, memplan;
+  `default` = canonicalize,fold,cse,dce";
 
 #[derive(Debug, Args)]
 pub struct OptArgs {
@@ -43,7 +47,8 @@ pub struct OptArgs {
     /// Print the IR to stderr after each run of pass NAME (repeatable)
     #[arg(long, value_name = "NAME")]
     pub print_ir_after: Vec<String>,
-    /// Print a table of per-pass wall times to stderr
+    /// Print a table of per-pass wall times to stderr, then the passes' reports (eqsat: its
+    /// saturation runs: iterations, e-nodes, e-classes, stop reason, extraction, rules applied)
     #[arg(long)]
     pub time_passes: bool,
     /// Write the resulting IR text to this file instead of stdout
@@ -65,7 +70,10 @@ pub fn run(args: &OptArgs, out: &mut dyn Write) -> Result<(), CliError> {
         terafab_frontend::load_model_with(&args.model, &args.shapes.load_options(&[]))?;
     let mut print_after = |pass: &str, m: &Module| {
         if args.print_ir_after_all || args.print_ir_after.iter().any(|n| n == pass) {
-            eprint!("// -----// IR after {pass} //----- //\n{}", print_module(m));
+            eprint!(
+                "// -----// IR after {pass} //----- //\n{}",
+                stage_text(pass, m)
+            );
         }
     };
     let opts = terafab_passes::PipelineOptions {
@@ -76,7 +84,8 @@ pub fn run(args: &OptArgs, out: &mut dyn Write) -> Result<(), CliError> {
     if args.time_passes {
         eprint!("{}", terafab_passes::timing_report(&timings));
     }
-    let text = print_module(&module);
+    let last = args.passes.rsplit(',').next().unwrap_or("").trim();
+    let text = stage_text(last, &module);
     match &args.output {
         Some(path) => std::fs::write(path, text).map_err(|source| CliError::WriteFile {
             path: path.clone(),
@@ -84,6 +93,25 @@ pub fn run(args: &OptArgs, out: &mut dyn Write) -> Result<(), CliError> {
         }),
         None => out.write_all(text.as_bytes()).map_err(CliError::Stdout),
     }
+}
+
+/// The text of the stage after `pass`: the kernel IR after `fuse` (or the reason a function
+/// could not be lowered), the graph IR otherwise.
+fn stage_text(pass: &str, m: &Module) -> String {
+    if pass != "fuse" {
+        return print_module(m);
+    }
+    let mut text = String::new();
+    for f in &m.functions {
+        match terafab_passes::fuse::fuse_function(f, &Default::default()) {
+            Ok(p) => {
+                text.push_str(&format!("// {}\n", terafab_passes::fuse::summary(f, &p)));
+                text.push_str(&terafab_ir::kernel::print::print_program(&p));
+            }
+            Err(e) => text.push_str(&format!("// not lowered to kernels: {e}\n{f}")),
+        }
+    }
+    text
 }
 
 /// Wraps a pass error with the pipeline it came from.

@@ -86,6 +86,7 @@ pub fn run(args: &RunArgs, out: &mut dyn Write) -> Result<(), CliError> {
                 source: Box::new(source),
             })?
         }
+        Backend::Kernels => terafab_passes::fuse::run_kernels(func, &tensors)?,
     };
 
     let names: Vec<String> = (0..results.len())

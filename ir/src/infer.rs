@@ -406,6 +406,7 @@ pub fn infer_with_regions(
             }
             Ok(then_t.clone())
         }
+        Op::Composite(c) => one(c.infer(inputs)?),
         Op::Loop => {
             if inputs.len() < 2 {
                 return err("takes a trip count, a condition and the carried values");

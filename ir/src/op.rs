@@ -11,6 +11,7 @@
 
 use std::fmt;
 
+use crate::composite::CompositeOp;
 use crate::dtype::DType;
 use crate::shape::Shape;
 use crate::tensor::Tensor;
@@ -268,6 +269,10 @@ pub enum Op {
     /// values. Results: the final carried values, then each scan value stacked along a new
     /// leading dim (one row per iteration).
     Loop,
+    /// A composite op (softmax, layer_norm, rms_norm, gelu, silu, attention, ...): one unit a
+    /// backend may lower fused, defined by its decomposition into the ops above. Its text form
+    /// is the composite's own name (`softmax(%x) {axes=[1]}`); see [`crate::composite`].
+    Composite(CompositeOp),
 }
 
 /// An attribute value in the text form.
@@ -281,6 +286,10 @@ pub enum Attr {
     Tensor(Tensor),
     /// An enumerated keyword, e.g. a scatter mode.
     Ident(String),
+    /// A float, e.g. an epsilon. Printed as the shortest decimal that reads back to the same
+    /// f64 (always with a `.` or an exponent, so it never reads back as an integer); `inf`,
+    /// `-inf` and `nan` print as such (a NaN's payload is not kept; no op accepts one).
+    Float(f64),
 }
 
 impl fmt::Display for UnaryOp {
@@ -387,6 +396,7 @@ impl Op {
             Op::Sort { .. } => "sort",
             Op::If => "if",
             Op::Loop => "loop",
+            Op::Composite(c) => c.name(),
         }
     }
 
@@ -521,6 +531,7 @@ impl Op {
                 ("axis", Attr::Int(*axis as i64)),
                 ("descending", Attr::Bool(*descending)),
             ],
+            Op::Composite(c) => c.attrs(),
         }
     }
 
@@ -552,6 +563,8 @@ impl Op {
                 axes: a.usizes("axes")?,
                 keep_dims: a.bool("keep_dims")?,
             }
+        } else if let Some(c) = CompositeOp::from_attrs(name, &mut a) {
+            Op::Composite(c?)
         } else if let Some(kind) = name.strip_prefix("cum").and_then(ReduceKind::from_name) {
             Op::Cumulative {
                 kind,
@@ -641,13 +654,13 @@ impl Op {
 }
 
 /// Takes attributes out of a parsed attribute list by name, with typed errors.
-struct AttrReader<'a> {
+pub(crate) struct AttrReader<'a> {
     op: &'a str,
     attrs: Vec<(String, Attr)>,
 }
 
 impl AttrReader<'_> {
-    fn bad(&self, attr: &str, problem: &str) -> OpError {
+    pub(crate) fn bad(&self, attr: &str, problem: &str) -> OpError {
         OpError::BadAttr {
             op: self.op.into(),
             attr: attr.into(),
@@ -686,13 +699,22 @@ impl AttrReader<'_> {
         }
     }
 
-    fn usizes(&mut self, attr: &'static str) -> Result<Vec<usize>, OpError> {
+    pub(crate) fn usizes(&mut self, attr: &'static str) -> Result<Vec<usize>, OpError> {
         let v = self.ints(attr)?;
         v.into_iter()
             .map(|x| {
                 usize::try_from(x).map_err(|_| self.bad(attr, "must hold non-negative integers"))
             })
             .collect()
+    }
+
+    /// A float attribute; an integer is accepted as its value.
+    pub(crate) fn float(&mut self, attr: &'static str) -> Result<f64, OpError> {
+        match self.take(attr)? {
+            Attr::Float(v) => Ok(v),
+            Attr::Int(v) => Ok(v as f64),
+            _ => Err(self.bad(attr, "must be a number")),
+        }
     }
 
     fn bool(&mut self, attr: &'static str) -> Result<bool, OpError> {
@@ -730,7 +752,7 @@ impl AttrReader<'_> {
         }
     }
 
-    fn ident(&mut self, attr: &'static str) -> Result<String, OpError> {
+    pub(crate) fn ident(&mut self, attr: &'static str) -> Result<String, OpError> {
         match self.take(attr)? {
             Attr::Ident(v) => Ok(v),
             _ => Err(self.bad(attr, "must be a keyword")),

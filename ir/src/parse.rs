@@ -76,6 +76,7 @@
 //! dim        ::= INT | IDENT | STRING                     a static extent or a symbol
 //! attrs      ::= "{" ( IDENT "=" attr ( "," IDENT "=" attr )* )? "}"
 //! attr       ::= INT                          Attr::Int          -3
+//!              | FLOAT | "inf" | "nan"        Attr::Float        1e-5, -0.5, -inf
 //!              | "[" ( item ( "," item )* )? "]"
 //!                                             Attr::Ints         [1, -2]  (all items i64)
 //!                                             Attr::Shape        [N, 128] (otherwise)
@@ -236,6 +237,20 @@ fn error_at(src: &str, pos: Pos, message: String) -> ParseError {
 }
 
 /// `1 value`, `2 values`.
+/// A float attribute's text: a decimal number with a `.` or an exponent (`0.5`, `1e-5`), or
+/// `-inf`; Rust's other spellings (`infinity`, `NaN`) are not part of the text form.
+fn float_attr(s: &str) -> Option<f64> {
+    let body = s.strip_prefix('-').unwrap_or(s);
+    let numeric = body.starts_with(|c: char| c.is_ascii_digit() || c == '.')
+        && body
+            .chars()
+            .all(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '+' | '-'));
+    if s == "-inf" {
+        return Some(f64::NEG_INFINITY);
+    }
+    if numeric { s.parse().ok() } else { None }
+}
+
 fn plural(n: usize, noun: &str) -> String {
     format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
 }
@@ -984,14 +999,18 @@ impl<'a> Parser<'a> {
     fn attr(&mut self) -> Result<Attr, ParseError> {
         let t = self.next()?;
         Ok(match t.tok {
-            Tok::Number(s) => Attr::Int(
-                s.parse()
-                    .map_err(|_| self.error(t.pos, format!("`{s}` is not an i64 integer")))?,
-            ),
+            Tok::Number(s) => match s.parse() {
+                Ok(v) => Attr::Int(v),
+                Err(_) => Attr::Float(float_attr(&s).ok_or_else(|| {
+                    self.error(t.pos, format!("`{s}` is not an i64 integer or a float"))
+                })?),
+            },
             Tok::Punct('[') => self.list(t.pos)?,
             Tok::Ident(s) => match s.as_str() {
                 "true" => Attr::Bool(true),
                 "false" => Attr::Bool(false),
+                "inf" => Attr::Float(f64::INFINITY),
+                "nan" => Attr::Float(f64::NAN),
                 "dense" => Attr::Tensor(self.dense(t.pos)?),
                 _ => s.parse().map_or(Attr::Ident(s), Attr::DType),
             },
@@ -1131,6 +1150,7 @@ mod tests {
     use proptest::strategy::Union;
 
     use super::*;
+    use crate::composite::{CompositeOp, GeluApprox};
     use crate::float8::{F8E4M3FN, F8E4M3FNUZ, F8E5M2, F8E5M2FNUZ, Float8};
     use crate::op::{BinaryOp, CompareOp, ReduceKind, ScatterMode, UnaryOp};
     use crate::print::{print_function, print_module};
@@ -1733,6 +1753,27 @@ func @"second one"() -> () {
             },
             Op::If,
             Op::Loop,
+            Op::Composite(CompositeOp::Softmax { axes: vec![1] }),
+            Op::Composite(CompositeOp::LogSoftmax { axes: vec![0, 2] }),
+            Op::Composite(CompositeOp::LayerNorm {
+                axes: vec![2],
+                epsilon: 1e-5,
+            }),
+            Op::Composite(CompositeOp::RmsNorm {
+                axes: vec![],
+                epsilon: -0.0,
+            }),
+            Op::Composite(CompositeOp::Gelu {
+                approximate: GeluApprox::None,
+            }),
+            Op::Composite(CompositeOp::Gelu {
+                approximate: GeluApprox::Tanh,
+            }),
+            Op::Composite(CompositeOp::Silu),
+            Op::Composite(CompositeOp::Attention {
+                scale: 0.35355339059327373,
+            }),
+            Op::Composite(CompositeOp::Attention { scale: 1e300 }),
         ];
         ops.extend(UnaryOp::ALL.iter().map(|&u| Op::Unary(u)));
         ops.extend(BinaryOp::ALL.iter().map(|&b| Op::Binary(b)));
@@ -1790,9 +1831,10 @@ func @"second one"() -> () {
             Op::Sort { .. } => 22,
             Op::If => 23,
             Op::Loop => 24,
+            Op::Composite(_) => 25,
         }
     }
-    const NUM_VARIANTS: usize = 25;
+    const NUM_VARIANTS: usize = 26;
 
     #[test]
     fn every_op_round_trips() {
@@ -2066,7 +2108,34 @@ func @"second one"() -> () {
             (arb_usize(), b())
                 .prop_map(|(axis, descending)| Op::Sort { axis, descending })
                 .boxed(),
+            arb_composite().prop_map(Op::Composite).boxed(),
         ])
+        .boxed()
+    }
+
+    /// A finite f64: any bit pattern but the infinities and NaNs (which no op accepts).
+    fn arb_finite() -> BoxedStrategy<f64> {
+        prop_oneof![
+            3 => any::<u64>().prop_map(f64::from_bits).prop_filter("finite", |v| v.is_finite()),
+            1 => select(vec![0.0, -0.0, 1e-5, 1e-12, f64::MIN_POSITIVE, f64::MAX, 5e-324]),
+        ]
+        .boxed()
+    }
+
+    /// Any composite op with random attributes.
+    fn arb_composite() -> BoxedStrategy<CompositeOp> {
+        prop_oneof![
+            arb_usizes().prop_map(|axes| CompositeOp::Softmax { axes }),
+            arb_usizes().prop_map(|axes| CompositeOp::LogSoftmax { axes }),
+            (arb_usizes(), arb_finite())
+                .prop_map(|(axes, epsilon)| CompositeOp::LayerNorm { axes, epsilon }),
+            (arb_usizes(), arb_finite())
+                .prop_map(|(axes, epsilon)| CompositeOp::RmsNorm { axes, epsilon }),
+            select(vec![GeluApprox::None, GeluApprox::Tanh])
+                .prop_map(|approximate| CompositeOp::Gelu { approximate }),
+            Just(CompositeOp::Silu),
+            arb_finite().prop_map(|scale| CompositeOp::Attention { scale }),
+        ]
         .boxed()
     }
 

@@ -201,6 +201,20 @@ fn write_list<W: Write, T>(
     w.write_char(']')
 }
 
+/// A float attribute: `{:?}` of a finite value (the shortest decimal that reads back to the same
+/// f64, always with a `.` or an exponent), else `inf`, `-inf` or `nan`.
+fn write_float_attr<W: Write>(w: &mut W, v: f64) -> fmt::Result {
+    if v.is_finite() {
+        write!(w, "{v:?}")
+    } else if v.is_nan() {
+        w.write_str("nan")
+    } else if v > 0.0 {
+        w.write_str("inf")
+    } else {
+        w.write_str("-inf")
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Tensor literal elements
 
@@ -414,6 +428,7 @@ impl<'a, W: Write> Printer<'a, W> {
             Attr::Shape(s) => write_list(self.w, s.dims(), write_dim),
             Attr::Ident(s) => self.w.write_str(s),
             Attr::Tensor(t) => self.tensor(t),
+            Attr::Float(v) => write_float_attr(self.w, *v),
         }
     }
 

@@ -10,7 +10,8 @@
 //! The passes: `infer-types` (recompute result types), `canonicalize` (local exact rewrites to a
 //! fixed point), `fold` (constant folding through the interpreter), `cse` (common
 //! subexpression elimination), `dce` (dead code elimination), `eqsat` (equality saturation with
-//! exact rules, [`eqsat`]; not in `default` yet), `memplan` (memory planning, an
+//! rewrite rules, [`eqsat`]; `eqsat-exact` with the exact rules only, `eqsat-dag` with exact
+//! extraction; not in `default` yet), `memplan` (memory planning, an
 //! analysis). Helpers shared by passes live in [`util`].
 
 pub mod canonicalize;
@@ -18,6 +19,7 @@ pub mod cse;
 mod dce;
 pub mod eqsat;
 pub mod fold;
+pub mod fuse;
 pub mod infer_types;
 pub mod memplan;
 mod report;
@@ -37,6 +39,12 @@ pub trait Pass {
     fn name(&self) -> &'static str;
     /// Rewrite `f`; returns whether anything changed.
     fn run(&self, f: &mut Function) -> Result<bool, PassError>;
+    /// Rewrite `f` as [`Pass::run`] does, also returning a report of what the pass did on `f`
+    /// (for `--time-passes`; `eqsat` reports its saturation). Passes without a report need not
+    /// implement it.
+    fn run_reported(&self, f: &mut Function) -> Result<(bool, Option<String>), PassError> {
+        Ok((self.run(f)?, None))
+    }
 }
 
 /// A registry entry: a name, a one-line description, and a constructor.
@@ -81,8 +89,23 @@ pub const REGISTRY: &[PassInfo] = &[
     },
     PassInfo {
         name: "eqsat",
-        description: "equality saturation with exact algebraic rules (egg), greedy extraction by result bytes",
+        description: "equality saturation (egg) with every rule, exact and inexact (re-rounding floats), greedy extraction by a target cost model",
         create: || Box::new(eqsat::Eqsat::default()),
+    },
+    PassInfo {
+        name: "fuse",
+        description: "fuse into kernels and verify the kernel program (the graph is unchanged; `terafab opt` prints the kernels when a pipeline ends with it)",
+        create: || Box::new(fuse::Fuse),
+    },
+    PassInfo {
+        name: "eqsat-exact",
+        description: "equality saturation with the exact rules only (results bitwise unchanged), greedy extraction",
+        create: || Box::new(eqsat::Eqsat::exact()),
+    },
+    PassInfo {
+        name: "eqsat-dag",
+        description: "equality saturation with every rule and exact (DAG-optimal, budgeted) extraction",
+        create: || Box::new(eqsat::Eqsat::dag()),
     },
 ];
 
@@ -162,6 +185,9 @@ pub struct PassTiming {
     pub changed: bool,
     /// Nodes of the module after the pass, nested regions included.
     pub nodes: usize,
+    /// The pass's reports (`@function: text`), for passes that report (see
+    /// [`Pass::run_reported`]).
+    pub reports: Vec<String>,
 }
 
 /// Parse a pipeline such as `"dce,dce"` or `"fold,default"` into registry entries, expanding
@@ -225,9 +251,12 @@ pub fn run_pipeline(
         let mut time = Duration::ZERO;
         let mut verify_time = Duration::ZERO;
         let mut changed = false;
+        let mut reports = Vec::new();
         for f in &mut m.functions {
             let start = Instant::now();
-            changed |= pass.run(f)?;
+            let (c, report) = pass.run_reported(f)?;
+            changed |= c;
+            reports.extend(report.map(|r| format!("@{}: {r}", f.name)));
             let ran = Instant::now();
             time += ran - start;
             verify_function(f).map_err(|source| PassError::Invalid {
@@ -242,6 +271,7 @@ pub fn run_pipeline(
             verify_time,
             changed,
             nodes: num_nodes(m),
+            reports,
         });
         if let Some(cb) = opts.after_each.as_mut() {
             cb(info.name, m);

@@ -7,7 +7,8 @@ use crate::PassTiming;
 
 /// A table of the pass runs in order: wall time, share of the total, whether the pass changed
 /// anything and the node count after it; then the verifier (run after every pass, summed) and
-/// the total.
+/// the total; then the reports of the passes that report (`eqsat`'s saturation runs), each
+/// under the pass's run number and name.
 ///
 /// ```text
 /// ===-------------------------------------------------------------------------===
@@ -60,6 +61,20 @@ pub fn timing_report(timings: &[PassTiming]) -> String {
     }
     row(verify, "", "", "(verifier)");
     row(total, "", "", "Total");
+    if timings.iter().any(|t| !t.reports.is_empty()) {
+        let _ = writeln!(out, "\n  Pass reports:");
+        for (i, t) in timings.iter().enumerate() {
+            for r in &t.reports {
+                let _ = writeln!(
+                    out,
+                    "  #{} {}: {}",
+                    i + 1,
+                    t.name,
+                    r.replace('\n', "\n    ")
+                );
+            }
+        }
+    }
     out
 }
 
@@ -75,6 +90,7 @@ mod tests {
             verify_time: Duration::from_millis(1),
             changed,
             nodes,
+            reports: vec![],
         };
         let report = timing_report(&[t("canonicalize", 6, true, 9), t("fold", 2, false, 9)]);
         assert!(
@@ -91,6 +107,17 @@ mod tests {
         );
         assert!(
             report.contains("(verifier)") && report.ends_with("Total\n"),
+            "{report}"
+        );
+        assert!(!report.contains("Pass reports"), "{report}");
+        // Reports follow the table, numbered by run, continuation lines indented.
+        let mut eq = t("eqsat", 1, true, 7);
+        eq.reports = vec!["@main: eqsat: 2 iterations\n  add-zero: 1".into()];
+        let report = timing_report(&[t("fold", 1, false, 9), eq]);
+        assert!(
+            report.ends_with(
+                "  Pass reports:\n  #2 eqsat: @main: eqsat: 2 iterations\n      add-zero: 1\n"
+            ),
             "{report}"
         );
         // No division by zero on an empty pipeline.

@@ -9,7 +9,7 @@ use proptest::prelude::*;
 use terafab_ir::infer::infer;
 use terafab_ir::interp::run_function;
 use terafab_ir::{
-    BinaryOp, DType, Function, Module, Op, Shape, Tensor, TensorType, UnaryOp, ValueId,
+    BinaryOp, DType, Function, Module, Op, ReduceKind, Shape, Tensor, TensorType, UnaryOp, ValueId,
 };
 use terafab_passes::{PipelineOptions, run_pipeline};
 
@@ -153,7 +153,7 @@ impl Gen {
         let v = self.pick();
         let dims = self.dims(v);
         let rank = dims.len();
-        match self.below(14) {
+        match self.below(16) {
             0 => {
                 let c = self.splat_for(v);
                 let op = Op::Binary(self.binary_op());
@@ -288,6 +288,39 @@ impl Gen {
                     self.push(n.op, n.inputs);
                 }
             }
+            13 => {
+                // A reduction over random axes (for fusion's reduction stages and rows).
+                let axes: Vec<usize> = (0..rank).filter(|_| self.coin()).collect();
+                let kind = [ReduceKind::Sum, ReduceKind::Max, ReduceKind::Min][self.below(3)];
+                let keep_dims = self.coin();
+                if let Some(r) = self.push(
+                    Op::Reduce {
+                        kind,
+                        axes,
+                        keep_dims,
+                    },
+                    vec![v],
+                ) && keep_dims
+                {
+                    // Softmax-like: the reduction broadcast back over its input.
+                    self.push(Op::Binary(BinaryOp::Sub), vec![v, r]);
+                }
+            }
+            14 if rank > 0 => {
+                // A matrix product with the transpose of a like value (contraction over the
+                // last dim), for fusion's matmul stages.
+                let w = self.pick_like(v);
+                let last = rank - 1;
+                self.push(
+                    Op::DotGeneral {
+                        lhs_batch: (0..last).collect(),
+                        rhs_batch: (0..last).collect(),
+                        lhs_contract: vec![last],
+                        rhs_contract: vec![last],
+                    },
+                    vec![v, w],
+                );
+            }
             _ => {
                 // A constant subgraph (for fold).
                 let a = self.tensor(self.dtype, &dims, None);
@@ -337,6 +370,41 @@ fn random_case(seed: u64) -> (Function, Vec<Tensor>) {
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// Fusion into kernels and the kernel interpreter against the graph interpreter. Integers
+    /// are bitwise equal; f32 results may differ only where a matrix product rounds each
+    /// product to f32 before the f64 sum (the graph's dot_general sums exact products): a few
+    /// ulps, so rtol 1e-5 (atol 1e-6 for sums that cancel to near zero).
+    #[test]
+    fn kernels_match_the_interpreter(seed in any::<u64>()) {
+        let (f, inputs) = random_case(seed);
+        let want = run_function(&f, &inputs).expect("generated graphs run");
+        let bind = terafab_ir::interp::bind_inputs(&f, &inputs).expect("inputs fit");
+        let p = terafab_passes::fuse::fuse_function(&f, &bind)
+            .unwrap_or_else(|e| panic!("fuse: {e}\n{f}"));
+        let got = terafab_ir::kernel::interp::run_program(&p, &inputs).unwrap_or_else(|e| {
+            panic!("kernels: {e}\n{f}\n{}", terafab_ir::kernel::print::print_program(&p))
+        });
+        prop_assert_eq!(got.len(), want.len());
+        for (g, w) in got.iter().zip(&want) {
+            let close = if g.dtype().is_float() {
+                g.shape() == w.shape()
+                    && g.to_f64_vec().iter().zip(w.to_f64_vec()).all(|(a, b)| {
+                        (a.is_nan() && b.is_nan()) || a == &b || (a - b).abs() <= 1e-6 + 1e-5 * b.abs()
+                    })
+            } else {
+                g.bit_eq(w)
+            };
+            prop_assert!(
+                close,
+                "kernels differ:\n{}\n{}\nwant {:?}\ngot {:?}",
+                f,
+                terafab_ir::kernel::print::print_program(&p),
+                want,
+                got
+            );
+        }
+    }
 
     #[test]
     fn pipelines_preserve_results_bitwise(seed in any::<u64>()) {

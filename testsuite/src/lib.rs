@@ -195,6 +195,22 @@ impl Backend for Interpreter {
     }
 }
 
+/// The kernel IR: the entry function is fused into kernels (`terafab_passes::fuse`, symbolic
+/// dims bound from the inputs' shapes, data-dependent shapes by running in segments, see
+/// `run_kernels`), each kernel program is verified and run by the kernel interpreter. Every lowering step of fusion is checked this way against the graph.
+pub struct Kernels;
+
+impl Backend for Kernels {
+    fn name(&self) -> &str {
+        "kernels"
+    }
+
+    fn run(&self, m: &Module, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, String> {
+        let f = m.entry().ok_or("the module has no function")?;
+        terafab_passes::fuse::run_kernels(f, &inputs).map_err(|e| error_chain(&e))
+    }
+}
+
 /// A backend that first runs a pipeline of passes (`terafab_passes`, e.g. `"dce"`) over the
 /// module, verifying after each pass, then hands the result to `inner`. Named
 /// `INNER+PIPELINE` (`interp+dce`). A pass that fails, or leaves invalid IR, fails the case.

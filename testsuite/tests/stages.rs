@@ -2,10 +2,11 @@
 //! a ResNet bottleneck block, a transformer encoder block), written by
 //! `scripts/make_test_models.py` into `testsuite/models/`.
 //!
-//! For each model: the imported graph IR and the IR after the `default` pipeline are
-//! insta-snapshotted (`snapshots/stages__NAME@imported.snap`, `stages__NAME@default.snap`;
-//! constants of more than [`ELIDE_ABOVE`] elements are elided), and the interpreter's result on
-//! the saved input, before and after the pipeline, is compared with the output onnx's reference
+//! For each model: the imported graph IR, the IR after the `default` pipeline, the optimized IR
+//! (then [`OPTIMIZE`]: equality saturation) and its kernel IR (fusion) are insta-snapshotted
+//! (`snapshots/stages__NAME@{imported,default,optimized,kernels}.snap`; constants of more than
+//! [`ELIDE_ABOVE`] elements are elided), and the result of every stage on the saved input (the
+//! interpreter's, then the kernel interpreter's) is compared with the output onnx's reference
 //! evaluator computed (saved next to the model, so no Python runs here). Review changed
 //! snapshots with `cargo insta review`.
 
@@ -99,7 +100,51 @@ fn check_stages(name: &str) {
     );
     terafab_testsuite::compare(&after, &want, RTOL, ATOL)
         .unwrap_or_else(|e| panic!("{name} after `{PIPELINE}` vs the reference evaluator: {e}"));
+
+    // (d) Equality saturation, then cleanup: the optimized graph. Its rules include inexact
+    // ones (constant folding of scales into weights, composite recognition), so the result is
+    // compared with the reference within the same tolerances instead of bitwise.
+    run_pipeline(&mut module, OPTIMIZE, PipelineOptions::default())
+        .unwrap_or_else(|e| panic!("{name}: {OPTIMIZE}: {e}"));
+    let optimized = format!(
+        "// {name}.onnx after `{PIPELINE},{OPTIMIZE}`: {} nodes (imported: {imported_nodes})\n{}",
+        count_nodes(&module),
+        print_module_with(&module, &print_opts)
+    );
+    insta::assert_snapshot!(format!("{name}@optimized"), optimized);
+    let opt = run(&module, &x, OPTIMIZE);
+    terafab_testsuite::compare(&opt, &want, RTOL, ATOL)
+        .unwrap_or_else(|e| panic!("{name} after `{OPTIMIZE}` vs the reference evaluator: {e}"));
+
+    // (e) The kernel IR of the optimized graph (dims bound by the input's shape), verified,
+    // and run by the kernel interpreter.
+    let f = module.entry().expect("the module has an entry function");
+    let bind = terafab_ir::interp::bind_inputs(f, std::slice::from_ref(&x))
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let program = terafab_passes::fuse::fuse_function(f, &bind)
+        .unwrap_or_else(|e| panic!("{name}: fuse: {e}"));
+    let counts: Vec<String> = program
+        .kernel_counts()
+        .iter()
+        .map(|(k, n)| format!("{n} {}", k.name()))
+        .collect();
+    let kernels = format!(
+        "// {name}.onnx: {} kernels ({}) from {} graph nodes\n{}",
+        program.kernels.len(),
+        counts.join(", "),
+        count_nodes(&module),
+        terafab_ir::kernel::print::print_program(&program)
+    );
+    insta::assert_snapshot!(format!("{name}@kernels"), kernels);
+    let mut out = terafab_ir::kernel::interp::run_program(&program, std::slice::from_ref(&x))
+        .unwrap_or_else(|e| panic!("{name}: the kernel interpreter failed: {e}"));
+    assert_eq!(out.len(), 1);
+    terafab_testsuite::compare(&out.remove(0), &opt, RTOL, ATOL)
+        .unwrap_or_else(|e| panic!("{name}: kernels vs the optimized graph: {e}"));
 }
+
+/// The passes after `default` whose result is the optimized graph.
+const OPTIMIZE: &str = "eqsat,default";
 
 #[test]
 fn mlp() {

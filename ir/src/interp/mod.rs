@@ -16,6 +16,7 @@ pub mod reduce;
 
 use std::collections::HashMap;
 
+use crate::composite::{CompositeOp, Operand};
 use crate::graph::{Function, Node, Region, TensorType, ValueId};
 use crate::op::Op;
 use crate::shape::{Dim, Shape};
@@ -268,6 +269,7 @@ pub fn eval_op(op: &Op, inputs: &[Tensor], bind: &Bindings) -> Result<Vec<Tensor
                 },
             )?)
         }
+        Op::Composite(c) => one(composite(c, inputs, bind)?),
         Op::If | Op::Loop => Err(invalid(format!(
             "`{}` has regions: run it through run_function",
             op.name()
@@ -275,11 +277,55 @@ pub fn eval_op(op: &Op, inputs: &[Tensor], bind: &Bindings) -> Result<Vec<Tensor
     }
 }
 
+/// A composite op, by evaluating its decomposition (its definition) node by node.
+pub fn composite(
+    c: &CompositeOp,
+    inputs: &[Tensor],
+    bind: &Bindings,
+) -> Result<Tensor, InterpError> {
+    let tys: Vec<TensorType> = inputs
+        .iter()
+        .map(|t| TensorType::from_static(t.dtype(), t.shape()))
+        .collect();
+    let refs: Vec<&TensorType> = tys.iter().collect();
+    let d = c
+        .decompose(&refs)
+        .map_err(|e| invalid(format!("`{}`: {}", c.name(), e.0)))?;
+    let mut vals: Vec<Tensor> = Vec::with_capacity(d.nodes.len());
+    for (op, operands) in &d.nodes {
+        let args: Vec<Tensor> = operands
+            .iter()
+            .map(|o| match *o {
+                Operand::Input(i) => inputs[i].clone(),
+                Operand::Node(i) => vals[i].clone(),
+            })
+            .collect();
+        let mut out = eval_op(op, &args, bind)?;
+        match out.pop() {
+            Some(t) if out.is_empty() => vals.push(t),
+            _ => return Err(invalid(format!("`{}` is not single-result", op.name()))),
+        }
+    }
+    vals.pop()
+        .ok_or_else(|| invalid(format!("`{}` decomposes to nothing", c.name())))
+}
+
 /// Bound on loop iterations, so a runaway `loop` reports an error instead of hanging.
 pub const MAX_LOOP_ITERATIONS: u64 = 1 << 24;
 
 /// Run a function on concrete inputs (one per parameter, in order); returns its results.
 pub fn run_function(f: &Function, inputs: &[Tensor]) -> Result<Vec<Tensor>, InterpError> {
+    let bind = bind_inputs(f, inputs)?;
+    let mut env = Env {
+        f,
+        vals: HashMap::new(),
+        bind,
+    };
+    env.run_region(&f.body, inputs.to_vec())
+}
+
+/// Check concrete inputs against a function's parameter types and bind its symbolic dims.
+pub fn bind_inputs(f: &Function, inputs: &[Tensor]) -> Result<Bindings, InterpError> {
     let params = f.inputs();
     if params.len() != inputs.len() {
         return Err(InterpError::InputCount {
@@ -299,12 +345,7 @@ pub fn run_function(f: &Function, inputs: &[Tensor]) -> Result<Vec<Tensor>, Inte
             });
         }
     }
-    let mut env = Env {
-        f,
-        vals: HashMap::new(),
-        bind,
-    };
-    env.run_region(&f.body, inputs.to_vec())
+    Ok(bind)
 }
 
 /// Check a tensor against a declared type, binding unbound symbols; false on mismatch.

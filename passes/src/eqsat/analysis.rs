@@ -77,8 +77,15 @@ impl TypeAnalysis {
     }
 
     /// `#HASH` of a constant's value; equal constants share it (a second, different constant
-    /// with a colliding hash gets a suffix).
+    /// with a colliding hash gets a suffix). Constants of more than [`HASHED_ELEMENTS`]
+    /// elements (weights) are keyed by their shared buffer instead (`@ADDRESS`, kept alive by
+    /// the table), so copies of one weight tensor share a key without hashing megabytes, and
+    /// equal weights in different buffers stay apart (no rule needs them merged).
     fn constant_key(&self, t: &Tensor) -> String {
+        if t.len() > HASHED_ELEMENTS {
+            let addr = terafab_ir::with_data!(t.data(), v, _T => std::sync::Arc::as_ptr(v) as *const u8 as usize);
+            return format!("@{addr:x}:{}:{:?}", t.dtype().name(), t.shape());
+        }
         let mut h = DefaultHasher::new();
         t.dtype().name().hash(&mut h);
         t.shape().hash(&mut h);
@@ -103,6 +110,9 @@ impl TypeAnalysis {
             .unwrap_or(base)
     }
 }
+
+/// Constants up to this many elements are keyed by a hash of their contents.
+pub const HASHED_ELEMENTS: usize = 4096;
 
 /// Bitwise equality of two tensors (NaNs included).
 fn same_tensor(a: &Tensor, b: &Tensor) -> bool {

@@ -109,6 +109,8 @@ fn attr_text(a: &Attr) -> String {
         Attr::DType(d) => d.name().to_string(),
         Attr::Shape(s) => s.to_string(),
         Attr::Ident(s) => s.clone(),
+        // The shortest text that reads back to the same f64 (composites only take finite ones).
+        Attr::Float(v) => format!("{v:?}"),
         // Constants are keyed by value hash instead (see `TypeAnalysis::constant_node`).
         Attr::Tensor(t) => format!("{t:?}"),
     }
@@ -121,6 +123,13 @@ pub fn attrless_op(kind: &str) -> Option<Op> {
         .or_else(|| BinaryOp::from_name(kind).map(Op::Binary))
         .or_else(|| CompareOp::from_name(kind).map(Op::Compare))
         .or_else(|| (kind == "select").then_some(Op::Select))
+        .or_else(|| {
+            // Composites without attributes (`silu`).
+            terafab_ir::composite::NAMES
+                .contains(&kind)
+                .then(|| Op::from_attrs(kind, vec![]).ok())
+                .flatten()
+        })
 }
 
 /// Whether `op` can be an e-node: single-result ops without regions.

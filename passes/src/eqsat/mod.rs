@@ -2,9 +2,12 @@
 //!
 //! The pass translates the function's top-level nodes into an e-graph ([`language`]: one
 //! e-node per single-result op, graph inputs and the results of multi-result and region ops as
-//! opaque leaves; [`analysis`]: the type of every e-class), runs the exact rewrite [`rules`]
-//! within [`run::Limits`], extracts the cheapest equivalent graph ([`extract`]) and rebuilds
-//! the function's top-level nodes from it. Opaque nodes are kept as they are (their regions
+//! opaque leaves; [`analysis`]: the type of every e-class), runs the rewrite rules (tables by
+//! family: [`rules`], [`algebra`], [`folding`], [`merge`], [`composite`]) within
+//! [`run::Limits`], extracts the cheapest equivalent graph by a target-aware cost model
+//! ([`extract`]: greedy by default, or exact within a budget) and rebuilds the function's
+//! top-level nodes from it. The pass `eqsat` runs every rule, `eqsat-exact` only the exact ones
+//! (bitwise the same results), `eqsat-dag` every rule with exact (DAG-optimal) extraction. Opaque nodes are kept as they are (their regions
 //! untouched, outer values they use rewired); a value that stays computed by the same e-class
 //! keeps its id and name, function results first. Nodes are emitted in operand-first order from
 //! the results and the opaque nodes (a constant moves next to its first use), and nodes no
@@ -12,13 +15,17 @@
 //!
 //! A function the translation cannot handle (a node whose declared type differs from the
 //! type rule's, an opaque result the extracted graph needs before its node) is left unchanged.
-//! Set `TERAFAB_EQSAT_REPORT=1` to print each function's run (iterations, e-nodes, e-classes,
-//! stop reason, rules applied) on stderr.
+//! Each function's run (iterations, e-nodes, e-classes, stop reason, rules applied, extraction)
+//! is reported under `terafab opt --time-passes`; set `TERAFAB_EQSAT_REPORT=1` to also print it
+//! on stderr.
 
+pub mod algebra;
 pub mod analysis;
 pub mod composite;
 pub mod extract;
+pub mod folding;
 pub mod language;
+pub mod merge;
 pub mod rules;
 pub mod run;
 
@@ -30,6 +37,7 @@ use terafab_ir::{Function, Node, Region, ValueId};
 use crate::util::replace_in_region;
 use crate::{Pass, PassError};
 use analysis::{Meaning, TfGraph, TypeAnalysis};
+use extract::{Extraction, Target};
 use language::translatable;
 use run::{Limits, Report};
 
@@ -39,60 +47,125 @@ pub const REPORT_ENV: &str = "TERAFAB_EQSAT_REPORT";
 /// The pass: all rules (or the named ones) within the default limits.
 #[derive(Debug, Clone, Default)]
 pub struct Eqsat {
-    /// The rules to run, by name; `None` runs every rule.
+    /// The rules to run, by name; `None` runs every rule (of [`rules::RULE_SETS`]).
     pub rules: Option<Vec<String>>,
+    /// Run only the exact rules (of those named): the pass `eqsat-exact`.
+    pub exact_only: bool,
     pub limits: Limits,
+    /// The machine the cost model estimates for.
+    pub target: Target,
+    /// Greedy (the default) or exact extraction.
+    pub extraction: Extraction,
 }
 
 impl Eqsat {
-    /// The pass restricted to the named rules (see [`rules::RULES`]).
+    /// The pass restricted to the named rules (see [`rules::all_rules`]), exact or not.
     pub fn with_rules(names: &[&str]) -> Self {
         Eqsat {
             rules: Some(names.iter().map(|s| s.to_string()).collect()),
-            limits: Limits::default(),
+            ..Eqsat::default()
+        }
+    }
+
+    /// Every exact rule: the pass `eqsat-exact`.
+    pub fn exact() -> Self {
+        Eqsat {
+            exact_only: true,
+            ..Eqsat::default()
+        }
+    }
+
+    /// Every rule, with exact extraction within the default budget: the pass `eqsat-dag`.
+    pub fn dag() -> Self {
+        Eqsat {
+            extraction: Extraction::Exact(extract::ExactBudget::default()),
+            ..Eqsat::default()
         }
     }
 
     /// Run the pass on `f`; returns the saturation report, or `None` when the function was
     /// left alone (nothing to translate, or a graph the translation cannot handle).
     pub fn run_with_report(&self, f: &mut Function) -> Result<Option<Report>, PassError> {
-        let rules =
-            rules::rewrites(self.rules.as_deref()).map_err(|message| PassError::Failed {
-                pass: "eqsat".into(),
+        let rules = rules::rewrites(self.rules.as_deref(), self.exact_only).map_err(|message| {
+            PassError::Failed {
+                pass: self.pass_name().into(),
                 func: f.name.clone(),
                 message,
-            })?;
+            }
+        })?;
         let Some(t) = Translation::new(f) else {
             return Ok(None);
         };
-        let (egraph, report) = run::saturate(t.egraph, &rules, &self.limits);
+        folding::clear_cache();
+        let (egraph, mut report) = run::saturate(t.egraph, &rules, &self.limits);
+        folding::clear_cache();
         // No rule applied: the extracted graph is the original, up to order and dead nodes.
         if report.applied.is_empty() {
             return Ok(Some(report));
         }
-        if let Some((nodes, results)) = rebuild(f, &egraph, &t.class_of, &t.translated) {
+        let roots = roots(f, &t.class_of);
+        let choices = extract::choose(&egraph, &self.target, &roots, &self.extraction);
+        report.extraction = Some(format!(
+            "{}, DAG cost {:.1} us",
+            choices.note,
+            choices.cost / 1000.0
+        ));
+        report.cost = Some(choices.cost);
+        if let Some((nodes, results)) = rebuild(f, &egraph, &t.class_of, &t.translated, &choices) {
             f.body.nodes = nodes;
             f.body.results = results;
         }
         Ok(Some(report))
     }
+
+    fn pass_name(&self) -> &'static str {
+        match (self.exact_only, &self.extraction) {
+            (true, _) => "eqsat-exact",
+            (false, Extraction::Exact(_)) => "eqsat-dag",
+            (false, Extraction::Greedy) => "eqsat",
+        }
+    }
 }
 
 impl Pass for Eqsat {
     fn name(&self) -> &'static str {
-        "eqsat"
+        self.pass_name()
     }
 
     fn run(&self, f: &mut Function) -> Result<bool, PassError> {
+        Ok(self.run_reported(f)?.0)
+    }
+
+    fn run_reported(&self, f: &mut Function) -> Result<(bool, Option<String>), PassError> {
         let before = (f.body.nodes.clone(), f.body.results.clone());
-        let report = self.run_with_report(f)?;
-        if let Some(report) = report
+        let report = self.run_with_report(f)?.map(|r| r.to_string());
+        if let Some(report) = &report
             && std::env::var_os(REPORT_ENV).is_some()
         {
             eprintln!("@{}: {report}", f.name);
         }
-        Ok(before != (f.body.nodes.clone(), f.body.results.clone()))
+        let changed = before != (f.body.nodes.clone(), f.body.results.clone());
+        Ok((changed, report))
     }
+}
+
+/// The e-classes the rebuilt function needs: its results, the operands of opaque nodes and the
+/// outer values their regions use.
+fn roots(f: &Function, class_of: &HashMap<ValueId, Id>) -> Vec<Id> {
+    let mut values: Vec<ValueId> = f.body.results.clone();
+    for node in &f.body.nodes {
+        let opaque = node.outputs.len() != 1 || !node.regions.is_empty() || !translatable(&node.op);
+        if opaque {
+            values.extend(node.inputs.iter().copied());
+            for r in &node.regions {
+                uses(r, &mut values);
+            }
+        }
+    }
+    values
+        .iter()
+        .filter_map(|v| class_of.get(v).copied())
+        .collect()
 }
 
 /// The e-graph of a function's top level.
@@ -156,6 +229,7 @@ fn rebuild(
     egraph: &TfGraph,
     class_of: &HashMap<ValueId, Id>,
     translated: &[ValueId],
+    choices: &extract::Choices,
 ) -> Option<(Vec<Node>, Vec<ValueId>)> {
     // Which original value each e-class reuses: function results first, then in order.
     let mut reuse: HashMap<Id, ValueId> = HashMap::new();
@@ -178,7 +252,7 @@ fn rebuild(
     let mut b = Builder {
         f,
         egraph,
-        extractor: extract::extractor(egraph),
+        choices,
         memo: HashMap::new(),
         reuse,
         locs,
@@ -196,7 +270,7 @@ fn rebuild(
 struct Builder<'a, 'f> {
     f: &'f mut Function,
     egraph: &'a TfGraph,
-    extractor: egg::Extractor<'a, extract::ResultBytes<'a>, language::TfNode, TypeAnalysis>,
+    choices: &'a extract::Choices,
     /// The value of every materialized e-class.
     memo: HashMap<Id, ValueId>,
     reuse: HashMap<Id, ValueId>,
@@ -258,7 +332,8 @@ impl Builder<'_, '_> {
             if self.memo.contains_key(&c) {
                 continue;
             }
-            let node = self.extractor.find_best_node(c).clone();
+            // A class without a choice (not among the roots' needs): give up.
+            let node = self.choices.nodes.get(&c)?.clone();
             let children: Vec<Id> = node
                 .children()
                 .iter()

@@ -1,6 +1,13 @@
-//! The rewrite rules, by name.
+//! The rewrite rules, by name, and the machinery every rule table shares.
 //!
-//! Every rule is exact in the interpreter's semantics (IEEE floats, sign of zero and NaN
+//! Rules live in tables by family, one file each, listed in [`RULE_SETS`]: [`RULES`] here (exact
+//! identities), [`super::algebra::RULES`] (exact movement and contraction algebra),
+//! [`super::folding::RULES`] (inexact constant re-association and scale folding),
+//! [`super::merge::RULES`] (exact multi-pattern merges) and [`super::composite::RULES`]. Every
+//! rule states its [`Accuracy`]: the `eqsat` pass runs them all, `eqsat-exact` only the exact
+//! ones.
+//!
+//! The rules of this table are exact in the interpreter's semantics (IEEE floats, sign of zero and NaN
 //! payloads included; two's-complement integers): a rewritten program returns bitwise the same
 //! results. That rules out float commutativity: `add`/`mul` of two NaNs may return either
 //! payload, and `max`/`min` return their *first* NaN operand, so commutativity is only stated
@@ -11,7 +18,7 @@
 //! matched e-class. [`Checked`] type-checks every proposal with [`op_type`] and adds it only
 //! when its type equals the e-class's, so no rule needs its own shape conditions.
 
-use egg::{Applier, Id, Pattern, PatternAst, Rewrite, Subst, Symbol, Var};
+use egg::{Applier, Id, MultiPattern, Pattern, PatternAst, Rewrite, Subst, Symbol, Var};
 use terafab_ir::{BinaryOp, DType, Op, Tensor, TensorType, UnaryOp};
 
 use super::analysis::{TfGraph, TypeAnalysis, op_type};
@@ -39,31 +46,31 @@ pub struct Match<'a> {
 
 impl Match<'_> {
     /// The e-class bound to `?name`.
-    fn var(&self, name: &str) -> Option<Id> {
+    pub fn var(&self, name: &str) -> Option<Id> {
         let v: Var = name.parse().ok()?;
         self.subst.get(v).copied()
     }
 
     /// The matched e-class's type.
-    fn ty(&self) -> Option<&TensorType> {
+    pub fn ty(&self) -> Option<&TensorType> {
         self.egraph[self.eclass].data.as_ref()
     }
 
     /// Whether the matched e-class holds integers or bools.
-    fn is_int_or_bool(&self) -> bool {
+    pub fn is_int_or_bool(&self) -> bool {
         self.ty()
             .is_some_and(|t| t.dtype.is_int() || t.dtype.is_bool())
     }
 
     /// Whether e-class `id` holds a constant whose elements all equal `c`.
-    fn splat(&self, id: Id, c: f64) -> bool {
+    pub fn splat(&self, id: Id, c: f64) -> bool {
         self.egraph[id].nodes.iter().any(|n| {
             matches!(self.egraph.analysis.op(n), Some(Op::Constant { value }) if is_splat_of(&value, c))
         })
     }
 
     /// The additive identity of the matched class's type: `-0.0` for floats, `0` otherwise.
-    fn add_identity(&self) -> f64 {
+    pub fn add_identity(&self) -> f64 {
         if self.ty().is_some_and(|t| t.dtype.is_float()) {
             -0.0
         } else {
@@ -72,7 +79,7 @@ impl Match<'_> {
     }
 
     /// The concrete ops of kind `kind` in e-class `id`, with their operands.
-    fn ops(&self, id: Id, kind: Symbol) -> Vec<(Op, Vec<Id>)> {
+    pub fn ops(&self, id: Id, kind: Symbol) -> Vec<(Op, Vec<Id>)> {
         self.egraph[id]
             .nodes
             .iter()
@@ -83,7 +90,7 @@ impl Match<'_> {
 
     /// `(outer, inner, x)` for every `outer(inner(x))` in the matched class, both of the root's
     /// kind and unary.
-    fn nested(&self) -> Vec<(Op, Op, Id)> {
+    pub fn nested(&self) -> Vec<(Op, Op, Id)> {
         let mut out = Vec::new();
         for (outer, ins) in self.ops(self.eclass, self.root) {
             let &[mid] = ins.as_slice() else { continue };
@@ -96,8 +103,25 @@ impl Match<'_> {
         out
     }
 
+    /// The type of e-class `id`.
+    pub fn class_ty(&self, id: Id) -> Option<&TensorType> {
+        self.egraph[id].data.as_ref()
+    }
+
+    /// The values of the constants in e-class `id`.
+    pub fn constants(&self, id: Id) -> Vec<Tensor> {
+        self.egraph[id]
+            .nodes
+            .iter()
+            .filter_map(|n| match self.egraph.analysis.op(n) {
+                Some(Op::Constant { value }) => Some(value),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The root op applied to these operands (ops without attributes only).
-    fn root_op(&self, operands: Vec<Expr>) -> Option<Expr> {
+    pub fn root_op(&self, operands: Vec<Expr>) -> Option<Expr> {
         Some(Expr::Node(attrless_op(self.root.as_str())?, operands))
     }
 }
@@ -105,18 +129,78 @@ impl Match<'_> {
 /// Proposes replacements for a match.
 pub type Build = fn(&Match<'_>) -> Vec<Expr>;
 
-/// A rule: name, search pattern, builder.
+/// Proposes replacements for several e-classes at once (multi-pattern rules): each proposal is a
+/// list of `(e-class, replacement)`, added together only when every replacement type-checks to
+/// its e-class's type.
+pub type MultiBuild = fn(&Match<'_>) -> Vec<Vec<(Id, Expr)>>;
+
+/// How a rule proposes.
+#[derive(Clone, Copy)]
+pub enum Apply {
+    /// `lhs` is a pattern; proposals for the matched e-class.
+    One(Build),
+    /// `lhs` is an egg multi-pattern (`?a = (..), ?b = (..)`); the matched e-class is the first
+    /// pattern's, the others are read from the bindings.
+    Multi(MultiBuild),
+}
+
+/// How exactly a rule keeps the interpreter's results.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Accuracy {
+    /// Bitwise the same results (NaN payloads and signs of zero included).
+    Exact,
+    /// Re-rounded floats: every element of a result within `rtol` × max(1, the largest magnitude
+    /// in that result tensor) of the original's, for f32 operands of moderate magnitude (other
+    /// float types: `rtol` scaled by their epsilon over f32's). Integers stay exact. Not meant for values near overflow or underflow, where a
+    /// re-associated product may overflow where the original did not.
+    Inexact { rtol: f64 },
+}
+
+impl Accuracy {
+    pub fn is_exact(self) -> bool {
+        self == Accuracy::Exact
+    }
+}
+
+/// A rule: name, search pattern, builder, accuracy.
 pub struct RuleDef {
     pub name: &'static str,
     pub lhs: &'static str,
-    pub build: Build,
+    pub apply: Apply,
+    pub accuracy: Accuracy,
 }
 
-const fn rule(name: &'static str, lhs: &'static str, build: Build) -> RuleDef {
-    RuleDef { name, lhs, build }
+/// An exact rule.
+pub const fn rule(name: &'static str, lhs: &'static str, build: Build) -> RuleDef {
+    RuleDef {
+        name,
+        lhs,
+        apply: Apply::One(build),
+        accuracy: Accuracy::Exact,
+    }
 }
 
-/// Every rule, by name.
+/// An inexact rule with its tolerance (see [`Accuracy::Inexact`]).
+pub const fn inexact(name: &'static str, lhs: &'static str, build: Build, rtol: f64) -> RuleDef {
+    RuleDef {
+        name,
+        lhs,
+        apply: Apply::One(build),
+        accuracy: Accuracy::Inexact { rtol },
+    }
+}
+
+/// An exact multi-pattern rule.
+pub const fn multi(name: &'static str, lhs: &'static str, build: MultiBuild) -> RuleDef {
+    RuleDef {
+        name,
+        lhs,
+        apply: Apply::Multi(build),
+        accuracy: Accuracy::Exact,
+    }
+}
+
+/// The exact identities, by name.
 pub const RULES: &[RuleDef] = &[
     // a + b == b + a (integers only: see the module doc).
     rule("add-comm", "(add ?a ?b)", swap),
@@ -286,15 +370,22 @@ pub const RULES: &[RuleDef] = &[
 ];
 
 /// The rule tables, by family: one table per file.
-pub const RULE_SETS: &[&[RuleDef]] = &[RULES, super::composite::RULES];
+pub const RULE_SETS: &[&[RuleDef]] = &[
+    RULES,
+    super::algebra::RULES,
+    super::folding::RULES,
+    super::merge::RULES,
+    super::composite::RULES,
+];
 
 /// Every rule of every table.
 pub fn all_rules() -> impl Iterator<Item = &'static RuleDef> {
     RULE_SETS.iter().flat_map(|set| set.iter())
 }
 
-/// The rules named in `names` (every rule for `None`); unknown names are an error.
-pub fn rewrites(names: Option<&[String]>) -> Result<Vec<TfRewrite>, String> {
+/// The rules named in `names` (every rule for `None`; with `exact_only`, the exact ones of
+/// those); unknown names are an error.
+pub fn rewrites(names: Option<&[String]>, exact_only: bool) -> Result<Vec<TfRewrite>, String> {
     if let Some(names) = names
         && let Some(bad) = names.iter().find(|n| !all_rules().any(|r| r.name == *n))
     {
@@ -302,26 +393,77 @@ pub fn rewrites(names: Option<&[String]>) -> Result<Vec<TfRewrite>, String> {
     }
     all_rules()
         .filter(|r| names.is_none_or(|ns| ns.iter().any(|n| n == r.name)))
-        .map(|r| {
-            let lhs: Pattern<TfNode> = r
-                .lhs
-                .parse()
-                .map_err(|e| format!("rule `{}`: {e}", r.name))?;
+        .filter(|r| !exact_only || r.accuracy.is_exact())
+        .map(rewrite)
+        .collect()
+}
+
+/// The egg rewrite of a rule.
+fn rewrite(r: &RuleDef) -> Result<TfRewrite, String> {
+    let bad = |e: String| format!("rule `{}`: {e}", r.name);
+    match r.apply {
+        Apply::One(build) => {
+            let lhs: Pattern<TfNode> = r.lhs.parse().map_err(|e| bad(format!("{e}")))?;
             let root = match lhs.ast.as_ref().last() {
                 Some(egg::ENodeOrVar::ENode(n)) => n.kind,
-                _ => return Err(format!("rule `{}`: the pattern is a variable", r.name)),
+                _ => return Err(bad("the pattern is a variable".into())),
             };
-            Rewrite::new(
-                r.name,
-                lhs,
-                Checked {
-                    build: r.build,
-                    root,
-                },
-            )
-            .map_err(|e| format!("rule `{}`: {e}", r.name))
-        })
-        .collect()
+            Rewrite::new(r.name, lhs, Checked { build, root }).map_err(bad)
+        }
+        Apply::Multi(build) => {
+            // The first pattern's root: its text up to the first operand.
+            let root = r
+                .lhs
+                .split_once('(')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .ok_or_else(|| bad("a multi-pattern starts with `?v = (op ...)`".into()))?;
+            let lhs: MultiPattern<TfNode> = r.lhs.parse().map_err(|e| bad(format!("{e}")))?;
+            let root = Symbol::from(root);
+            Rewrite::new(r.name, lhs, MultiChecked { build, root }).map_err(bad)
+        }
+    }
+}
+
+/// The applier of multi-pattern rules: adds a proposal's replacements when every one
+/// type-checks to its e-class's type, and unions each with its e-class.
+pub struct MultiChecked {
+    build: MultiBuild,
+    root: Symbol,
+}
+
+impl Applier<TfNode, TypeAnalysis> for MultiChecked {
+    fn apply_one(
+        &self,
+        egraph: &mut TfGraph,
+        eclass: Id,
+        subst: &Subst,
+        _searcher_ast: Option<&PatternAst<TfNode>>,
+        _rule_name: Symbol,
+    ) -> Vec<Id> {
+        let proposals = (self.build)(&Match {
+            egraph,
+            eclass,
+            subst,
+            root: self.root,
+        });
+        let mut changed = Vec::new();
+        for group in proposals {
+            let fits = group.iter().all(|(class, e)| {
+                let want = egraph[*class].data.as_ref();
+                want.is_some() && expr_type(egraph, e).as_ref() == want
+            });
+            if !fits {
+                continue;
+            }
+            for (class, e) in group {
+                let id = add_expr(egraph, &e);
+                if egraph.union(class, id) {
+                    changed.push(id);
+                }
+            }
+        }
+        changed
+    }
 }
 
 /// The applier of every rule: adds the builder's proposals that type-check to the e-class's
@@ -402,7 +544,7 @@ fn swap(m: &Match<'_>) -> Vec<Expr> {
 }
 
 /// `?x` itself (the type check does the rest).
-fn operand(m: &Match<'_>) -> Vec<Expr> {
+pub(super) fn operand(m: &Match<'_>) -> Vec<Expr> {
     m.var("?x").map(Expr::Class).into_iter().collect()
 }
 
@@ -477,7 +619,7 @@ fn select_not(m: &Match<'_>) -> Vec<Expr> {
     )]
 }
 
-fn is_identity(perm: &[usize]) -> bool {
+pub(super) fn is_identity(perm: &[usize]) -> bool {
     perm.iter().enumerate().all(|(i, &p)| i == p)
 }
 
@@ -763,7 +905,7 @@ fn pad_none(m: &Match<'_>) -> Vec<Expr> {
 }
 
 /// The static dims of e-class `id`.
-fn static_dims(m: &Match<'_>, id: Id) -> Option<Vec<usize>> {
+pub(super) fn static_dims(m: &Match<'_>, id: Id) -> Option<Vec<usize>> {
     m.egraph[id].data.as_ref()?.shape.as_static()
 }
 
@@ -816,9 +958,17 @@ fn slice_slice(m: &Match<'_>) -> Vec<Expr> {
                     limit.push(0);
                     stride.push(1);
                 } else {
-                    let (s, t) = (s1[d] + s2[d] * t1[d], t1[d] * t2[d]);
+                    // Checked: nested slices in a cyclic e-class may compose without end.
+                    let s = s2[d].checked_mul(t1[d])?.checked_add(s1[d])?;
+                    // One element: stride 1, the canonical form (else slices of a slice in a
+                    // cyclic e-class would grow their strides without end).
+                    let t = if count == 1 {
+                        1
+                    } else {
+                        t1[d].checked_mul(t2[d])?
+                    };
                     start.push(s);
-                    limit.push(s + (count - 1) * t + 1);
+                    limit.push((count - 1).checked_mul(t)?.checked_add(s)?.checked_add(1)?);
                     stride.push(t);
                 }
             }
@@ -855,7 +1005,7 @@ fn rebroadcast_scalar(m: &Match<'_>) -> Vec<Expr> {
 }
 
 /// `f(broadcast(x)) -> broadcast(f(x))` for the elementwise root op `f`.
-fn elementwise_before_broadcast(m: &Match<'_>) -> Vec<Expr> {
+pub(super) fn elementwise_before_broadcast(m: &Match<'_>) -> Vec<Expr> {
     let broadcast = Symbol::from("broadcast");
     let mut out = Vec::new();
     for (f, ins) in m.ops(m.eclass, m.root) {
