@@ -679,3 +679,68 @@ fn opt_reports_bad_pipelines() {
         "{help}"
     );
 }
+
+#[test]
+fn opt_ending_with_fuse_prints_the_kernel_ir() {
+    let dir = scratch("opt_fuse");
+    let model = arg(&write_model(&dir, "m.tfir", OPT_MODEL));
+    let o = terafab(&["opt", &model, "--passes", "default,fuse", "--time-passes"]);
+    let text = success(&o);
+    assert!(
+        text.starts_with("// 1 kernel (1 elementwise) from 2 ops, 24 bytes of temporaries\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("kernels @main(%x: f32[2,3]) -> (%y) {"),
+        "{text}"
+    );
+    assert!(text.contains("parallel i0 < 2, i1 < 3"), "{text}");
+    assert!(
+        stderr(&o).contains("fuse: @main: 1 kernel (1 elementwise)"),
+        "{}",
+        stderr(&o)
+    );
+    // A symbolic dim that is not bound: the pass reports it, `opt` says why there is no kernel IR.
+    let sym = arg(&write_model(
+        &dir,
+        "sym.tfir",
+        "func @main(%x: f32[N]) -> (y: f32[N]) {\n  %y = neg(%x) : f32[N]\n  return %y\n}\n",
+    ));
+    let text = success(&terafab(&["opt", &sym, "--passes", "fuse"]));
+    assert!(text.starts_with("// not lowered to kernels:"), "{text}");
+    assert!(text.contains("symbolic shape [N]"), "{text}");
+}
+
+#[test]
+fn runs_through_the_kernels_like_the_interpreter() {
+    let dir = scratch("mlp_kernels");
+    let model = example("mlp.tfir");
+    let values: Vec<f32> = (0..64).map(|i| (i as f32 - 32.0) / 40.0).collect();
+    let x = Tensor::from_vec(vec![4, 16], values).unwrap();
+    let x_path = write_tensor(&dir, "x.npy", &x);
+    let mut outs = Vec::new();
+    for backend in ["interp", "kernels"] {
+        let out_dir = dir.join(backend);
+        success(&terafab(&[
+            "run",
+            &model,
+            "--input",
+            &input_arg("x", &x_path),
+            "--output-dir",
+            &arg(&out_dir),
+            "--backend",
+            backend,
+        ]));
+        outs.push(read_npy(&out_dir.join("y.npy")).unwrap());
+    }
+    // f32 matmuls: the kernels round each product to f32 before the f64 sum, the graph
+    // interpreter sums exact products; a few ulps.
+    assert_close(&outs[0], &outs[1]);
+}
+
+fn assert_close(a: &Tensor, b: &Tensor) {
+    assert_eq!(a.shape(), b.shape());
+    for (x, y) in a.to_f64_vec().iter().zip(b.to_f64_vec()) {
+        assert!((x - y).abs() <= 1e-6 + 1e-5 * y.abs(), "{a:?} vs {b:?}");
+    }
+}

@@ -733,18 +733,25 @@ impl crate::Pass for Fuse {
     }
 }
 
-/// `N kernels (a matmul, b elementwise, ...) from M nodes, T bytes of temporaries`.
+/// `N kernels (a matmul, b elementwise, ...) from M ops, T bytes of temporaries`, where M
+/// counts the top-level nodes other than constants: the kernels there would be unfused.
 pub fn summary(f: &Function, p: &KernelProgram) -> String {
+    let ops = f
+        .body
+        .nodes
+        .iter()
+        .filter(|n| !matches!(n.op, Op::Constant { .. }))
+        .count();
     let counts: Vec<String> = p
         .kernel_counts()
         .iter()
         .map(|(k, n)| format!("{n} {}", k.name()))
         .collect();
     format!(
-        "{} kernels ({}) from {} nodes, {} bytes of temporaries",
+        "{} kernel{} ({}) from {ops} ops, {} bytes of temporaries",
         p.kernels.len(),
+        if p.kernels.len() == 1 { "" } else { "s" },
         counts.join(", "),
-        f.num_nodes(),
         p.temp_bytes()
     )
 }
