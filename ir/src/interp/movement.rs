@@ -22,15 +22,72 @@ use crate::{with_data, with_dtype};
 /// few adds per element and one small allocation per call. A dim of extent 1 never uses its
 /// stride, so it may hold any value. The caller guarantees that every visited offset is in
 /// range (and so non-negative) for its operand.
+///
+/// Dims are first [coalesced](coalesce) (extent-1 dims dropped, adjacent dims that every operand
+/// walks contiguously merged), so a broadcast over trailing dims runs as one long inner loop.
 pub(crate) fn for_each_offset<const N: usize>(
+    dims: &[usize],
+    strides: [&[isize]; N],
+    base: [isize; N],
+    f: impl FnMut([usize; N]),
+) {
+    if dims.contains(&0) {
+        return;
+    }
+    let (dims, strides) = coalesce(dims, strides);
+    walk(
+        &dims,
+        std::array::from_fn(|k| strides[k].as_slice()),
+        base,
+        f,
+    );
+}
+
+/// The same walk as `dims` with `strides` (every dim nonzero) over fewer dims: extent-1 dims
+/// are dropped (they never move an offset), and dim `d` is merged into dim `d + 1` when, for
+/// every operand, a step of `d` equals a full sweep of `d + 1` (`strides[d] == strides[d + 1]
+/// * dims[d + 1]`), which visits the same offsets in the same order.
+fn coalesce<const N: usize>(
+    dims: &[usize],
+    strides: [&[isize]; N],
+) -> (Vec<usize>, [Vec<isize>; N]) {
+    let mut out_dims: Vec<usize> = Vec::with_capacity(dims.len());
+    let mut out_strides: [Vec<isize>; N] = std::array::from_fn(|_| Vec::with_capacity(dims.len()));
+    for (d, &n) in dims.iter().enumerate() {
+        if n == 1 {
+            continue;
+        }
+        if let Some(last) = out_dims.last_mut() {
+            let merges = (0..N).all(|k| {
+                out_strides[k]
+                    .last()
+                    .is_some_and(|&outer| strides[k][d].checked_mul(n as isize) == Some(outer))
+            });
+            if merges {
+                *last *= n;
+                for k in 0..N {
+                    if let Some(s) = out_strides[k].last_mut() {
+                        *s = strides[k][d];
+                    }
+                }
+                continue;
+            }
+        }
+        out_dims.push(n);
+        for k in 0..N {
+            out_strides[k].push(strides[k][d]);
+        }
+    }
+    (out_dims, out_strides)
+}
+
+/// [`for_each_offset`] without coalescing (every dim nonzero).
+fn walk<const N: usize>(
     dims: &[usize],
     strides: [&[isize]; N],
     base: [isize; N],
     mut f: impl FnMut([usize; N]),
 ) {
-    if dims.contains(&0) {
-        return;
-    }
     let Some((&inner, outer)) = dims.split_last() else {
         f(base.map(|b| b as usize));
         return;
@@ -547,6 +604,36 @@ mod tests {
             one.push(o)
         });
         assert_eq!(one, vec![1, 6]);
+    }
+
+    #[test]
+    fn coalescing_keeps_the_walk() {
+        // A per-row scale over [4, 3, 1, 5]: the trailing dims of the matrix merge, the scale's
+        // stay apart from its rows.
+        let dims = [4, 3, 1, 5];
+        let so = signed_strides(&dims);
+        let sb: Vec<isize> = vec![1, 0, 99, 0];
+        let (d, [o, b]) = coalesce(&dims, [&so, &sb]);
+        assert_eq!(d, vec![4, 15]);
+        assert_eq!((o, b), (vec![15, 1], vec![1, 0]));
+        // Every walk visits what the plain odometer visits, in the same order.
+        let cases: Vec<(Vec<usize>, Vec<isize>, isize)> = vec![
+            (vec![2, 3, 4], vec![12, 4, 1], 0),
+            (vec![2, 3, 4], vec![0, 4, 1], 0),
+            (vec![2, 3, 4], vec![1, 0, 0], 0),
+            (vec![2, 1, 3, 4], vec![12, 7, -4, -1], 23),
+            (vec![3, 2], vec![1, 3], 0),
+            (vec![1, 1], vec![5, 6], 2),
+            (vec![], vec![], 4),
+        ];
+        for (dims, s, base) in cases {
+            let so = signed_strides(&dims);
+            let mut fast = Vec::new();
+            for_each_offset(&dims, [&so, &s], [0, base], |[a, b]| fast.push((a, b)));
+            let mut plain = Vec::new();
+            walk(&dims, [&so, &s], [0, base], |[a, b]| plain.push((a, b)));
+            assert_eq!(fast, plain, "{dims:?} {s:?}");
+        }
     }
 
     #[test]

@@ -24,6 +24,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use egg::{CostFunction, Extractor, Id, Language};
+use terafab_ir::composite::{CompositeOp, Operand};
 use terafab_ir::{BinaryOp, DType, Op, TensorType};
 
 use super::analysis::{Meaning, TfGraph, op_type};
@@ -107,8 +108,32 @@ fn flops(op: &Op, ins: &[Option<TensorType>], out: Option<&TensorType>) -> f64 {
         op if op.is_elementwise() => n_out,
         Op::Reduce { .. } | Op::ReduceWindow { .. } | Op::Cumulative { .. } => n_in(0),
         Op::ArgReduce { .. } => n_in(0),
+        Op::Composite(c) => composite_flops(c, ins).unwrap_or(0.0),
         _ => 0.0,
     }
+}
+
+/// The flops of a composite's decomposition into core ops (its matmuls, reductions and
+/// elementwise steps), `None` when an operand type is unknown or the composite does not
+/// decompose for them.
+fn composite_flops(c: &CompositeOp, ins: &[Option<TensorType>]) -> Option<f64> {
+    let tys: Vec<&TensorType> = ins.iter().map(Option::as_ref).collect::<Option<_>>()?;
+    let d = c.decompose(&tys).ok()?;
+    let mut types: Vec<Option<TensorType>> = Vec::with_capacity(d.nodes.len());
+    let mut total = 0.0;
+    for (op, operands) in &d.nodes {
+        let args: Vec<Option<TensorType>> = operands
+            .iter()
+            .map(|o| match *o {
+                Operand::Input(i) => ins.get(i).cloned().flatten(),
+                Operand::Node(j) => types.get(j).cloned().flatten(),
+            })
+            .collect();
+        let out = op_type(op, &args);
+        total += flops(op, &args, out.as_ref());
+        types.push(out);
+    }
+    Some(total)
 }
 
 impl Target {
@@ -167,6 +192,8 @@ fn is_constant(egraph: &TfGraph, id: Id) -> bool {
 pub struct TreeCost<'a> {
     egraph: &'a TfGraph,
     target: &'a Target,
+    /// The own cost of every e-node seen (the extractor asks again on every pass).
+    own: HashMap<TfNode, f64>,
 }
 
 impl CostFunction<TfNode> for TreeCost<'_> {
@@ -176,7 +203,14 @@ impl CostFunction<TfNode> for TreeCost<'_> {
     where
         C: FnMut(Id) -> f64,
     {
-        let own = self.target.node_cost(self.egraph, enode);
+        let own = match self.own.get(enode) {
+            Some(&c) => c,
+            None => {
+                let c = self.target.node_cost(self.egraph, enode);
+                self.own.insert(enode.clone(), c);
+                c
+            }
+        };
         enode.fold(own, |sum, c| sum + costs(c))
     }
 }
@@ -267,7 +301,12 @@ pub fn dag_cost(
 
 /// The greedy choice for the e-classes `roots` need.
 pub fn greedy(egraph: &TfGraph, target: &Target, roots: &[Id]) -> Choices {
-    let extractor = Extractor::new(egraph, TreeCost { egraph, target });
+    let cost = TreeCost {
+        egraph,
+        target,
+        own: HashMap::new(),
+    };
+    let extractor = Extractor::new(egraph, cost);
     let mut nodes = HashMap::new();
     let mut stack: Vec<Id> = roots.iter().map(|&r| egraph.find(r)).collect();
     while let Some(c) = stack.pop() {
