@@ -687,7 +687,9 @@ fn opt_ending_with_fuse_prints_the_kernel_ir() {
     let o = terafab(&["opt", &model, "--passes", "default,fuse", "--time-passes"]);
     let text = success(&o);
     assert!(
-        text.starts_with("// 1 kernel (1 elementwise) from 2 ops, 24 bytes of temporaries\n"),
+        text.starts_with(
+            "// 1 kernel (1 elementwise) from 2 ops, temporaries in a 64 byte arena (64 without reuse)\n"
+        ),
         "{text}"
     );
     assert!(

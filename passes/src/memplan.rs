@@ -58,6 +58,8 @@ pub const ALIGNMENT: usize = 64;
 /// One planned buffer: a value, where it lives in the arena and when.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Buffer {
+    /// The planned value (in a kernel program's plan, [`crate::fuse::plan_kernel_memory`], the
+    /// number of its kernel buffer).
     pub value: ValueId,
     pub name: String,
     /// Byte offset in the arena (a multiple of [`ALIGNMENT`]).
@@ -126,7 +128,7 @@ pub enum MemPlanError {
 }
 
 /// Round `n` up to a multiple of [`ALIGNMENT`] (saturating: sizes are checked beforehand).
-fn align_up(n: usize) -> usize {
+pub(crate) fn align_up(n: usize) -> usize {
     n.div_ceil(ALIGNMENT).saturating_mul(ALIGNMENT)
 }
 
@@ -244,7 +246,7 @@ pub fn plan_memory(f: &Function) -> Result<MemoryPlan, MemPlanError> {
 }
 
 /// Greedy by size, best fit (see the module docs); returns the arena size.
-fn assign_offsets(buffers: &mut [Buffer]) -> usize {
+pub(crate) fn assign_offsets(buffers: &mut [Buffer]) -> usize {
     let mut order: Vec<usize> = (0..buffers.len()).collect();
     order.sort_by_key(|&i| {
         let b = &buffers[i];

@@ -382,6 +382,8 @@ proptest! {
         let bind = terafab_ir::interp::bind_inputs(&f, &inputs).expect("inputs fit");
         let p = terafab_passes::fuse::fuse_function(&f, &bind)
             .unwrap_or_else(|e| panic!("fuse: {e}\n{f}"));
+        let plan = terafab_passes::fuse::plan_kernel_memory(&p).expect("static sizes");
+        plan.check().unwrap_or_else(|e| panic!("kernel memory plan: {e}\n{plan}"));
         let got = terafab_ir::kernel::interp::run_program(&p, &inputs).unwrap_or_else(|e| {
             panic!("kernels: {e}\n{f}\n{}", terafab_ir::kernel::print::print_program(&p))
         });

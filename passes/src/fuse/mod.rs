@@ -698,7 +698,8 @@ fn expand_composites(f: &Function) -> Result<Function, String> {
     Ok(out)
 }
 
-/// The `fuse` pass: lowers each function to kernels and verifies the kernel program, leaving
+/// The `fuse` pass: lowers each function to kernels, verifies the kernel program and checks
+/// its memory plan ([`plan_kernel_memory`]), leaving
 /// the graph as it is (the kernel program is what `terafab opt` prints when a pipeline ends
 /// with `fuse`, and what backends compile). It reports the kernel count by kind. A function
 /// with symbolic dims is reported as not lowered (bind them, e.g. `--dim N=1`) rather than
@@ -717,7 +718,20 @@ impl crate::Pass for Fuse {
 
     fn run_reported(&self, f: &mut Function) -> Result<(bool, Option<String>), crate::PassError> {
         match fuse_function(f, &Bindings::new()) {
-            Ok(p) => Ok((false, Some(summary(f, &p)))),
+            Ok(p) => {
+                // The arena plan of the temporaries must hold (no live overlap, aligned).
+                let checked = plan_kernel_memory(&p)
+                    .map_err(|e| e.to_string())
+                    .and_then(|plan| plan.check());
+                if let Err(message) = checked {
+                    return Err(crate::PassError::Failed {
+                        pass: "fuse".into(),
+                        func: f.name.clone(),
+                        message: format!("the kernel memory plan is wrong: {message}"),
+                    });
+                }
+                Ok((false, Some(summary(f, &p))))
+            }
             Err(FuseError::Symbolic { value, shape, .. }) => Ok((
                 false,
                 Some(format!(
@@ -733,8 +747,9 @@ impl crate::Pass for Fuse {
     }
 }
 
-/// `N kernels (a matmul, b elementwise, ...) from M ops, T bytes of temporaries`, where M
-/// counts the top-level nodes other than constants: the kernels there would be unfused.
+/// `N kernels (a matmul, b elementwise, ...) from M ops, temporaries in a A byte arena (U
+/// without reuse)`, where M counts the top-level nodes other than constants (the kernels there
+/// would be unfused) and the arena is [`plan_kernel_memory`]'s.
 pub fn summary(f: &Function, p: &KernelProgram) -> String {
     let ops = f
         .body
@@ -747,12 +762,18 @@ pub fn summary(f: &Function, p: &KernelProgram) -> String {
         .iter()
         .map(|(k, n)| format!("{n} {}", k.name()))
         .collect();
+    let memory = match plan_kernel_memory(p) {
+        Ok(plan) => format!(
+            "temporaries in a {} byte arena ({} without reuse)",
+            plan.arena_bytes, plan.unshared_bytes
+        ),
+        Err(e) => e.to_string(),
+    };
     format!(
-        "{} kernel{} ({}) from {ops} ops, {} bytes of temporaries",
+        "{} kernel{} ({}) from {ops} ops, {memory}",
         p.kernels.len(),
         if p.kernels.len() == 1 { "" } else { "s" },
         counts.join(", "),
-        p.temp_bytes()
     )
 }
 
@@ -762,4 +783,72 @@ pub fn fuse_module(m: &terafab_ir::Module) -> Result<Vec<KernelProgram>, FuseErr
         .iter()
         .map(|f| fuse_function(f, &Bindings::new()))
         .collect()
+}
+
+/// The memory plan of a kernel program's temporaries: one arena, the space of dead
+/// temporaries reused (the planner of [`crate::memplan`], over kernels instead of nodes). A
+/// temporary is live from the kernel that writes it to the last kernel that reads it; the
+/// program's outputs live past the last kernel. Inputs and constants are not planned (the
+/// caller and the weights own them); `weights_bytes` counts the constants. Each planned
+/// buffer's `value` is its [`terafab_ir::kernel::BufferId`] number.
+pub fn plan_kernel_memory(
+    p: &KernelProgram,
+) -> Result<crate::memplan::MemoryPlan, crate::memplan::MemPlanError> {
+    use crate::memplan::{Buffer as Slot, MemPlanError, MemoryPlan, align_up, assign_offsets};
+    let n = p.kernels.len();
+    let too_large = |b: &Buffer| MemPlanError::TooLarge {
+        func: p.name.clone(),
+        value: b.name.clone(),
+        ty: format!("{}{:?}", b.dtype, b.shape),
+    };
+    let mut slots: Vec<Slot> = Vec::new();
+    let mut index: HashMap<BufferId, usize> = HashMap::new();
+    let mut unshared = 0usize;
+    let mut weights = (0usize, 0usize);
+    for b in &p.buffers {
+        if let Storage::Const(t) = &b.storage {
+            weights.0 = weights.0.saturating_add(t.size_bytes());
+            weights.1 += 1;
+        }
+    }
+    for (i, k) in p.kernels.iter().enumerate() {
+        for b in &k.inputs {
+            if let Some(&s) = index.get(b) {
+                slots[s].end = slots[s].end.max(i);
+            }
+        }
+        for &b in &k.outputs {
+            let buf = p.buffer(b);
+            let size = buf
+                .span()
+                .checked_mul(buf.dtype.size_bytes())
+                .filter(|&s| unshared.checked_add(align_up(s)).is_some())
+                .ok_or_else(|| too_large(buf))?;
+            unshared += align_up(size);
+            index.insert(b, slots.len());
+            slots.push(Slot {
+                value: ValueId(b.0),
+                name: buf.name.clone(),
+                offset: 0,
+                size,
+                start: i,
+                end: i,
+            });
+        }
+    }
+    for (_, b) in &p.outputs {
+        if let Some(&s) = index.get(b) {
+            slots[s].end = n;
+        }
+    }
+    let arena_bytes = assign_offsets(&mut slots);
+    Ok(MemoryPlan {
+        function: p.name.clone(),
+        num_nodes: n,
+        arena_bytes,
+        unshared_bytes: unshared,
+        weights_bytes: weights.0,
+        num_weights: weights.1,
+        buffers: slots,
+    })
 }
