@@ -48,8 +48,9 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use terafab_ir::{Function, Node, Op, Region, TensorType, ValueId};
+use terafab_ir::{Function, Op, TensorType, ValueId};
 
+use crate::util::node_uses;
 use crate::{Pass, PassError};
 
 /// The alignment of every offset and slot, in bytes.
@@ -144,23 +145,6 @@ fn byte_size(ty: &TensorType) -> Result<Option<usize>, ()> {
         .filter(|&b| b <= isize::MAX as usize)
         .map(Some)
         .ok_or(())
-}
-
-/// Every value a node reads: its operands, and every value used inside its regions (operands
-/// and results of nested nodes and regions; values defined inside are included too, harmlessly,
-/// since they are not planned).
-fn node_uses(n: &Node, out: &mut Vec<ValueId>) {
-    out.extend(&n.inputs);
-    for r in &n.regions {
-        region_uses(r, out);
-    }
-}
-
-fn region_uses(r: &Region, out: &mut Vec<ValueId>) {
-    for n in &r.nodes {
-        node_uses(n, out);
-    }
-    out.extend(&r.results);
 }
 
 /// The memory plan of `f`'s top-level region (see the module docs).
@@ -431,7 +415,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use terafab_ir::graph::push_node;
-    use terafab_ir::{BinaryOp, DType, Dim, Shape, Tensor, UnaryOp};
+    use terafab_ir::{BinaryOp, DType, Dim, Region, Shape, Tensor, UnaryOp};
 
     /// `f32[n]`: `4n` bytes.
     fn ty(n: usize) -> TensorType {

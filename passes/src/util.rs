@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use terafab_ir::{Element, Function, Region, Tensor, ValueId};
+use terafab_ir::{Element, Function, Node, Region, Tensor, ValueId};
 
 /// Make every use of `old` (node operands and region results, nested regions included) a use
 /// of `new`; returns how many uses were rewritten. The node defining `old` stays (dead, for
@@ -67,6 +67,24 @@ pub fn is_splat_of(t: &Tensor, c: f64) -> bool {
     };
     let want = want.to_f64_vec()[0].to_bits();
     terafab_ir::with_data!(t.data(), v, _T => v.iter().all(|x| Element::to_f64(*x).to_bits() == want))
+}
+
+/// Every value `n` uses: its operands, and the values its regions use (nested regions
+/// included, region results too), in order, with repeats.
+pub fn node_uses(n: &Node, out: &mut Vec<ValueId>) {
+    out.extend(&n.inputs);
+    for r in &n.regions {
+        region_uses(r, out);
+    }
+}
+
+/// Every value used in `r`: the operands of its nodes (nested regions included) and its
+/// results, in order, with repeats.
+pub fn region_uses(r: &Region, out: &mut Vec<ValueId>) {
+    for n in &r.nodes {
+        node_uses(n, out);
+    }
+    out.extend(&r.results);
 }
 
 #[cfg(test)]

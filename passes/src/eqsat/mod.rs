@@ -32,9 +32,9 @@ pub mod run;
 use std::collections::{HashMap, HashSet};
 
 use egg::{Id, Language};
-use terafab_ir::{Function, Node, Region, ValueId};
+use terafab_ir::{Function, Node, ValueId};
 
-use crate::util::replace_in_region;
+use crate::util::{region_uses, replace_in_region};
 use crate::{Pass, PassError};
 use analysis::{Meaning, TfGraph, TypeAnalysis};
 use extract::{Extraction, Target};
@@ -158,7 +158,7 @@ fn roots(f: &Function, class_of: &HashMap<ValueId, Id>) -> Vec<Id> {
         if opaque {
             values.extend(node.inputs.iter().copied());
             for r in &node.regions {
-                uses(r, &mut values);
+                region_uses(r, &mut values);
             }
         }
     }
@@ -301,7 +301,7 @@ impl Builder<'_, '_> {
             // Outer values the regions use: materialized first, uses rewired.
             let mut captured = Vec::new();
             for r in &node.regions {
-                uses(r, &mut captured);
+                region_uses(r, &mut captured);
             }
             let mut map = HashMap::new();
             for v in captured {
@@ -377,15 +377,4 @@ impl Builder<'_, '_> {
         }
         self.memo.get(&root).copied()
     }
-}
-
-/// Every value used in `r` (operands and results, nested regions included).
-fn uses(r: &Region, out: &mut Vec<ValueId>) {
-    for n in &r.nodes {
-        out.extend(n.inputs.iter().copied());
-        for inner in &n.regions {
-            uses(inner, out);
-        }
-    }
-    out.extend(r.results.iter().copied());
 }

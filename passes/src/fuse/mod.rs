@@ -44,6 +44,7 @@ use terafab_ir::kernel::verify::verify_program;
 use terafab_ir::kernel::{Body, Buffer, BufferId, Kernel, KernelKind, KernelProgram, Storage};
 use terafab_ir::{Element, Function, Node, Op, Region, Tensor, ValueId, with_data};
 
+use crate::util::region_uses;
 use expr::{Build, KernelBuilder};
 
 /// Why a function could not be lowered to kernels.
@@ -375,17 +376,6 @@ fn kernel_roots(g: &Graph<'_>) -> HashMap<ValueId, HashSet<ValueId>> {
         }
     }
     roots
-}
-
-/// Every value used in a region (nested regions included).
-fn region_uses(r: &Region, out: &mut Vec<ValueId>) {
-    for n in &r.nodes {
-        out.extend(n.inputs.iter().copied());
-        for inner in &n.regions {
-            region_uses(inner, out);
-        }
-    }
-    out.extend(r.results.iter().copied());
 }
 
 /// Build the whole program under the current decisions.
