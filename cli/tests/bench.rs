@@ -1,64 +1,11 @@
 //! End-to-end tests of `terafab bench`: the table's format and the command's errors, on tiny
 //! models with one run (the figures themselves are wall times, never asserted).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use std::path::Path;
 
-/// A fresh directory for one test.
-fn scratch(test: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("cli-bench")
-        .join(test);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn terafab(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_terafab"))
-        .args(args)
-        .output()
-        .expect("the terafab binary runs")
-}
-
-/// A path as a command-line argument (test paths are UTF-8).
-fn arg(path: &Path) -> String {
-    path.to_str().expect("UTF-8 test path").to_string()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// Exit code 0; returns stdout.
-#[track_caller]
-fn success(o: &Output) -> String {
-    assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(o));
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// A user error: exit code 1, `error: ...` on stderr, no panic; returns stderr.
-#[track_caller]
-fn user_error(o: &Output) -> String {
-    let err = stderr(o);
-    assert_eq!(o.status.code(), Some(1), "{err}");
-    assert!(err.starts_with("error: "), "{err}");
-    assert!(!err.contains("panicked"), "{err}");
-    err
-}
-
-/// A command-line usage error, reported by clap: exit code 2.
-#[track_caller]
-fn usage_error(o: &Output) -> String {
-    let err = stderr(o);
-    assert_eq!(o.status.code(), Some(2), "{err}");
-    assert!(!err.contains("panicked"), "{err}");
-    err
-}
+use common::*;
 
 /// Seven nodes that the default pipeline reduces to three.
 const MODEL: &str = "func @main(%x: f32[2,3]) -> (y: f32[2,3]) {
@@ -96,7 +43,7 @@ fn assert_ms(cell: &str) {
 
 #[test]
 fn one_run_gives_a_row_per_pass_with_nodes_before_and_after() {
-    let dir = scratch("one_run");
+    let dir = scratch("bench_one_run");
     let model = write_model(&dir);
     let text = success(&terafab(&[
         "bench", &model, "--passes", "default", "--repeat", "1",
@@ -147,7 +94,7 @@ fn one_run_gives_a_row_per_pass_with_nodes_before_and_after() {
 
 #[test]
 fn reports_of_passes_go_in_the_last_column() {
-    let dir = scratch("reports");
+    let dir = scratch("bench_reports");
     let model = write_model(&dir);
     let text = success(&terafab(&[
         "bench",
@@ -177,7 +124,7 @@ fn reports_of_passes_go_in_the_last_column() {
 
 #[test]
 fn several_models_and_runs_share_one_table() {
-    let dir = scratch("several");
+    let dir = scratch("bench_several");
     let model = write_model(&dir);
     let mlp = arg(&repo().join("testsuite/models/mlp.onnx"));
     let text = success(&terafab(&[
@@ -215,7 +162,7 @@ fn several_models_and_runs_share_one_table() {
 
 #[test]
 fn bad_models_pipelines_and_arguments_are_errors() {
-    let dir = scratch("errors");
+    let dir = scratch("bench_errors");
     let model = write_model(&dir);
     let err = user_error(&terafab(&[
         "bench",

@@ -1,78 +1,16 @@
 //! End-to-end tests of the `terafab` binary.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+
+use common::*;
 
 use terafab_ir::npy::{read_npy, write_npy};
 use terafab_ir::{DType, Tensor};
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
 fn example(name: &str) -> String {
     arg(&repo().join("examples").join(name))
-}
-
-/// A fresh directory for one test.
-fn scratch(test: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("cli")
-        .join(test);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn terafab(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_terafab"))
-        .args(args)
-        .output()
-        .expect("the terafab binary runs")
-}
-
-/// A path as a command-line argument (test paths are UTF-8).
-fn arg(path: &Path) -> String {
-    path.to_str().expect("UTF-8 test path").to_string()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// Exit code 0; returns stdout.
-#[track_caller]
-fn success(o: &Output) -> String {
-    assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(o));
-    stdout(o)
-}
-
-/// A user error: exit code 1, `error: ...` on stderr, no panic; returns stderr.
-#[track_caller]
-fn user_error(o: &Output) -> String {
-    let err = stderr(o);
-    assert_eq!(
-        o.status.code(),
-        Some(1),
-        "stdout: {}\nstderr: {err}",
-        stdout(o)
-    );
-    assert!(err.starts_with("error: "), "{err}");
-    assert!(!err.contains("panicked"), "{err}");
-    err
-}
-
-/// A command-line usage error, reported by clap: exit code 2.
-#[track_caller]
-fn usage_error(o: &Output) -> String {
-    let err = stderr(o);
-    assert_eq!(o.status.code(), Some(2), "{err}");
-    assert!(!err.contains("panicked"), "{err}");
-    err
 }
 
 fn write_model(dir: &Path, name: &str, text: &str) -> PathBuf {
