@@ -84,6 +84,32 @@ pub struct Decomposition {
     pub nodes: Vec<(Op, Vec<Operand>)>,
 }
 
+impl Decomposition {
+    /// Walk the nodes in order: `apply(k, op, operands)` gets node `k`'s op and its operands
+    /// (from `inputs` or earlier nodes' results) and returns the node's result. Returns the
+    /// last node's result, or `empty()` when there are no nodes. The interpreter evaluates
+    /// composites with it, the type rule types them, fusion expands them into graph nodes.
+    pub fn walk<T: Clone, E>(
+        &self,
+        inputs: &[T],
+        mut apply: impl FnMut(usize, &Op, Vec<T>) -> Result<T, E>,
+        empty: impl FnOnce() -> E,
+    ) -> Result<T, E> {
+        let mut results: Vec<T> = Vec::with_capacity(self.nodes.len());
+        for (k, (op, operands)) in self.nodes.iter().enumerate() {
+            let args = operands
+                .iter()
+                .map(|o| match *o {
+                    Operand::Input(i) => inputs[i].clone(),
+                    Operand::Node(i) => results[i].clone(),
+                })
+                .collect();
+            results.push(apply(k, op, args)?);
+        }
+        results.pop().ok_or_else(empty)
+    }
+}
+
 /// The text-form names of every composite kind.
 pub const NAMES: &[&str] = &[
     "softmax",
@@ -364,25 +390,21 @@ impl CompositeOp {
     /// (so the type rule and the semantics cannot disagree).
     pub fn infer(&self, inputs: &[&TensorType]) -> Result<TensorType, InferError> {
         let d = self.decompose(inputs)?;
-        let mut types: Vec<TensorType> = Vec::with_capacity(d.nodes.len());
-        for (op, operands) in &d.nodes {
-            let tys: Vec<&TensorType> = operands
-                .iter()
-                .map(|o| match *o {
-                    Operand::Input(i) => inputs[i],
-                    Operand::Node(i) => &types[i],
-                })
-                .collect();
-            let mut out = infer(op, &tys)
-                .map_err(|e| InferError(format!("`{}` of {}: {}", op.name(), list(&tys), e.0)))?;
-            match out.pop() {
-                Some(t) if out.is_empty() => types.push(t),
-                _ => return Err(InferError(format!("`{}` is not single-result", op.name()))),
-            }
-        }
-        types
-            .pop()
-            .ok_or_else(|| InferError("empty decomposition".into()))
+        let owned: Vec<TensorType> = inputs.iter().map(|&t| t.clone()).collect();
+        d.walk(
+            &owned,
+            |_, op, tys| {
+                let tys: Vec<&TensorType> = tys.iter().collect();
+                let mut out = infer(op, &tys).map_err(|e| {
+                    InferError(format!("`{}` of {}: {}", op.name(), list(&tys), e.0))
+                })?;
+                match out.pop() {
+                    Some(t) if out.is_empty() => Ok(t),
+                    _ => Err(InferError(format!("`{}` is not single-result", op.name()))),
+                }
+            },
+            || InferError("empty decomposition".into()),
+        )
     }
 }
 

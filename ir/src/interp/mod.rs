@@ -16,7 +16,7 @@ pub mod reduce;
 
 use std::collections::HashMap;
 
-use crate::composite::{CompositeOp, Operand};
+use crate::composite::CompositeOp;
 use crate::graph::{Function, Node, Region, TensorType, ValueId};
 use crate::op::Op;
 use crate::shape::{Dim, Shape};
@@ -291,23 +291,17 @@ pub fn composite(
     let d = c
         .decompose(&refs)
         .map_err(|e| invalid(format!("`{}`: {}", c.name(), e.0)))?;
-    let mut vals: Vec<Tensor> = Vec::with_capacity(d.nodes.len());
-    for (op, operands) in &d.nodes {
-        let args: Vec<Tensor> = operands
-            .iter()
-            .map(|o| match *o {
-                Operand::Input(i) => inputs[i].clone(),
-                Operand::Node(i) => vals[i].clone(),
-            })
-            .collect();
-        let mut out = eval_op(op, &args, bind)?;
-        match out.pop() {
-            Some(t) if out.is_empty() => vals.push(t),
-            _ => return Err(invalid(format!("`{}` is not single-result", op.name()))),
-        }
-    }
-    vals.pop()
-        .ok_or_else(|| invalid(format!("`{}` decomposes to nothing", c.name())))
+    d.walk(
+        inputs,
+        |_, op, args| {
+            let mut out = eval_op(op, &args, bind)?;
+            match out.pop() {
+                Some(t) if out.is_empty() => Ok(t),
+                _ => Err(invalid(format!("`{}` is not single-result", op.name()))),
+            }
+        },
+        || invalid(format!("`{}` decomposes to nothing", c.name())),
+    )
 }
 
 /// Bound on loop iterations, so a runaway `loop` reports an error instead of hanging.

@@ -36,7 +36,6 @@ pub mod horizontal;
 
 use std::collections::{HashMap, HashSet};
 
-use terafab_ir::composite::Operand;
 use terafab_ir::infer::infer;
 use terafab_ir::interp::{Bindings, bind_inputs, resolve_shape, run_function};
 use terafab_ir::kernel::interp::run_program;
@@ -648,42 +647,39 @@ fn expand_composites(f: &Function) -> Result<Function, String> {
         let d = c
             .decompose(&refs)
             .map_err(|e| format!("cannot expand `{}`: {}", c.name(), e.0))?;
-        let count = d.nodes.len();
-        let mut vals: Vec<ValueId> = Vec::with_capacity(count);
-        for (k, (op, operands)) in d.nodes.into_iter().enumerate() {
-            let inputs: Vec<ValueId> = operands
-                .iter()
-                .map(|o| match *o {
-                    Operand::Input(i) => n.inputs[i],
-                    Operand::Node(i) => vals[i],
-                })
-                .collect();
-            let in_tys: Vec<&terafab_ir::TensorType> =
-                inputs.iter().map(|&v| out.values.ty(v)).collect();
-            let ty = match infer(&op, &in_tys) {
-                Ok(mut t) if t.len() == 1 => t.remove(0),
-                _ => {
-                    return Err(format!(
-                        "the decomposition of `{}` does not type-check",
-                        c.name()
-                    ));
-                }
-            };
-            // The last node computes the composite's own result.
-            let result = if k + 1 == count {
-                n.outputs[0]
-            } else {
-                out.values.add("", ty)
-            };
-            out.body.nodes.push(Node {
-                op,
-                inputs,
-                outputs: vec![result],
-                regions: vec![],
-                name: n.name.clone(),
-            });
-            vals.push(result);
-        }
+        let last = d.nodes.len().saturating_sub(1);
+        let name = n.name.clone();
+        d.walk(
+            &n.inputs,
+            |k, op, inputs| {
+                let in_tys: Vec<&terafab_ir::TensorType> =
+                    inputs.iter().map(|&v| out.values.ty(v)).collect();
+                let ty = match infer(op, &in_tys) {
+                    Ok(mut t) if t.len() == 1 => t.remove(0),
+                    _ => {
+                        return Err(format!(
+                            "the decomposition of `{}` does not type-check",
+                            c.name()
+                        ));
+                    }
+                };
+                // The last node computes the composite's own result.
+                let result = if k == last {
+                    n.outputs[0]
+                } else {
+                    out.values.add("", ty)
+                };
+                out.body.nodes.push(Node {
+                    op: op.clone(),
+                    inputs,
+                    outputs: vec![result],
+                    regions: vec![],
+                    name: name.clone(),
+                });
+                Ok(result)
+            },
+            || format!("`{}` decomposes to nothing", c.name()),
+        )?;
     }
     Ok(out)
 }
