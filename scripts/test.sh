@@ -5,7 +5,8 @@
 #
 # Steps, in order (each stops the script on failure):
 #   1. check_toolchain       cargo, rustfmt and clippy are installed (else: how to install them)
-#   2. install_system_deps   system packages the tests need (apt-get: python3-venv if missing)
+#   2. install_system_deps   system packages the tests need (scripts/deps.sh: llvm-19-dev,
+#                            python3-venv, a C compiler; apt-get, only what is missing)
 #   3. prepare_test_data     the ONNX conformance cases (scripts/onnx-testdata.sh: a Python venv
 #                            with a pinned onnx writes them once into ~/.cache/terafab)
 #   4. cargo fmt --check, cargo clippy -D warnings, cargo test
@@ -41,33 +42,9 @@ MSG
     fi
 }
 
-# Install the system packages named in $SYSTEM_PACKAGES that are missing (Debian/Ubuntu), with
-# root or sudo only.
-SYSTEM_PACKAGES=()
-# The test-data generator needs a Python 3 that can create venvs (Debian splits out `venv`).
-if ! command -v python3 >/dev/null 2>&1 || ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
-    SYSTEM_PACKAGES+=(python3 python3-venv)
-fi
-install_system_deps() {
-    local missing=() pkg
-    for pkg in "${SYSTEM_PACKAGES[@]}"; do
-        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
-    done
-    if [ "${#missing[@]}" -eq 0 ]; then
-        return 0
-    fi
-    local sudo=()
-    if [ "$(id -u)" -ne 0 ]; then
-        if ! command -v sudo >/dev/null 2>&1; then
-            echo "error: missing system packages: ${missing[*]} (install them as root: apt-get install ${missing[*]})" >&2
-            exit 1
-        fi
-        sudo=(sudo)
-    fi
-    log "installing system packages: ${missing[*]}"
-    "${sudo[@]}" apt-get update
-    "${sudo[@]}" apt-get install -y --no-install-recommends "${missing[@]}"
-}
+# System packages (LLVM 19 for the LLVM backend, python3-venv, a C compiler): scripts/deps.sh.
+# shellcheck source=scripts/deps.sh
+. scripts/deps.sh
 
 # Write the ONNX backend test cases (once; cached across runs) and point the tests at them.
 prepare_test_data() {

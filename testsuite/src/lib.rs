@@ -211,6 +211,76 @@ impl Backend for Kernels {
     }
 }
 
+/// The LLVM CPU backend (`terafab_llvm`): fused into kernels like [`Kernels`], each kernel
+/// program compiled to machine code and run in this process with the given thread count.
+pub struct Llvm {
+    pub options: terafab_llvm::Options,
+}
+
+impl Llvm {
+    /// One worker thread (the suite runs cases in parallel).
+    pub fn single_threaded() -> Self {
+        Llvm {
+            options: terafab_llvm::Options {
+                threads: 1,
+                ..Default::default()
+            },
+        }
+    }
+}
+
+impl Backend for Llvm {
+    fn name(&self) -> &str {
+        "llvm"
+    }
+
+    fn run(&self, m: &Module, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, String> {
+        let f = m.entry().ok_or("the module has no function")?;
+        terafab_llvm::run_function(f, &inputs, &self.options).map_err(|e| error_chain(&e))
+    }
+}
+
+/// A backend checked against another on every run: both run, and `backend`'s outputs must
+/// match `reference`'s (same types and shapes, elements within rtol [`DEFAULT_RTOL`] and atol
+/// 1e-5, the slack of f32 against the interpreter's f64 accumulation); then `backend`'s
+/// outputs are returned (and compared with the case's expected outputs by the runner). Where
+/// the reference itself fails, only `backend` is judged. Named like `backend`.
+pub struct Differential<B, R> {
+    pub backend: B,
+    pub reference: R,
+}
+
+impl<B: Backend, R: Backend> Backend for Differential<B, R> {
+    fn name(&self) -> &str {
+        self.backend.name()
+    }
+
+    fn run(&self, m: &Module, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, String> {
+        let got = self.backend.run(m, inputs.clone())?;
+        let Ok(want) = self.reference.run(m, inputs) else {
+            return Ok(got);
+        };
+        if got.len() != want.len() {
+            return Err(format!(
+                "{} outputs where {} gives {}",
+                got.len(),
+                self.reference.name(),
+                want.len()
+            ));
+        }
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            let rtol = if w.dtype() == terafab_ir::DType::BF16 {
+                BF16_RTOL
+            } else {
+                DEFAULT_RTOL
+            };
+            compare(g, w, rtol, 1e-5)
+                .map_err(|e| format!("output {i} differs from {}: {e}", self.reference.name()))?;
+        }
+        Ok(got)
+    }
+}
+
 /// A backend that first runs a pipeline of passes (`terafab_passes`, e.g. `"dce"`) over the
 /// module, verifying after each pass, then hands the result to `inner`. Named
 /// `INNER+PIPELINE` (`interp+dce`). A pass that fails, or leaves invalid IR, fails the case.

@@ -507,6 +507,13 @@ pub enum RunError {
         #[source]
         source: terafab_ir::interp::InterpError,
     },
+    /// A compiled backend's error.
+    #[error("running the kernels of @{func} failed")]
+    Backend {
+        func: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 /// Lower `f` to kernels and run them on `inputs`, the way a runtime does: the symbolic dims
@@ -514,6 +521,27 @@ pub enum RunError {
 /// scan outputs of a `loop`), the function runs in segments: the kernels before that call,
 /// the call, then the rest lowered again with the dims the call's results bind.
 pub fn run_kernels(f: &Function, inputs: &[Tensor]) -> Result<Vec<Tensor>, RunError> {
+    let mut interp = |p: &KernelProgram, inputs: &[Tensor]| {
+        run_program(p, inputs).map_err(|source| RunError::Run {
+            func: f.name.clone(),
+            source,
+        })
+    };
+    run_kernels_with(f, inputs, &mut interp)
+}
+
+/// Something that runs a kernel program on its inputs (the kernel interpreter, a compiled
+/// backend).
+pub type ProgramExecutor<'a> =
+    dyn FnMut(&KernelProgram, &[Tensor]) -> Result<Vec<Tensor>, RunError> + 'a;
+
+/// [`run_kernels`] with another executor of kernel programs (a compiled backend): `exec` runs
+/// each lowered program (segment) on its inputs.
+pub fn run_kernels_with(
+    f: &Function,
+    inputs: &[Tensor],
+    exec: &mut ProgramExecutor<'_>,
+) -> Result<Vec<Tensor>, RunError> {
     let run_err = |source| RunError::Run {
         func: f.name.clone(),
         source,
@@ -529,7 +557,7 @@ pub fn run_kernels(f: &Function, inputs: &[Tensor]) -> Result<Vec<Tensor>, RunEr
         let (seg, seg_inputs) = segment(f, start, nodes.len(), f.outputs(), &env);
         let bind = bind_inputs(&seg, &seg_inputs).map_err(run_err)?;
         let err = match fuse_function(&seg, &bind) {
-            Ok(p) => return run_program(&p, &seg_inputs).map_err(run_err),
+            Ok(p) => return exec(&p, &seg_inputs),
             Err(e @ FuseError::Symbolic { .. }) => e,
             Err(e) => return Err(e.into()),
         };
@@ -555,7 +583,7 @@ pub fn run_kernels(f: &Function, inputs: &[Tensor]) -> Result<Vec<Tensor>, RunEr
             let (pre, pre_inputs) = segment(f, start, i, &later, &env);
             let pre_bind = bind_inputs(&pre, &pre_inputs).map_err(run_err)?;
             let p = fuse_function(&pre, &pre_bind)?;
-            let outs = run_program(&p, &pre_inputs).map_err(run_err)?;
+            let outs = exec(&p, &pre_inputs)?;
             for (&v, t) in pre.outputs().iter().zip(outs) {
                 env.insert(v, t);
             }

@@ -11,7 +11,13 @@ use terafab_testsuite::{
 };
 
 /// Run the suite on `backend`; panics with the list of expected cases that do not pass.
+#[allow(dead_code)] // not every test binary uses both
 pub fn check_interp_expectations(backend: &dyn Backend) {
+    check_expectations(backend, "interp.txt")
+}
+
+/// Run the suite on `backend` and check the expectations list `expectations/LIST`.
+pub fn check_expectations(backend: &dyn Backend, list: &str) {
     let root = default_cases_dir();
     let filter = std::env::var("TERAFAB_CONFORMANCE_FILTER").ok().map(|f| {
         regex::Regex::new(&f).unwrap_or_else(|e| panic!("TERAFAB_CONFORMANCE_FILTER: {e}"))
@@ -24,9 +30,12 @@ pub fn check_interp_expectations(backend: &dyn Backend) {
         Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("conformance-{}.txt", backend.name()));
     std::fs::write(&out, report(&results)).expect("write the report");
     println!("report: {}", out.display());
-    let expected =
-        read_expectations(&Path::new(env!("CARGO_MANIFEST_DIR")).join("expectations/interp.txt"))
-            .expect("read the expectations list");
+    let expected = read_expectations(
+        &Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("expectations")
+            .join(list),
+    )
+    .expect("read the expectations list");
     let cmp = compare_expectations(&results, &expected);
     if !cmp.new_passes.is_empty() {
         println!(
