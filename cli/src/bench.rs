@@ -36,7 +36,13 @@ EXAMPLES:
       --repeat 10 --dim N=1
 
   # The whole benchmark: five models, both pipelines, a release build
-  scripts/bench-passes.sh";
+  scripts/bench-passes.sh
+
+  # Compile time and run latency on the LLVM backend, 1 thread, 50 timed runs
+  terafab bench model.onnx --backend llvm --threads 1 --iters 50
+
+  # terafab against onnxruntime on five networks, 1 and 2 threads
+  scripts/bench-ort.sh";
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -45,9 +51,27 @@ pub struct BenchArgs {
     pub models: Vec<PathBuf>,
     #[command(flatten)]
     pub shapes: ShapeArgs,
-    /// Comma-separated passes and named pipelines, run in order (e.g. `default,eqsat,default`)
-    #[arg(long, value_name = "P,P,..")]
-    pub passes: String,
+    /// Comma-separated passes and named pipelines, run in order (e.g. `default,eqsat,default`);
+    /// with --backend, the passes run before fusion (default: `default`)
+    #[arg(long, value_name = "P,P,..", required_unless_present = "backend")]
+    pub passes: Option<String>,
+    /// Time running the models on this backend instead of the pipeline: compile time (passes,
+    /// fusion, code generation), then the median, min and max latency of --iters runs
+    #[arg(long, value_enum)]
+    pub backend: Option<crate::Backend>,
+    /// Worker threads of the llvm backend (0: one per core)
+    #[arg(long, value_name = "N", default_value_t = 0, requires = "backend")]
+    pub threads: usize,
+    /// Timed runs per model (after --warmup untimed ones)
+    #[arg(long, value_name = "K", default_value_t = 20, requires = "backend",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub iters: u32,
+    /// Untimed runs before the timed ones
+    #[arg(long, value_name = "N", default_value_t = 2, requires = "backend")]
+    pub warmup: u32,
+    /// Also print one JSON object per model (the last line is the last model's)
+    #[arg(long, requires = "backend")]
+    pub json: bool,
     /// Runs of the pipeline per model, each on a fresh copy of the loaded model
     #[arg(long, value_name = "N", default_value_t = 5,
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -146,14 +170,14 @@ pub fn median(times: &[Duration]) -> Option<Duration> {
 }
 
 /// The min and max of `times`, when there is more than one.
-fn spread(times: &[Duration]) -> Option<(Duration, Duration)> {
+pub fn spread(times: &[Duration]) -> Option<(Duration, Duration)> {
     if times.len() < 2 {
         return None;
     }
     Some((*times.iter().min()?, *times.iter().max()?))
 }
 
-fn ms(d: Option<Duration>) -> String {
+pub fn ms(d: Option<Duration>) -> String {
     d.map(|d| format!("{:.3}", d.as_secs_f64() * 1e3))
         .unwrap_or_default()
 }
@@ -291,16 +315,19 @@ pub fn format_table(rows: &[Row]) -> String {
 }
 
 pub fn run(args: &BenchArgs, out: &mut dyn Write) -> Result<(), CliError> {
+    if let Some(backend) = args.backend {
+        return crate::bench_model::run(args, backend, out);
+    }
+    let pipeline = args.passes.as_deref().unwrap_or("default");
     // Fail on a bad pipeline before loading possibly large models.
-    let passes =
-        terafab_passes::parse_pipeline(&args.passes).map_err(pipeline_error(&args.passes))?;
+    let passes = terafab_passes::parse_pipeline(pipeline).map_err(pipeline_error(pipeline))?;
     let names: Vec<&str> = passes.iter().map(|p| p.name).collect();
     let mut rows = Vec::new();
     for path in &args.models {
         let start = Instant::now();
         let module = terafab_frontend::load_model_with(path, &args.shapes.load_options(&[]))?;
         let load = start.elapsed();
-        let runs = run_repeatedly(&module, &args.passes, args.repeat)?;
+        let runs = run_repeatedly(&module, pipeline, args.repeat)?;
         let model = path.display().to_string();
         rows.extend(pass_rows(&model, load, num_nodes(&module), &runs));
     }
@@ -308,7 +335,7 @@ pub fn run(args: &BenchArgs, out: &mut dyn Write) -> Result<(), CliError> {
     writeln!(
         out,
         "pipeline `{}` = {}; {} {runs} per model, each on a fresh copy; wall times in ms\n",
-        args.passes,
+        pipeline,
         names.join(","),
         args.repeat
     )

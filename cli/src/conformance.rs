@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use terafab_testsuite::{
-    DEFAULT_SETS, Interpreter, Kernels, Optimized, Summary, compare_expectations,
+    DEFAULT_SETS, Interpreter, Kernels, Llvm, Optimized, Summary, compare_expectations,
     default_cases_dir, discover, read_expectations, report, run_all, write_expectations,
 };
 
@@ -61,12 +61,21 @@ pub fn run(args: &ConformanceArgs, out: &mut dyn Write) -> Result<(), CliError> 
         && (args.filter.is_some()
             || sets != DEFAULT_SETS
             || args.passes.is_some()
-            || args.backend != Backend::Interp)
+            || args.backend == Backend::Kernels)
     {
         return Err(err(
-            "--update-expectations needs a full run of the bare interpreter (no --filter, default --sets, no --passes, --backend interp)".into(),
+            "--update-expectations needs a full run of the interpreter or the llvm backend (no --filter, default --sets, no --passes)".into(),
         ));
     }
+    // The llvm backend runs the default pipeline first, as `terafab run` does, one worker
+    // thread per case (the cases run in parallel).
+    let llvm = || {
+        Optimized::new(
+            args.passes.as_deref().unwrap_or("default"),
+            Llvm::single_threaded(),
+        )
+        .map_err(|e| err(format!("--passes: {e}")))
+    };
     let backend: Box<dyn terafab_testsuite::Backend> = match (args.backend, &args.passes) {
         (Backend::Interp, None) => Box::new(Interpreter),
         (Backend::Kernels, None) => Box::new(Kernels),
@@ -76,6 +85,7 @@ pub fn run(args: &ConformanceArgs, out: &mut dyn Write) -> Result<(), CliError> 
         (Backend::Kernels, Some(p)) => {
             Box::new(Optimized::new(p, Kernels).map_err(|e| err(format!("--passes: {e}")))?)
         }
+        (Backend::Llvm, _) => Box::new(llvm()?),
     };
     let cases = discover(&root, &sets, filter.as_ref()).map_err(|e| err(e.to_string()))?;
     let threads = args
@@ -136,5 +146,6 @@ fn backend_name(b: Backend) -> &'static str {
     match b {
         // The kernel IR must pass exactly what the interpreter passes.
         Backend::Interp | Backend::Kernels => "interp",
+        Backend::Llvm => "llvm",
     }
 }

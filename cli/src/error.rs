@@ -116,6 +116,10 @@ pub enum CliError {
     Kernels(#[from] terafab_passes::fuse::RunError),
     #[error(transparent)]
     MemPlan(#[from] terafab_passes::MemPlanError),
+    #[error(transparent)]
+    Llvm(#[from] terafab_llvm::LlvmError),
+    #[error("{0}")]
+    Usage(String),
     #[error("--print-ir-after takes a pass name, and `{name}` is a named pipeline")]
     PrintAfterPipeline { name: String },
     #[error("cannot write `{}`", path.display())]

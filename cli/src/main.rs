@@ -9,12 +9,17 @@
 //! - `terafab conformance`: run the ONNX backend test cases on a backend (optionally after a
 //!   pass pipeline).
 //! - `terafab plan-memory`: print the arena plan of a model's intermediate tensors.
-//! - `terafab bench`: time a pass pipeline on models (median, min and max of several runs).
+//! - `terafab compile`: a model to a shared library or object with a C header (LLVM, ahead of
+//!   time), or to a text form (`--emit kernels|llvm|llvm-opt|asm`).
+//! - `terafab bench`: time a pass pipeline on models (median, min and max of several runs), or
+//!   with `--backend`, a model's compile time and run latency.
 //!
 //! Errors print as one `error: ...` line followed by one `  caused by: ...` line per source, and
 //! exit with code 1; bad arguments exit with code 2 (clap's convention).
 
 mod bench;
+mod bench_model;
+mod compile;
 mod conformance;
 mod error;
 mod inputs;
@@ -33,8 +38,15 @@ use crate::error::CliError;
 
 const EXAMPLES: &str = "\
 EXAMPLES:
-  # Run the bundled example on deterministic random inputs
+  # Run the bundled example on deterministic random inputs (compiled by LLVM, all cores)
   terafab run examples/mlp.tfir --random-inputs --seed 1
+
+  # The same on the reference interpreter
+  terafab run examples/mlp.tfir --random-inputs --seed 1 --backend interp
+
+  # A shared library with a C header, and the model's LLVM IR
+  terafab compile examples/mlp.onnx --dim batch=4 -o mlp.so
+  terafab compile examples/mlp.onnx --dim batch=4 --emit llvm
 
   # Run on inputs from .npy files and save the outputs
   terafab run model.tfir --input x=x.npy --output-dir out
@@ -150,7 +162,12 @@ enum Command {
     /// Plan the memory of a model's intermediate tensors: one arena, freed space reused.
     #[command(after_help = PLAN_MEMORY_EXAMPLES)]
     PlanMemory(plan_memory::PlanMemoryArgs),
-    /// Time a pass pipeline on models: per pass, the median, min and max of several runs.
+    /// Compile a model ahead of time (a shared library or object file and its C header), or
+    /// print its kernel IR, LLVM IR or assembly.
+    #[command(after_help = compile::COMPILE_EXAMPLES)]
+    Compile(compile::CompileArgs),
+    /// Time a pass pipeline on models (per pass, the median, min and max of several runs), or
+    /// with --backend, a model's compile time and run latency.
     #[command(after_help = bench::BENCH_EXAMPLES)]
     Bench(bench::BenchArgs),
 }
@@ -192,6 +209,8 @@ pub enum Backend {
     Interp,
     /// Fusion into kernels, run by the kernel IR interpreter (checks every lowering step)
     Kernels,
+    /// Fusion into kernels compiled to native code by LLVM (JIT), run on a thread pool
+    Llvm,
 }
 
 #[derive(Debug, Args)]
@@ -219,8 +238,14 @@ pub struct RunArgs {
     #[arg(long, value_name = "DIR")]
     pub output_dir: Option<PathBuf>,
     /// What runs the model
-    #[arg(long, value_enum, default_value_t = Backend::Interp)]
+    #[arg(long, value_enum, default_value_t = Backend::Llvm)]
     pub backend: Backend,
+    /// Worker threads of the llvm backend (0: one per core)
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub threads: usize,
+    /// Passes run before the kernels and llvm backends fuse the model (`none`: none)
+    #[arg(long, value_name = "P,P,..", default_value = "default")]
+    pub passes: String,
 }
 
 #[derive(Debug, Args)]
@@ -293,6 +318,7 @@ fn main() -> ExitCode {
         Command::Check(args) => check(&args, &mut out),
         Command::Conformance(args) => conformance::run(&args, &mut out),
         Command::PlanMemory(args) => plan_memory::run(&args, &mut out),
+        Command::Compile(args) => compile::run(&args, &mut out),
         Command::Bench(args) => bench::run(&args, &mut out),
     };
     let result = result.and_then(|()| out.flush().map_err(CliError::Stdout));

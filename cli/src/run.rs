@@ -86,7 +86,25 @@ pub fn run(args: &RunArgs, out: &mut dyn Write) -> Result<(), CliError> {
                 source: Box::new(source),
             })?
         }
-        Backend::Kernels => terafab_passes::fuse::run_kernels(func, &tensors)?,
+        Backend::Kernels | Backend::Llvm => {
+            let mut module = module.clone();
+            if args.passes != "none" {
+                terafab_passes::run_pipeline(&mut module, &args.passes, Default::default())
+                    .map_err(crate::opt::pipeline_error(&args.passes))?;
+            }
+            let f = module.entry().ok_or_else(|| CliError::NoFunction {
+                path: args.model.clone(),
+            })?;
+            if args.backend == Backend::Kernels {
+                terafab_passes::fuse::run_kernels(f, &tensors)?
+            } else {
+                let opts = terafab_llvm::Options {
+                    threads: args.threads,
+                    ..Default::default()
+                };
+                terafab_llvm::run_function(f, &tensors, &opts)?
+            }
+        }
     };
 
     let names: Vec<String> = (0..results.len())

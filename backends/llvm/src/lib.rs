@@ -16,6 +16,7 @@
 //! Results do not depend on the thread count: every task computes a fixed set of output
 //! elements, the same way whichever thread runs it.
 
+pub mod aot;
 pub mod codegen;
 pub mod runtime;
 pub mod target;

@@ -140,7 +140,7 @@ fn run_call(p: &KernelProgram, k: usize, bufs: *mut *mut u8) -> Result<(), Strin
 
 /// The raw bytes of a tensor's elements.
 #[allow(clippy::unnecessary_cast)] // u8 elements among the types
-fn tensor_ptr(t: &Tensor) -> *const u8 {
+pub(crate) fn tensor_ptr(t: &Tensor) -> *const u8 {
     with_data!(t.data(), v, T => v.as_ptr() as *const u8)
 }
 

@@ -1,0 +1,203 @@
+//! `terafab bench --backend B`: a model's compile time and run latency.
+//!
+//! Per model: load, make random inputs (seed 0) of the shapes `--dim`/`--input-shape` give, run
+//! the pass pipeline and fuse (timed), compile (llvm: code generation, LLVM's O3 and machine
+//! code, timed), then `--warmup` untimed runs and `--iters` timed ones on the same inputs. The
+//! table gives the compile time and the median, min and max latency; `--json` adds one JSON
+//! line per model (read by scripts/bench_ort.py).
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use terafab_ir::Tensor;
+
+use crate::Backend;
+use crate::bench::{BenchArgs, median, ms, spread};
+use crate::compile::{load_with_random_inputs, lower};
+use crate::error::CliError;
+
+/// One model's figures.
+struct Timing {
+    model: String,
+    threads: usize,
+    /// Passes + fusion + code generation.
+    compile: Duration,
+    kernels: usize,
+    times: Vec<Duration>,
+}
+
+fn time_runs(
+    warmup: u32,
+    iters: u32,
+    mut run: impl FnMut() -> Result<Vec<Tensor>, CliError>,
+) -> Result<Vec<Duration>, CliError> {
+    for _ in 0..warmup {
+        run()?;
+    }
+    let mut times = Vec::with_capacity(iters as usize);
+    for _ in 0..iters {
+        let t = Instant::now();
+        let out = run()?;
+        times.push(t.elapsed());
+        drop(out);
+    }
+    Ok(times)
+}
+
+pub fn run(args: &BenchArgs, backend: Backend, out: &mut dyn Write) -> Result<(), CliError> {
+    let pipeline = args.passes.as_deref().unwrap_or("default");
+    terafab_passes::parse_pipeline(pipeline).map_err(crate::opt::pipeline_error(pipeline))?;
+    let opts = terafab_llvm::Options {
+        threads: args.threads,
+        ..Default::default()
+    };
+    let threads = match backend {
+        Backend::Llvm => opts.threads(),
+        _ => 1,
+    };
+    let mut rows = Vec::new();
+    for path in &args.models {
+        let (module, inputs) = load_with_random_inputs(path, &args.shapes)?;
+        let model = path.display().to_string();
+        let timing = match backend {
+            Backend::Interp => {
+                let f = module
+                    .entry()
+                    .ok_or_else(|| CliError::NoFunction { path: path.clone() })?;
+                let times = time_runs(args.warmup, args.iters, || {
+                    terafab_ir::interp::run_function(f, &inputs).map_err(|source| {
+                        CliError::Interp {
+                            func: f.name.clone(),
+                            source: Box::new(source),
+                        }
+                    })
+                })?;
+                Timing {
+                    model,
+                    threads,
+                    compile: Duration::ZERO,
+                    kernels: 0,
+                    times,
+                }
+            }
+            Backend::Kernels => {
+                let lowered = lower(module, pipeline, inputs)?;
+                let p = &lowered.program;
+                let times = time_runs(args.warmup, args.iters, || {
+                    terafab_ir::kernel::interp::run_program(p, &lowered.inputs).map_err(|source| {
+                        CliError::Interp {
+                            func: p.name.clone(),
+                            source: Box::new(source),
+                        }
+                    })
+                })?;
+                Timing {
+                    model,
+                    threads,
+                    compile: lowered.passes_time + lowered.fuse_time,
+                    kernels: p.kernels.len(),
+                    times,
+                }
+            }
+            Backend::Llvm => {
+                let lowered = lower(module, pipeline, inputs)?;
+                let t = Instant::now();
+                let exe = terafab_llvm::compile(&lowered.program, &opts)?;
+                let codegen = t.elapsed();
+                let times = time_runs(args.warmup, args.iters, || {
+                    exe.run(&lowered.inputs).map_err(CliError::from)
+                })?;
+                Timing {
+                    model,
+                    threads,
+                    compile: lowered.passes_time + lowered.fuse_time + codegen,
+                    kernels: lowered.program.kernels.len(),
+                    times,
+                }
+            }
+        };
+        rows.push(timing);
+    }
+    let backend_name = match backend {
+        Backend::Interp => "interp",
+        Backend::Kernels => "kernels",
+        Backend::Llvm => "llvm",
+    };
+    writeln!(
+        out,
+        "backend {backend_name}, {} thread(s), passes `{pipeline}`; {} timed runs after {} warm-up; times in ms\n",
+        threads, args.iters, args.warmup
+    )
+    .map_err(CliError::Stdout)?;
+    let header = [
+        "model",
+        "kernels",
+        "compile ms",
+        "median ms",
+        "min ms",
+        "max ms",
+    ];
+    let cells: Vec<[String; 6]> = rows
+        .iter()
+        .map(|r| {
+            let (lo, hi) = spread(&r.times).unzip();
+            [
+                r.model.clone(),
+                r.kernels.to_string(),
+                ms(Some(r.compile)),
+                ms(median(&r.times)),
+                ms(lo),
+                ms(hi),
+            ]
+        })
+        .collect();
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| {
+            cells
+                .iter()
+                .map(|c| c[i].len())
+                .chain([header[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cols: Vec<&str>| -> String {
+        let parts: Vec<String> = cols
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let w = widths[i];
+                if i == 0 {
+                    format!("{s:<w$}")
+                } else {
+                    format!("{s:>w$}")
+                }
+            })
+            .collect();
+        format!("{}\n", parts.join("  ").trim_end())
+    };
+    let mut text = line(header.to_vec());
+    for c in &cells {
+        text.push_str(&line(c.iter().map(String::as_str).collect()));
+    }
+    out.write_all(text.as_bytes()).map_err(CliError::Stdout)?;
+    if args.json {
+        for r in &rows {
+            let secs = |d: Option<Duration>| d.map_or(f64::NAN, |d| d.as_secs_f64() * 1e3);
+            writeln!(
+                out,
+                "{{\"model\": {:?}, \"backend\": \"{backend_name}\", \"threads\": {}, \"compile_ms\": {:.3}, \"median_ms\": {:.4}, \"min_ms\": {:.4}, \"max_ms\": {:.4}, \"iters\": {}, \"kernels\": {}}}",
+                r.model,
+                r.threads,
+                secs(Some(r.compile)),
+                secs(median(&r.times)),
+                secs(r.times.iter().min().copied()),
+                secs(r.times.iter().max().copied()),
+                r.times.len(),
+                r.kernels
+            )
+            .map_err(CliError::Stdout)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,206 @@
+//! `terafab compile`: a model to machine code, ahead of time (an object file or a shared
+//! library with a C header), or to one of its backend text forms (`--emit`).
+//!
+//! The shared first half, [`lower`], also serves `run` and `bench`: load the model, run a pass
+//! pipeline, bind the dims from the inputs' shapes and fuse into a kernel program.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use clap::{Args, ValueEnum};
+use terafab_ir::kernel::KernelProgram;
+use terafab_ir::{Function, Module, Tensor};
+
+use crate::ShapeArgs;
+use crate::error::CliError;
+use crate::inputs::{self, RandomSpec};
+use crate::opt::pipeline_error;
+
+pub const COMPILE_EXAMPLES: &str = "\
+EXAMPLES:
+  # A shared library and its C header (model.h beside it): create, run, destroy
+  terafab compile examples/mlp.onnx --dim batch=4 -o model.so
+
+  # An object file to link into a program of your own (also writes model.h)
+  terafab compile examples/mlp.onnx --dim batch=4 -o model.o
+
+  # The LLVM IR as generated from the kernel IR, and after LLVM's O3 pipeline
+  terafab compile examples/mlp.onnx --dim batch=4 --emit llvm
+  terafab compile examples/mlp.onnx --dim batch=4 --emit llvm-opt
+
+  # The assembly, for a named CPU rather than this machine's
+  terafab compile examples/mlp.onnx --dim batch=4 --emit asm --cpu x86-64-v3
+
+  # The kernel IR the backend starts from
+  terafab compile examples/mlp.onnx --dim batch=4 --emit kernels";
+
+/// A text form to print instead of building a library.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Emit {
+    /// The kernel IR
+    Kernels,
+    /// LLVM IR as generated
+    Llvm,
+    /// LLVM IR after LLVM's O3 pipeline
+    LlvmOpt,
+    /// Assembly
+    Asm,
+}
+
+#[derive(Debug, Args)]
+pub struct CompileArgs {
+    /// The model file (.onnx or .tfir)
+    pub model: PathBuf,
+    #[command(flatten)]
+    pub shapes: ShapeArgs,
+    /// The backend (only `llvm` compiles ahead of time)
+    #[arg(long, value_enum, default_value_t = crate::Backend::Llvm)]
+    pub backend: crate::Backend,
+    /// Passes run before fusion
+    #[arg(long, value_name = "P,P,..", default_value = "default")]
+    pub passes: String,
+    /// Print a text form (to stdout, or to -o)
+    #[arg(long, value_enum)]
+    pub emit: Option<Emit>,
+    /// The output: `NAME.so` (shared library) or `NAME.o` (object), with `NAME.h` beside it;
+    /// with --emit, the text goes there
+    #[arg(short = 'o', long = "output", value_name = "OUT")]
+    pub output: Option<PathBuf>,
+    /// Generate code for this CPU (an LLVM CPU name such as `x86-64-v3` or `znver3`) instead of
+    /// this machine's
+    #[arg(long, value_name = "NAME")]
+    pub cpu: Option<String>,
+    /// The C symbols' prefix (default: the output's file stem)
+    #[arg(long, value_name = "PREFIX")]
+    pub name: Option<String>,
+}
+
+/// A model lowered to kernels, with the time each step took.
+pub struct Lowered {
+    pub program: KernelProgram,
+    /// The inputs the dims were bound from (random, or from files).
+    pub inputs: Vec<Tensor>,
+    pub passes_time: Duration,
+    pub fuse_time: Duration,
+}
+
+/// Load `model`, run `pipeline` and fuse the entry function with the dims `inputs` bind.
+pub fn lower(module: Module, pipeline: &str, inputs: Vec<Tensor>) -> Result<Lowered, CliError> {
+    let mut module = module;
+    let t0 = Instant::now();
+    if !pipeline.is_empty() && pipeline != "none" {
+        terafab_passes::run_pipeline(&mut module, pipeline, Default::default())
+            .map_err(pipeline_error(pipeline))?;
+    }
+    let passes_time = t0.elapsed();
+    let t1 = Instant::now();
+    let f = entry(&module)?;
+    let bind = terafab_ir::interp::bind_inputs(f, &inputs).map_err(|source| CliError::Interp {
+        func: f.name.clone(),
+        source: Box::new(source),
+    })?;
+    let program =
+        terafab_passes::fuse::fuse_function(f, &bind).map_err(|e| CliError::Kernels(e.into()))?;
+    let fuse_time = t1.elapsed();
+    Ok(Lowered {
+        program,
+        inputs,
+        passes_time,
+        fuse_time,
+    })
+}
+
+fn entry(m: &Module) -> Result<&Function, CliError> {
+    m.entry().ok_or_else(|| CliError::NoFunction {
+        path: PathBuf::from("<model>"),
+    })
+}
+
+/// The model and random inputs of the shapes its dims allow (`--dim`, `--input-shape`).
+pub fn load_with_random_inputs(
+    path: &Path,
+    shapes: &ShapeArgs,
+) -> Result<(Module, Vec<Tensor>), CliError> {
+    let module = terafab_frontend::load_model_with(path, &shapes.load_options(&[]))?;
+    let f = module.entry().ok_or_else(|| CliError::NoFunction {
+        path: path.to_path_buf(),
+    })?;
+    let open = inputs::symbolic_dims(f);
+    let dims = if open.is_empty() {
+        Vec::new()
+    } else {
+        shapes.dims.clone()
+    };
+    let inputs = inputs::build(
+        f,
+        &[],
+        &HashMap::new(),
+        Some(RandomSpec {
+            seed: 0,
+            dims: &dims,
+        }),
+    )?;
+    let tensors = inputs.into_iter().map(|i| i.tensor).collect();
+    Ok((module, tensors))
+}
+
+/// The CPU option.
+pub fn cpu(name: &Option<String>) -> terafab_llvm::Cpu {
+    match name {
+        Some(n) => terafab_llvm::Cpu::Named(n.clone()),
+        None => terafab_llvm::Cpu::Host,
+    }
+}
+
+pub fn run(args: &CompileArgs, out: &mut dyn Write) -> Result<(), CliError> {
+    if args.backend != crate::Backend::Llvm {
+        return Err(CliError::Usage(
+            "`terafab compile` supports --backend llvm only".into(),
+        ));
+    }
+    if args.emit.is_none() && args.output.is_none() {
+        return Err(CliError::Usage(
+            "give -o OUT.so / OUT.o (a library), or --emit FORM (a text form)".into(),
+        ));
+    }
+    let (module, inputs) = load_with_random_inputs(&args.model, &args.shapes)?;
+    let lowered = lower(module, &args.passes, inputs)?;
+    let p = &lowered.program;
+    let cpu = cpu(&args.cpu);
+    if let Some(emit) = args.emit {
+        let text = match emit {
+            Emit::Kernels => terafab_ir::kernel::print::print_program(p),
+            Emit::Llvm => terafab_llvm::emit_llvm(p, &cpu, terafab_llvm::IrStage::Generated)?,
+            Emit::LlvmOpt => terafab_llvm::emit_llvm(p, &cpu, terafab_llvm::IrStage::Optimized)?,
+            Emit::Asm => terafab_llvm::emit_asm(p, &cpu)?,
+        };
+        return match &args.output {
+            Some(path) => std::fs::write(path, text).map_err(|source| CliError::WriteFile {
+                path: path.clone(),
+                source,
+            }),
+            None => out.write_all(text.as_bytes()).map_err(CliError::Stdout),
+        };
+    }
+    let output = args.output.as_ref().expect("checked above");
+    let prefix = match &args.name {
+        Some(n) => n.clone(),
+        None => output
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "model".into()),
+    };
+    let built = terafab_llvm::aot::build(p, &cpu, &prefix, output)?;
+    writeln!(
+        out,
+        "wrote {} and {} ({} kernels, arena {} bytes, weights {} bytes)",
+        built.library.display(),
+        built.header.display(),
+        p.kernels.len(),
+        built.arena_bytes,
+        built.weights_bytes
+    )
+    .map_err(CliError::Stdout)
+}
