@@ -223,6 +223,40 @@ unsafe fn write_buffer(buf: &Buffer, ptr: *mut u8, t: &Tensor) {
     }
 }
 
+/// A result tensor's memory, handed to the kernels before it holds its elements.
+struct OutputBuf {
+    ptr: *mut u8,
+    /// Makes the tensor, once its elements are written.
+    finish: Box<dyn FnOnce(Vec<usize>) -> Tensor>,
+}
+
+impl OutputBuf {
+    #[allow(clippy::unnecessary_cast)] // u8 elements among the types
+    fn new(dtype: DType, n: usize) -> OutputBuf {
+        with_dtype!(dtype, T => {
+            let mut arc: Arc<[std::mem::MaybeUninit<T>]> = Arc::new_uninit_slice(n);
+            let ptr = Arc::get_mut(&mut arc).expect("fresh").as_mut_ptr() as *mut u8;
+            OutputBuf {
+                ptr,
+                finish: Box::new(move |shape| {
+                    // SAFETY: `finish`'s caller promises every element was written.
+                    let data: Arc<[T]> = unsafe { arc.assume_init() };
+                    Tensor::from_data(shape, <T as terafab_ir::Element>::wrap(data))
+                        .expect("length matches shape")
+                }),
+            }
+        })
+    }
+
+    /// The tensor.
+    ///
+    /// # Safety
+    /// Every element must have been written with a valid value of the type.
+    unsafe fn finish(self, shape: Vec<usize>) -> Result<Tensor, LlvmError> {
+        Ok((self.finish)(shape))
+    }
+}
+
 /// A zeroed allocation aligned to 64 bytes.
 pub(crate) struct AlignedBuf {
     ptr: *mut u8,
@@ -444,6 +478,20 @@ impl Executable {
             // SAFETY: the plan's offsets lie inside the arena.
             table[b.index()] = unsafe { arena.ptr().add(off) };
         }
+        // Outputs computed by a kernel are written straight into the result tensors' memory
+        // (a row-major temporary named once among the outputs); the others are copied out.
+        let mut direct: Vec<Option<OutputBuf>> = Vec::with_capacity(p.outputs.len());
+        for (_, b) in &p.outputs {
+            let buf = p.buffer(*b);
+            let once = p.outputs.iter().filter(|(_, o)| o == b).count() == 1;
+            if matches!(buf.storage, Storage::Temp) && buf.is_row_major() && once {
+                let out = OutputBuf::new(buf.dtype, buf.len());
+                table[b.index()] = out.ptr;
+                direct.push(Some(out));
+            } else {
+                direct.push(None);
+            }
+        }
         let call_ctx = CallCtx {
             program: p,
             error: Mutex::new(None),
@@ -468,9 +516,17 @@ impl Executable {
         }
         p.outputs
             .iter()
-            .map(|(_, b)| {
-                // SAFETY: every output was written by its kernel (or is an input or constant).
-                unsafe { read_buffer(p.buffer(*b), table[b.index()]) }.map_err(LlvmError::Runtime)
+            .zip(direct)
+            .map(|((_, b), direct)| {
+                let buf = p.buffer(*b);
+                match direct {
+                    // SAFETY: the output's kernel wrote every element (write-once, verified).
+                    Some(out) => unsafe { out.finish(buf.shape.clone()) },
+                    // SAFETY: every output was written by its kernel (or is an input or constant).
+                    None => {
+                        unsafe { read_buffer(buf, table[b.index()]) }.map_err(LlvmError::Runtime)
+                    }
+                }
             })
             .collect()
     }

@@ -396,7 +396,7 @@ impl<'ctx> Gen<'_, 'ctx> {
     }
 
     /// The stages of a loop nest at one point of its space.
-    fn stages(&mut self, f: &mut Fn<'ctx>, stages: &[Stage]) -> R<()> {
+    pub(crate) fn stages(&mut self, f: &mut Fn<'ctx>, stages: &[Stage]) -> R<()> {
         for s in stages {
             match s {
                 Stage::Reduce {
