@@ -363,6 +363,7 @@ fn pack_fn<'ctx>(
         .get_nth_param(all.len() as u32)
         .unwrap()
         .into_int_value();
+    task.set_name("task");
     let bi =
         g.b.build_int_unsigned_div(task, g.i64(panels as i64), "batch")?;
     let panel =
@@ -580,6 +581,7 @@ fn compute_fn<'ctx>(
         .get_nth_param(all.len() as u32)
         .unwrap()
         .into_int_value();
+    task.set_name("task");
     // The block's accumulators: one MR x NR tile per (A panel, B panel) pair.
     let (bp_n, bq_n) = (MC / MR, NC / NR);
     let tile_len = (MR * NR) as i64;

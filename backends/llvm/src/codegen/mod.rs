@@ -293,6 +293,8 @@ impl<'ctx> Gen<'_, 'ctx> {
         self.b.position_at_end(entry);
         let table = f.get_nth_param(0).unwrap().into_pointer_value();
         let task = f.get_nth_param(1).unwrap().into_int_value();
+        table.set_name("bufs");
+        task.set_name("task");
         let mut call_args = Vec::new();
         for b in bufs {
             call_args.push(self.table_ptr(table, b.index())?.into());
@@ -359,6 +361,8 @@ impl<'ctx> Gen<'_, 'ctx> {
             .get_nth_param(bufs.len() as u32 + 1)
             .unwrap()
             .into_int_value();
+        lo.set_name("lo");
+        hi.set_name("hi");
         for (d, &n) in nest.space.iter().enumerate() {
             f.extents.insert(Var(d as u32), n);
         }
@@ -724,6 +728,8 @@ impl<'ctx> Gen<'_, 'ctx> {
         self.b.position_at_end(entry);
         let bufs = f.get_nth_param(0).unwrap().into_pointer_value();
         let rt = f.get_nth_param(1).unwrap().into_pointer_value();
+        bufs.set_name("bufs");
+        rt.set_name("rt");
         let rtt = rt_type(self.ctx);
         let field = |g: &Self, i: u32, name: &str| -> R<PointerValue<'ctx>> {
             let at = g.b.build_struct_gep(rtt, rt, i, name)?;
@@ -806,6 +812,8 @@ impl<'ctx> Gen<'_, 'ctx> {
         self.b.position_at_end(entry);
         let bufs = f.get_nth_param(0).unwrap().into_pointer_value();
         let rt = f.get_nth_param(1).unwrap().into_pointer_value();
+        bufs.set_name("bufs");
+        rt.set_name("rt");
         let rtt = rt_type(self.ctx);
         let par_ty = self
             .ctx
