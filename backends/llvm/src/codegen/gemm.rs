@@ -19,7 +19,7 @@
 //!    columns (`Bp[panel][k][NR]`), zero-padded at the edges, for every batch index. An operand
 //!    that reads only constants (weights) is packed once, by `init`; the others on every run
 //!    (one task per panel).
-//! 2. **Compute**: one task per (batch, [`MC`]-row block, [`NC`]-column block); for each
+//! 2. **Compute**: one task per (batch, [`MC_PANELS`]-panel block, [`NC`]-column block); for each
 //!    `B` panel, for each `A` panel of the block, the micro-kernel keeps the `MR × NR` tile in
 //!    12 AVX registers over the whole of K (6 broadcasts, 2 vector loads and 12 FMAs per k), then
 //!    the epilogue runs on the tile while it is in L1: each element becomes `t` and the kernel's
@@ -41,12 +41,13 @@ use terafab_ir::{BinaryOp, DType, ReduceKind};
 
 use super::{CodegenError, Fn, Gen, PackedConst, is_const};
 
-/// Rows of the micro-kernel's tile (broadcast side).
+/// Rows of the micro-kernel's tile (broadcast side); fewer (`mr = M`) when M is smaller, as in
+/// a matrix-vector product with a batch of one.
 pub const MR: usize = 6;
 /// Columns of the micro-kernel's tile (two 8-lane vectors).
 pub const NR: usize = 16;
-/// Rows of a compute task's block (a multiple of [`MR`]).
-pub const MC: usize = 48;
+/// A-panels per compute task's block (so `8 * mr` rows).
+pub const MC_PANELS: usize = 8;
 /// Columns of a compute task's block (a multiple of [`NR`]).
 pub const NC: usize = 128;
 /// The K chunk of one micro-kernel call (a `KC × NR` chunk of a B panel is 16 KiB: L1).
@@ -64,6 +65,8 @@ struct Form<'a> {
     k_vars: Vec<(Var, usize)>,
     local: terafab_ir::kernel::Local,
     epilogue: &'a [Stage],
+    /// Rows of the micro-kernel's tile: [`MR`], or M when smaller.
+    mr: usize,
 }
 
 fn vars_of(e: &Expr) -> Vec<Var> {
@@ -139,7 +142,7 @@ fn form<'a>(g: &Gen<'_, '_>, nest: &'a LoopNest) -> Option<Form<'a>> {
     let prod = |v: &[(Var, usize)]| v.iter().map(|x| x.1).product::<usize>();
     let (m, n, k) = (prod(&m_vars), prod(&n_vars), prod(k_vars));
     // Small or degenerate contractions are better served by the plain loop nest.
-    if m < 2 || n < 8 || k < 4 || m * n * k < 4096 {
+    if n < 8 || k < 4 || m * n * k < 4096 {
         return None;
     }
     Some(Form {
@@ -151,6 +154,7 @@ fn form<'a>(g: &Gen<'_, '_>, nest: &'a LoopNest) -> Option<Form<'a>> {
         k_vars: k_vars.clone(),
         local: *local,
         epilogue: rest,
+        mr: m.min(MR),
     })
 }
 
@@ -194,7 +198,8 @@ pub(crate) fn try_gemm(
         prod(&form.k_vars),
         prod(&form.batch_vars),
     );
-    let (mp, np) = (m.div_ceil(MR), n.div_ceil(NR));
+    let mr = form.mr;
+    let (mp, np) = (m.div_ceil(mr), n.div_ceil(NR));
     let bufs = Gen::kernel_buffers(k);
     let a_const = reads_only_consts(g, form.a)
         && form
@@ -216,7 +221,7 @@ pub(crate) fn try_gemm(
         g.packed.push(PackedConst { slot: s, bytes });
         BufferId(s as u32)
     };
-    let ap = slot(a_batches * mp * MR * kk * 4, g);
+    let ap = slot(a_batches * mp * mr * kk * 4, g);
     let bp = slot(b_batches * np * NR * kk * 4, g);
 
     let mut phases = Vec::new();
@@ -238,7 +243,7 @@ pub(crate) fn try_gemm(
             (batch * np) as u64,
         ));
     }
-    let (mblocks, nblocks) = (m.div_ceil(MC), n.div_ceil(NC));
+    let (mblocks, nblocks) = (m.div_ceil(MC_PANELS * mr), n.div_ceil(NC));
     let compute = compute_fn(
         g,
         &format!("{name}.compute"),
@@ -348,7 +353,7 @@ fn pack_fn<'ctx>(
     kk: usize,
 ) -> R<FunctionValue<'ctx>> {
     let (expr, vars, width) = match side {
-        Side::A => (form.a, &form.m_vars, MR),
+        Side::A => (form.a, &form.m_vars, form.mr),
         Side::B => (form.b, &form.n_vars, NR),
     };
     let extent: usize = vars.iter().map(|v| v.1).product();
@@ -429,10 +434,10 @@ fn pack_fn<'ctx>(
     g.task_fn(&tname, f.func, &all, |_, t| Ok(vec![t.into()]))
 }
 
-/// The micro-kernel: `c[MR][NR] (+)= Σ_k a[k][MR] ⊗ b[k][NR]` over `k < kn`, adding to `c`'s
-/// contents when `accumulate` is nonzero (one per module).
-fn ukernel<'ctx>(g: &mut Gen<'_, 'ctx>) -> R<FunctionValue<'ctx>> {
-    let name = "tf.ukernel.6x16";
+/// The micro-kernel: `c[mr][NR] (+)= Σ_k a[k][mr] ⊗ b[k][NR]` over `k < kn`, adding to `c`'s
+/// contents when `accumulate` is nonzero (one per module and `mr`).
+fn ukernel<'ctx>(g: &mut Gen<'_, 'ctx>, mr: usize) -> R<FunctionValue<'ctx>> {
+    let name = &format!("tf.ukernel.{mr}x{NR}");
     if let Some(f) = g.module.get_function(name) {
         return Ok(f);
     }
@@ -482,7 +487,7 @@ fn ukernel<'ctx>(g: &mut Gen<'_, 'ctx>) -> R<FunctionValue<'ctx>> {
     bld.build_conditional_branch(acc_nz, load_c, header)?;
     bld.position_at_end(load_c);
     let mut initial = Vec::new();
-    for i in 0..MR * 2 {
+    for i in 0..mr * 2 {
         let off = i64t.const_int((i * 8) as u64, false);
         let cp = unsafe { bld.build_in_bounds_gep(f32t, c, &[off], "c")? };
         let v = bld.build_load(v8, cp, "c")?;
@@ -494,7 +499,7 @@ fn ukernel<'ctx>(g: &mut Gen<'_, 'ctx>) -> R<FunctionValue<'ctx>> {
     bld.build_unconditional_branch(header)?;
     bld.position_at_end(header);
     let kphi = bld.build_phi(i64t, "k")?;
-    let accs: Vec<_> = (0..MR * 2)
+    let accs: Vec<_> = (0..mr * 2)
         .map(|i| bld.build_phi(v8, &format!("acc{i}")))
         .collect::<Result<_, _>>()?;
     let kv = kphi.as_basic_value().into_int_value();
@@ -514,9 +519,9 @@ fn ukernel<'ctx>(g: &mut Gen<'_, 'ctx>) -> R<FunctionValue<'ctx>> {
     };
     let b0 = load_v(bptr0)?;
     let b1 = load_v(bptr1)?;
-    let aoff = bld.build_int_mul(kv, i64t.const_int(MR as u64, false), "aoff")?;
+    let aoff = bld.build_int_mul(kv, i64t.const_int(mr as u64, false), "aoff")?;
     let mut next: Vec<BasicValueEnum<'ctx>> = Vec::new();
-    for i in 0..MR {
+    for i in 0..mr {
         let o = bld.build_int_add(aoff, i64t.const_int(i as u64, false), "ai")?;
         let ap = unsafe { bld.build_in_bounds_gep(f32t, a, &[o], "ap")? };
         let av = bld.build_load(f32t, ap, "a")?.into_float_value();
@@ -568,8 +573,9 @@ fn compute_fn<'ctx>(
     form: &Form<'_>,
     d: Dims,
 ) -> R<String> {
-    let uk = ukernel(g)?;
-    let (mblocks, nblocks) = (d.m.div_ceil(MC), d.n.div_ceil(NC));
+    let mr = form.mr;
+    let uk = ukernel(g, mr)?;
+    let (mblocks, nblocks) = (d.m.div_ceil(MC_PANELS * mr), d.n.div_ceil(NC));
     let mut all = bufs.to_vec();
     all.push(ap);
     all.push(bp);
@@ -583,7 +589,7 @@ fn compute_fn<'ctx>(
         .into_int_value();
     task.set_name("task");
     // The block's accumulators: one MR x NR tile per (A panel, B panel) pair.
-    let (bp_n, bq_n) = (MC / MR, NC / NR);
+    let (bp_n, bq_n) = (MC_PANELS, NC / NR);
     let tile_len = (MR * NR) as i64;
     let cblock = g.entry_alloca(
         &f,
@@ -602,7 +608,7 @@ fn compute_fn<'ctx>(
     let bi =
         g.b.build_int_unsigned_div(rest, g.i64(mblocks as i64), "bi")?;
     bind_flat(g, &mut f, bi, &form.batch_vars)?;
-    let panel_a = (d.k * MR) as i64;
+    let panel_a = (d.k * mr) as i64;
     let panel_b = (d.k * NR) as i64;
     // Panel ranges of this block.
     let p0 = g.b.build_int_mul(mb, g.i64(bp_n as i64), "p0")?;
@@ -648,7 +654,7 @@ fn compute_fn<'ctx>(
             g.range_loop(f, p0, p1, |g, _f, pidx| {
                 let aoff = g.b.build_int_mul(pidx, g.i64(panel_a), "aoff")?;
                 let aoff = g.b.build_int_add(aoff, a_base, "aoff")?;
-                let ka = g.b.build_int_mul(k0, g.i64(MR as i64), "ka")?;
+                let ka = g.b.build_int_mul(k0, g.i64(mr as i64), "ka")?;
                 let aoff = g.b.build_int_add(aoff, ka, "aoff")?;
                 let aptr = unsafe { g.b.build_in_bounds_gep(f32t, ap_ptr, &[aoff], "apanel")? };
                 let tile = tile_at(g, pidx, q)?;
@@ -671,10 +677,10 @@ fn compute_fn<'ctx>(
     g.range_loop(&mut f, q0, q1, |g, f, q| {
         g.range_loop(f, p0, p1, |g, f, pidx| {
             let tile = tile_at(g, pidx, q)?;
-            let m0 = g.b.build_int_mul(pidx, g.i64(MR as i64), "m0")?;
+            let m0 = g.b.build_int_mul(pidx, g.i64(mr as i64), "m0")?;
             let n0 = g.b.build_int_mul(q, g.i64(NR as i64), "n0")?;
             let mrem = g.b.build_int_sub(g.i64(d.m as i64), m0, "mrem")?;
-            let mend = clamp(g, mrem, MR as i64)?;
+            let mend = clamp(g, mrem, mr as i64)?;
             let nrem = g.b.build_int_sub(g.i64(d.n as i64), n0, "nrem")?;
             let nend = clamp(g, nrem, NR as i64)?;
             let zero = g.i64(0);
