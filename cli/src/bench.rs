@@ -72,6 +72,10 @@ pub struct BenchArgs {
     /// Also print one JSON object per model (the last line is the last model's)
     #[arg(long, requires = "backend")]
     pub json: bool,
+    /// With --backend llvm: the compile time by stage and a per-kernel profile (mean time per
+    /// run of each kernel, from --iters extra runs, slowest first)
+    #[arg(long, requires = "backend")]
+    pub profile: bool,
     /// Runs of the pipeline per model, each on a fresh copy of the loaded model
     #[arg(long, value_name = "N", default_value_t = 5,
           value_parser = clap::value_parser!(u32).range(1..))]

@@ -44,6 +44,88 @@ fn time_runs(
     Ok(times)
 }
 
+/// The compile stages' times and the mean time per run of each kernel, slowest first.
+fn profile(
+    exe: &terafab_llvm::Executable,
+    lowered: &crate::compile::Lowered,
+    iters: u32,
+    model: &str,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    let p = &lowered.program;
+    let mut per_kernel = vec![Duration::ZERO; p.kernels.len()];
+    // Each kernel's phases (pack, compute...) in order, with their total times.
+    let mut per_phase: Vec<Vec<(String, Duration)>> = vec![Vec::new(); p.kernels.len()];
+    for _ in 0..iters {
+        let (_, phases) = exe.run_profiled(&lowered.inputs)?;
+        for ph in phases {
+            per_kernel[ph.kernel] += ph.time;
+            let name = ph.phase.trim_end_matches(".task");
+            let name = name.rsplit('.').next().unwrap_or(name).to_string();
+            let list = &mut per_phase[ph.kernel];
+            match list.iter_mut().find(|(n, _)| *n == name) {
+                Some(e) => e.1 += ph.time,
+                None => list.push((name, ph.time)),
+            }
+        }
+    }
+    let total: Duration = per_kernel.iter().sum();
+    let s = exe.stats();
+    let w = |out: &mut dyn Write, line: String| writeln!(out, "{line}").map_err(CliError::Stdout);
+    w(
+        out,
+        format!(
+            "{model}: compile: passes {:.1} ms, fusion {:.1} ms, codegen {:.1} ms, LLVM O3 {:.1} ms, machine code + packing {:.1} ms; arena {} KiB, packed weights {} KiB",
+            lowered.passes_time.as_secs_f64() * 1e3,
+            lowered.fuse_time.as_secs_f64() * 1e3,
+            s.codegen.as_secs_f64() * 1e3,
+            s.optimize.as_secs_f64() * 1e3,
+            s.finalize.as_secs_f64() * 1e3,
+            s.arena_bytes / 1024,
+            s.packed_bytes / 1024
+        ),
+    )?;
+    for (k, why) in &s.calls {
+        w(out, format!("  kernel @{k} runs in the interpreter: {why}"))?;
+    }
+    let mut order: Vec<usize> = (0..p.kernels.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(per_kernel[i]));
+    w(out, format!("{:>10}  {:>6}  kernel", "ms/run", "share"))?;
+    for i in order {
+        let k = &p.kernels[i];
+        let t = per_kernel[i].as_secs_f64() * 1e3 / iters as f64;
+        let share = per_kernel[i].as_secs_f64() / total.as_secs_f64().max(1e-12) * 100.0;
+        let outs: Vec<String> = k
+            .outputs
+            .iter()
+            .map(|b| {
+                let b = p.buffer(*b);
+                format!("{}{:?}", b.dtype, b.shape)
+            })
+            .collect();
+        let phases = if per_phase[i].len() > 1 {
+            let parts: Vec<String> = per_phase[i]
+                .iter()
+                .map(|(n, d)| format!("{n} {:.3}", d.as_secs_f64() * 1e3 / iters as f64))
+                .collect();
+            format!(" [{}]", parts.join(" + "))
+        } else {
+            String::new()
+        };
+        w(
+            out,
+            format!(
+                "{t:>10.3}  {share:>5.1}%  @{} {} -> {}{phases}  // {}",
+                k.name,
+                k.kind.name(),
+                outs.join(", "),
+                k.sources.join(", ")
+            ),
+        )?;
+    }
+    w(out, String::new())
+}
+
 pub fn run(args: &BenchArgs, backend: Backend, out: &mut dyn Write) -> Result<(), CliError> {
     let pipeline = args.passes.as_deref().unwrap_or("default");
     terafab_passes::parse_pipeline(pipeline).map_err(crate::opt::pipeline_error(pipeline))?;
@@ -107,6 +189,9 @@ pub fn run(args: &BenchArgs, backend: Backend, out: &mut dyn Write) -> Result<()
                 let times = time_runs(args.warmup, args.iters, || {
                     exe.run(&lowered.inputs).map_err(CliError::from)
                 })?;
+                if args.profile {
+                    profile(&exe, &lowered, args.iters, &model, out)?;
+                }
                 Timing {
                     model,
                     threads,

@@ -27,7 +27,7 @@ use terafab_ir::{Function, Tensor};
 use terafab_passes::fuse::{RunError, run_kernels_with};
 
 pub use codegen::CodegenError;
-pub use runtime::{CompileStats, Executable};
+pub use runtime::{CompileStats, Executable, PhaseTime};
 pub use target::{Cpu, Machine};
 
 /// Errors of the LLVM backend.

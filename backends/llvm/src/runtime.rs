@@ -82,17 +82,61 @@ unsafe extern "C" fn parallel_for(pool: *const c_void, f: TaskFn, data: *mut *mu
     });
 }
 
+/// The pool of a profiled run: the real pool and the time of every `parallel_for` call.
+struct ProfiledPool {
+    pool: *const rayon::ThreadPool,
+    records: Mutex<Vec<(usize, Duration)>>,
+}
+
+/// `parallel_for` timing each call (by task function address).
+unsafe extern "C" fn parallel_for_profiled(
+    pool: *const c_void,
+    f: TaskFn,
+    data: *mut *mut u8,
+    n: i64,
+) {
+    // SAFETY: `pool` is the `ProfiledPool` of the run.
+    let pp = unsafe { &*(pool as *const ProfiledPool) };
+    let t = Instant::now();
+    // SAFETY: as `parallel_for`.
+    unsafe { parallel_for(pp.pool as *const c_void, f, data, n) };
+    let dt = t.elapsed();
+    pp.records
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push((f as usize, dt));
+}
+
+/// The time one kernel phase took in a profiled run.
+#[derive(Debug, Clone)]
+pub struct PhaseTime {
+    /// The kernel's index in the program.
+    pub kernel: usize,
+    /// The phase: its task function's name (`k3.conv.packB.task`), or `call`.
+    pub phase: String,
+    pub time: Duration,
+}
+
 /// What the library call needs: the program, and the first error it met.
 struct CallCtx<'a> {
     program: &'a KernelProgram,
     error: Mutex<Option<String>>,
+    /// When profiling: the time of each call, by kernel.
+    times: Option<Mutex<Vec<(usize, Duration)>>>,
 }
 
 /// The runtime's `call`: runs kernel `k` with the kernel interpreter on the buffers' contents.
 unsafe extern "C" fn call_kernel(ctx: *const c_void, k: i64, bufs: *mut *mut u8) -> i32 {
     // SAFETY: `ctx` is the `CallCtx` the run put in the `Rt`, alive for the run.
     let ctx = unsafe { &*(ctx as *const CallCtx) };
+    let t = Instant::now();
     let r = catch_unwind(AssertUnwindSafe(|| run_call(ctx.program, k as usize, bufs)));
+    if let Some(times) = &ctx.times {
+        times
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((k as usize, t.elapsed()));
+    }
     let msg = match r {
         Ok(Ok(())) => return 0,
         Ok(Err(e)) => e,
@@ -326,6 +370,8 @@ pub struct Executable {
     _packed: Vec<AlignedBuf>,
     pool: Arc<rayon::ThreadPool>,
     stats: CompileStats,
+    /// Task function address -> (kernel, phase name), for profiles.
+    phases: HashMap<usize, (usize, String)>,
 }
 
 // SAFETY: the engine is only used while compiling and when dropped; the machine code it owns is
@@ -397,6 +443,7 @@ impl Executable {
         let call_ctx = CallCtx {
             program: p,
             error: Mutex::new(None),
+            times: None,
         };
         let rt = Rt {
             parallel_for,
@@ -409,6 +456,14 @@ impl Executable {
         unsafe { init_fn(table.as_mut_ptr(), &rt) };
         let finalize = t2.elapsed();
 
+        let mut phases = HashMap::new();
+        for (i, plan) in generated.kernels.iter().enumerate() {
+            if let KernelPlan::Compiled { phases: ps } = plan {
+                for (name, _) in ps {
+                    phases.insert(addr(name)?, (i, name.clone()));
+                }
+            }
+        }
         let calls = generated
             .kernels
             .iter()
@@ -437,6 +492,7 @@ impl Executable {
             _packed: packed,
             pool,
             stats,
+            phases,
         })
     }
 
@@ -450,6 +506,24 @@ impl Executable {
 
     /// Run on `inputs` (one per program input, of its type and shape); returns the outputs.
     pub fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, LlvmError> {
+        self.run_inner(inputs, None)
+    }
+
+    /// [`Executable::run`], timing every kernel phase (in execution order).
+    pub fn run_profiled(
+        &self,
+        inputs: &[Tensor],
+    ) -> Result<(Vec<Tensor>, Vec<PhaseTime>), LlvmError> {
+        let mut times = Vec::new();
+        let out = self.run_inner(inputs, Some(&mut times))?;
+        Ok((out, times))
+    }
+
+    fn run_inner(
+        &self,
+        inputs: &[Tensor],
+        profile: Option<&mut Vec<PhaseTime>>,
+    ) -> Result<Vec<Tensor>, LlvmError> {
         let p = &self.program;
         if inputs.len() != p.inputs.len() {
             return Err(LlvmError::Input(format!(
@@ -495,16 +569,53 @@ impl Executable {
         let call_ctx = CallCtx {
             program: p,
             error: Mutex::new(None),
+            times: profile.is_some().then(Default::default),
         };
-        let rt = Rt {
-            parallel_for,
-            pool: Arc::as_ptr(&self.pool) as *const c_void,
-            call: call_kernel,
-            call_ctx: &call_ctx as *const CallCtx as *const c_void,
+        let profiled = ProfiledPool {
+            pool: Arc::as_ptr(&self.pool),
+            records: Mutex::new(Vec::new()),
+        };
+        let rt = match profile {
+            None => Rt {
+                parallel_for,
+                pool: Arc::as_ptr(&self.pool) as *const c_void,
+                call: call_kernel,
+                call_ctx: &call_ctx as *const CallCtx as *const c_void,
+            },
+            Some(_) => Rt {
+                parallel_for: parallel_for_profiled,
+                pool: &profiled as *const ProfiledPool as *const c_void,
+                call: call_kernel,
+                call_ctx: &call_ctx as *const CallCtx as *const c_void,
+            },
         };
         // SAFETY: the table holds a pointer to every buffer with room for its span; inputs are
         // only read.
         let rc = unsafe { (self.run_fn)(table.as_mut_ptr(), &rt) };
+        if let Some(out) = profile {
+            let records = profiled
+                .records
+                .into_inner()
+                .unwrap_or_else(|e| e.into_inner());
+            for (addr, time) in records {
+                if let Some((kernel, phase)) = self.phases.get(&addr) {
+                    out.push(PhaseTime {
+                        kernel: *kernel,
+                        phase: phase.clone(),
+                        time,
+                    });
+                }
+            }
+            if let Some(calls) = &call_ctx.times {
+                for (kernel, time) in calls.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+                    out.push(PhaseTime {
+                        kernel: *kernel,
+                        phase: "call".into(),
+                        time: *time,
+                    });
+                }
+            }
+        }
         if rc != 0 {
             let msg = call_ctx
                 .error

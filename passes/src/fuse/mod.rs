@@ -283,10 +283,50 @@ fn settle(g: &mut Graph<'_>) {
                 }
             }
         }
+        changed |= one_contraction_per_kernel(g);
         if !changed {
             return;
         }
     }
+}
+
+/// Whether `n` is a contraction (a matmul or convolution computed as a reduction stage).
+fn is_contraction(n: &Node) -> bool {
+    matches!(n.op, Op::DotGeneral { .. } | Op::Conv { .. }) && family(n) == Family::Reduction
+}
+
+/// A kernel computes at most one contraction, so that each gets a backend's GEMM schedule: where
+/// a kernel would hold several (a residual block's projection convolution added in the epilogue
+/// of the main convolution), all but the last are materialized (the kernel's own root counts as
+/// its contraction). Returns whether anything was materialized.
+fn one_contraction_per_kernel(g: &mut Graph<'_>) -> bool {
+    let roots = kernel_roots(g);
+    let mut per_root: HashMap<ValueId, Vec<ValueId>> = HashMap::new();
+    for n in &g.f.body.nodes {
+        let Some(&v) = n.outputs.first() else {
+            continue;
+        };
+        if !is_contraction(n) || g.materialized.contains(&v) {
+            continue;
+        }
+        for &r in roots.get(&v).into_iter().flatten() {
+            per_root.entry(r).or_default().push(v);
+        }
+    }
+    let mut changed = false;
+    let mut roots_sorted: Vec<_> = per_root.into_iter().collect();
+    roots_sorted.sort_by_key(|(r, _)| *r);
+    for (r, mut list) in roots_sorted {
+        let root_is_contraction = g.node_of(r).is_some_and(is_contraction);
+        if !root_is_contraction {
+            // Nodes are in order: the last one stays in this kernel.
+            list.pop();
+        }
+        for v in list {
+            changed |= g.materialized.insert(v);
+        }
+    }
+    changed
 }
 
 /// Whether recomputing `v` in several kernels costs more than storing it: it, or an inlined

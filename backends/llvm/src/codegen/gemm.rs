@@ -415,10 +415,41 @@ fn pack_fn<'ctx>(
     let (zero, w) = (g.i64(0), g.i64(width_i));
     let k_vars = form.k_vars.clone();
     if lanes_contiguous(expr, vars) {
-        // Consecutive lanes read consecutive elements: every k, then the panel's lanes.
+        // Consecutive lanes read consecutive elements: every k, then the panel's lanes. The
+        // lanes' variables (divisions of the flat position) are computed once per panel.
+        let arr = |g: &Gen<'_, 'ctx>, f: &Fn<'ctx>, name: &str| {
+            g.entry_alloca(f, i64t.array_type(width as u32).into(), name)
+        };
+        let slots: Vec<_> = vars
+            .iter()
+            .map(|(v, _)| arr(g, &f, &format!("lane.v{}", v.0)))
+            .collect::<R<_>>()?;
+        let valid_slot = arr(g, &f, "lane.valid")?;
+        let at = |g: &Gen<'_, 'ctx>, slot, lane| unsafe {
+            g.b.build_in_bounds_gep(i64t, slot, &[lane], "lane")
+        };
+        g.range_loop(&mut f, zero, w, |g, f, lane| {
+            let valid = lane_pos(g, f, lane)?;
+            for ((v, _), &slot) in vars.iter().zip(&slots) {
+                g.b.build_store(at(g, slot, lane)?, f.vars[v])?;
+            }
+            let valid = g.b.build_int_z_extend(valid, i64t, "valid")?;
+            g.b.build_store(at(g, valid_slot, lane)?, valid)?;
+            Ok(())
+        })?;
         g.nest(&mut f, &k_vars, &mut |g, f| {
             g.range_loop(f, zero, w, |g, f, lane| {
-                let valid = lane_pos(g, f, lane)?;
+                for ((v, _), &slot) in vars.iter().zip(&slots) {
+                    let x = g.b.build_load(i64t, at(g, slot, lane)?, "lv")?;
+                    f.vars.insert(*v, x.into_int_value());
+                }
+                let valid = g.b.build_load(i64t, at(g, valid_slot, lane)?, "lvalid")?;
+                let valid = g.b.build_int_compare(
+                    IntPredicate::NE,
+                    valid.into_int_value(),
+                    g.i64(0),
+                    "valid",
+                )?;
                 store(g, f, lane, valid)
             })
         })?;
@@ -461,6 +492,15 @@ fn ukernel<'ctx>(g: &mut Gen<'_, 'ctx>, mr: usize) -> R<FunctionValue<'ctx>> {
     for i in [0u32, 1, 3] {
         f.add_attribute(inkwell::attributes::AttributeLoc::Param(i), noalias);
     }
+    // One copy shared by every GEMM of the module (a call per KC-long run costs nothing next
+    // to it, and inlining it into each kernel would multiply the code LLVM compiles).
+    f.add_attribute(
+        inkwell::attributes::AttributeLoc::Function,
+        ctx.create_enum_attribute(
+            inkwell::attributes::Attribute::get_named_enum_kind_id("noinline"),
+            0,
+        ),
+    );
     let (a, b, kn, c) = (
         f.get_nth_param(0).unwrap().into_pointer_value(),
         f.get_nth_param(1).unwrap().into_pointer_value(),
