@@ -74,7 +74,10 @@ fn matmul(size: usize, const_b: bool) -> terafab_ir::kernel::KernelProgram {
             .collect();
         (
             format!("%a: {ty}"),
-            format!("  %b = constant() {{value=dense<{ty}>[{}]}} : {ty}\n", vals.join(", ")),
+            format!(
+                "  %b = constant() {{value=dense<{ty}>[{}]}} : {ty}\n",
+                vals.join(", ")
+            ),
         )
     } else {
         (format!("%a: {ty}, %b: {ty}"), String::new())
@@ -155,7 +158,9 @@ fn main() {
                     .collect();
                 let t = median(times);
                 let gflops = 2.0 * (size as f64).powi(3) / t.as_secs_f64() / 1e9;
-                let pct = |p: Option<f64>| p.map_or("?".into(), |p| format!("{:.0}%", gflops / p * 100.0));
+                let pct = |p: Option<f64>| {
+                    p.map_or("?".into(), |p| format!("{:.0}%", gflops / p * 100.0))
+                };
                 println!(
                     "{size:>6}  {:>8}  {:>10.3}  {gflops:>8.1}  {:>10}  {:>10}",
                     if const_b { "const" } else { "input" },
