@@ -211,6 +211,7 @@ impl<'ctx> Scalar<'_, 'ctx> {
             let x = x.into_float_value();
             let ty: BasicTypeEnum = x.get_type().into();
             let one = self.fconst(x, 1.0);
+            let is_f32 = x.get_type() == self.ctx.f32_type();
             let intr = |name: &str| -> R<FloatValue<'ctx>> {
                 Ok(self.intrinsic(name, &[ty], &[x.into()])?.into_float_value())
             };
@@ -225,6 +226,7 @@ impl<'ctx> Scalar<'_, 'ctx> {
                     b.build_select(gt, one, m.into_float_value(), "sign")?
                         .into_float_value()
                 }
+                UnaryOp::Exp if is_f32 => self.exp_f32(x)?,
                 UnaryOp::Exp => intr("llvm.exp")?,
                 UnaryOp::Log => intr("llvm.log")?,
                 UnaryOp::Sqrt => intr("llvm.sqrt")?,
@@ -244,10 +246,15 @@ impl<'ctx> Scalar<'_, 'ctx> {
                 UnaryOp::Asinh => self.libm("asinh", &[x])?,
                 UnaryOp::Acosh => self.libm("acosh", &[x])?,
                 UnaryOp::Atanh => self.libm("atanh", &[x])?,
+                UnaryOp::Erf if is_f32 => self.erf_f32(x)?,
                 UnaryOp::Erf => self.libm("erf", &[x])?,
                 UnaryOp::Logistic => {
                     let n = b.build_float_neg(x, "n")?;
-                    let e = self.intrinsic("llvm.exp", &[ty], &[n.into()])?;
+                    let e = if is_f32 {
+                        self.exp_f32(n)?.into()
+                    } else {
+                        self.intrinsic("llvm.exp", &[ty], &[n.into()])?
+                    };
                     let den = b.build_float_add(one, e.into_float_value(), "den")?;
                     b.build_float_div(one, den, "logistic")?
                 }
@@ -305,6 +312,119 @@ impl<'ctx> Scalar<'_, 'ctx> {
             UnaryOp::Not => b.build_not(x, "not")?.into(),
             _ => return Err(CodegenError::Invalid(format!("{op:?} on {d}"))),
         })
+    }
+
+    /// `exp(x)` in f32 as straight-line arithmetic (so loops over it vectorize): `x = n ln2 + r`
+    /// with `n = round(x / ln2)` (ln2 split in two for an exact reduction), `e^r` by Cephes'
+    /// `expf` polynomial on |r| <= ln2/2 (about 1 ulp), times `2^n` built from its exponent bits
+    /// in two halves (so that subnormal results are right). Beyond 88.72 the result is +inf,
+    /// below -104 it is 0; NaN stays NaN.
+    pub fn exp_f32(&self, x: FloatValue<'ctx>) -> R<FloatValue<'ctx>> {
+        let (b, c) = (self.b, self.ctx);
+        let f32t = c.f32_type();
+        let i32t = c.i32_type();
+        let k = |v: f64| f32t.const_float(v);
+        let nan = b.build_float_compare(FloatPredicate::UNO, x, x, "nan")?;
+        let over = b.build_float_compare(FloatPredicate::OGT, x, k(88.722_839), "over")?;
+        let under = b.build_float_compare(FloatPredicate::OLT, x, k(-104.0), "under")?;
+        // A finite, in-range argument for the arithmetic (NaN and the ends are selected below).
+        let xs = b.build_select(nan, k(0.0), x, "xs")?.into_float_value();
+        let xs = b.build_select(over, k(0.0), xs, "xs")?.into_float_value();
+        let xs = b
+            .build_select(under, k(-104.0), xs, "xs")?
+            .into_float_value();
+        let fma = |a: FloatValue<'ctx>, m: FloatValue<'ctx>, add: FloatValue<'ctx>| {
+            self.intrinsic(
+                "llvm.fma",
+                &[f32t.into()],
+                &[a.into(), m.into(), add.into()],
+            )
+            .map(|v| v.into_float_value())
+        };
+        let t = b.build_float_mul(xs, k(std::f64::consts::LOG2_E), "t")?;
+        let n = self
+            .intrinsic("llvm.roundeven", &[f32t.into()], &[t.into()])?
+            .into_float_value();
+        let r = fma(n, k(-0.693_359_375), xs)?;
+        let r = fma(n, k(2.121_944_4e-4), r)?;
+        let mut p = k(1.987_569_15e-4);
+        for coef in [
+            1.398_199_950_7e-3,
+            8.333_451_907_3e-3,
+            4.166_579_589_4e-2,
+            1.666_666_545_9e-1,
+            5.000_000_120_1e-1,
+        ] {
+            p = fma(p, r, k(coef))?;
+        }
+        let r2 = b.build_float_mul(r, r, "r2")?;
+        let p = fma(p, r2, r)?;
+        let p = b.build_float_add(p, k(1.0), "p")?;
+        // 2^n = 2^(n/2) * 2^(n - n/2), each a normal number for n in [-151, 128].
+        let ni = b.build_float_to_signed_int(n, i32t, "n")?;
+        let n1 = b.build_right_shift(ni, i32t.const_int(1, false), true, "n1")?;
+        let n2 = b.build_int_sub(ni, n1, "n2")?;
+        let pow2 = |e: IntValue<'ctx>| -> R<FloatValue<'ctx>> {
+            let biased = b.build_int_add(e, i32t.const_int(127, false), "e")?;
+            let bits = b.build_left_shift(biased, i32t.const_int(23, false), "bits")?;
+            Ok(b.build_bit_cast(bits, f32t, "pow2")?.into_float_value())
+        };
+        let y = b.build_float_mul(p, pow2(n1)?, "y")?;
+        let y = b.build_float_mul(y, pow2(n2)?, "y")?;
+        let y = b
+            .build_select(over, k(f64::INFINITY), y, "y")?
+            .into_float_value();
+        Ok(b.build_select(nan, x, y, "exp")?.into_float_value())
+    }
+
+    /// `erf(x)` in f32 as straight-line arithmetic: for |x| < 0.5 its Maclaurin series to x^11
+    /// (the next term is below 1.4e-8), else Abramowitz and Stegun 7.1.26,
+    /// `1 - t (a1 + t (a2 + ...)) e^(-x^2)` with `t = 1 / (1 + p|x|)` (absolute error below
+    /// 1.5e-7), with the sign of x. NaN stays NaN.
+    pub fn erf_f32(&self, x: FloatValue<'ctx>) -> R<FloatValue<'ctx>> {
+        let (b, c) = (self.b, self.ctx);
+        let f32t = c.f32_type();
+        let k = |v: f64| f32t.const_float(v);
+        let fma = |a: FloatValue<'ctx>, m: FloatValue<'ctx>, add: FloatValue<'ctx>| {
+            self.intrinsic(
+                "llvm.fma",
+                &[f32t.into()],
+                &[a.into(), m.into(), add.into()],
+            )
+            .map(|v| v.into_float_value())
+        };
+        let ax = self
+            .intrinsic("llvm.fabs", &[f32t.into()], &[x.into()])?
+            .into_float_value();
+        let x2 = b.build_float_mul(x, x, "x2")?;
+        // Series: 2/sqrt(pi) * x * (1 - x^2/3 + x^4/10 - x^6/42 + x^8/216 - x^10/1320).
+        let mut s = k(-1.0 / 1320.0);
+        for coef in [1.0 / 216.0, -1.0 / 42.0, 1.0 / 10.0, -1.0 / 3.0, 1.0] {
+            s = fma(s, x2, k(coef))?;
+        }
+        let small = b.build_float_mul(x, s, "s")?;
+        let small = b.build_float_mul(small, k(std::f64::consts::FRAC_2_SQRT_PI), "small")?;
+        // Abramowitz and Stegun on |x|.
+        let den = fma(ax, k(0.327_591_1), k(1.0))?;
+        let t = b.build_float_div(k(1.0), den, "t")?;
+        let mut q = k(1.061_405_429);
+        for coef in [-1.453_152_027, 1.421_413_741, -0.284_496_736, 0.254_829_592] {
+            q = fma(q, t, k(coef))?;
+        }
+        let q = b.build_float_mul(q, t, "q")?;
+        let e = self.exp_f32(b.build_float_neg(x2, "nx2")?)?;
+        let tail = b.build_float_mul(q, e, "tail")?;
+        let big = b.build_float_sub(k(1.0), tail, "big")?;
+        let big = self
+            .intrinsic("llvm.copysign", &[f32t.into()], &[big.into(), x.into()])?
+            .into_float_value();
+        let is_small = b.build_float_compare(FloatPredicate::OLT, ax, k(0.5), "is_small")?;
+        let r = b
+            .build_select(is_small, small, big, "erf")?
+            .into_float_value();
+        // NaN fails `|x| < 0.5` and would take the other branch: keep it.
+        let nan = b.build_float_compare(FloatPredicate::UNO, x, x, "nan")?;
+        Ok(b.build_select(nan, x, r, "erf")?.into_float_value())
     }
 
     /// `op(x, y)` on values of type `d`.
