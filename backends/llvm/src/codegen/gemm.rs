@@ -188,6 +188,20 @@ pub(crate) fn try_gemm(
     if !matches!(k.body, Body::Loops(_)) {
         return Ok(None);
     }
+    // A variable both operands use only through `v / c` and `v % c` (merged attention heads)
+    // may hide the GEMM form: try the nest with it split.
+    let split;
+    let nest = if form(g, nest).is_some() {
+        nest
+    } else {
+        split = super::split::splits(nest)
+            .into_iter()
+            .find(|s| form(g, s).is_some());
+        match &split {
+            Some(s) => s,
+            None => return Ok(None),
+        }
+    };
     let Some(form) = form(g, nest) else {
         return Ok(None);
     };
@@ -724,20 +738,39 @@ fn compute_fn<'ctx>(
             let nrem = g.b.build_int_sub(g.i64(d.n as i64), n0, "nrem")?;
             let nend = clamp(g, nrem, NR as i64)?;
             let zero = g.i64(0);
-            g.range_loop(f, zero, mend, |g, f, i| {
-                let mi = g.b.build_int_add(m0, i, "m")?;
-                bind_flat(g, f, mi, &form.m_vars)?;
-                g.range_loop(f, zero, nend, |g, f, j| {
-                    let nj = g.b.build_int_add(n0, j, "n")?;
-                    bind_flat(g, f, nj, &form.n_vars)?;
-                    let o = g.b.build_int_mul(i, g.i64(NR as i64), "o")?;
-                    let o = g.b.build_int_add(o, j, "o")?;
-                    let tp = unsafe { g.b.build_in_bounds_gep(f32t, tile, &[o], "tp")? };
-                    let t = g.b.build_load(f32t, tp, "t")?;
-                    f.locals.insert(form.local, (t, DType::F32));
-                    g.stages(f, form.epilogue)
+            let epilogue = |g: &mut Gen<'_, 'ctx>,
+                            f: &mut Fn<'ctx>,
+                            mend: IntValue<'ctx>,
+                            nend: IntValue<'ctx>|
+             -> R<()> {
+                g.range_loop(f, zero, mend, |g, f, i| {
+                    let mi = g.b.build_int_add(m0, i, "m")?;
+                    bind_flat(g, f, mi, &form.m_vars)?;
+                    g.range_loop(f, zero, nend, |g, f, j| {
+                        let nj = g.b.build_int_add(n0, j, "n")?;
+                        bind_flat(g, f, nj, &form.n_vars)?;
+                        let o = g.b.build_int_mul(i, g.i64(NR as i64), "o")?;
+                        let o = g.b.build_int_add(o, j, "o")?;
+                        let tp = unsafe { g.b.build_in_bounds_gep(f32t, tile, &[o], "tp")? };
+                        let t = g.b.build_load(f32t, tp, "t")?;
+                        f.locals.insert(form.local, (t, DType::F32));
+                        g.stages(f, form.epilogue)
+                    })
                 })
-            })
+            };
+            // Full tiles with constant bounds (the column loop vectorizes), edge tiles bounded.
+            let full_m =
+                g.b.build_int_compare(IntPredicate::EQ, mend, g.i64(mr as i64), "fullm")?;
+            let full_n =
+                g.b.build_int_compare(IntPredicate::EQ, nend, g.i64(NR as i64), "fulln")?;
+            let full = g.b.build_and(full_m, full_n, "full")?;
+            let (cm, cn) = (g.i64(mr as i64), g.i64(NR as i64));
+            g.if_else(
+                f,
+                full,
+                |g, f| epilogue(g, f, cm, cn),
+                |g, f| epilogue(g, f, mend, nend),
+            )
         })
     })?;
     g.b.build_return(None)?;

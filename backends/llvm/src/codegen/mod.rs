@@ -25,6 +25,7 @@
 
 pub mod gemm;
 pub mod scalar;
+mod split;
 
 use std::collections::HashMap;
 
@@ -520,6 +521,28 @@ impl<'ctx> Gen<'_, 'ctx> {
         self.b.build_store(slot, next)?;
         self.b.build_unconditional_branch(header)?;
         self.b.position_at_end(exit);
+        Ok(())
+    }
+
+    /// `if cond { then } else { other }`.
+    pub fn if_else(
+        &mut self,
+        f: &mut Fn<'ctx>,
+        cond: IntValue<'ctx>,
+        then: impl FnOnce(&mut Self, &mut Fn<'ctx>) -> R<()>,
+        other: impl FnOnce(&mut Self, &mut Fn<'ctx>) -> R<()>,
+    ) -> R<()> {
+        let then_bb = self.ctx.append_basic_block(f.func, "then");
+        let else_bb = self.ctx.append_basic_block(f.func, "else");
+        let join = self.ctx.append_basic_block(f.func, "join");
+        self.b.build_conditional_branch(cond, then_bb, else_bb)?;
+        self.b.position_at_end(then_bb);
+        then(self, f)?;
+        self.b.build_unconditional_branch(join)?;
+        self.b.position_at_end(else_bb);
+        other(self, f)?;
+        self.b.build_unconditional_branch(join)?;
+        self.b.position_at_end(join);
         Ok(())
     }
 

@@ -1,0 +1,268 @@
+//! Splitting an iteration-space variable in two: `v = h * c + j`, with `h < extent / c` and
+//! `j < c`, and `v / c`, `v % c` simplified to `h` and `j` wherever `v` appears.
+//!
+//! Fusion folds a head merge (`transpose` + `reshape` of attention heads) into the indexing of
+//! the consumer, so the context matmul of an attention block iterates over the merged dim `v`
+//! and reads `p[v / 64, i, r] * v_heads[v / 64, r, v % 64]`: `v` is used by both operands and
+//! the contraction has no N dim. Split, it is a batched GEMM (`h` batch, `j` N), which the GEMM
+//! schedule takes. The rewrite is exact: the new nest visits the same points in the same order
+//! and computes the same values.
+
+use terafab_ir::kernel::{Expr, Index, LoopNest, Stage, Var};
+
+/// Rewrite `e`'s index expressions with `f`.
+fn map_expr(e: &Expr, f: &dyn Fn(&Index) -> Index) -> Expr {
+    match e {
+        Expr::Load {
+            buffer,
+            index,
+            fill,
+        } => Expr::Load {
+            buffer: *buffer,
+            index: index.iter().map(f).collect(),
+            fill: fill.clone(),
+        },
+        Expr::Const(_) | Expr::Local(_) => e.clone(),
+        Expr::Index(i, d) => Expr::Index(f(i), *d),
+        Expr::Unary(op, a) => Expr::Unary(*op, Box::new(map_expr(a, f))),
+        Expr::Convert(d, a) => Expr::Convert(*d, Box::new(map_expr(a, f))),
+        Expr::Binary(op, a, b) => Expr::binary(*op, map_expr(a, f), map_expr(b, f)),
+        Expr::Compare(op, a, b) => Expr::compare(*op, map_expr(a, f), map_expr(b, f)),
+        Expr::Select(c, a, b) => Expr::select(map_expr(c, f), map_expr(a, f), map_expr(b, f)),
+    }
+}
+
+/// `i` with every variable replaced by `sub(v)`, simplified by the index builders.
+fn subst(i: &Index, sub: &dyn Fn(Var) -> Index) -> Index {
+    match i {
+        Index::Var(v) => sub(*v),
+        Index::Const(c) => Index::Const(*c),
+        Index::Add(a, b) => subst(a, sub).plus(subst(b, sub)),
+        Index::Mul(a, c) => subst(a, sub).times(*c),
+        Index::Div(a, c) => subst(a, sub).floor_div(*c),
+        Index::Rem(a, c) => subst(a, sub).modulo(*c),
+    }
+}
+
+/// `i` as a sum of `coefficient * atom` terms and a constant (atoms: variables, divisions,
+/// remainders); `None` for shapes it does not flatten.
+fn terms(i: &Index, scale: i64, out: &mut Vec<(i64, Index)>, konst: &mut i64) {
+    match i {
+        Index::Const(c) => *konst += c * scale,
+        Index::Add(a, b) => {
+            terms(a, scale, out, konst);
+            terms(b, scale, out, konst);
+        }
+        Index::Mul(a, c) => terms(a, scale * c, out, konst),
+        other => out.push((scale, other.clone())),
+    }
+}
+
+/// `i` simplified: `(h*c + j) / c` to `h` and `(h*c + j) % c` to `j` where `j`'s interval lies
+/// in `[0, c)`, bottom up.
+fn simplify(i: &Index, extent: &dyn Fn(Var) -> Option<usize>) -> Index {
+    match i {
+        Index::Var(_) | Index::Const(_) => i.clone(),
+        Index::Add(a, b) => simplify(a, extent).plus(simplify(b, extent)),
+        Index::Mul(a, c) => simplify(a, extent).times(*c),
+        Index::Div(a, c) | Index::Rem(a, c) => {
+            let a = simplify(a, extent);
+            let c = *c;
+            let mut ts = Vec::new();
+            let mut k = 0;
+            terms(&a, 1, &mut ts, &mut k);
+            let (whole, rest): (Vec<_>, Vec<_>) = ts.into_iter().partition(|(s, _)| s % c == 0);
+            let rebuild = |ts: &[(i64, Index)], k: i64, div: i64| {
+                ts.iter().fold(Index::Const(k), |acc, (s, t)| {
+                    acc.plus(t.clone().times(s / div))
+                })
+            };
+            let r = rebuild(&rest, k, 1);
+            let fits = r.interval(extent).is_some_and(|(lo, hi)| lo >= 0 && hi < c);
+            match (i, fits && !whole.is_empty()) {
+                (Index::Div(..), true) => rebuild(&whole, 0, c),
+                (Index::Rem(..), true) => r,
+                (Index::Div(..), false) => a.floor_div(c),
+                _ => a.modulo(c),
+            }
+        }
+    }
+}
+
+/// Candidates `(v, c)`: a space variable divided (or taken modulo) by `c` somewhere, with `c` a
+/// proper divisor of its extent.
+fn candidates(nest: &LoopNest) -> Vec<(Var, i64)> {
+    let mut out = Vec::new();
+    let mut visit = |i: &Index| {
+        fn walk(i: &Index, nest: &LoopNest, out: &mut Vec<(Var, i64)>) {
+            match i {
+                Index::Div(a, c) | Index::Rem(a, c) => {
+                    if let Index::Var(v) = **a
+                        && let Some(&n) = nest.space.get(v.0 as usize)
+                        && *c > 1
+                        && (*c as usize) < n
+                        && n % *c as usize == 0
+                        && !out.contains(&(v, *c))
+                    {
+                        out.push((v, *c));
+                    }
+                    walk(a, nest, out);
+                }
+                Index::Add(a, b) => {
+                    walk(a, nest, out);
+                    walk(b, nest, out);
+                }
+                Index::Mul(a, _) => walk(a, nest, out),
+                Index::Var(_) | Index::Const(_) => {}
+            }
+        }
+        walk(i, nest, &mut out);
+    };
+    for s in &nest.stages {
+        let (Stage::Reduce { body: e, .. } | Stage::Store { value: e, .. }) = s;
+        e.walk(&mut |x| match x {
+            Expr::Load { index, .. } => index.iter().for_each(&mut visit),
+            Expr::Index(i, _) => visit(i),
+            _ => {}
+        });
+    }
+    out
+}
+
+/// `nest` with space variable `v` split by `c` (the dims after it, and every stage variable,
+/// renumbered one up).
+fn split(nest: &LoopNest, v: Var, c: i64) -> LoopNest {
+    let d = v.0 as usize;
+    let n = nest.space[d];
+    let mut space = nest.space.clone();
+    space.splice(d..=d, [n / c as usize, c as usize]);
+    let renumber = |u: Var| if u.0 > v.0 { Var(u.0 + 1) } else { u };
+    let sub = |u: Var| -> Index {
+        if u == v {
+            Index::Var(v).times(c).plus(Index::Var(Var(v.0 + 1)))
+        } else {
+            Index::Var(renumber(u))
+        }
+    };
+    // Extents of the new nest's variables, for the simplification.
+    let mut extents: Vec<(Var, usize)> = space
+        .iter()
+        .enumerate()
+        .map(|(i, &e)| (Var(i as u32), e))
+        .collect();
+    for s in &nest.stages {
+        let (Stage::Reduce { vars, .. } | Stage::Store { vars, .. }) = s;
+        extents.extend(vars.iter().map(|&(u, e)| (renumber(u), e)));
+    }
+    let ext = |u: Var| extents.iter().find(|(w, _)| *w == u).map(|x| x.1);
+    let fix = |i: &Index| simplify(&subst(i, &sub), &ext);
+    let stages = nest
+        .stages
+        .iter()
+        .map(|s| match s {
+            Stage::Reduce {
+                local,
+                kind,
+                vars,
+                body,
+            } => Stage::Reduce {
+                local: *local,
+                kind: *kind,
+                vars: vars.iter().map(|&(u, e)| (renumber(u), e)).collect(),
+                body: map_expr(body, &fix),
+            },
+            Stage::Store {
+                buffer,
+                vars,
+                index,
+                value,
+            } => Stage::Store {
+                buffer: *buffer,
+                vars: vars.iter().map(|&(u, e)| (renumber(u), e)).collect(),
+                index: index.iter().map(fix).collect(),
+                value: map_expr(value, &fix),
+            },
+        })
+        .collect();
+    LoopNest { space, stages }
+}
+
+/// The nests made by splitting one variable of `nest` (each candidate once).
+pub(crate) fn splits(nest: &LoopNest) -> Vec<LoopNest> {
+    candidates(nest)
+        .into_iter()
+        .map(|(v, c)| split(nest, v, c))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use terafab_ir::kernel::BufferId;
+
+    #[test]
+    fn splits_a_merged_head_dim() {
+        // t0 = sum_r p[v/4, r] * q[v/4, r, v%4]; store y[v] = t0
+        let v = Var(0);
+        let r = Var(1);
+        let load = |b: u32, index: Vec<Index>| Expr::Load {
+            buffer: BufferId(b),
+            index,
+            fill: None,
+        };
+        let nest = LoopNest {
+            space: vec![8],
+            stages: vec![
+                Stage::Reduce {
+                    local: terafab_ir::kernel::Local(0),
+                    kind: terafab_ir::ReduceKind::Sum,
+                    vars: vec![(r, 3)],
+                    body: Expr::binary(
+                        terafab_ir::BinaryOp::Mul,
+                        load(0, vec![Index::Var(v).floor_div(4), Index::Var(r)]),
+                        load(
+                            1,
+                            vec![
+                                Index::Var(v).floor_div(4),
+                                Index::Var(r),
+                                Index::Var(v).modulo(4),
+                            ],
+                        ),
+                    ),
+                },
+                Stage::Store {
+                    buffer: BufferId(2),
+                    vars: vec![],
+                    index: vec![Index::Var(v)],
+                    value: Expr::Local(terafab_ir::kernel::Local(0)),
+                },
+            ],
+        };
+        let s = splits(&nest);
+        assert_eq!(s.len(), 1);
+        let s = &s[0];
+        assert_eq!(s.space, vec![2, 4]);
+        let Stage::Reduce { vars, body, .. } = &s.stages[0] else {
+            panic!()
+        };
+        assert_eq!(vars, &vec![(Var(2), 3)]);
+        let Expr::Binary(_, a, b) = body else {
+            panic!()
+        };
+        assert_eq!(**a, load(0, vec![Index::Var(Var(0)), Index::Var(Var(2))]));
+        assert_eq!(
+            **b,
+            load(
+                1,
+                vec![Index::Var(Var(0)), Index::Var(Var(2)), Index::Var(Var(1))]
+            )
+        );
+        let Stage::Store { index, .. } = &s.stages[1] else {
+            panic!()
+        };
+        assert_eq!(
+            index,
+            &vec![Index::Var(Var(0)).times(4).plus(Index::Var(Var(1)))]
+        );
+    }
+}
