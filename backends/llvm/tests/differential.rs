@@ -276,3 +276,39 @@ fn inline_exp_and_erf_are_accurate() {
         }
     }
 }
+
+/// Attention's context product with the heads merged back (`transpose` + `reshape` folded into
+/// the store): the merged dim is split into heads and columns for the GEMM schedule, and the
+/// result matches the interpreter.
+#[test]
+fn merged_heads_context_matches_the_interpreter() {
+    let src = "func @main(%p: f32[4,37,29], %v: f32[4,29,24]) -> (y: f32[37,96]) {
+  %c = dot_general(%p, %v) {lhs_batch=[0], rhs_batch=[0], lhs_contract=[2], rhs_contract=[1]} : f32[4,37,24]
+  %t = transpose(%c) {perm=[1, 0, 2]} : f32[37,4,24]
+  %y = reshape(%t) {shape=[37, 96]} : f32[37,96]
+  return %y
+}";
+    let inputs = vec![
+        Tensor::from_vec(vec![4, 37, 29], values(4 * 37 * 29, 5)).unwrap(),
+        Tensor::from_vec(vec![4, 29, 24], values(4 * 29 * 24, 6)).unwrap(),
+    ];
+    check(src, inputs).unwrap();
+    let m = terafab_ir::parse::parse_module(src).unwrap();
+    let f = m.entry().unwrap();
+    let bind = terafab_ir::interp::bind_inputs(
+        f,
+        &[
+            Tensor::zeros(terafab_ir::DType::F32, &[4, 37, 29]).unwrap(),
+            Tensor::zeros(terafab_ir::DType::F32, &[4, 29, 24]).unwrap(),
+        ],
+    )
+    .unwrap();
+    let p = terafab_passes::fuse::fuse_function(f, &bind).unwrap();
+    let ir = terafab_llvm::emit_llvm(
+        &p,
+        &terafab_llvm::Cpu::Named("x86-64-v3".into()),
+        terafab_llvm::IrStage::Generated,
+    )
+    .unwrap();
+    assert!(ir.contains("tf.ukernel.6x16"), "the GEMM schedule");
+}
