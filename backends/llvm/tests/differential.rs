@@ -312,3 +312,41 @@ fn merged_heads_context_matches_the_interpreter() {
     .unwrap();
     assert!(ir.contains("tf.ukernel.6x16"), "the GEMM schedule");
 }
+
+/// Kernels of the same form (here two matmuls of one shape with different weights) share their
+/// code: the second has only its trampolines; and each still reads its own weights.
+#[test]
+fn kernels_of_one_form_share_code() {
+    let w1: Vec<f32> = values(48 * 48, 11);
+    let w2: Vec<f32> = values(48 * 48, 12);
+    let src = format!(
+        "func @main(%x: f32[20,48]) -> (y: f32[20,48]) {{
+  %w1 = constant() {{value={}}} : f32[48,48]
+  %h = dot_general(%x, %w1) {{lhs_batch=[], rhs_batch=[], lhs_contract=[1], rhs_contract=[0]}} : f32[20,48]
+  %w2 = constant() {{value={}}} : f32[48,48]
+  %y = dot_general(%h, %w2) {{lhs_batch=[], rhs_batch=[], lhs_contract=[1], rhs_contract=[0]}} : f32[20,48]
+  return %y
+}}",
+        dense(&[48, 48], &w1),
+        dense(&[48, 48], &w2)
+    );
+    let x = Tensor::from_vec(vec![20, 48], values(20 * 48, 13)).unwrap();
+    check(&src, vec![x.clone()]).unwrap();
+    let m = terafab_ir::parse::parse_module(&src).unwrap();
+    let f = m.entry().unwrap();
+    let bind = terafab_ir::interp::bind_inputs(f, &[x]).unwrap();
+    let p = terafab_passes::fuse::fuse_function(f, &bind).unwrap();
+    assert_eq!(p.kernels.len(), 2);
+    let ir = terafab_llvm::emit_llvm(
+        &p,
+        &terafab_llvm::Cpu::Named("x86-64-v3".into()),
+        terafab_llvm::IrStage::Generated,
+    )
+    .unwrap();
+    let defs = ir.lines().filter(|l| l.starts_with("define")).count();
+    assert!(ir.contains("@k1.k1.compute.task"), "{ir}");
+    assert!(!ir.contains("define internal void @k1.k1.compute("), "{ir}");
+    // k0's three phases and their trampolines, k1's three trampolines, the micro-kernel, the
+    // driver and init.
+    assert_eq!(defs, 12, "{ir}");
+}

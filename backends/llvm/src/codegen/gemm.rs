@@ -476,7 +476,9 @@ fn pack_fn<'ctx>(
     }
     g.b.build_return(None)?;
     let tname = format!("{name}.task");
-    g.task_fn(&tname, f.func, &all, |_, t| Ok(vec![t.into()]))
+    let phase = if side == Side::A { "packA" } else { "packB" };
+    let inner = g.share(phase, f.func);
+    g.task_fn(&tname, inner, &all, |_, t| Ok(vec![t.into()]))
 }
 
 /// The micro-kernel: `c[mr][NR] (+)= Σ_k a[k][mr] ⊗ b[k][NR]` over `k < kn`, adding to `c`'s
@@ -758,23 +760,12 @@ fn compute_fn<'ctx>(
                     })
                 })
             };
-            // Full tiles with constant bounds (the column loop vectorizes), edge tiles bounded.
-            let full_m =
-                g.b.build_int_compare(IntPredicate::EQ, mend, g.i64(mr as i64), "fullm")?;
-            let full_n =
-                g.b.build_int_compare(IntPredicate::EQ, nend, g.i64(NR as i64), "fulln")?;
-            let full = g.b.build_and(full_m, full_n, "full")?;
-            let (cm, cn) = (g.i64(mr as i64), g.i64(NR as i64));
-            g.if_else(
-                f,
-                full,
-                |g, f| epilogue(g, f, cm, cn),
-                |g, f| epilogue(g, f, mend, nend),
-            )
+            epilogue(g, f, mend, nend)
         })
     })?;
     g.b.build_return(None)?;
     let tname = format!("{name}.task");
-    g.task_fn(&tname, f.func, &all, |_, t| Ok(vec![t.into()]))?;
+    let inner = g.share("compute", f.func);
+    g.task_fn(&tname, inner, &all, |_, t| Ok(vec![t.into()]))?;
     Ok(tname)
 }

@@ -25,7 +25,7 @@
 
 pub mod gemm;
 pub mod scalar;
-mod split;
+pub(crate) mod split;
 
 use std::collections::HashMap;
 
@@ -112,6 +112,8 @@ pub fn generate<'ctx>(
         p,
         packed: Vec::new(),
         init_calls: Vec::new(),
+        key: String::new(),
+        shared: HashMap::new(),
     };
     let mut plans = Vec::new();
     for (i, k) in p.kernels.iter().enumerate() {
@@ -173,6 +175,11 @@ pub(crate) struct Gen<'a, 'ctx> {
     pub packed: Vec<PackedConst>,
     /// Functions `init` calls, each `(fn(ptr bufs, i64 task), ntasks)`.
     pub init_calls: Vec<(FunctionValue<'ctx>, u64)>,
+    /// The canonical form of the kernel being generated (see [`kernel_key`]).
+    pub key: String,
+    /// Inner functions by kernel key and phase: kernels of the same form (the repeated blocks
+    /// of a ResNet) share them, and only their trampolines differ.
+    pub shared: HashMap<String, FunctionValue<'ctx>>,
 }
 
 /// The state of one function being emitted: buffer pointers, loop variables, locals.
@@ -218,6 +225,7 @@ impl<'ctx> Gen<'_, 'ctx> {
             });
         }
         let name = format!("k{i}.{}", sanitize(&k.name));
+        self.key = kernel_key(self.p, k, nest);
         if let Some(phases) = gemm::try_gemm(self, &name, k, nest)? {
             return Ok(KernelPlan::Compiled { phases });
         }
@@ -225,6 +233,23 @@ impl<'ctx> Gen<'_, 'ctx> {
         Ok(KernelPlan::Compiled {
             phases: vec![(task, ntasks)],
         })
+    }
+
+    /// `built`, the inner function of phase `phase` of the current kernel, or the one an earlier
+    /// kernel of the same form built (then `built` is deleted).
+    pub fn share(&mut self, phase: &str, built: FunctionValue<'ctx>) -> FunctionValue<'ctx> {
+        let key = format!("{}#{phase}", self.key);
+        match self.shared.get(&key) {
+            Some(&f) => {
+                // SAFETY: `built` was just made and nothing refers to it.
+                unsafe { built.delete() };
+                f
+            }
+            None => {
+                self.shared.insert(key, built);
+                built
+            }
+        }
     }
 
     /// An internal function `name(ptr noalias %b..., extra...)` over the buffers `bufs`, with
@@ -389,7 +414,8 @@ impl<'ctx> Gen<'_, 'ctx> {
         self.b.build_return(None)?;
 
         let task = format!("{name}.task");
-        self.task_fn(&task, f.func, &bufs, |g, t| {
+        let inner = self.share("loop", f.func);
+        self.task_fn(&task, inner, &bufs, |g, t| {
             let lo = g.b.build_int_mul(t, g.i64(chunk as i64), "lo")?;
             let end = g.b.build_int_add(lo, g.i64(chunk as i64), "end")?;
             let over =
@@ -521,28 +547,6 @@ impl<'ctx> Gen<'_, 'ctx> {
         self.b.build_store(slot, next)?;
         self.b.build_unconditional_branch(header)?;
         self.b.position_at_end(exit);
-        Ok(())
-    }
-
-    /// `if cond { then } else { other }`.
-    pub fn if_else(
-        &mut self,
-        f: &mut Fn<'ctx>,
-        cond: IntValue<'ctx>,
-        then: impl FnOnce(&mut Self, &mut Fn<'ctx>) -> R<()>,
-        other: impl FnOnce(&mut Self, &mut Fn<'ctx>) -> R<()>,
-    ) -> R<()> {
-        let then_bb = self.ctx.append_basic_block(f.func, "then");
-        let else_bb = self.ctx.append_basic_block(f.func, "else");
-        let join = self.ctx.append_basic_block(f.func, "join");
-        self.b.build_conditional_branch(cond, then_bb, else_bb)?;
-        self.b.position_at_end(then_bb);
-        then(self, f)?;
-        self.b.build_unconditional_branch(join)?;
-        self.b.position_at_end(else_bb);
-        other(self, f)?;
-        self.b.build_unconditional_branch(join)?;
-        self.b.position_at_end(join);
         Ok(())
     }
 
@@ -862,6 +866,32 @@ impl<'ctx> Gen<'_, 'ctx> {
         self.b.build_return(None)?;
         Ok(())
     }
+}
+
+/// The canonical form of a kernel: its loop nest with buffers numbered by their position among
+/// the kernel's buffers, and those buffers' types, layouts and constness. Kernels with the
+/// same key compile to the same code (weights and activations come by pointer).
+fn kernel_key(p: &KernelProgram, k: &Kernel, nest: &LoopNest) -> String {
+    use std::fmt::Write as _;
+    let bufs = Gen::kernel_buffers(k);
+    let pos =
+        |b: BufferId| BufferId(bufs.iter().position(|x| *x == b).unwrap_or(usize::MAX) as u32);
+    let mut key = String::new();
+    for &b in &bufs {
+        let buf = p.buffer(b);
+        // Only constness changes the code (constant GEMM operands are packed once).
+        let storage = match buf.storage {
+            Storage::Const(_) => "const",
+            Storage::Input(_) | Storage::Temp => "data",
+        };
+        let _ = write!(
+            key,
+            "{}{:?}{:?}{storage};",
+            buf.dtype, buf.shape, buf.strides
+        );
+    }
+    let _ = write!(key, "{:?}", split::map_buffers(nest, &pos));
+    key
 }
 
 /// A name usable in LLVM symbols.

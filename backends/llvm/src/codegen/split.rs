@@ -8,27 +8,69 @@
 //! schedule takes. The rewrite is exact: the new nest visits the same points in the same order
 //! and computes the same values.
 
-use terafab_ir::kernel::{Expr, Index, LoopNest, Stage, Var};
+use terafab_ir::kernel::{BufferId, Expr, Index, LoopNest, Stage, Var};
 
-/// Rewrite `e`'s index expressions with `f`.
-fn map_expr(e: &Expr, f: &dyn Fn(&Index) -> Index) -> Expr {
+/// Rewrite `e`'s index expressions with `f` and its buffers with `fb`.
+pub(crate) fn map_expr(
+    e: &Expr,
+    f: &dyn Fn(&Index) -> Index,
+    fb: &dyn Fn(BufferId) -> BufferId,
+) -> Expr {
+    let m = |x: &Expr| map_expr(x, f, fb);
     match e {
         Expr::Load {
             buffer,
             index,
             fill,
         } => Expr::Load {
-            buffer: *buffer,
+            buffer: fb(*buffer),
             index: index.iter().map(f).collect(),
             fill: fill.clone(),
         },
         Expr::Const(_) | Expr::Local(_) => e.clone(),
         Expr::Index(i, d) => Expr::Index(f(i), *d),
-        Expr::Unary(op, a) => Expr::Unary(*op, Box::new(map_expr(a, f))),
-        Expr::Convert(d, a) => Expr::Convert(*d, Box::new(map_expr(a, f))),
-        Expr::Binary(op, a, b) => Expr::binary(*op, map_expr(a, f), map_expr(b, f)),
-        Expr::Compare(op, a, b) => Expr::compare(*op, map_expr(a, f), map_expr(b, f)),
-        Expr::Select(c, a, b) => Expr::select(map_expr(c, f), map_expr(a, f), map_expr(b, f)),
+        Expr::Unary(op, a) => Expr::Unary(*op, Box::new(m(a))),
+        Expr::Convert(d, a) => Expr::Convert(*d, Box::new(m(a))),
+        Expr::Binary(op, a, b) => Expr::binary(*op, m(a), m(b)),
+        Expr::Compare(op, a, b) => Expr::compare(*op, m(a), m(b)),
+        Expr::Select(c, a, b) => Expr::select(m(c), m(a), m(b)),
+    }
+}
+
+/// `nest` with its buffers renamed by `fb` (indices unchanged).
+pub(crate) fn map_buffers(nest: &LoopNest, fb: &dyn Fn(BufferId) -> BufferId) -> LoopNest {
+    let same = |i: &Index| i.clone();
+    let stages = nest
+        .stages
+        .iter()
+        .map(|s| match s {
+            Stage::Reduce {
+                local,
+                kind,
+                vars,
+                body,
+            } => Stage::Reduce {
+                local: *local,
+                kind: *kind,
+                vars: vars.clone(),
+                body: map_expr(body, &same, fb),
+            },
+            Stage::Store {
+                buffer,
+                vars,
+                index,
+                value,
+            } => Stage::Store {
+                buffer: fb(*buffer),
+                vars: vars.clone(),
+                index: index.clone(),
+                value: map_expr(value, &same, fb),
+            },
+        })
+        .collect();
+    LoopNest {
+        space: nest.space.clone(),
+        stages,
     }
 }
 
@@ -156,6 +198,7 @@ fn split(nest: &LoopNest, v: Var, c: i64) -> LoopNest {
     }
     let ext = |u: Var| extents.iter().find(|(w, _)| *w == u).map(|x| x.1);
     let fix = |i: &Index| simplify(&subst(i, &sub), &ext);
+    let same = |b: BufferId| b;
     let stages = nest
         .stages
         .iter()
@@ -169,7 +212,7 @@ fn split(nest: &LoopNest, v: Var, c: i64) -> LoopNest {
                 local: *local,
                 kind: *kind,
                 vars: vars.iter().map(|&(u, e)| (renumber(u), e)).collect(),
-                body: map_expr(body, &fix),
+                body: map_expr(body, &fix, &same),
             },
             Stage::Store {
                 buffer,
@@ -180,7 +223,7 @@ fn split(nest: &LoopNest, v: Var, c: i64) -> LoopNest {
                 buffer: *buffer,
                 vars: vars.iter().map(|&(u, e)| (renumber(u), e)).collect(),
                 index: index.iter().map(fix).collect(),
-                value: map_expr(value, &fix),
+                value: map_expr(value, &fix, &same),
             },
         })
         .collect();
@@ -198,7 +241,6 @@ pub(crate) fn splits(nest: &LoopNest) -> Vec<LoopNest> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use terafab_ir::kernel::BufferId;
 
     #[test]
     fn splits_a_merged_head_dim() {
