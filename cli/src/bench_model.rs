@@ -75,14 +75,15 @@ fn profile(
     w(
         out,
         format!(
-            "{model}: compile: passes {:.1} ms, fusion {:.1} ms, codegen {:.1} ms, LLVM O3 {:.1} ms, machine code + packing {:.1} ms; arena {} KiB, packed weights {} KiB",
+            "{model}: compile: passes {:.1} ms, fusion {:.1} ms, codegen {:.1} ms, LLVM O3 {:.1} ms, machine code + packing {:.1} ms; arena {} KiB, packed weights {} KiB, GEMM scratch {} KiB",
             lowered.passes_time.as_secs_f64() * 1e3,
             lowered.fuse_time.as_secs_f64() * 1e3,
             s.codegen.as_secs_f64() * 1e3,
             s.optimize.as_secs_f64() * 1e3,
             s.finalize.as_secs_f64() * 1e3,
             s.arena_bytes / 1024,
-            s.packed_bytes / 1024
+            s.packed_bytes / 1024,
+            s.scratch_bytes / 1024
         ),
     )?;
     for (k, why) in &s.calls {

@@ -158,9 +158,17 @@ pub fn build(
         }
         let mut packed_bytes = 0usize;
         for pc in &g.packed {
-            kind[pc.slot] = "TF_PACKED";
-            where_[pc.slot] = packed_bytes;
-            packed_bytes += pc.bytes.next_multiple_of(64);
+            match pc.scratch {
+                Some(at) => {
+                    kind[pc.slot] = "TF_SCRATCH";
+                    where_[pc.slot] = at;
+                }
+                None => {
+                    kind[pc.slot] = "TF_PACKED";
+                    where_[pc.slot] = packed_bytes;
+                    packed_bytes += pc.bytes.next_multiple_of(64);
+                }
+            }
         }
         let weights_bin = dir.join("weights.bin");
         std::fs::write(&weights_bin, &blob).map_err(io(&weights_bin))?;
@@ -181,11 +189,12 @@ pub fn build(
         let _ = writeln!(c, "#define TF_PREFIX {prefix}");
         let _ = writeln!(
             c,
-            "enum {{ TF_UNUSED, TF_INPUT, TF_CONST, TF_TEMP, TF_PACKED }};"
+            "enum {{ TF_UNUSED, TF_INPUT, TF_CONST, TF_TEMP, TF_PACKED, TF_SCRATCH }};"
         );
         let _ = writeln!(c, "#define TF_NUM_SLOTS {}", kind.len());
         let _ = writeln!(c, "#define TF_ARENA_BYTES {}", plan.arena_bytes);
         let _ = writeln!(c, "#define TF_PACKED_BYTES {packed_bytes}");
+        let _ = writeln!(c, "#define TF_SCRATCH_BYTES {}", g.scratch_bytes);
         let _ = writeln!(c, "#define TF_NUM_INPUTS {}", p.inputs.len());
         let _ = writeln!(c, "#define TF_NUM_OUTPUTS {}", p.outputs.len());
         let _ = writeln!(

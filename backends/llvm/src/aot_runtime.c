@@ -7,7 +7,8 @@
  *   int PREFIX_run(PREFIX_model *m, const void *const *inputs, void *const *outputs);
  *   void PREFIX_destroy(PREFIX_model *m);
  *
- * A model owns its arena (the memory plan's peak), its packed weights and a pool of worker
+ * A model owns its arena (the memory plan's peak), its packed weights, a scratch region for
+ * the activation operands its GEMMs pack on every run, and a pool of worker
  * threads; the caller's thread takes part in every parallel loop. A model runs one call at a
  * time (PREFIX_run is not reentrant on one model; separate models are independent).
  */
@@ -109,6 +110,7 @@ struct TF_NAME(_model) {
     void **bufs;
     unsigned char *arena;
     unsigned char *packed;
+    unsigned char *scratch;
     struct tf_pool pool;
     struct tf_rt rt;
 };
@@ -141,6 +143,7 @@ void TF_NAME(_destroy)(struct TF_NAME(_model) *m) {
     free(m->bufs);
     free(m->arena);
     free(m->packed);
+    free(m->scratch);
     free(m);
 }
 
@@ -155,12 +158,13 @@ struct TF_NAME(_model) *TF_NAME(_create)(int num_threads) {
     m->bufs = calloc(TF_NUM_SLOTS ? TF_NUM_SLOTS : 1, sizeof(void *));
     m->arena = tf_alloc(TF_ARENA_BYTES);
     m->packed = tf_alloc(TF_PACKED_BYTES);
+    m->scratch = tf_alloc(TF_SCRATCH_BYTES);
     struct tf_pool *p = &m->pool;
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->work, NULL);
     pthread_cond_init(&p->done, NULL);
     p->threads = calloc((size_t)num_threads, sizeof(pthread_t));
-    if (!m->bufs || !m->arena || !m->packed || !p->threads) {
+    if (!m->bufs || !m->arena || !m->packed || !m->scratch || !p->threads) {
         TF_NAME(_destroy)(m);
         return NULL;
     }
@@ -179,6 +183,9 @@ struct TF_NAME(_model) *TF_NAME(_create)(int num_threads) {
             break;
         case TF_PACKED:
             m->bufs[s] = m->packed + tf_where[s];
+            break;
+        case TF_SCRATCH:
+            m->bufs[s] = m->scratch + tf_where[s];
             break;
         default:
             break;

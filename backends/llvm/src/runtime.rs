@@ -351,6 +351,8 @@ pub struct CompileStats {
     pub arena_bytes: usize,
     /// Bytes of constants packed for the GEMM micro-kernel.
     pub packed_bytes: usize,
+    /// Bytes of the per-run scratch region (activation operands packed for the GEMMs).
+    pub scratch_bytes: usize,
     /// Kernels run by the library call, with the reason.
     pub calls: Vec<(String, String)>,
 }
@@ -433,11 +435,19 @@ impl Executable {
             }
         }
         let mut packed = Vec::new();
+        let scratch = AlignedBuf::new(generated.scratch_bytes)?;
         for pc in &generated.packed {
-            let buf = AlignedBuf::new(pc.bytes)?;
-            fixed[pc.slot] = buf.ptr() as usize;
-            packed.push(buf);
+            match pc.scratch {
+                // SAFETY: the offset and size lie inside the scratch region (codegen sized it).
+                Some(at) => fixed[pc.slot] = unsafe { scratch.ptr().add(at) } as usize,
+                None => {
+                    let buf = AlignedBuf::new(pc.bytes)?;
+                    fixed[pc.slot] = buf.ptr() as usize;
+                    packed.push(buf);
+                }
+            }
         }
+        packed.push(scratch);
         let threads = opts.threads();
         let pool = pool(threads)?;
         let call_ctx = CallCtx {
@@ -478,7 +488,13 @@ impl Executable {
             optimize,
             finalize,
             arena_bytes: plan.arena_bytes,
-            packed_bytes: generated.packed.iter().map(|p| p.bytes).sum(),
+            packed_bytes: generated
+                .packed
+                .iter()
+                .filter(|p| p.scratch.is_none())
+                .map(|p| p.bytes)
+                .sum(),
+            scratch_bytes: generated.scratch_bytes,
             calls,
         };
         Ok(Executable {

@@ -228,15 +228,27 @@ pub(crate) fn try_gemm(
     let a_batches = if a_const { 1 } else { batch };
     let b_batches = if b_const { 1 } else { batch };
 
-    // Scratch slots for the packed operands.
+    // Slots for the packed operands: constant ones in memory of their own, the others in the
+    // per-run scratch region (this kernel's part starts at 0).
     let base = g.p.buffers.len();
-    let slot = |bytes: usize, g: &mut Gen<'_, '_>| {
+    let mut used = 0usize;
+    let mut slot = |bytes: usize, constant: bool, g: &mut Gen<'_, '_>| {
         let s = base + g.packed.len();
-        g.packed.push(PackedConst { slot: s, bytes });
+        let scratch = (!constant).then(|| {
+            let at = used;
+            used = (used + bytes).next_multiple_of(64);
+            g.scratch_bytes = g.scratch_bytes.max(used);
+            at
+        });
+        g.packed.push(PackedConst {
+            slot: s,
+            bytes,
+            scratch,
+        });
         BufferId(s as u32)
     };
-    let ap = slot(a_batches * mp * mr * kk * 4, g);
-    let bp = slot(b_batches * np * NR * kk * 4, g);
+    let ap = slot(a_batches * mp * mr * kk * 4, a_const, g);
+    let bp = slot(b_batches * np * NR * kk * 4, b_const, g);
 
     let mut phases = Vec::new();
     let pack_a = pack_fn(g, &format!("{name}.packA"), &bufs, ap, &form, Side::A, kk)?;

@@ -74,12 +74,16 @@ pub enum KernelPlan {
     Call { reason: String },
 }
 
-/// A buffer holding a constant operand packed for the GEMM micro-kernel: filled by `init`.
+/// A buffer of packed GEMM operands, beyond the program's own buffers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PackedConst {
     /// Its slot in the buffer table (after the program's own buffers).
     pub slot: usize,
     pub bytes: usize,
+    /// `Some(offset)`: an operand packed on every run, at `offset` in the per-run scratch
+    /// region that every kernel reuses (kernels run one after the other); `None`: a constant
+    /// operand packed once by `init`, in memory of its own.
+    pub scratch: Option<usize>,
 }
 
 /// A program in LLVM IR, and what the runtime needs to run it.
@@ -88,8 +92,10 @@ pub struct Generated<'ctx> {
     pub run_symbol: String,
     pub init_symbol: String,
     pub kernels: Vec<KernelPlan>,
-    /// The packed constants: the buffer table has `program.buffers.len() + packed.len()` slots.
+    /// The packed operands: the buffer table has `program.buffers.len() + packed.len()` slots.
     pub packed: Vec<PackedConst>,
+    /// The size of the per-run scratch region (the largest need of one kernel).
+    pub scratch_bytes: usize,
 }
 
 /// The runtime interface's struct type: `{ parallel_for, pool, call, call_ctx }`.
@@ -114,12 +120,14 @@ pub fn generate<'ctx>(
         init_calls: Vec::new(),
         key: String::new(),
         shared: HashMap::new(),
+        scratch_bytes: 0,
     };
     let mut plans = Vec::new();
     for (i, k) in p.kernels.iter().enumerate() {
         plans.push(g.kernel(i, k)?);
     }
     let packed = std::mem::take(&mut g.packed);
+    let scratch_bytes = g.scratch_bytes;
     let init_calls = std::mem::take(&mut g.init_calls);
     let run_symbol = format!("{prefix}run");
     let init_symbol = format!("{prefix}init");
@@ -131,6 +139,7 @@ pub fn generate<'ctx>(
         init_symbol,
         kernels: plans,
         packed,
+        scratch_bytes,
     })
 }
 
@@ -180,6 +189,8 @@ pub(crate) struct Gen<'a, 'ctx> {
     /// Inner functions by kernel key and phase: kernels of the same form (the repeated blocks
     /// of a ResNet) share them, and only their trampolines differ.
     pub shared: HashMap<String, FunctionValue<'ctx>>,
+    /// The per-run scratch region's size so far.
+    pub scratch_bytes: usize,
 }
 
 /// The state of one function being emitted: buffer pointers, loop variables, locals.
