@@ -189,3 +189,102 @@ fn bench_reports_compile_time_and_latency_as_json() {
     }
     assert!(text.contains("median ms"), "{text}");
 }
+
+/// A model that takes the GEMM schedule (constant weights packed in `create`, activations
+/// packed into the scratch region on every run), built as a shared library and run from C on
+/// 2 threads, against the reference interpreter.
+#[test]
+fn aot_gemm_model_matches_the_interpreter() {
+    use terafab_ir::Tensor;
+    let dir = scratch("aot_gemm");
+    let vals = |n: usize, seed: usize| -> Vec<f32> {
+        (0..n)
+            .map(|i| ((i * 7919 + seed * 104729) % 2001) as f32 / 1000.0 - 1.0)
+            .collect()
+    };
+    let dense = |shape: &str, v: &[f32]| {
+        let s: Vec<String> = v.iter().map(|x| format!("{x:?}")).collect();
+        format!("dense<f32[{shape}]>[{}]", s.join(", "))
+    };
+    let src = format!(
+        "func @main(%x: f32[20,64]) -> (y: f32[20,24]) {{
+  %w1 = constant() {{value={}}} : f32[64,48]
+  %h = dot_general(%x, %w1) {{lhs_batch=[], rhs_batch=[], lhs_contract=[1], rhs_contract=[0]}} : f32[20,48]
+  %zero = constant() {{value=dense<f32[]>[0.0]}} : f32[]
+  %r = max(%h, %zero) : f32[20,48]
+  %w2 = constant() {{value={}}} : f32[24,48]
+  %y = dot_general(%r, %w2) {{lhs_batch=[], rhs_batch=[], lhs_contract=[1], rhs_contract=[1]}} : f32[20,24]
+  return %y
+}}
+",
+        dense("64,48", &vals(64 * 48, 1)),
+        dense("24,48", &vals(24 * 48, 2))
+    );
+    let model = dir.join("m.tfir");
+    std::fs::write(&model, &src).unwrap();
+    let lib = dir.join("m.so");
+    success(&terafab(&["compile", &arg(&model), "-o", &arg(&lib)]));
+    let harness = dir.join("h.c");
+    std::fs::write(
+        &harness,
+        r#"#include <stdio.h>
+#include "m.h"
+int main(int argc, char **argv) {
+    static float x[M_INPUT0_BYTES / 4], y[M_OUTPUT0_BYTES / 4];
+    FILE *f = fopen(argv[1], "rb");
+    if (!f || fread(x, 1, sizeof x, f) != sizeof x) return 2;
+    fclose(f);
+    m_model *m = m_create(2);
+    const void *in[1] = {x};
+    void *out[1] = {y};
+    if (!m || m_run(m, in, out) != 0) return 3;
+    m_destroy(m);
+    f = fopen(argv[2], "wb");
+    if (!f || fwrite(y, 1, sizeof y, f) != sizeof y) return 4;
+    fclose(f);
+    return 0;
+}
+"#,
+    )
+    .unwrap();
+    let exe = dir.join("h");
+    let built = Command::new(terafab_llvm::aot::c_compiler())
+        .args([
+            format!("-I{}", arg(&dir)),
+            arg(&harness),
+            arg(&lib),
+            format!("-Wl,-rpath,{}", arg(&dir)),
+            "-o".into(),
+            arg(&exe),
+        ])
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "{}", stderr(&built));
+    let x = vals(20 * 64, 3);
+    let xb: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(dir.join("x.bin"), xb).unwrap();
+    let run = Command::new(&exe)
+        .args([arg(&dir.join("x.bin")), arg(&dir.join("y.bin"))])
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "exit {:?}", run.status.code());
+    let yb = std::fs::read(dir.join("y.bin")).unwrap();
+    let got: Vec<f32> = yb
+        .chunks(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    let m = terafab_ir::parse::parse_module(&src).unwrap();
+    let want = terafab_ir::interp::run_function(
+        m.entry().unwrap(),
+        &[Tensor::from_vec(vec![20, 64], x).unwrap()],
+    )
+    .unwrap();
+    let want = want[0].to_f64_vec();
+    assert_eq!(got.len(), want.len());
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert!(
+            (*g as f64 - w).abs() <= 1e-4 * (1.0 + w.abs()),
+            "element {i}: {g} vs {w}"
+        );
+    }
+}
