@@ -93,16 +93,7 @@ pub fn build(
     if prefix.is_empty() || prefix.starts_with(|c: char| c.is_ascii_digit()) {
         prefix = format!("m_{prefix}");
     }
-    for b in &p.buffers {
-        if !matches!(b.storage, Storage::Temp) && !b.is_row_major() {
-            return Err(LlvmError::Unsupported(format!(
-                "buffer %{} has a non-row-major layout",
-                b.name
-            )));
-        }
-    }
-    let plan = terafab_passes::fuse::plan_kernel_memory(p)
-        .map_err(|e| LlvmError::Runtime(e.to_string()))?;
+    let plan = crate::memory_plan(p)?;
 
     let ctx = Context::create();
     let g = generate(&ctx, p, &format!("{prefix}_tf_"))?;
@@ -197,27 +188,6 @@ pub fn build(
         let _ = writeln!(c, "#define TF_SCRATCH_BYTES {}", g.scratch_bytes);
         let _ = writeln!(c, "#define TF_NUM_INPUTS {}", p.inputs.len());
         let _ = writeln!(c, "#define TF_NUM_OUTPUTS {}", p.outputs.len());
-        let _ = writeln!(
-            c,
-            "static const int8_t tf_kind[{}] = {{{}}};",
-            kind.len().max(1),
-            if kind.is_empty() {
-                "0".into()
-            } else {
-                kind.join(",")
-            }
-        );
-        let wh: Vec<String> = where_.iter().map(|w| w.to_string()).collect();
-        let _ = writeln!(
-            c,
-            "static const int64_t tf_where[{}] = {{{}}};",
-            wh.len().max(1),
-            if wh.is_empty() {
-                "0".into()
-            } else {
-                wh.join(",")
-            }
-        );
         let slots: Vec<String> = p.outputs.iter().map(|(_, b)| b.0.to_string()).collect();
         let bytes: Vec<String> = p
             .outputs
@@ -227,26 +197,26 @@ pub fn build(
                 (buf.len() * buf.dtype.size_bytes()).to_string()
             })
             .collect();
-        let _ = writeln!(
-            c,
-            "static const int64_t tf_output_slot[{}] = {{{}}};",
-            slots.len().max(1),
-            if slots.is_empty() {
-                "0".into()
+        let wh: Vec<String> = where_.iter().map(|w| w.to_string()).collect();
+        let kind: Vec<String> = kind.iter().map(|k| k.to_string()).collect();
+        for (ty, name, values) in [
+            ("int8_t", "tf_kind", &kind),
+            ("int64_t", "tf_where", &wh),
+            ("int64_t", "tf_output_slot", &slots),
+            ("int64_t", "tf_output_bytes", &bytes),
+        ] {
+            // C has no empty arrays: a lone 0 stands for none (the counts say how many).
+            let body = if values.is_empty() {
+                "0".to_string()
             } else {
-                slots.join(",")
-            }
-        );
-        let _ = writeln!(
-            c,
-            "static const int64_t tf_output_bytes[{}] = {{{}}};",
-            bytes.len().max(1),
-            if bytes.is_empty() {
-                "0".into()
-            } else {
-                bytes.join(",")
-            }
-        );
+                values.join(",")
+            };
+            let _ = writeln!(
+                c,
+                "static const {ty} {name}[{}] = {{{body}}};",
+                values.len().max(1)
+            );
+        }
         let _ = writeln!(c, "extern const unsigned char {weights_sym}[];");
         let _ = writeln!(c, "#define TF_WEIGHTS {weights_sym}");
         let _ = writeln!(c, "int {}(void **bufs, const void *rt);", g.run_symbol);

@@ -73,6 +73,20 @@ impl Options {
     }
 }
 
+/// The arena plan of `p`'s temporaries, once its layouts are checked: the program's inputs,
+/// outputs and weights are passed by pointer as dense row-major arrays.
+fn memory_plan(p: &KernelProgram) -> Result<terafab_passes::memplan::MemoryPlan, LlvmError> {
+    for b in &p.buffers {
+        if !matches!(b.storage, terafab_ir::kernel::Storage::Temp) && !b.is_row_major() {
+            return Err(LlvmError::Unsupported(format!(
+                "buffer %{} has a non-row-major layout",
+                b.name
+            )));
+        }
+    }
+    terafab_passes::fuse::plan_kernel_memory(p).map_err(|e| LlvmError::Runtime(e.to_string()))
+}
+
 /// Compile `p` and load it in this process.
 pub fn compile(p: &KernelProgram, opts: &Options) -> Result<Executable, LlvmError> {
     Executable::compile(p, opts)

@@ -385,16 +385,7 @@ unsafe impl Sync for Executable {}
 impl Executable {
     /// Compile a kernel program for this machine (or `opts.cpu`) and load it.
     pub fn compile(p: &KernelProgram, opts: &Options) -> Result<Executable, LlvmError> {
-        for b in &p.buffers {
-            if !matches!(b.storage, Storage::Temp) && !b.is_row_major() {
-                return Err(LlvmError::Unsupported(format!(
-                    "buffer %{} has a non-row-major layout",
-                    b.name
-                )));
-            }
-        }
-        let plan = terafab_passes::fuse::plan_kernel_memory(p)
-            .map_err(|e| LlvmError::Runtime(e.to_string()))?;
+        let plan = crate::memory_plan(p)?;
         let offsets: HashMap<BufferId, usize> = plan
             .buffers
             .iter()

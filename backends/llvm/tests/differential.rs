@@ -7,6 +7,8 @@
 //! with inputs in [-1, 1) and K <= 400 the difference stays far below 1e-4 * (1 + |expected|).
 //! Each case also runs on 1 and 2 threads, whose results must be bitwise equal.
 
+mod common;
+
 use proptest::prelude::*;
 use terafab_ir::{Module, Tensor};
 use terafab_llvm::Options;
@@ -182,27 +184,7 @@ proptest! {
 /// a matrix-vector product gets the one-row micro-kernel.
 #[test]
 fn contractions_take_the_gemm_schedule() {
-    let program = |src: &str| {
-        let m = terafab_ir::parse::parse_module(src).unwrap();
-        let f = m.entry().unwrap();
-        let inputs: Vec<Tensor> = f
-            .inputs()
-            .iter()
-            .map(|&v| {
-                let shape: Vec<usize> = f
-                    .values
-                    .ty(v)
-                    .shape
-                    .dims()
-                    .iter()
-                    .map(|d| d.as_static().unwrap())
-                    .collect();
-                Tensor::zeros(terafab_ir::DType::F32, &shape).unwrap()
-            })
-            .collect();
-        let bind = terafab_ir::interp::bind_inputs(f, &inputs).unwrap();
-        terafab_passes::fuse::fuse_function(f, &bind).unwrap()
-    };
+    let program = common::fuse_text;
     let ir = |src: &str| {
         terafab_llvm::emit_llvm(
             &program(src),
@@ -293,17 +275,7 @@ fn merged_heads_context_matches_the_interpreter() {
         Tensor::from_vec(vec![4, 29, 24], values(4 * 29 * 24, 6)).unwrap(),
     ];
     check(src, inputs).unwrap();
-    let m = terafab_ir::parse::parse_module(src).unwrap();
-    let f = m.entry().unwrap();
-    let bind = terafab_ir::interp::bind_inputs(
-        f,
-        &[
-            Tensor::zeros(terafab_ir::DType::F32, &[4, 37, 29]).unwrap(),
-            Tensor::zeros(terafab_ir::DType::F32, &[4, 29, 24]).unwrap(),
-        ],
-    )
-    .unwrap();
-    let p = terafab_passes::fuse::fuse_function(f, &bind).unwrap();
+    let p = common::fuse_text(src);
     let ir = terafab_llvm::emit_llvm(
         &p,
         &terafab_llvm::Cpu::Named("x86-64-v3".into()),

@@ -2,29 +2,13 @@
 //! kernel IR, the LLVM IR after O3, and the assembly, all for the named CPU `x86-64-v3` (AVX2 and
 //! FMA, whatever machine runs the test) so that they do not depend on the host.
 
-use terafab_ir::Tensor;
+mod common;
+
 use terafab_ir::kernel::KernelProgram;
 use terafab_llvm::{Cpu, IrStage, emit_asm, emit_llvm};
 
 fn program(src: &str) -> KernelProgram {
-    let m = terafab_ir::parse::parse_module(src).unwrap();
-    let f = m.entry().unwrap();
-    let inputs: Vec<Tensor> = f
-        .inputs()
-        .iter()
-        .map(|&v| {
-            let t = f.values.ty(v);
-            let shape: Vec<usize> = t
-                .shape
-                .dims()
-                .iter()
-                .map(|d| d.as_static().unwrap())
-                .collect();
-            Tensor::zeros(t.dtype, &shape).unwrap()
-        })
-        .collect();
-    let bind = terafab_ir::interp::bind_inputs(f, &inputs).unwrap();
-    terafab_passes::fuse::fuse_function(f, &bind).unwrap()
+    common::fuse_text(src)
 }
 
 /// A fused elementwise kernel: relu(x * 2 + y).

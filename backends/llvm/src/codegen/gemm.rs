@@ -368,6 +368,38 @@ fn clamp<'ctx>(g: &Gen<'_, 'ctx>, x: IntValue<'ctx>, hi: i64) -> R<IntValue<'ctx
         .into_int_value())
 }
 
+/// An inner function `name(ptr noalias %b..., i64 %task)` over `all`, and its task parameter.
+fn begin_task_fn<'ctx>(
+    g: &mut Gen<'_, 'ctx>,
+    name: &str,
+    all: &[BufferId],
+) -> (Fn<'ctx>, IntValue<'ctx>) {
+    let f = g.begin_fn(name, all, &[g.ctx.i64_type().into()]);
+    let task = f
+        .func
+        .get_nth_param(all.len() as u32)
+        .unwrap()
+        .into_int_value();
+    task.set_name("task");
+    (f, task)
+}
+
+/// Close the inner function `f` (shared with kernels of the same form as phase `phase`) and
+/// make its trampoline `name.task(ptr bufs, i64 task)`.
+fn end_task_fn<'ctx>(
+    g: &mut Gen<'_, 'ctx>,
+    name: &str,
+    phase: &str,
+    f: Fn<'ctx>,
+    all: &[BufferId],
+) -> R<FunctionValue<'ctx>> {
+    g.b.build_return(None)?;
+    let inner = g.share(phase, f.func);
+    g.task_fn(&format!("{name}.task"), inner, all, |_, t| {
+        Ok(vec![t.into()])
+    })
+}
+
 /// A pack task: `task = batch * panels + panel`; writes the panel's `k × width` values.
 fn pack_fn<'ctx>(
     g: &mut Gen<'_, 'ctx>,
@@ -388,13 +420,7 @@ fn pack_fn<'ctx>(
     all.push(dst);
     let i64t = g.ctx.i64_type();
     let f32t = g.ctx.f32_type();
-    let mut f = g.begin_fn(name, &all, &[i64t.into()]);
-    let task = f
-        .func
-        .get_nth_param(all.len() as u32)
-        .unwrap()
-        .into_int_value();
-    task.set_name("task");
+    let (mut f, task) = begin_task_fn(g, name, &all);
     let bi =
         g.b.build_int_unsigned_div(task, g.i64(panels as i64), "batch")?;
     let panel =
@@ -486,11 +512,8 @@ fn pack_fn<'ctx>(
             g.nest(f, &k_vars, &mut |g, f| store(g, f, lane, valid))
         })?;
     }
-    g.b.build_return(None)?;
-    let tname = format!("{name}.task");
     let phase = if side == Side::A { "packA" } else { "packB" };
-    let inner = g.share(phase, f.func);
-    g.task_fn(&tname, inner, &all, |_, t| Ok(vec![t.into()]))
+    end_task_fn(g, name, phase, f, &all)
 }
 
 /// The micro-kernel: `c[mr][NR] (+)= Σ_k a[k][mr] ⊗ b[k][NR]` over `k < kn`, adding to `c`'s
@@ -647,15 +670,8 @@ fn compute_fn<'ctx>(
     let mut all = bufs.to_vec();
     all.push(ap);
     all.push(bp);
-    let i64t = g.ctx.i64_type();
     let f32t = g.ctx.f32_type();
-    let mut f = g.begin_fn(name, &all, &[i64t.into()]);
-    let task = f
-        .func
-        .get_nth_param(all.len() as u32)
-        .unwrap()
-        .into_int_value();
-    task.set_name("task");
+    let (mut f, task) = begin_task_fn(g, name, &all);
     // The block's accumulators: one MR x NR tile per (A panel, B panel) pair.
     let (bp_n, bq_n) = (MC_PANELS, NC / NR);
     let tile_len = (MR * NR) as i64;
@@ -775,9 +791,6 @@ fn compute_fn<'ctx>(
             epilogue(g, f, mend, nend)
         })
     })?;
-    g.b.build_return(None)?;
-    let tname = format!("{name}.task");
-    let inner = g.share("compute", f.func);
-    g.task_fn(&tname, inner, &all, |_, t| Ok(vec![t.into()]))?;
-    Ok(tname)
+    end_task_fn(g, name, "compute", f, &all)?;
+    Ok(format!("{name}.task"))
 }

@@ -754,29 +754,72 @@ impl<'ctx> Gen<'_, 'ctx> {
         })
     }
 
-    /// The driver: `i32 run(ptr bufs, ptr rt)`.
-    fn driver(&mut self, symbol: &str, plans: &[KernelPlan]) -> R<()> {
-        let (p, i64t, i32t) = (self.ptr_type(), self.ctx.i64_type(), self.ctx.i32_type());
-        let f = self.module.add_function(
-            symbol,
-            i32t.fn_type(&[p.into(), p.into()], false),
-            Some(Linkage::External),
-        );
+    /// An exported entry `symbol(ptr bufs, ptr rt) -> ret`, with the builder at its entry.
+    fn entry_fn(
+        &mut self,
+        symbol: &str,
+        ret: Option<inkwell::types::IntType<'ctx>>,
+    ) -> (FunctionValue<'ctx>, PointerValue<'ctx>, PointerValue<'ctx>) {
+        let p = self.ptr_type();
+        let params = [p.into(), p.into()];
+        let fty = match ret {
+            Some(t) => t.fn_type(&params, false),
+            None => self.ctx.void_type().fn_type(&params, false),
+        };
+        let f = self
+            .module
+            .add_function(symbol, fty, Some(Linkage::External));
         let entry = self.ctx.append_basic_block(f, "entry");
         self.b.position_at_end(entry);
         let bufs = f.get_nth_param(0).unwrap().into_pointer_value();
         let rt = f.get_nth_param(1).unwrap().into_pointer_value();
         bufs.set_name("bufs");
         rt.set_name("rt");
-        let rtt = rt_type(self.ctx);
-        let field = |g: &Self, i: u32, name: &str| -> R<PointerValue<'ctx>> {
-            let at = g.b.build_struct_gep(rtt, rt, i, name)?;
-            Ok(g.b.build_load(p, at, name)?.into_pointer_value())
-        };
+        (f, bufs, rt)
+    }
+
+    /// Field `i` of the runtime interface `rt`.
+    fn rt_field(&self, rt: PointerValue<'ctx>, i: u32, name: &str) -> R<PointerValue<'ctx>> {
+        let at = self.b.build_struct_gep(rt_type(self.ctx), rt, i, name)?;
+        Ok(self
+            .b
+            .build_load(self.ptr_type(), at, name)?
+            .into_pointer_value())
+    }
+
+    /// `rt->parallel_for(rt->pool, task, bufs, ntasks)`.
+    fn parallel_for(
+        &mut self,
+        rt: PointerValue<'ctx>,
+        task: FunctionValue<'ctx>,
+        bufs: PointerValue<'ctx>,
+        ntasks: u64,
+    ) -> R<()> {
+        let (p, i64t) = (self.ptr_type(), self.ctx.i64_type());
         let par_ty = self
             .ctx
             .void_type()
             .fn_type(&[p.into(), p.into(), p.into(), i64t.into()], false);
+        let par = self.rt_field(rt, 0, "parallel_for")?;
+        let pool = self.rt_field(rt, 1, "pool")?;
+        self.b.build_indirect_call(
+            par_ty,
+            par,
+            &[
+                pool.into(),
+                task.as_global_value().as_pointer_value().into(),
+                bufs.into(),
+                i64t.const_int(ntasks, false).into(),
+            ],
+            "",
+        )?;
+        Ok(())
+    }
+
+    /// The driver: `i32 run(ptr bufs, ptr rt)`.
+    fn driver(&mut self, symbol: &str, plans: &[KernelPlan]) -> R<()> {
+        let (p, i64t, i32t) = (self.ptr_type(), self.ctx.i64_type(), self.ctx.i32_type());
+        let (f, bufs, rt) = self.entry_fn(symbol, Some(i32t));
         let call_ty = i32t.fn_type(&[p.into(), i64t.into(), p.into()], false);
         for (i, plan) in plans.iter().enumerate() {
             match plan {
@@ -785,24 +828,12 @@ impl<'ctx> Gen<'_, 'ctx> {
                         let tf = self.module.get_function(task).ok_or_else(|| {
                             CodegenError::Llvm(format!("task function {task} missing"))
                         })?;
-                        let par = field(self, 0, "parallel_for")?;
-                        let pool = field(self, 1, "pool")?;
-                        self.b.build_indirect_call(
-                            par_ty,
-                            par,
-                            &[
-                                pool.into(),
-                                tf.as_global_value().as_pointer_value().into(),
-                                bufs.into(),
-                                i64t.const_int(*ntasks, false).into(),
-                            ],
-                            "",
-                        )?;
+                        self.parallel_for(rt, tf, bufs, *ntasks)?;
                     }
                 }
                 KernelPlan::Call { .. } => {
-                    let call = field(self, 2, "call")?;
-                    let cctx = field(self, 3, "call_ctx")?;
+                    let call = self.rt_field(rt, 2, "call")?;
+                    let cctx = self.rt_field(rt, 3, "call_ctx")?;
                     let r = self
                         .b
                         .build_indirect_call(
@@ -840,39 +871,9 @@ impl<'ctx> Gen<'_, 'ctx> {
 
     /// `void init(ptr bufs, ptr rt)`: packs the constant GEMM operands.
     fn init(&mut self, symbol: &str, calls: &[(FunctionValue<'ctx>, u64)]) -> R<()> {
-        let (p, i64t) = (self.ptr_type(), self.ctx.i64_type());
-        let f = self.module.add_function(
-            symbol,
-            self.ctx.void_type().fn_type(&[p.into(), p.into()], false),
-            Some(Linkage::External),
-        );
-        let entry = self.ctx.append_basic_block(f, "entry");
-        self.b.position_at_end(entry);
-        let bufs = f.get_nth_param(0).unwrap().into_pointer_value();
-        let rt = f.get_nth_param(1).unwrap().into_pointer_value();
-        bufs.set_name("bufs");
-        rt.set_name("rt");
-        let rtt = rt_type(self.ctx);
-        let par_ty = self
-            .ctx
-            .void_type()
-            .fn_type(&[p.into(), p.into(), p.into(), i64t.into()], false);
-        for (tf, n) in calls {
-            let at = self.b.build_struct_gep(rtt, rt, 0, "par")?;
-            let par = self.b.build_load(p, at, "par")?.into_pointer_value();
-            let at = self.b.build_struct_gep(rtt, rt, 1, "pool")?;
-            let pool = self.b.build_load(p, at, "pool")?.into_pointer_value();
-            self.b.build_indirect_call(
-                par_ty,
-                par,
-                &[
-                    pool.into(),
-                    tf.as_global_value().as_pointer_value().into(),
-                    bufs.into(),
-                    i64t.const_int(*n, false).into(),
-                ],
-                "",
-            )?;
+        let (_, bufs, rt) = self.entry_fn(symbol, None);
+        for &(tf, n) in calls {
+            self.parallel_for(rt, tf, bufs, n)?;
         }
         self.b.build_return(None)?;
         Ok(())

@@ -314,6 +314,19 @@ impl<'ctx> Scalar<'_, 'ctx> {
         })
     }
 
+    /// `a * m + add`, rounded once.
+    fn fma(
+        &self,
+        a: FloatValue<'ctx>,
+        m: FloatValue<'ctx>,
+        add: FloatValue<'ctx>,
+    ) -> R<FloatValue<'ctx>> {
+        let ty = a.get_type().as_basic_type_enum();
+        Ok(self
+            .intrinsic("llvm.fma", &[ty], &[a.into(), m.into(), add.into()])?
+            .into_float_value())
+    }
+
     /// `exp(x)` in f32 as straight-line arithmetic (so loops over it vectorize): `x = n ln2 + r`
     /// with `n = round(x / ln2)` (ln2 split in two for an exact reduction), `e^r` by Cephes'
     /// `expf` polynomial on |r| <= ln2/2 (about 1 ulp), times `2^n` built from its exponent bits
@@ -333,14 +346,7 @@ impl<'ctx> Scalar<'_, 'ctx> {
         let xs = b
             .build_select(under, k(-104.0), xs, "xs")?
             .into_float_value();
-        let fma = |a: FloatValue<'ctx>, m: FloatValue<'ctx>, add: FloatValue<'ctx>| {
-            self.intrinsic(
-                "llvm.fma",
-                &[f32t.into()],
-                &[a.into(), m.into(), add.into()],
-            )
-            .map(|v| v.into_float_value())
-        };
+        let fma = |a, m, add| self.fma(a, m, add);
         let t = b.build_float_mul(xs, k(std::f64::consts::LOG2_E), "t")?;
         let n = self
             .intrinsic("llvm.roundeven", &[f32t.into()], &[t.into()])?
@@ -385,14 +391,7 @@ impl<'ctx> Scalar<'_, 'ctx> {
         let (b, c) = (self.b, self.ctx);
         let f32t = c.f32_type();
         let k = |v: f64| f32t.const_float(v);
-        let fma = |a: FloatValue<'ctx>, m: FloatValue<'ctx>, add: FloatValue<'ctx>| {
-            self.intrinsic(
-                "llvm.fma",
-                &[f32t.into()],
-                &[a.into(), m.into(), add.into()],
-            )
-            .map(|v| v.into_float_value())
-        };
+        let fma = |a, m, add| self.fma(a, m, add);
         let ax = self
             .intrinsic("llvm.fabs", &[f32t.into()], &[x.into()])?
             .into_float_value();

@@ -37,9 +37,16 @@ pub(crate) fn map_expr(
     }
 }
 
-/// `nest` with its buffers renamed by `fb` (indices unchanged).
-pub(crate) fn map_buffers(nest: &LoopNest, fb: &dyn Fn(BufferId) -> BufferId) -> LoopNest {
-    let same = |i: &Index| i.clone();
+/// `nest` with its indices rewritten by `fi`, its buffers by `fb` and its stage variables by
+/// `fv` (the space is `space`).
+fn map_nest(
+    nest: &LoopNest,
+    space: Vec<usize>,
+    fi: &dyn Fn(&Index) -> Index,
+    fb: &dyn Fn(BufferId) -> BufferId,
+    fv: &dyn Fn(Var) -> Var,
+) -> LoopNest {
+    let vars = |vs: &[(Var, usize)]| vs.iter().map(|&(u, e)| (fv(u), e)).collect();
     let stages = nest
         .stages
         .iter()
@@ -47,31 +54,33 @@ pub(crate) fn map_buffers(nest: &LoopNest, fb: &dyn Fn(BufferId) -> BufferId) ->
             Stage::Reduce {
                 local,
                 kind,
-                vars,
+                vars: vs,
                 body,
             } => Stage::Reduce {
                 local: *local,
                 kind: *kind,
-                vars: vars.clone(),
-                body: map_expr(body, &same, fb),
+                vars: vars(vs),
+                body: map_expr(body, fi, fb),
             },
             Stage::Store {
                 buffer,
-                vars,
+                vars: vs,
                 index,
                 value,
             } => Stage::Store {
                 buffer: fb(*buffer),
-                vars: vars.clone(),
-                index: index.clone(),
-                value: map_expr(value, &same, fb),
+                vars: vars(vs),
+                index: index.iter().map(fi).collect(),
+                value: map_expr(value, fi, fb),
             },
         })
         .collect();
-    LoopNest {
-        space: nest.space.clone(),
-        stages,
-    }
+    LoopNest { space, stages }
+}
+
+/// `nest` with its buffers renamed by `fb`.
+pub(crate) fn map_buffers(nest: &LoopNest, fb: &dyn Fn(BufferId) -> BufferId) -> LoopNest {
+    map_nest(nest, nest.space.clone(), &|i| i.clone(), fb, &|v| v)
 }
 
 /// `i` with every variable replaced by `sub(v)`, simplified by the index builders.
@@ -198,36 +207,7 @@ fn split(nest: &LoopNest, v: Var, c: i64) -> LoopNest {
     }
     let ext = |u: Var| extents.iter().find(|(w, _)| *w == u).map(|x| x.1);
     let fix = |i: &Index| simplify(&subst(i, &sub), &ext);
-    let same = |b: BufferId| b;
-    let stages = nest
-        .stages
-        .iter()
-        .map(|s| match s {
-            Stage::Reduce {
-                local,
-                kind,
-                vars,
-                body,
-            } => Stage::Reduce {
-                local: *local,
-                kind: *kind,
-                vars: vars.iter().map(|&(u, e)| (renumber(u), e)).collect(),
-                body: map_expr(body, &fix, &same),
-            },
-            Stage::Store {
-                buffer,
-                vars,
-                index,
-                value,
-            } => Stage::Store {
-                buffer: *buffer,
-                vars: vars.iter().map(|&(u, e)| (renumber(u), e)).collect(),
-                index: index.iter().map(fix).collect(),
-                value: map_expr(value, &fix, &same),
-            },
-        })
-        .collect();
-    LoopNest { space, stages }
+    map_nest(nest, space, &fix, &|b| b, &renumber)
 }
 
 /// The nests made by splitting one variable of `nest` (each candidate once).
