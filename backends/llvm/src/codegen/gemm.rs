@@ -666,6 +666,22 @@ fn compute_fn<'ctx>(
 ) -> R<String> {
     let mr = form.mr;
     let uk = ukernel(g, mr)?;
+    // The epilogue indexes by the flat row m and column n of the tile element: an index that
+    // recombines the M (or N) variables (a row-major store of a conv's pixels) becomes m (n)
+    // again, without per-element division, and the column loop vectorizes.
+    let (m_flat, n_flat) = (Var(u32::MAX - 2), Var(u32::MAX - 1));
+    let all_vars: Vec<(Var, usize)> = [&form.m_vars, &form.n_vars, &form.batch_vars, &form.k_vars]
+        .into_iter()
+        .flatten()
+        .copied()
+        .chain([(m_flat, d.m), (n_flat, d.n)])
+        .collect();
+    let extent = |v: Var| all_vars.iter().find(|x| x.0 == v).map(|x| x.1);
+    let epilogue_stages = super::split::flatten_vars(
+        form.epilogue,
+        &[(m_flat, form.m_vars.clone()), (n_flat, form.n_vars.clone())],
+        &extent,
+    );
     let (mblocks, nblocks) = (d.m.div_ceil(MC_PANELS * mr), d.n.div_ceil(NC));
     let mut all = bufs.to_vec();
     all.push(ap);
@@ -775,16 +791,18 @@ fn compute_fn<'ctx>(
              -> R<()> {
                 g.range_loop(f, zero, mend, |g, f, i| {
                     let mi = g.b.build_int_add(m0, i, "m")?;
-                    bind_flat(g, f, mi, &form.m_vars)?;
+                    f.vars.insert(m_flat, mi);
+                    f.extents.insert(m_flat, d.m);
                     g.range_loop(f, zero, nend, |g, f, j| {
                         let nj = g.b.build_int_add(n0, j, "n")?;
-                        bind_flat(g, f, nj, &form.n_vars)?;
+                        f.vars.insert(n_flat, nj);
+                        f.extents.insert(n_flat, d.n);
                         let o = g.b.build_int_mul(i, g.i64(NR as i64), "o")?;
                         let o = g.b.build_int_add(o, j, "o")?;
                         let tp = unsafe { g.b.build_in_bounds_gep(f32t, tile, &[o], "tp")? };
                         let t = g.b.build_load(f32t, tp, "t")?;
                         f.locals.insert(form.local, (t, DType::F32));
-                        g.stages(f, form.epilogue)
+                        g.stages(f, &epilogue_stages)
                     })
                 })
             };

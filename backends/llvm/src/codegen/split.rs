@@ -111,10 +111,10 @@ fn terms(i: &Index, scale: i64, out: &mut Vec<(i64, Index)>, konst: &mut i64) {
 
 /// `i` simplified: `(h*c + j) / c` to `h` and `(h*c + j) % c` to `j` where `j`'s interval lies
 /// in `[0, c)`, bottom up.
-fn simplify(i: &Index, extent: &dyn Fn(Var) -> Option<usize>) -> Index {
+pub(crate) fn simplify(i: &Index, extent: &dyn Fn(Var) -> Option<usize>) -> Index {
     match i {
         Index::Var(_) | Index::Const(_) => i.clone(),
-        Index::Add(a, b) => simplify(a, extent).plus(simplify(b, extent)),
+        Index::Add(a, b) => merge_div_rem(simplify(a, extent).plus(simplify(b, extent))),
         Index::Mul(a, c) => simplify(a, extent).times(*c),
         Index::Div(a, c) | Index::Rem(a, c) => {
             let a = simplify(a, extent);
@@ -130,7 +130,7 @@ fn simplify(i: &Index, extent: &dyn Fn(Var) -> Option<usize>) -> Index {
             };
             let r = rebuild(&rest, k, 1);
             let fits = r.interval(extent).is_some_and(|(lo, hi)| lo >= 0 && hi < c);
-            match (i, fits && !whole.is_empty()) {
+            match (i, fits) {
                 (Index::Div(..), true) => rebuild(&whole, 0, c),
                 (Index::Rem(..), true) => r,
                 (Index::Div(..), false) => a.floor_div(c),
@@ -138,6 +138,63 @@ fn simplify(i: &Index, extent: &dyn Fn(Var) -> Option<usize>) -> Index {
             }
         }
     }
+}
+
+/// `i` with every pair of terms `k*c*(x / c) + k*(x % c)` merged into `k*x`.
+fn merge_div_rem(i: Index) -> Index {
+    let mut ts = Vec::new();
+    let mut k = 0;
+    terms(&i, 1, &mut ts, &mut k);
+    let mut merged = false;
+    loop {
+        let pair = ts.iter().enumerate().find_map(|(a, (sa, ta))| {
+            let Index::Div(x, c) = ta else { return None };
+            ts.iter().enumerate().find_map(|(b, (sb, tb))| {
+                matches!(tb, Index::Rem(y, d) if y == x && d == c && *sa == sb * c)
+                    .then(|| (a, b, *sb, (**x).clone()))
+            })
+        });
+        let Some((a, b, coef, x)) = pair else { break };
+        merged = true;
+        let (hi, lo) = (a.max(b), a.min(b));
+        ts.remove(hi);
+        ts.remove(lo);
+        // `x` itself may be a sum: flatten it into the terms.
+        terms(&x, coef, &mut ts, &mut k);
+    }
+    if !merged {
+        return i;
+    }
+    ts.iter()
+        .fold(Index::Const(k), |acc, (s, t)| acc.plus(t.clone().times(*s)))
+}
+
+/// `stages` with each group's variables replaced by one flat variable: for a group
+/// `(flat, [(v0, e0), (v1, e1), ...])` (row-major, the last fastest), `v_d` becomes
+/// `(flat / (e_{d+1} * ...)) % e_d`, then simplified, so that an index that recombines the group
+/// (`v0 * e1 + v1`) is `flat` again. `extent` gives every variable's extent (the flat ones too).
+pub(crate) fn flatten_vars(
+    stages: &[Stage],
+    groups: &[(Var, Vec<(Var, usize)>)],
+    extent: &dyn Fn(Var) -> Option<usize>,
+) -> Vec<Stage> {
+    let sub = |u: Var| -> Index {
+        for (flat, vars) in groups {
+            if let Some(d) = vars.iter().position(|(v, _)| *v == u) {
+                let stride: usize = vars[d + 1..].iter().map(|x| x.1).product();
+                return Index::Var(*flat)
+                    .floor_div(stride as i64)
+                    .modulo(vars[d].1 as i64);
+            }
+        }
+        Index::Var(u)
+    };
+    let fix = |i: &Index| simplify(&subst(i, &sub), extent);
+    let nest = LoopNest {
+        space: Vec::new(),
+        stages: stages.to_vec(),
+    };
+    map_nest(&nest, Vec::new(), &fix, &|b| b, &|v| v).stages
 }
 
 /// Candidates `(v, c)`: a space variable divided (or taken modulo) by `c` somewhere, with `c` a
@@ -286,5 +343,53 @@ mod tests {
             index,
             &vec![Index::Var(Var(0)).times(4).plus(Index::Var(Var(1)))]
         );
+    }
+
+    #[test]
+    fn flattening_recombines_row_major_indices() {
+        // store y[c, h, w] with (h, w) flattened to n: the index c*3136 + h*56 + w is
+        // c*3136 + n, and a lone h is n / 56.
+        let (c, h, w, n) = (Var(0), Var(1), Var(2), Var(9));
+        let store = |index: Vec<Index>| Stage::Store {
+            buffer: BufferId(0),
+            vars: vec![],
+            index,
+            value: Expr::Index(Index::Var(h), terafab_ir::DType::I64),
+        };
+        let ext = |v: Var| match v.0 {
+            0 => Some(4),
+            1 | 2 => Some(56),
+            9 => Some(3136),
+            _ => None,
+        };
+        let out = flatten_vars(
+            &[store(vec![Index::Var(c), Index::Var(h), Index::Var(w)])],
+            &[(n, vec![(h, 56), (w, 56)])],
+            &ext,
+        );
+        let Stage::Store { index, value, .. } = &out[0] else {
+            panic!()
+        };
+        assert_eq!(
+            index,
+            &vec![
+                Index::Var(c),
+                Index::Var(n).floor_div(56),
+                Index::Var(n).modulo(56)
+            ]
+        );
+        assert_eq!(
+            value,
+            &Expr::Index(Index::Var(n).floor_div(56), terafab_ir::DType::I64)
+        );
+        let flat = Index::Var(c)
+            .times(3136)
+            .plus(Index::Var(h).times(56))
+            .plus(Index::Var(w));
+        let out = flatten_vars(&[store(vec![flat])], &[(n, vec![(h, 56), (w, 56)])], &ext);
+        let Stage::Store { index, .. } = &out[0] else {
+            panic!()
+        };
+        assert_eq!(index, &vec![Index::Var(c).times(3136).plus(Index::Var(n))]);
     }
 }
