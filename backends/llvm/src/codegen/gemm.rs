@@ -15,15 +15,22 @@
 //!
 //! Schedule (BLIS-like):
 //!
-//! 1. **Pack**: `A` into panels of [`MR`] rows (`Ap[panel][k][MR]`), `B` into panels of [`NR`]
-//!    columns (`Bp[panel][k][NR]`), zero-padded at the edges, for every batch index. An operand
-//!    that reads only constants (weights) is packed once, by `init`; the others on every run
-//!    (one task per panel).
-//! 2. **Compute**: one task per (batch, [`MC_PANELS`]-panel block, [`NC`]-column block); for each
-//!    `B` panel, for each `A` panel of the block, the micro-kernel keeps the `MR × NR` tile in
-//!    12 AVX registers over the whole of K (6 broadcasts, 2 vector loads and 12 FMAs per k), then
-//!    the epilogue runs on the tile while it is in L1: each element becomes `t` and the kernel's
-//!    store stages run (bias, activation, residual, BN, casts).
+//! 1. **Pack**: `A` into panels of `mr` rows (`Ap[panel][k][mr]`; `mr` = [`MR`], or M when
+//!    smaller), `B` into panels of [`NR`] columns (`Bp[panel][k][NR]`), zero-padded at the
+//!    edges, for every batch index. An operand that reads only constants (weights) is packed
+//!    once, by `init`, into memory of its own; the others on every run (one task per panel)
+//!    into the per-run scratch region, which every kernel reuses.
+//! 2. **Compute**: one task per (batch, [`MC_PANELS`]-panel block, [`NC`]-column block). K runs
+//!    in chunks of [`KC`]: for each chunk, for each `B` panel (its `KC × NR` chunk stays in L1),
+//!    for each `A` panel of the block, the micro-kernel keeps the `mr × NR` tile in `2·mr` AVX
+//!    registers over the chunk (`mr` broadcasts, 2 vector loads and `2·mr` FMAs per k) and adds
+//!    it into the block's tile buffer on the stack. Then the epilogue runs on each tile while it
+//!    is in L1: each element becomes `t` and the kernel's store stages run (bias, activation,
+//!    residual, BN, casts), indexed by the element's flat row and column so that a row-major
+//!    output needs no division per element.
+//!
+//! A variable used by both operands only through `v / c` and `v % c` (attention heads merged
+//! back into one dim) is split first (`codegen::split`), which reveals the GEMM form.
 //!
 //! Every output element is computed by one task, in a fixed order: results do not depend on the
 //! thread count. Sums are FMA chains in k order (one rounding per step, not the interpreter's

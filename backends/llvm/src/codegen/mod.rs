@@ -16,9 +16,13 @@
 //!   for the GEMM micro-kernel (once, when the program is loaded).
 //!
 //! The buffer table `bufs` holds one pointer per buffer of the program (by [`BufferId`]): the
-//! caller's inputs and outputs, the weights, the arena slots of the temporaries and the packed
-//! constants. Results do not depend on the number of threads: tasks are fixed ranges of points,
-//! each computed the same way whoever runs it.
+//! caller's inputs and outputs, the weights, the arena slots of the temporaries; then the packed
+//! GEMM operands ([`PackedConst`]). Results do not depend on the number of threads: tasks are
+//! fixed ranges of points, each computed the same way whoever runs it.
+//!
+//! Kernels of one form (the same nest up to buffer names, with buffers of the same types,
+//! layouts and constness: a ResNet's repeated blocks) share their functions; each has only its
+//! own trampolines.
 //!
 //! Reductions accumulate in their body's register type (f16/bf16 in f32); float sums carry the
 //! `reassoc` flag so the vectorizer may keep partial sums.
