@@ -21,7 +21,7 @@ a fixed numpy seed, so every run writes the same bytes:
   LayerNormalization, FFN MatMul+Add, GELU written as 0.5*x*(1+Erf(x/sqrt(2))), MatMul+Add,
   residual Add, LayerNormalization -> y f32[1,128,256].
 - resnet.onnx: ResNet-50 v1.5 on data f32[1,3,224,224] -> logits f32[1,1000], written by
-  scripts/make_resnet50.py (run as a subprocess with `--batch 1`, so the batch is static).
+  scripts/make_resnet50.py's `build` with batch 1 (so the batch is static).
 - vgg.onnx: the VGG-16 convolution stacks without VGG's fifth block: 3x3 Conv (pad 1) + Relu
   with widths 64,64, MaxPool 2, 128,128, MaxPool 2, 256,256,256, MaxPool 2, 512,512,512,
   MaxPool 2; then GlobalAveragePool, Flatten, Gemm 512->1000 (instead of VGG's 4096-wide fully
@@ -38,14 +38,15 @@ from __future__ import annotations
 import argparse
 import os
 import pathlib
-import subprocess
-import sys
-import tempfile
 from collections.abc import Callable
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+
+# The sibling script (this directory is on sys.path when a script here runs).
+from make_resnet50 import build as build_resnet50
+from make_resnet50 import save_atomic
 
 OPSET = 17
 IR_VERSION = 8
@@ -244,23 +245,6 @@ def build_vgg(seed: int, size: int) -> onnx.ModelProto:
     return b.model("vgg", [("input", [1, 3, size, size])], [("logits", [1, 1000])])
 
 
-def save_atomic(model: onnx.ModelProto, out: pathlib.Path) -> None:
-    """Check the model, then write it next to `out` and rename it into place."""
-    onnx.checker.check_model(model, full_check=True)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=out.name + ".", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
-        onnx.save(model, tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private
-        os.replace(tmp, out)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def describe(path: pathlib.Path) -> str:
     """One line about a written model: node count, parameters, inputs, size on disk."""
     model = onnx.load(path, load_external_data=False)
@@ -272,15 +256,6 @@ def describe(path: pathlib.Path) -> str:
     size = path.stat().st_size / 1e6
     nodes = len(model.graph.node)
     return f"wrote {path} ({nodes} nodes, {params} parameters, input {ins}, {size:.1f} MB)"
-
-
-def write_resnet(out: pathlib.Path) -> None:
-    """ResNet-50 v1.5 with batch 1, by scripts/make_resnet50.py in a subprocess."""
-    script = pathlib.Path(__file__).resolve().parent / "make_resnet50.py"
-    cmd = [sys.executable, str(script), str(out), "--batch", "1"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr.strip()}")
 
 
 def default_dir() -> pathlib.Path:
@@ -328,15 +303,12 @@ def main(argv: list[str] | None = None) -> None:
         "mlp": lambda: build_mlp(args.seed),
         "cnn": lambda: build_cnn(args.seed + 1),
         "transformer": lambda: build_transformer(args.seed + 2),
+        "resnet": lambda: build_resnet50(1),
         "vgg": lambda: build_vgg(args.seed + 4, args.vgg_size),
     }
     for name in args.only:
         path = out_dir / f"{name}.onnx"
-        if name == "resnet":
-            out_dir.mkdir(parents=True, exist_ok=True)
-            write_resnet(path)
-        else:
-            save_atomic(builders[name](), path)
+        save_atomic(builders[name](), path)
         print(describe(path), flush=True)
 
 

@@ -143,16 +143,9 @@ def build(batch, seed=SEED):
     return model
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("out", nargs="?", type=pathlib.Path, default=DEFAULT_OUT, help=f"output file (default {DEFAULT_OUT})")
-    p.add_argument("--batch", type=int, default=None, help="a fixed batch size instead of the symbolic dim N")
-    args = p.parse_args()
-    if args.batch is not None and args.batch < 1:
-        p.error("--batch must be at least 1")
-    model = build(args.batch)
+def save_atomic(model, out):
+    """Check the model, then write it next to `out` and rename it into place."""
     onnx.checker.check_model(model, full_check=True)
-    out = args.out.expanduser()
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=out.name + ".", suffix=".tmp", dir=out.parent)
     os.close(fd)
@@ -165,6 +158,18 @@ def main():
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("out", nargs="?", type=pathlib.Path, default=DEFAULT_OUT, help=f"output file (default {DEFAULT_OUT})")
+    p.add_argument("--batch", type=int, default=None, help="a fixed batch size instead of the symbolic dim N")
+    args = p.parse_args()
+    if args.batch is not None and args.batch < 1:
+        p.error("--batch must be at least 1")
+    model = build(args.batch)
+    out = args.out.expanduser()
+    save_atomic(model, out)
     params = sum(int(np.prod(t.dims)) for t in model.graph.initializer)
     size = out.stat().st_size / 1e6
     print(f"wrote {out} ({len(model.graph.node)} nodes, {params} parameters, {size:.1f} MB)")
