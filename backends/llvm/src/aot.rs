@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use inkwell::context::Context;
-use terafab_ir::kernel::{KernelProgram, Storage};
+use terafab_ir::kernel::{BufferId, KernelProgram, Storage};
 
 use crate::LlvmError;
 use crate::codegen::{KernelPlan, generate, sanitize};
@@ -360,19 +360,22 @@ fn header_text(p: &KernelProgram, prefix: &str, arena: usize, weights: usize) ->
         prefix.to_ascii_uppercase(),
         p.inputs.len()
     );
-    for (i, &b) in p.inputs.iter().enumerate() {
+    let describe = |h: &mut String, what: &str, i: usize, name: &str, b: BufferId| {
         let buf = p.buffer(b);
         let _ = writeln!(
             h,
-            "/* input {i}: `{}`, {}{:?}: {} elements of {} */\n#define {}_INPUT{i}_BYTES {}",
-            buf.name,
+            "/* {what} {i}: `{name}`, {}{:?}: {} elements of {} */\n#define {}_{}{i}_BYTES {}",
             buf.dtype,
             buf.shape,
             buf.len(),
             c_type(buf.dtype),
             prefix.to_ascii_uppercase(),
+            what.to_ascii_uppercase(),
             buf.len() * buf.dtype.size_bytes()
         );
+    };
+    for (i, &b) in p.inputs.iter().enumerate() {
+        describe(&mut h, "input", i, &p.buffer(b).name, b);
     }
     let _ = writeln!(h, "\n/* Outputs, in the order `outputs` takes them. */");
     let _ = writeln!(
@@ -382,17 +385,7 @@ fn header_text(p: &KernelProgram, prefix: &str, arena: usize, weights: usize) ->
         p.outputs.len()
     );
     for (i, (name, b)) in p.outputs.iter().enumerate() {
-        let buf = p.buffer(*b);
-        let _ = writeln!(
-            h,
-            "/* output {i}: `{name}`, {}{:?}: {} elements of {} */\n#define {}_OUTPUT{i}_BYTES {}",
-            buf.dtype,
-            buf.shape,
-            buf.len(),
-            c_type(buf.dtype),
-            prefix.to_ascii_uppercase(),
-            buf.len() * buf.dtype.size_bytes()
-        );
+        describe(&mut h, "output", i, name, *b);
     }
     let _ = writeln!(
         h,

@@ -542,17 +542,7 @@ impl Executable {
         let arena = self.arena.lock().unwrap_or_else(|e| e.into_inner());
         let mut table: Vec<*mut u8> = self.fixed.iter().map(|&a| a as *mut u8).collect();
         for (&b, t) in p.inputs.iter().zip(inputs) {
-            let buf = p.buffer(b);
-            if t.dtype() != buf.dtype || t.shape() != buf.shape.as_slice() {
-                return Err(LlvmError::Input(format!(
-                    "input %{} must be {}{:?}, got {}{:?}",
-                    buf.name,
-                    buf.dtype,
-                    buf.shape,
-                    t.dtype(),
-                    t.shape()
-                )));
-            }
+            p.check_input(b, t).map_err(LlvmError::Input)?;
             table[b.index()] = tensor_ptr(t) as *mut u8;
         }
         for (&b, &off) in &self.offsets {

@@ -37,16 +37,7 @@ pub fn run_program(p: &KernelProgram, inputs: &[Tensor]) -> Result<Vec<Tensor>, 
     let mut mem: Vec<Option<Tensor>> = vec![None; p.buffers.len()];
     for (&b, t) in p.inputs.iter().zip(inputs) {
         let buf = &p.buffers[b.index()];
-        if t.dtype() != buf.dtype || t.shape() != buf.shape.as_slice() {
-            return Err(InterpError::Invalid(format!(
-                "input %{} must be {}{:?}, got {}{:?}",
-                buf.name,
-                buf.dtype,
-                buf.shape,
-                t.dtype(),
-                t.shape()
-            )));
-        }
+        p.check_input(b, t).map_err(InterpError::Invalid)?;
         mem[b.index()] = Some(to_layout(t, buf)?);
     }
     for (i, buf) in p.buffers.iter().enumerate() {

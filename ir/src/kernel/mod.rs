@@ -425,6 +425,22 @@ impl KernelProgram {
         }
     }
 
+    /// Whether `t` fits input buffer `b` (its element type and shape), else what is wrong.
+    pub fn check_input(&self, b: BufferId, t: &Tensor) -> Result<(), String> {
+        let buf = self.buffer(b);
+        if t.dtype() != buf.dtype || t.shape() != buf.shape.as_slice() {
+            return Err(format!(
+                "input %{} must be {}{:?}, got {}{:?}",
+                buf.name,
+                buf.dtype,
+                buf.shape,
+                t.dtype(),
+                t.shape()
+            ));
+        }
+        Ok(())
+    }
+
     /// Add a buffer; returns its id.
     pub fn add_buffer(&mut self, b: Buffer) -> BufferId {
         self.buffers.push(b);

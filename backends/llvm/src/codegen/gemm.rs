@@ -46,7 +46,7 @@ use inkwell::values::{BasicValueEnum, FunctionValue, IntValue, VectorValue};
 use terafab_ir::kernel::{Body, BufferId, Expr, Index, Kernel, LoopNest, Stage, Var};
 use terafab_ir::{BinaryOp, DType, ReduceKind};
 
-use super::{CodegenError, Fn, Gen, PackedConst, is_const};
+use super::{CodegenError, Fn, Gen, PackedOperand, is_const};
 
 /// Rows of the micro-kernel's tile (broadcast side); fewer (`mr = M`) when M is smaller, as in
 /// a matrix-vector product with a batch of one.
@@ -247,7 +247,7 @@ pub(crate) fn try_gemm(
             g.scratch_bytes = g.scratch_bytes.max(used);
             at
         });
-        g.packed.push(PackedConst {
+        g.packed.push(PackedOperand {
             slot: s,
             bytes,
             scratch,
@@ -260,21 +260,14 @@ pub(crate) fn try_gemm(
     let mut phases = Vec::new();
     let pack_a = pack_fn(g, &format!("{name}.packA"), &bufs, ap, &form, Side::A, kk)?;
     let pack_b = pack_fn(g, &format!("{name}.packB"), &bufs, bp, &form, Side::B, kk)?;
-    if a_const {
-        g.init_calls.push((pack_a, mp as u64));
-    } else {
-        phases.push((
-            pack_a.get_name().to_string_lossy().into_owned(),
-            (batch * mp) as u64,
-        ));
-    }
-    if b_const {
-        g.init_calls.push((pack_b, np as u64));
-    } else {
-        phases.push((
-            pack_b.get_name().to_string_lossy().into_owned(),
-            (batch * np) as u64,
-        ));
+    // A constant operand is packed once by `init` (one batch), the others on every run.
+    for (pack, constant, panels) in [(pack_a, a_const, mp), (pack_b, b_const, np)] {
+        if constant {
+            g.init_calls.push((pack, panels as u64));
+        } else {
+            let name = pack.get_name().to_string_lossy().into_owned();
+            phases.push((name, (batch * panels) as u64));
+        }
     }
     let (mblocks, nblocks) = (m.div_ceil(MC_PANELS * mr), n.div_ceil(NC));
     let compute = compute_fn(

@@ -17,7 +17,7 @@
 //!
 //! The buffer table `bufs` holds one pointer per buffer of the program (by [`BufferId`]): the
 //! caller's inputs and outputs, the weights, the arena slots of the temporaries; then the packed
-//! GEMM operands ([`PackedConst`]). Results do not depend on the number of threads: tasks are
+//! GEMM operands ([`PackedOperand`]). Results do not depend on the number of threads: tasks are
 //! fixed ranges of points, each computed the same way whoever runs it.
 //!
 //! Kernels of one form (the same nest up to buffer names, with buffers of the same types,
@@ -80,7 +80,7 @@ pub enum KernelPlan {
 
 /// A buffer of packed GEMM operands, beyond the program's own buffers.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PackedConst {
+pub struct PackedOperand {
     /// Its slot in the buffer table (after the program's own buffers).
     pub slot: usize,
     pub bytes: usize,
@@ -97,7 +97,7 @@ pub struct Generated<'ctx> {
     pub init_symbol: String,
     pub kernels: Vec<KernelPlan>,
     /// The packed operands: the buffer table has `program.buffers.len() + packed.len()` slots.
-    pub packed: Vec<PackedConst>,
+    pub packed: Vec<PackedOperand>,
     /// The size of the per-run scratch region (the largest need of one kernel).
     pub scratch_bytes: usize,
 }
@@ -185,7 +185,7 @@ pub(crate) struct Gen<'a, 'ctx> {
     pub b: Builder<'ctx>,
     pub p: &'a KernelProgram,
     /// Packed constants, in slot order.
-    pub packed: Vec<PackedConst>,
+    pub packed: Vec<PackedOperand>,
     /// Functions `init` calls, each `(fn(ptr bufs, i64 task), ntasks)`.
     pub init_calls: Vec<(FunctionValue<'ctx>, u64)>,
     /// The canonical form of the kernel being generated (see [`kernel_key`]).
