@@ -164,7 +164,7 @@ pub fn run(args: &BenchArgs, backend: Backend, out: &mut dyn Write) -> Result<()
                 }
             }
             Backend::Kernels => {
-                let lowered = lower(module, pipeline, inputs)?;
+                let lowered = lower(path, module, pipeline, inputs)?;
                 let p = &lowered.program;
                 let times = time_runs(args.warmup, args.iters, || {
                     terafab_ir::kernel::interp::run_program(p, &lowered.inputs).map_err(|source| {
@@ -183,7 +183,7 @@ pub fn run(args: &BenchArgs, backend: Backend, out: &mut dyn Write) -> Result<()
                 }
             }
             Backend::Llvm => {
-                let lowered = lower(module, pipeline, inputs)?;
+                let lowered = lower(path, module, pipeline, inputs)?;
                 let t = Instant::now();
                 let exe = terafab_llvm::compile(&lowered.program, &opts)?;
                 let codegen = t.elapsed();

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
 use terafab_ir::kernel::KernelProgram;
-use terafab_ir::{Function, Module, Tensor};
+use terafab_ir::{Module, Tensor};
 
 use crate::ShapeArgs;
 use crate::error::CliError;
@@ -86,9 +86,14 @@ pub struct Lowered {
     pub fuse_time: Duration,
 }
 
-/// Load `model`, run `pipeline` and fuse the entry function with the dims `inputs` bind.
-pub fn lower(module: Module, pipeline: &str, inputs: Vec<Tensor>) -> Result<Lowered, CliError> {
-    let mut module = module;
+/// Run `pipeline` on `module` (loaded from `path`) and fuse its entry function with the dims
+/// `inputs` bind.
+pub fn lower(
+    path: &Path,
+    mut module: Module,
+    pipeline: &str,
+    inputs: Vec<Tensor>,
+) -> Result<Lowered, CliError> {
     let t0 = Instant::now();
     if !pipeline.is_empty() && pipeline != "none" {
         terafab_passes::run_pipeline(&mut module, pipeline, Default::default())
@@ -96,7 +101,9 @@ pub fn lower(module: Module, pipeline: &str, inputs: Vec<Tensor>) -> Result<Lowe
     }
     let passes_time = t0.elapsed();
     let t1 = Instant::now();
-    let f = entry(&module)?;
+    let f = module.entry().ok_or_else(|| CliError::NoFunction {
+        path: path.to_path_buf(),
+    })?;
     let bind = terafab_ir::interp::bind_inputs(f, &inputs).map_err(|source| CliError::Interp {
         func: f.name.clone(),
         source: Box::new(source),
@@ -109,12 +116,6 @@ pub fn lower(module: Module, pipeline: &str, inputs: Vec<Tensor>) -> Result<Lowe
         inputs,
         passes_time,
         fuse_time,
-    })
-}
-
-fn entry(m: &Module) -> Result<&Function, CliError> {
-    m.entry().ok_or_else(|| CliError::NoFunction {
-        path: PathBuf::from("<model>"),
     })
 }
 
@@ -166,7 +167,7 @@ pub fn run(args: &CompileArgs, out: &mut dyn Write) -> Result<(), CliError> {
         ));
     }
     let (module, inputs) = load_with_random_inputs(&args.model, &args.shapes)?;
-    let lowered = lower(module, &args.passes, inputs)?;
+    let lowered = lower(&args.model, module, &args.passes, inputs)?;
     let p = &lowered.program;
     let cpu = cpu(&args.cpu);
     if let Some(emit) = args.emit {
