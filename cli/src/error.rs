@@ -128,6 +128,32 @@ pub enum CliError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot read `{}`", path.display())]
+    ReadFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("tile program `{}`", path.display())]
+    TileAsm {
+        path: PathBuf,
+        #[source]
+        source: terafab_tile::AsmError,
+    },
+    #[error("tile program `{}`", path.display())]
+    TileDecode {
+        path: PathBuf,
+        #[source]
+        source: terafab_tile::DecodeError,
+    },
+    #[error("tile machine config `{name}`")]
+    TileConfig {
+        name: String,
+        #[source]
+        source: terafab_tile::ConfigError,
+    },
+    #[error("simulation failed")]
+    TileSim(#[source] terafab_tile::SimError),
     #[error("cannot write to standard output")]
     Stdout(#[source] std::io::Error),
 }

@@ -26,6 +26,7 @@ mod inputs;
 mod opt;
 mod plan_memory;
 mod run;
+mod sim;
 mod summary;
 
 use std::io::Write;
@@ -170,6 +171,10 @@ enum Command {
     /// with --backend, a model's compile time and run latency.
     #[command(after_help = bench::BENCH_EXAMPLES)]
     Bench(bench::BenchArgs),
+    /// Run a tile-accelerator program (assembly or binary) on the cycle-level simulator and
+    /// print its report: cycles, engine utilization, bytes moved, SRAM high water, roofline.
+    #[command(after_help = sim::SIM_EXAMPLES)]
+    Sim(sim::SimArgs),
 }
 
 /// Static shapes for a model's inputs (ONNX models leave some dims open).
@@ -320,6 +325,7 @@ fn main() -> ExitCode {
         Command::PlanMemory(args) => plan_memory::run(&args, &mut out),
         Command::Compile(args) => compile::run(&args, &mut out),
         Command::Bench(args) => bench::run(&args, &mut out),
+        Command::Sim(args) => sim::run(&args, &mut out),
     };
     let result = result.and_then(|()| out.flush().map_err(CliError::Stdout));
     match result {
