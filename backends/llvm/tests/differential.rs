@@ -180,8 +180,9 @@ proptest! {
     }
 }
 
-/// The shapes above do reach the GEMM schedule (its micro-kernel is in the generated code), and
-/// a matrix-vector product gets the one-row micro-kernel.
+/// The shapes above do reach the GEMM schedule (its micro-kernel is in the generated code), with
+/// the micro-kernel's rows chosen to pad M least (8 output channels: 2 panels of 5 rows, not 2
+/// of 6), and a matrix-vector product gets the one-row micro-kernel.
 #[test]
 fn contractions_take_the_gemm_schedule() {
     let program = common::fuse_text;
@@ -202,12 +203,45 @@ fn contractions_take_the_gemm_schedule() {
   %y = conv(%x, %w) {stride=[1, 1], pad_low=[0, 0], pad_high=[0, 0], lhs_dilation=[1, 1], rhs_dilation=[1, 1], groups=1} : f32[1,8,8,8]
   return %y
 }");
-    assert!(conv.contains("tf.ukernel.6x16"), "{conv}");
+    assert!(conv.contains("tf.ukernel.5x16"), "{conv}");
     let gemv = ir("func @main(%a: f32[64,64], %b: f32[64]) -> (y: f32[64]) {
   %y = dot_general(%a, %b) {lhs_batch=[], rhs_batch=[], lhs_contract=[1], rhs_contract=[0]} : f32[64]
   return %y
 }");
     assert!(gemv.contains("tf.ukernel.1x16"), "{gemv}");
+}
+
+/// A 7x7 feature map as the 16-column side would waste 15 of 64 columns: the operands swap
+/// (49 pixels as rows, 5-row panels; 64 channels as columns), the epilogue stores strided, and
+/// the result still matches the interpreter (bias and ReLU in the epilogue, weights constant).
+#[test]
+fn small_feature_maps_swap_the_operands() {
+    let (x_shape, w_shape) = ([1, 32, 7, 7], [64, 32, 3, 3]);
+    let w = values(w_shape.iter().product(), 7);
+    let bias = values(64, 8);
+    let src = format!(
+        "func @main(%x: f32[1,32,7,7]) -> (y: f32[1,64,7,7]) {{
+  %w = constant() {{value={}}} : f32[64,32,3,3]
+  %c = conv(%x, %w) {{stride=[1, 1], pad_low=[1, 1], pad_high=[1, 1], lhs_dilation=[1, 1], rhs_dilation=[1, 1], groups=1}} : f32[1,64,7,7]
+  %b = constant() {{value={}}} : f32[1,64,1,1]
+  %s = add(%c, %b) : f32[1,64,7,7]
+  %z = constant() {{value=dense<f32[]>[0.0]}} : f32[]
+  %y = max(%s, %z) : f32[1,64,7,7]
+  return %y
+}}
+",
+        dense(&w_shape, &w),
+        dense(&[1, 64, 1, 1], &bias)
+    );
+    let ir = terafab_llvm::emit_llvm(
+        &common::fuse_text(&src),
+        &terafab_llvm::Cpu::Named("x86-64-v3".into()),
+        terafab_llvm::IrStage::Generated,
+    )
+    .unwrap();
+    assert!(ir.contains("tf.ukernel.5x16"), "{ir}");
+    let x = Tensor::from_vec(x_shape.to_vec(), values(x_shape.iter().product(), 9)).unwrap();
+    check(&src, vec![x]).unwrap();
 }
 
 /// The f32 `exp` and `erf` the backend computes inline (so that loops over them vectorize)
