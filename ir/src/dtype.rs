@@ -3,7 +3,8 @@
 //! Every tensor in terafab has one element type. Conversions between them follow
 //! the rules of [`crate::interp`]'s `convert` (round-to-nearest-even into f16/bf16,
 //! truncation toward zero with saturation from float to integer, NaN -> 0; into float8,
-//! nearest even with finite overflow saturating, see [`crate::float8`]).
+//! nearest even with finite overflow saturating, see [`crate::float8`]; into the CFP8 types,
+//! which have no inf and no NaN, infinities saturate to ±max too and NaN gives +0).
 
 use std::fmt;
 use std::str::FromStr;
@@ -22,6 +23,9 @@ pub enum DType {
     F8E4M3FNUZ,
     F8E5M2,
     F8E5M2FNUZ,
+    /// Tesla's configurable 8-bit floats (CFP8) at their default biases: no inf, no NaN.
+    CF8E4M3,
+    CF8E5M2,
     I8,
     I16,
     I32,
@@ -35,7 +39,7 @@ pub enum DType {
 
 impl DType {
     /// Every element type, in a fixed order (used by tests and generators).
-    pub const ALL: [DType; 17] = [
+    pub const ALL: [DType; 19] = [
         DType::F64,
         DType::F32,
         DType::F16,
@@ -44,6 +48,8 @@ impl DType {
         DType::F8E4M3FNUZ,
         DType::F8E5M2,
         DType::F8E5M2FNUZ,
+        DType::CF8E4M3,
+        DType::CF8E5M2,
         DType::I8,
         DType::I16,
         DType::I32,
@@ -66,6 +72,8 @@ impl DType {
             DType::F8E4M3FNUZ => "f8e4m3fnuz",
             DType::F8E5M2 => "f8e5m2",
             DType::F8E5M2FNUZ => "f8e5m2fnuz",
+            DType::CF8E4M3 => "cf8e4m3",
+            DType::CF8E5M2 => "cf8e5m2",
             DType::I8 => "i8",
             DType::I16 => "i16",
             DType::I32 => "i32",
@@ -86,6 +94,7 @@ impl DType {
             DType::F16 | DType::BF16 | DType::I16 | DType::U16 => 2,
             DType::I8 | DType::U8 | DType::Bool => 1,
             DType::F8E4M3FN | DType::F8E4M3FNUZ | DType::F8E5M2 | DType::F8E5M2FNUZ => 1,
+            DType::CF8E4M3 | DType::CF8E5M2 => 1,
         }
     }
 
@@ -93,7 +102,7 @@ impl DType {
         matches!(self, DType::F64 | DType::F32 | DType::F16 | DType::BF16) || self.is_float8()
     }
 
-    /// The four 8-bit float types.
+    /// The 8-bit float types: the four ONNX ones and the two CFP8 ones.
     pub fn is_float8(self) -> bool {
         self.float8_format().is_some()
     }
@@ -105,7 +114,11 @@ impl DType {
             DType::F8E4M3FNUZ => Some(Format::E4M3FNUZ),
             DType::F8E5M2 => Some(Format::E5M2),
             DType::F8E5M2FNUZ => Some(Format::E5M2FNUZ),
-            _ => None,
+            DType::CF8E4M3 => Some(Format::CF8E4M3),
+            DType::CF8E5M2 => Some(Format::CF8E5M2),
+            DType::F64 | DType::F32 | DType::F16 | DType::BF16 | DType::Bool => None,
+            DType::I8 | DType::I16 | DType::I32 | DType::I64 => None,
+            DType::U8 | DType::U16 | DType::U32 | DType::U64 => None,
         }
     }
 
@@ -148,7 +161,7 @@ impl fmt::Display for DType {
 /// Error for an unknown element type name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown element type `{0}` (expected one of f64 f32 f16 bf16 f8e4m3fn f8e4m3fnuz f8e5m2 f8e5m2fnuz i8 i16 i32 i64 u8 u16 u32 u64 bool)"
+    "unknown element type `{0}` (expected one of f64 f32 f16 bf16 f8e4m3fn f8e4m3fnuz f8e5m2 f8e5m2fnuz cf8e4m3 cf8e5m2 i8 i16 i32 i64 u8 u16 u32 u64 bool)"
 )]
 pub struct UnknownDType(pub String);
 
@@ -172,6 +185,26 @@ mod tests {
             assert_eq!(d.name().parse::<DType>().unwrap(), d);
         }
         assert!("f8".parse::<DType>().is_err());
+        assert_eq!("cf8e4m3".parse::<DType>(), Ok(DType::CF8E4M3));
+        assert_eq!("cf8e5m2".parse::<DType>(), Ok(DType::CF8E5M2));
+        assert!(
+            "cf8"
+                .parse::<DType>()
+                .unwrap_err()
+                .to_string()
+                .contains("cf8e5m2")
+        );
+    }
+
+    #[test]
+    fn cfp8_types() {
+        for d in [DType::CF8E4M3, DType::CF8E5M2] {
+            assert!(d.is_float() && d.is_float8() && !d.has_inf());
+            assert_eq!(d.size_bytes(), 1);
+        }
+        assert_eq!(DType::CF8E4M3.float8_format(), Some(Format::CF8E4M3));
+        assert_eq!(DType::CF8E5M2.float8_format(), Some(Format::CF8E5M2));
+        assert_eq!(DType::ALL.iter().filter(|d| d.is_float8()).count(), 6);
     }
 
     #[test]

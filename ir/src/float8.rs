@@ -3,9 +3,10 @@
 //! A [`Format`] describes one such format (widths, exponent bias, and how it spends its special
 //! encodings, [`Specials`]); [`Format::decode`] and [`Format::encode`] convert between its bit
 //! patterns and binary floats. The four ONNX types ([`F8E4M3FN`], [`F8E4M3FNUZ`], [`F8E5M2`],
-//! [`F8E5M2FNUZ`]) are newtypes over their byte whose format is a constant; other 8-bit formats
-//! (such as Tesla's configurable "CFP8" ones at any bias, [`Format::with_bias`]) reuse
-//! [`Format`] with their own bias.
+//! [`F8E5M2FNUZ`]) and Tesla's two configurable ("CFP8") types at their default biases
+//! ([`CF8E4M3`], [`CF8E5M2`]) are newtypes over their byte whose format is a constant; other
+//! 8-bit formats (such as CFP8 at another bias, [`Format::with_bias`]) reuse [`Format`] with
+//! their own bias.
 //!
 //! # Values
 //!
@@ -30,8 +31,8 @@
 //! Floating Point Formats & Arithmetic" white paper) are CFloat8_1_4_3 and CFloat8_1_5_2: no
 //! infinities and no NaN (all 256 patterns are finite numbers, with a -0 at `0x80`), subnormals
 //! at exponent field 0, overflow saturating to ±max, rounding to nearest even. The hardware takes
-//! the exponent bias from a register (0..=63). Their default biases here are 7
-//! ([`Format::CF8E4M3`]) and 15 ([`Format::CF8E5M2`]).
+//! the exponent bias from a register (0..=63). The IR has one element type per width, at a fixed
+//! default bias: `cf8e4m3` ([`CF8E4M3`], bias 7) and `cf8e5m2` ([`CF8E5M2`], bias 15).
 //!
 //! Another bias needs no other element type. The values of a format at bias `b` are exactly those
 //! of the same format at the default bias `d`, pattern by pattern, times `2^(d-b)`: a tensor of
@@ -525,6 +526,12 @@ float8_type! {
     /// ONNX `FLOAT8E5M2FNUZ` (IR `f8e5m2fnuz`): 5 exponent bits, 2 mantissa bits, bias 16,
     /// finite, no negative zero, NaN `0x80`.
     F8E5M2FNUZ = E5M2FNUZ;
+    /// Tesla CFP8 CFloat8_1_4_3 at bias 7 (IR `cf8e4m3`): 4 exponent bits, 3 mantissa bits, no
+    /// inf, no NaN (every pattern is a finite number, `0x80` is -0), largest 480.
+    CF8E4M3 = CF8E4M3;
+    /// Tesla CFP8 CFloat8_1_5_2 at bias 15 (IR `cf8e5m2`): 5 exponent bits, 2 mantissa bits, no
+    /// inf, no NaN, largest 114688.
+    CF8E5M2 = CF8E5M2;
 }
 
 /// The canonical NaN (`NAN`) of the float8 types that have one; the CFP8 types have none.
@@ -973,5 +980,19 @@ mod tests {
         assert_eq!(F8E5M2::from_f64(f64::NEG_INFINITY).0, 0xFC);
         assert_eq!(F8E4M3FNUZ::from_f32(f32::INFINITY).0, 0x7F);
         assert_eq!(<F8E5M2FNUZ as Element>::to_f64(F8E5M2FNUZ::MAX), 57344.0);
+        // CFP8: -0 == +0, every pattern ordered, NaN in gives +0, inf in saturates.
+        assert!(CF8E4M3(0) == CF8E4M3(0x80) && CF8E4M3::MIN < CF8E4M3::MAX);
+        assert!(!CF8E5M2(0x7C).is_infinite() && !CF8E5M2(0x7E).is_nan());
+        assert!(CF8E5M2(0x7C) < CF8E5M2::MAX);
+        assert_eq!(
+            format!("{} {:?}", CF8E4M3::MAX, CF8E5M2::MIN),
+            "480 -114688.0"
+        );
+        assert_eq!(CF8E4M3::from_f32(f32::NAN).0, 0x00);
+        assert_eq!(CF8E5M2::from_f64(-f64::NAN).0, 0x00);
+        assert_eq!(CF8E4M3::from_f32(f32::NEG_INFINITY).0, 0xFF);
+        assert_eq!(CF8E5M2::from_f64(1e300).0, 0x7F);
+        assert_eq!(<CF8E5M2 as Element>::DTYPE, DType::CF8E5M2);
+        assert_eq!(<CF8E4M3 as Float8>::FORMAT, Format::CF8E4M3);
     }
 }

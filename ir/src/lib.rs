@@ -25,7 +25,7 @@ pub use half;
 
 pub use composite::{CompositeOp, GeluApprox};
 pub use dtype::DType;
-pub use float8::{F8E4M3FN, F8E4M3FNUZ, F8E5M2, F8E5M2FNUZ};
+pub use float8::{CF8E4M3, CF8E5M2, F8E4M3FN, F8E4M3FNUZ, F8E5M2, F8E5M2FNUZ};
 pub use graph::{Function, Module, Node, Region, TensorType, ValueId, ValueInfo, ValueTable};
 pub use op::{Attr, BinaryOp, CompareOp, Op, ReduceKind, ScatterMode, UnaryOp};
 pub use shape::{Dim, Shape};

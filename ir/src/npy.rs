@@ -39,9 +39,10 @@
 //!   *not* guessed at: it is refused as [`NpyError::UnsupportedDtype`]. Instead,
 //!   [`write_npy`] stores bf16 tensors as `<f4` (an exact widening), and they read back
 //!   as f32 tensors with the same values.
-//! - **float8** (f8e4m3fn, f8e4m3fnuz, f8e5m2, f8e5m2fnuz): numpy has none either (`ml_dtypes`
-//!   saves them as opaque `|V1`, refused like `<V2`); [`write_npy`] stores them as `<f4` like
-//!   bf16 (every float8 value is exactly an f32), and they read back as f32.
+//! - **float8** (f8e4m3fn, f8e4m3fnuz, f8e5m2, f8e5m2fnuz, and Tesla's CFP8 cf8e4m3,
+//!   cf8e5m2): numpy has none either (`ml_dtypes` saves the ONNX ones as opaque `|V1`, refused
+//!   like `<V2`, and has no CFP8 type at all); [`write_npy`] stores them as `<f4` like bf16 (every
+//!   float8 value is exactly an f32), and they read back as f32.
 //!
 //! Hostile input is refused with an error, never a panic or an oversized allocation:
 //! the header length and the data size are checked against the file before anything
@@ -61,7 +62,7 @@ use std::path::{Path, PathBuf};
 use half::{bf16, f16};
 
 use crate::dtype::DType;
-use crate::float8::{F8E4M3FN, F8E4M3FNUZ, F8E5M2, F8E5M2FNUZ};
+use crate::float8::{CF8E4M3, CF8E5M2, F8E4M3FN, F8E4M3FNUZ, F8E5M2, F8E5M2FNUZ};
 use crate::tensor::{Element, Tensor, TensorError, checked_num_elements, try_filled_vec};
 use crate::{with_data, with_dtype};
 
@@ -236,7 +237,7 @@ macro_rules! impl_npy_float8 {
         }
     )*};
 }
-impl_npy_float8!(F8E4M3FN, F8E4M3FNUZ, F8E5M2, F8E5M2FNUZ);
+impl_npy_float8!(F8E4M3FN, F8E4M3FNUZ, F8E5M2, F8E5M2FNUZ, CF8E4M3, CF8E5M2);
 
 /// Whether `dtype` is stored as itself (not widened to f32 like bf16 and the float8 types).
 fn stored_as_itself(dtype: DType) -> bool {
@@ -738,6 +739,27 @@ mod tests {
         let back = back.as_slice::<f32>().unwrap();
         for (b, v) in back.iter().zip(values) {
             assert_eq!(b.to_bits(), v.to_f32().to_bits());
+        }
+    }
+
+    #[test]
+    fn cfp8_is_written_as_exact_f32() {
+        // Every pattern, -0 (0x80) and ±max included: all finite, no NaN or inf among them.
+        let e4 = Tensor::from_vec(vec![256], (0..=255).map(CF8E4M3).collect()).unwrap();
+        let e5 = Tensor::from_vec(vec![256], (0..=255).map(CF8E5M2).collect()).unwrap();
+        for (t, max) in [(e4, 480.0f32), (e5, 114688.0)] {
+            let bytes = npy_bytes(&t);
+            let start = check_layout(&bytes);
+            assert!(bytes[..start].windows(13).any(|w| w == b"'descr': '<f4"));
+            let back = read_npy_bytes(&bytes).unwrap();
+            assert_eq!((back.dtype(), back.shape()), (DType::F32, t.shape()));
+            let back = back.as_slice::<f32>().unwrap();
+            for (b, v) in back.iter().zip(t.to_f64_vec()) {
+                assert_eq!(b.to_bits(), (v as f32).to_bits());
+            }
+            assert_eq!(back[0x80].to_bits(), (-0.0f32).to_bits());
+            assert_eq!((back[0x7F], back[0xFF]), (max, -max));
+            assert!(back.iter().all(|b| b.is_finite()));
         }
     }
 

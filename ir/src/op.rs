@@ -154,7 +154,9 @@ pub enum Op {
     /// saturates to ±max; ±inf stays ±inf in `f8e5m2` and saturates to ±max in the types
     /// without infinities; NaN gives NaN; -0 and negative values rounding to zero give +0 in
     /// the `fnuz` types, which have no -0 ([`crate::float8::Overflow::ClampFinite`]). ONNX's
-    /// `Cast` rules (`saturate`) are decomposed onto this by the frontend.
+    /// `Cast` rules (`saturate`) are decomposed onto this by the frontend. Into a CFP8 type
+    /// (`cf8e4m3`, `cf8e5m2`: no inf, no NaN), the same rounding, ±inf saturates to ±max and
+    /// NaN gives +0 (as into an integer type); -0 stays -0.
     Convert { to: DType },
     /// `broadcast(%x) {shape}`: numpy broadcast of `x` to `shape` (ONNX Expand without the
     /// max rule: `shape` must be the broadcast of itself and the operand's shape).

@@ -108,9 +108,10 @@
 //!   `-0.0`, `nan` for the type's canonical NaN and `nan(0xBITS)` for any other NaN (the raw
 //!   bits of the element type), so every bit pattern round-trips. An f32 element is read with
 //!   the f32 parser (never via f64: no double rounding), f16/bf16 via f32 (exact for printed
-//!   text). Float8 elements (`f8e4m3fn`, `f8e4m3fnuz`, `f8e5m2`, `f8e5m2fnuz`) print their
-//!   exact value as an f32 and are read via f32 rounded to nearest even; a value out of the
-//!   type's range (or an infinity, in the types without infinities) is an error.
+//!   text). Float8 elements (`f8e4m3fn`, `f8e4m3fnuz`, `f8e5m2`, `f8e5m2fnuz`, `cf8e4m3`,
+//!   `cf8e5m2`) print their exact value as an f32 and are read via f32 rounded to nearest even;
+//!   a value out of the type's range (or an infinity, in the types without infinities) is an
+//!   error, and so is `nan` for the CFP8 types (`cf8*`), which have no NaN.
 //! - Scoping is SSA: every value is defined once in its function (names are unique across
 //!   nested regions) and used only after its definition, in the same region or an enclosing
 //!   one. A node's results are defined after its regions, so a region cannot use them.
@@ -1151,7 +1152,7 @@ mod tests {
 
     use super::*;
     use crate::composite::{CompositeOp, GeluApprox};
-    use crate::float8::{F8E4M3FN, F8E4M3FNUZ, F8E5M2, F8E5M2FNUZ, Float8};
+    use crate::float8::{CF8E4M3, CF8E5M2, F8E4M3FN, F8E4M3FNUZ, F8E5M2, F8E5M2FNUZ, Float8};
     use crate::op::{BinaryOp, CompareOp, ReduceKind, ScatterMode, UnaryOp};
     use crate::print::{print_function, print_module};
     use crate::tensor::Element;
@@ -1285,6 +1286,8 @@ func @"second one"() -> () {
             every_pattern::<F8E4M3FNUZ>(),
             every_pattern::<F8E5M2>(),
             every_pattern::<F8E5M2FNUZ>(),
+            every_pattern::<CF8E4M3>(),
+            every_pattern::<CF8E5M2>(),
         ] {
             let mut f = Function::new("f");
             let ty = TensorType::from_static(t.dtype(), t.shape());
@@ -1324,6 +1327,28 @@ func @"second one"() -> () {
         assert_eq!(parse("f8e5m2", "inf").unwrap(), f64::INFINITY);
         assert_eq!(parse("f8e5m2", "1e9").unwrap(), f64::INFINITY);
         assert!(parse("f8e4m3fnuz", "nan").unwrap().is_nan());
+        // CFP8: 480 and 114688 are numbers; 496 ties to the out-of-range 512, refused.
+        assert_eq!(parse("cf8e4m3", "480").unwrap(), 480.0);
+        assert_eq!(parse("cf8e4m3", "495.9").unwrap(), 480.0);
+        assert_eq!(
+            parse("cf8e4m3", "-0.0").unwrap().to_bits(),
+            (-0.0f64).to_bits()
+        );
+        assert_eq!(parse("cf8e5m2", "-114688").unwrap(), -114688.0);
+        assert_eq!(parse("cf8e5m2", "65536").unwrap(), 65536.0);
+        for (dtype, text) in [
+            ("cf8e4m3", "nan"),
+            ("cf8e4m3", "496"),
+            ("cf8e4m3", "inf"),
+            ("cf8e5m2", "-inf"),
+            ("cf8e5m2", "nan(0x7f)"),
+            ("cf8e5m2", "122880"),
+        ] {
+            let e = parse(dtype, text).expect_err(text).to_string();
+            assert!(e.contains(&format!("`{text}`")), "{e}");
+        }
+        let e = parse("cf8e5m2", "nan").unwrap_err().to_string();
+        assert!(e.contains("cf8e5m2 has no NaN"), "{e}");
         for (dtype, text) in [
             ("f8e4m3fn", "465"),
             ("f8e4m3fn", "inf"),
@@ -1964,6 +1989,8 @@ func @"second one"() -> () {
             tensor_of(any::<u8>().prop_map(F8E4M3FNUZ).boxed()),
             tensor_of(any::<u8>().prop_map(F8E5M2).boxed()),
             tensor_of(any::<u8>().prop_map(F8E5M2FNUZ).boxed()),
+            tensor_of(any::<u8>().prop_map(CF8E4M3).boxed()),
+            tensor_of(any::<u8>().prop_map(CF8E5M2).boxed()),
             int_tensor!(i8),
             int_tensor!(i16),
             int_tensor!(i32),

@@ -18,7 +18,7 @@ use std::fmt::{self, Write};
 
 use half::{bf16, f16};
 
-use crate::float8::{F8E4M3FN, F8E4M3FNUZ, F8E5M2, F8E5M2FNUZ, Float8, Overflow};
+use crate::float8::{CF8E4M3, CF8E5M2, F8E4M3FN, F8E4M3FNUZ, F8E5M2, F8E5M2FNUZ, Float8, Overflow};
 use crate::graph::{Function, Module, Node, Region, TensorType, ValueId};
 use crate::op::Attr;
 use crate::shape::Dim;
@@ -237,18 +237,21 @@ fn nan_bits(text: &str) -> Option<&str> {
 /// f32 for f16/bf16, which is exact), `inf`/`-inf`, `nan` for the type's canonical NaN and
 /// `nan(0xBITS)` for any other NaN, so that every bit pattern round-trips. Parsing uses the
 /// parser of the `$wide` type the value is printed as (f32 for f16/bf16/float8; exact for printed
-/// text), then `$from_wide`, which gives `None` for a value the type cannot hold.
+/// text), then `$from_wide`, which gives `None` for a value the type cannot hold. `$nan` is the
+/// type's canonical NaN, `None` for the CFP8 types, which have no NaN (so `nan` and `nan(0x..)`
+/// are refused for them, and they never print one).
 ///
 /// The float8 types print their exact value as an f32 and read through f32 with the `convert`
 /// rounding, but refuse out-of-range values (and infinities where the type has none) rather than
 /// saturate them.
 macro_rules! float_literal {
-    ($t:ty, $bits:ty, $wide:ty, $to_wide:path, $from_wide:expr) => {
+    ($t:ty, $bits:ty, $wide:ty, $to_wide:path, $from_wide:expr, $nan:expr) => {
         impl LiteralElement for $t {
             fn write_literal<W: Write>(self, w: &mut W) -> fmt::Result {
+                let nan: Option<$t> = $nan;
                 if !self.is_nan() {
                     write!(w, "{:?}", $to_wide(self))
-                } else if self.to_bits() == <$t>::NAN.to_bits() {
+                } else if nan.map(<$t>::to_bits) == Some(self.to_bits()) {
                     w.write_str("nan")
                 } else {
                     write!(w, "nan({:#x})", self.to_bits())
@@ -258,7 +261,8 @@ macro_rules! float_literal {
             fn parse_literal(text: &str) -> Result<Self, String> {
                 let dtype = <$t as Element>::DTYPE;
                 if text == "nan" {
-                    return Ok(<$t>::NAN);
+                    let nan: Option<$t> = $nan;
+                    return nan.ok_or_else(|| format!("`{text}`: {dtype} has no NaN"));
                 }
                 if let Some(hex) = nan_bits(text) {
                     return <$bits>::from_str_radix(hex, 16)
@@ -278,20 +282,72 @@ macro_rules! float_literal {
     };
 }
 
-float_literal!(f64, u64, f64, identity, Some);
-float_literal!(f32, u32, f32, identity, Some);
-float_literal!(f16, u16, f32, f16::to_f32, |w| Some(f16::from_f32(w)));
-float_literal!(bf16, u16, f32, bf16::to_f32, |w| Some(bf16::from_f32(w)));
-float_literal!(F8E4M3FN, u8, f32, F8E4M3FN::to_f32, f8_literal);
-float_literal!(F8E4M3FNUZ, u8, f32, F8E4M3FNUZ::to_f32, f8_literal);
-float_literal!(F8E5M2, u8, f32, F8E5M2::to_f32, f8_literal);
-float_literal!(F8E5M2FNUZ, u8, f32, F8E5M2FNUZ::to_f32, f8_literal);
+float_literal!(f64, u64, f64, identity, Some, Some(f64::NAN));
+float_literal!(f32, u32, f32, identity, Some, Some(f32::NAN));
+float_literal!(
+    f16,
+    u16,
+    f32,
+    f16::to_f32,
+    |w| Some(f16::from_f32(w)),
+    Some(f16::NAN)
+);
+float_literal!(
+    bf16,
+    u16,
+    f32,
+    bf16::to_f32,
+    |w| Some(bf16::from_f32(w)),
+    Some(bf16::NAN)
+);
+float_literal!(
+    F8E4M3FN,
+    u8,
+    f32,
+    F8E4M3FN::to_f32,
+    f8_literal,
+    Some(F8E4M3FN::NAN)
+);
+float_literal!(
+    F8E4M3FNUZ,
+    u8,
+    f32,
+    F8E4M3FNUZ::to_f32,
+    f8_literal,
+    Some(F8E4M3FNUZ::NAN)
+);
+float_literal!(
+    F8E5M2,
+    u8,
+    f32,
+    F8E5M2::to_f32,
+    f8_literal,
+    Some(F8E5M2::NAN)
+);
+float_literal!(
+    F8E5M2FNUZ,
+    u8,
+    f32,
+    F8E5M2FNUZ::to_f32,
+    f8_literal,
+    Some(F8E5M2FNUZ::NAN)
+);
+float_literal!(CF8E4M3, u8, f32, CF8E4M3::to_f32, f8_literal, None);
+float_literal!(CF8E5M2, u8, f32, CF8E5M2::to_f32, f8_literal, None);
 
 /// A float8 literal's value: `w` rounded to nearest even, or `None` when it is out of range
-/// (or infinite) for a type without infinities.
+/// (or infinite) for a type without infinities, or NaN for a type without NaN.
 fn f8_literal<T: Float8>(w: f32) -> Option<T> {
-    let bits = T::FORMAT.encode(w as f64, Overflow::Special);
-    (w.is_nan() || !T::FORMAT.is_nan(bits)).then(|| T::from_bits(bits))
+    let format = T::FORMAT;
+    let x = w as f64;
+    if x.is_nan() {
+        return format.nan_bits(x.is_sign_negative()).map(T::from_bits);
+    }
+    let magnitude = x.abs();
+    let rounds_past_max = magnitude > format.overflow_bound()
+        || (magnitude == format.overflow_bound() && format.overflow_at_bound());
+    (format.has_inf() || !rounds_past_max)
+        .then(|| T::from_bits(format.encode(x, Overflow::Special)))
 }
 
 /// Integers: decimal, full range.
@@ -662,6 +718,19 @@ mod tests {
         let line = constant_line(Tensor::from_vec(vec![5], v).unwrap(), &Default::default());
         assert!(
             line.contains("[inf, -inf, nan, nan(0x7d), 57344.0]"),
+            "{line}"
+        );
+        // CFP8: the patterns that are inf and NaN in f8e5m2 and f8e4m3fn are numbers.
+        let v = [0x7C, 0xFC, 0x7E, 0x7F, 0x80].map(CF8E5M2).to_vec();
+        let line = constant_line(Tensor::from_vec(vec![5], v).unwrap(), &Default::default());
+        assert!(
+            line.contains("dense<cf8e5m2[5]>[65536.0, -65536.0, 98304.0, 114688.0, -0.0]"),
+            "{line}"
+        );
+        let v = [0x7F, 0xFF, 0x01].map(CF8E4M3).to_vec();
+        let line = constant_line(Tensor::from_vec(vec![3], v).unwrap(), &Default::default());
+        assert!(
+            line.contains("dense<cf8e4m3[3]>[480.0, -480.0, 0.001953125]"),
             "{line}"
         );
     }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use half::{bf16, f16};
 
 use crate::dtype::DType;
-use crate::float8::{F8E4M3FN, F8E4M3FNUZ, F8E5M2, F8E5M2FNUZ};
+use crate::float8::{CF8E4M3, CF8E5M2, F8E4M3FN, F8E4M3FNUZ, F8E5M2, F8E5M2FNUZ};
 
 /// The typed storage of a tensor.
 #[derive(Clone)]
@@ -24,6 +24,8 @@ pub enum Data {
     F8E4M3FNUZ(Arc<[F8E4M3FNUZ]>),
     F8E5M2(Arc<[F8E5M2]>),
     F8E5M2FNUZ(Arc<[F8E5M2FNUZ]>),
+    CF8E4M3(Arc<[CF8E4M3]>),
+    CF8E5M2(Arc<[CF8E5M2]>),
     I8(Arc<[i8]>),
     I16(Arc<[i16]>),
     I32(Arc<[i32]>),
@@ -78,6 +80,16 @@ macro_rules! with_data {
             $crate::tensor::Data::F8E5M2FNUZ($v) => {
                 #[allow(dead_code)]
                 type $T = $crate::float8::F8E5M2FNUZ;
+                $body
+            }
+            $crate::tensor::Data::CF8E4M3($v) => {
+                #[allow(dead_code)]
+                type $T = $crate::float8::CF8E4M3;
+                $body
+            }
+            $crate::tensor::Data::CF8E5M2($v) => {
+                #[allow(dead_code)]
+                type $T = $crate::float8::CF8E5M2;
                 $body
             }
             $crate::tensor::Data::I8($v) => {
@@ -172,6 +184,16 @@ macro_rules! with_dtype {
             $crate::DType::F8E5M2FNUZ => {
                 #[allow(dead_code)]
                 type $T = $crate::float8::F8E5M2FNUZ;
+                $body
+            }
+            $crate::DType::CF8E4M3 => {
+                #[allow(dead_code)]
+                type $T = $crate::float8::CF8E4M3;
+                $body
+            }
+            $crate::DType::CF8E5M2 => {
+                #[allow(dead_code)]
+                type $T = $crate::float8::CF8E5M2;
                 $body
             }
             $crate::DType::I8 => {
@@ -539,6 +561,8 @@ impl Tensor {
             (Data::F8E5M2FNUZ(a), Data::F8E5M2FNUZ(b)) => {
                 a.iter().zip(b.iter()).all(|(x, y)| x.0 == y.0)
             }
+            (Data::CF8E4M3(a), Data::CF8E4M3(b)) => a.iter().zip(b.iter()).all(|(x, y)| x.0 == y.0),
+            (Data::CF8E5M2(a), Data::CF8E5M2(b)) => a.iter().zip(b.iter()).all(|(x, y)| x.0 == y.0),
             // `as i64` is a bijection on every integer type of at most 64 bits, and on bool.
             _ => self.to_i64_vec() == other.to_i64_vec(),
         }
@@ -589,6 +613,32 @@ mod tests {
         assert_eq!(t.as_slice::<f32>().unwrap()[4], 5.0);
         assert!(t.as_slice::<f64>().is_none());
         assert!(Tensor::from_vec(vec![2, 2], vec![1i32; 3]).is_err());
+    }
+
+    #[test]
+    fn float8_tensors_compare_by_bits() {
+        // -0 (0x80) and +0 are equal values but different bits, in every float8 type with a -0.
+        fn zeros<T: crate::float8::Float8>() -> (Tensor, Tensor) {
+            let t = |b| Tensor::from_vec(vec![1], vec![T::from_bits(b)]).unwrap();
+            (t(0x00), t(0x80))
+        }
+        for (pos, neg) in [
+            zeros::<F8E4M3FN>(),
+            zeros::<F8E5M2>(),
+            zeros::<CF8E4M3>(),
+            zeros::<CF8E5M2>(),
+        ] {
+            assert!(pos.bit_eq(&pos) && !pos.bit_eq(&neg), "{pos:?}");
+            assert_eq!(pos.to_f64_vec(), neg.to_f64_vec());
+        }
+        // Same bytes, another float8 type: not equal.
+        let a = Tensor::from_vec(vec![1], vec![CF8E4M3(0x38)]).unwrap();
+        let b = Tensor::from_vec(vec![1], vec![F8E4M3FN(0x38)]).unwrap();
+        assert_eq!(a.to_f64_vec(), b.to_f64_vec());
+        assert!(!a.bit_eq(&b));
+        assert_eq!(a.dtype(), DType::CF8E4M3);
+        let z = Tensor::zeros(DType::CF8E5M2, &[2]).unwrap();
+        assert_eq!(z.as_slice::<CF8E5M2>().map(|v| v[1].0), Some(0));
     }
 
     #[test]

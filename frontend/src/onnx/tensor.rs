@@ -9,7 +9,9 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::{Component, Path, PathBuf};
 
 use terafab_ir::half::{bf16, f16};
-use terafab_ir::{DType, Data, Element, F8E4M3FN, F8E4M3FNUZ, F8E5M2, F8E5M2FNUZ, Tensor};
+use terafab_ir::{
+    CF8E4M3, CF8E5M2, DType, Data, Element, F8E4M3FN, F8E4M3FNUZ, F8E5M2, F8E5M2FNUZ, Tensor,
+};
 
 use super::proto::{DataType, TensorProto};
 
@@ -68,9 +70,15 @@ pub fn dtype_of(code: i32) -> Result<DType, TensorReadError> {
     })
 }
 
-/// The ONNX `DataType` code of an IR element type.
-pub fn data_type_of(d: DType) -> DataType {
-    match d {
+/// An IR element type that ONNX has no `DataType` for (Tesla's CFP8 types, `cf8e4m3` and
+/// `cf8e5m2`: ONNX's float8 types all have NaN, and E5M2 has infinities, where CFP8 has neither).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("element type {0} has no ONNX data type")]
+pub struct NoOnnxType(pub DType);
+
+/// The ONNX `DataType` code of an IR element type, or an error for the types ONNX lacks.
+pub fn data_type_of(d: DType) -> Result<DataType, NoOnnxType> {
+    Ok(match d {
         DType::F32 => DataType::Float,
         DType::F64 => DataType::Double,
         DType::F16 => DataType::Float16,
@@ -88,7 +96,8 @@ pub fn data_type_of(d: DType) -> DataType {
         DType::U32 => DataType::Uint32,
         DType::U64 => DataType::Uint64,
         DType::Bool => DataType::Bool,
-    }
+        DType::CF8E4M3 | DType::CF8E5M2 => return Err(NoOnnxType(d)),
+    })
 }
 
 /// The ONNX spelling of a data type (`FLOAT8E4M3FN`, `STRING`, ...), for messages.
@@ -181,6 +190,10 @@ pub fn read_tensor(t: &TensorProto, model_dir: Option<&Path>) -> Result<Tensor, 
         DType::F8E4M3FNUZ => typed!(t.int32_data, |&x| F8E4M3FNUZ(x as u8)),
         DType::F8E5M2 => typed!(t.int32_data, |&x| F8E5M2(x as u8)),
         DType::F8E5M2FNUZ => typed!(t.int32_data, |&x| F8E5M2FNUZ(x as u8)),
+        // Not produced by `dtype_of`: no ONNX data type stands for them.
+        DType::CF8E4M3 | DType::CF8E5M2 => Err(TensorReadError::UnsupportedType(
+            NoOnnxType(dtype).to_string(),
+        )),
     }
 }
 
@@ -219,6 +232,8 @@ pub fn from_le_bytes(
         DType::F8E4M3FNUZ => decode(dims, bytes, F8E4M3FNUZ::from_le_bytes),
         DType::F8E5M2 => decode(dims, bytes, F8E5M2::from_le_bytes),
         DType::F8E5M2FNUZ => decode(dims, bytes, F8E5M2FNUZ::from_le_bytes),
+        DType::CF8E4M3 => decode(dims, bytes, CF8E4M3::from_le_bytes),
+        DType::CF8E5M2 => decode(dims, bytes, CF8E5M2::from_le_bytes),
         DType::I8 => decode(dims, bytes, i8::from_le_bytes),
         DType::I16 => decode(dims, bytes, i16::from_le_bytes),
         DType::I32 => decode(dims, bytes, i32::from_le_bytes),
@@ -332,15 +347,16 @@ pub fn safe_join(dir: &Path, location: &str) -> Result<PathBuf, String> {
     Ok(real)
 }
 
-/// Write an IR tensor as a `TensorProto` with `raw_data` (used to write test data and models).
-pub fn write_tensor(t: &Tensor, name: &str) -> TensorProto {
-    TensorProto {
+/// Write an IR tensor as a `TensorProto` with `raw_data` (used to write test data and models),
+/// or an error for an element type ONNX has no data type for.
+pub fn write_tensor(t: &Tensor, name: &str) -> Result<TensorProto, NoOnnxType> {
+    Ok(TensorProto {
         dims: t.shape().iter().map(|&d| d as i64).collect(),
-        data_type: data_type_of(t.dtype()) as i32,
+        data_type: data_type_of(t.dtype())? as i32,
         name: name.to_string(),
         raw_data: le_bytes_of(t.data()),
         ..Default::default()
-    }
+    })
 }
 
 /// The elements of a buffer as little-endian packed bytes.
@@ -359,6 +375,8 @@ fn le_bytes_of(d: &Data) -> Vec<u8> {
         Data::F8E4M3FNUZ(v) => le!(v),
         Data::F8E5M2(v) => le!(v),
         Data::F8E5M2FNUZ(v) => le!(v),
+        Data::CF8E4M3(v) => le!(v),
+        Data::CF8E5M2(v) => le!(v),
         Data::I8(v) => le!(v),
         Data::I16(v) => le!(v),
         Data::I32(v) => le!(v),
@@ -376,10 +394,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_dtype_has_an_onnx_type() {
+    fn every_dtype_but_cfp8_has_an_onnx_type() {
         for d in DType::ALL {
-            assert_eq!(dtype_of(data_type_of(d) as i32).unwrap(), d);
+            match data_type_of(d) {
+                Ok(dt) => assert_eq!(dtype_of(dt as i32).unwrap(), d),
+                Err(e) => {
+                    assert!(matches!(d, DType::CF8E4M3 | DType::CF8E5M2), "{d}");
+                    assert_eq!(e, NoOnnxType(d));
+                    assert_eq!(
+                        e.to_string(),
+                        format!("element type {d} has no ONNX data type")
+                    );
+                }
+            }
         }
+        let t = Tensor::from_vec(vec![2], vec![CF8E5M2(0x7F), CF8E5M2(0x80)]).unwrap();
+        assert_eq!(
+            write_tensor(&t, "t").unwrap_err().to_string(),
+            "element type cf8e5m2 has no ONNX data type"
+        );
         assert!(dtype_of(DataType::Float8e8m0 as i32).is_err());
     }
 
@@ -408,7 +441,7 @@ mod tests {
         };
         let x = read_tensor(&t, None).unwrap();
         assert_eq!(x.dtype(), DType::F8E5M2);
-        assert_eq!(write_tensor(&x, "x").raw_data, vec![0x7C, 0x80]);
+        assert_eq!(write_tensor(&x, "x").unwrap().raw_data, vec![0x7C, 0x80]);
         let short = TensorProto {
             dims: vec![3],
             data_type: DataType::Float8e5m2fnuz as i32,

@@ -18,7 +18,7 @@ use half::{bf16, f16};
 use super::movement::{for_each_offset, signed_strides};
 use super::{InterpError, invalid};
 use crate::dtype::DType;
-use crate::float8::{F8E4M3FN, F8E4M3FNUZ, F8E5M2, F8E5M2FNUZ};
+use crate::float8::{CF8E4M3, CF8E5M2, F8E4M3FN, F8E4M3FNUZ, F8E5M2, F8E5M2FNUZ};
 use crate::op::{BinaryOp, CompareOp, UnaryOp};
 use crate::shape::{broadcast_static, broadcast_strides, row_major_strides};
 use crate::tensor::{Element, Tensor, try_filled_vec};
@@ -203,6 +203,8 @@ impl_scalar_float! {
     F8E4M3FNUZ => |v| Self::from_float(round_to_odd_f64(v)), |x| Self::from_f64(x);
     F8E5M2 => |v| Self::from_float(round_to_odd_f64(v)), |x| Self::from_f64(x);
     F8E5M2FNUZ => |v| Self::from_float(round_to_odd_f64(v)), |x| Self::from_f64(x);
+    CF8E4M3 => |v| Self::from_float(round_to_odd_f64(v)), |x| Self::from_f64(x);
+    CF8E5M2 => |v| Self::from_float(round_to_odd_f64(v)), |x| Self::from_f64(x);
 }
 
 macro_rules! impl_scalar_int {
@@ -1892,6 +1894,138 @@ mod tests {
             ])),
             [0x7e, 0x3a, 0x80]
         );
+    }
+
+    #[test]
+    fn convert_to_cfp8_rounds_to_nearest_even_saturates_and_maps_nan_to_zero() {
+        // The ONNX Cast inputs again: CFP8 has the grids of E4M3FN and E5M2 (same biases), but
+        // its all-ones patterns are numbers (0x7F is 480 or 114688), out-of-range values and
+        // infinities saturate, NaN gives +0 (no NaN pattern), -tiny gives -0.
+        let x = vec![
+            0.478_925_47f32,
+            0.499_684_87,
+            1e6,
+            1e-7,
+            NAN as f32,
+            -1e-7,
+            -1e6,
+        ];
+        assert_eq!(
+            bits(conv::<f32, CF8E4M3>(x.clone())),
+            [0x2f, 0x30, 0x7f, 0x00, 0x00, 0x80, 0xff]
+        );
+        assert_eq!(
+            bits(conv::<f32, CF8E5M2>(x)),
+            [0x38, 0x38, 0x7f, 0x00, 0x00, 0x80, 0xff]
+        );
+        assert_eq!(
+            bits(conv::<f64, CF8E4M3>(vec![INF, -INF, -NAN])),
+            [0x7f, 0xff, 0x00]
+        );
+        assert_eq!(
+            bits(conv::<f16, CF8E5M2>(vec![f16::NEG_INFINITY, f16::NAN])),
+            [0xff, 0]
+        );
+        // 464 rounds to 448 in E4M3FN (whose 480 pattern is NaN) but 465 rounds to 480 here;
+        // 496 is the tie between 480 (odd) and the virtual 512 (even): saturated to 480.
+        assert_eq!(
+            conv::<f32, CF8E4M3>(vec![464.0, 465.0, 496.0, -1e30]),
+            vec![
+                CF8E4M3::from_f32(448.0),
+                CF8E4M3::MAX,
+                CF8E4M3::MAX,
+                CF8E4M3::MIN
+            ]
+        );
+        assert_eq!(CF8E4M3::MAX.to_f32(), 480.0);
+        // Integers round once: 17 is a tie between 16 and 18 (16 is even); 2^62 + 1 saturates.
+        assert_eq!(
+            conv::<i32, CF8E4M3>(vec![17, 19, -1000, 480]),
+            vec![
+                CF8E4M3::from_f32(16.0),
+                CF8E4M3::from_f32(20.0),
+                CF8E4M3::MIN,
+                CF8E4M3::MAX
+            ]
+        );
+        assert_eq!(
+            conv::<i64, CF8E5M2>(vec![(1 << 62) + 1]),
+            vec![CF8E5M2::MAX]
+        );
+        assert_eq!(conv::<u32, CF8E5M2>(vec![114688]), vec![CF8E5M2::MAX]);
+        assert_eq!(bits(conv::<bool, CF8E5M2>(vec![true, false])), [0x3c, 0x00]);
+        // Between float8 types: through the exact value; inf saturates, NaN gives 0.
+        assert_eq!(
+            bits(conv::<F8E5M2, CF8E4M3>(vec![
+                F8E5M2(0x7c),
+                F8E5M2(0x3d),
+                F8E5M2(0x80),
+                F8E5M2(0x7e)
+            ])),
+            [0x7f, 0x3a, 0x80, 0x00]
+        );
+        // Out of CFP8: 114688 saturates to E5M2's finite max, 480 to E4M3FN's.
+        assert_eq!(bits(conv::<CF8E5M2, F8E5M2>(vec![CF8E5M2::MAX])), [0x7b]);
+        assert_eq!(bits(conv::<CF8E4M3, F8E4M3FN>(vec![CF8E4M3::MIN])), [0xfe]);
+    }
+
+    #[test]
+    fn convert_from_cfp8_is_exact() {
+        let x: Vec<CF8E5M2> = (0..=255).map(CF8E5M2).collect();
+        let y = conv::<CF8E5M2, f32>(x.clone());
+        for (a, b) in x.iter().zip(&y) {
+            assert_eq!(a.to_f32().to_bits(), b.to_bits());
+            assert!(b.is_finite());
+        }
+        assert_same(
+            &conv::<CF8E4M3, f64>(vec![CF8E4M3(1), CF8E4M3(0x80), CF8E4M3(0xff)]),
+            &[2f64.powi(-9), -0.0, -480.0],
+        );
+        assert_eq!(conv::<CF8E4M3, i32>(vec![CF8E4M3(0x7f)]), vec![480]);
+        assert_eq!(conv::<CF8E5M2, i16>(vec![CF8E5M2(0xff)]), vec![i16::MIN]);
+        assert_eq!(
+            conv::<CF8E4M3, bool>(vec![CF8E4M3(0x80), CF8E4M3(0x7f)]),
+            vec![false, true]
+        );
+    }
+
+    #[test]
+    fn cfp8_arithmetic_rounds_once_and_has_no_nan() {
+        let f = CF8E4M3::from_f32;
+        // 480 + 480 saturates; 1 + 1/16 ties to 1.0.
+        assert_eq!(
+            bin(
+                BinaryOp::Add,
+                vec![f(480.0), f(1.0)],
+                vec![f(480.0), f(0.0625)]
+            ),
+            vec![CF8E4M3::MAX, f(1.0)]
+        );
+        // 1/0 is inf, saturated; 0/0 is NaN, which has no pattern: +0.
+        let e = CF8E5M2::from_f32;
+        let q = bin(BinaryOp::Div, vec![e(1.0), e(0.0)], vec![e(0.0), e(0.0)]);
+        assert_eq!(bits(q), [0x7f, 0x00]);
+        assert_eq!(
+            bits(un::<CF8E4M3, CF8E4M3>(UnaryOp::Neg, vec![CF8E4M3(0)])),
+            [0x80]
+        );
+        assert_eq!(
+            bits(un::<CF8E4M3, CF8E4M3>(UnaryOp::Sqrt, vec![f(-1.0)])),
+            [0x00]
+        );
+        let all: Vec<CF8E5M2> = (0..=255).map(CF8E5M2).collect();
+        assert!(!un::<CF8E5M2, bool>(UnaryOp::IsNan, all.clone()).contains(&true));
+        assert!(!un::<CF8E5M2, bool>(UnaryOp::IsInf, all).contains(&true));
+        assert_eq!(
+            cmp(
+                CompareOp::Eq,
+                vec![CF8E4M3(0x80), CF8E4M3(0x7f)],
+                vec![CF8E4M3(0), CF8E4M3(0x7f)]
+            ),
+            vec![true, true]
+        );
+        let io = get::<CF8E4M3>(iota(DType::CF8E4M3, &[18], 0));
+        assert_eq!((io[16], io[17]), (f(16.0), f(16.0)));
     }
 
     #[test]

@@ -28,7 +28,7 @@ use std::cmp::Ordering;
 use half::{bf16, f16};
 
 use super::{InterpError, invalid};
-use crate::float8::{F8E4M3FN, F8E4M3FNUZ, F8E5M2, F8E5M2FNUZ};
+use crate::float8::{CF8E4M3, CF8E5M2, F8E4M3FN, F8E4M3FNUZ, F8E5M2, F8E5M2FNUZ};
 use crate::op::ReduceKind;
 use crate::shape::row_major_strides;
 use crate::tensor::{Element, Tensor, try_filled_vec};
@@ -134,6 +134,8 @@ impl_arith_float! {
     F8E4M3FNUZ: f8_extreme!(F8E4M3FNUZ, true), f8_extreme!(F8E4M3FNUZ, false);
     F8E5M2: f8_extreme!(F8E5M2, true), f8_extreme!(F8E5M2, false);
     F8E5M2FNUZ: f8_extreme!(F8E5M2FNUZ, true), f8_extreme!(F8E5M2FNUZ, false);
+    CF8E4M3: f8_extreme!(CF8E4M3, true), f8_extreme!(CF8E4M3, false);
+    CF8E5M2: f8_extreme!(CF8E5M2, true), f8_extreme!(CF8E5M2, false);
 }
 
 macro_rules! impl_arith_exact {
@@ -776,6 +778,30 @@ pub(crate) mod tests {
                 .unwrap()[0]
                 .is_nan()
         );
+    }
+
+    #[test]
+    fn cfp8_extremes_are_plus_minus_max() {
+        // No infinities: the identities of max and min are ∓max (480, 114688).
+        assert_eq!(
+            (CF8E4M3::LOWEST.0, CF8E4M3::HIGHEST.0),
+            (CF8E4M3::MIN.0, CF8E4M3::MAX.0)
+        );
+        assert_eq!(
+            (CF8E5M2::LOWEST.to_f32(), CF8E5M2::HIGHEST.to_f32()),
+            (-114688.0, 114688.0)
+        );
+        let empty = t(&[0], Vec::<CF8E4M3>::new());
+        let max = red(&empty, ReduceKind::Max, &[0], false);
+        assert!(max.bit_eq(&t(&[], vec![CF8E4M3::MIN])));
+        let min = red(&empty, ReduceKind::Min, &[0], false);
+        assert!(min.bit_eq(&t(&[], vec![CF8E4M3::MAX])));
+        let x = t(&[3], vec![CF8E5M2(0xff), CF8E5M2(0x01), CF8E5M2(0x7c)]);
+        assert!(red(&x, ReduceKind::Max, &[0], false).bit_eq(&t(&[], vec![CF8E5M2(0x7c)])));
+        assert!(red(&x, ReduceKind::Min, &[0], false).bit_eq(&t(&[], vec![CF8E5M2::MIN])));
+        // The sum is exact in f64 and rounds once: -114688 + 2^-16 + 65536 to -49152 (0xFA).
+        assert!(red(&x, ReduceKind::Sum, &[0], false).bit_eq(&t(&[], vec![CF8E5M2(0xfa)])));
+        assert_eq!(CF8E5M2(0xfa).to_f32(), -49152.0);
     }
 
     #[test]
