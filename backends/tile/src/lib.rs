@@ -10,6 +10,8 @@
 //! * [`dtype`] and [`numerics`]: f32, bf16, CFP8 (1-4-3 and 1-5-2, bias 0-63, saturating,
 //!   nearest-even or stochastic rounding).
 //! * [`config`]: machine parameters, presets (`1x1`, `2x2`, `4x4`, `d1`) and config files.
+//! * [`gen`](crate::r#gen): code generators ([`gemm_program`]: tiled, double-buffered,
+//!   mesh-partitioned GEMM with multicast operands and a bias/ReLU epilogue).
 //! * [`sim`]: the functional, timed simulator; [`report`] and [`trace`]: its results.
 //!
 //! ```
@@ -36,6 +38,7 @@ pub mod config;
 pub mod dtype;
 pub mod encode;
 pub mod error;
+pub mod r#gen;
 pub mod isa;
 pub mod numerics;
 pub mod program;
@@ -46,6 +49,7 @@ pub mod trace;
 pub use config::Config;
 pub use dtype::ElemType;
 pub use error::{AsmError, ConfigError, DecodeError, EncodeError, SimError, Site};
+pub use r#gen::{GemmPlan, GemmSpec, GenError, gemm_plan, gemm_program};
 pub use isa::{Engine, Instruction, Op};
 pub use numerics::{Cfp8, Cfp8Layout, Rounding};
 pub use program::{Buffer, Program, Role, Stream};

@@ -1,0 +1,770 @@
+//! GEMM: `C[M×N] = A[M×K] · B[K×N]` (+ `bias[N]` broadcast over rows, then ReLU), for any
+//! `M, N, K ≥ 1` on any mesh.
+//!
+//! # Schedule
+//!
+//! **Partition.** M is split into `H' ≤ H` row blocks and N into `W' ≤ W` column blocks
+//! (block sizes rounded up to `mx_m` / `mx_n` so each node's `mm` work is whole matrix
+//! blocks); node `(x, y)` computes the output block (row block `y`, column block `x`).
+//! Nodes outside the `W' × H'` grid (tiny M or N) get no stream.
+//!
+//! **Tiling.** Each node block is cut into output tiles of at most `T × T` (equal tiles,
+//! rounded to the engine block) and K into equal chunks of at most `TK` (`32 · mx_k` by
+//! default, smaller only when SRAM is tiny). `T` is the largest size for which two A chunks
+//! (`T × TK`), two B chunks (`TK × T`), two f32 accumulators (`T × T`) and two bias rows fit
+//! the node's SRAM. A node walks its tiles row-major, and each tile's K chunks in order:
+//! step `s` uses operand slot `s mod 2` and tile `t` accumulator slot `t mod 2`.
+//!
+//! **Double buffering.** The DMA queue loads step `s + 1` (and `s + 2`) while the matrix
+//! engine runs `mm` on step `s`; the loads of step `s` wait for the token `mm(s − 2)` gives
+//! when it has finished reading that slot. The first chunk of a tile uses `acc=0`, the others
+//! `acc=1`. After the last chunk the vector engine runs the epilogue (`vadd` of the bias
+//! row, `vmax` with 0) on the accumulator in place while `mm` proceeds on the other
+//! accumulator; the DMA engine then stores the tile, and the store's completion frees the
+//! accumulator for tile `t + 2`. A store is queued on the DMA engine two steps after its tile
+//! ends (so loads that `mm` needs are not held behind it), and a tile's bias load is queued
+//! after the store of tile `t − 2`, which makes the bias slot's reuse safe by queue order.
+//!
+//! **Multicast.** Every node of row block `y` needs the same A chunks, every node of column
+//! block `x` the same B chunks. When all nodes walk the same steps (same tile counts; true
+//! unless a block is smaller than its tile count), node `(0, y)` loads each A chunk from
+//! HBM once and multicasts it to `(1..W', y)`, and node `(x, 0)` does so for B down
+//! `(x, 1..H')`: HBM reads drop from `W'·|A| + H'·|B|`-per-tile-pass to `|A| + |B|`, and
+//! the mesh carries the rest (its links are as fast as a DMA port, and HBM is the chip's
+//! scarce resource: 400 B/cycle shared by all ports). A multicast into a receiver's slot may
+//! only start when the receiver's `mm` of two steps earlier has finished reading it: each
+//! receiver sends a 4-byte credit `send` (with `rsem`) to its loader after that `mm`, and the
+//! loader waits for all credits of the slot before the next multicast into it. Otherwise
+//! (non-uniform steps) every node loads its own operands.
+//!
+//! Every ordering is a semaphore or queue order, so the simulator's race detector holds.
+
+use std::collections::VecDeque;
+
+use super::GenError;
+use super::builder::{MAX_12, MAX_24, Queues, SramAlloc, add, dma_2d, field, mul};
+use crate::config::Config;
+use crate::dtype::ElemType;
+use crate::isa::{Bcast, BinOp, Dest, DmaKind, Engine, Matmul, Op, Send, VBinary};
+use crate::program::{Buffer, Program, Role};
+
+/// The GEMM to generate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GemmSpec {
+    /// Rows of A and C.
+    pub m: u64,
+    /// Columns of B and C.
+    pub n: u64,
+    /// Columns of A, rows of B.
+    pub k: u64,
+    /// Element type of A in HBM.
+    pub a_type: ElemType,
+    /// Element type of B in HBM.
+    pub b_type: ElemType,
+    /// Add `BIAS[N]` (f32) to every row of C.
+    pub bias: bool,
+    /// Apply ReLU (`max(x, 0)`) to C, after the bias.
+    pub relu: bool,
+}
+
+/// The tiling and partition the generator chose.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GemmPlan {
+    /// Row blocks of M (`(start, len)`), one per mesh row used.
+    pub row_blocks: Vec<(u64, u64)>,
+    /// Column blocks of N, one per mesh column used.
+    pub col_blocks: Vec<(u64, u64)>,
+    /// Largest output tile rows.
+    pub tile_m: u64,
+    /// Largest output tile columns.
+    pub tile_n: u64,
+    /// K chunk (the last may be shorter).
+    pub tile_k: u64,
+    /// Whether operands are multicast along node rows / columns.
+    pub multicast: bool,
+    /// SRAM bytes per node the layout uses.
+    pub sram_used: u64,
+}
+
+/// Most instructions a generated program may have.
+pub const MAX_INSTRUCTIONS: u64 = 1 << 24;
+
+// Semaphores (per node); `[p]` = operand slot parity, `[c]` = accumulator slot.
+const LOADED: u8 = 0; // [p] operands of a step arrived (DMA, multicast)
+const FREE: u8 = 2; // [p] mm finished reading slot p (for the node's own loads)
+const TDONE: u8 = 4; // last mm of a tile done
+const EDONE: u8 = 5; // epilogue of a tile done
+const CFREE: u8 = 6; // [c] store of accumulator c done
+const A_READY: u8 = 8; // [p] loader's A chunk in SRAM, ready to multicast
+const B_READY: u8 = 10; // [p] same for B
+const CRED_A: u8 = 12; // [p] credits from A receivers
+const CRED_B: u8 = 14; // [p] credits from B receivers
+const CREDIT_GO: u8 = 16; // [p] mm done: net may send credits
+const BIAS_LOADED: u8 = 18; // [c] bias row of a tile arrived
+
+/// `ceil(a / b)` for `b > 0`.
+fn div_ceil(a: u64, b: u64) -> u64 {
+    a.div_ceil(b.max(1))
+}
+
+/// `a` rounded up to a multiple of `g` (`a` itself if that overflows).
+fn round_up(a: u64, g: u64) -> u64 {
+    a.checked_next_multiple_of(g.max(1)).unwrap_or(a)
+}
+
+/// Splits `total` into at most `parts` contiguous non-empty blocks of a size rounded up to
+/// `gran` when that does not leave parts idle for no reason.
+fn split_blocks(total: u64, parts: u64, gran: u64) -> Vec<(u64, u64)> {
+    let mut per = div_ceil(total, parts);
+    if per > gran {
+        per = round_up(per, gran);
+    }
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < total {
+        let len = per.min(total - at);
+        out.push((at, len));
+        at += len;
+    }
+    out
+}
+
+/// The size of the equal tiles (at most `max`, rounded to `gran` when that stays within
+/// `max`) a block of `len` is cut into.
+fn tile_size(len: u64, max: u64, gran: u64) -> u64 {
+    let count = div_ceil(len, max);
+    let size = div_ceil(len, count);
+    if size > gran && round_up(size, gran) <= max {
+        round_up(size, gran)
+    } else {
+        size
+    }
+}
+
+/// How many tiles [`split_tiles`] makes (without building them).
+fn tile_count(len: u64, max: u64, gran: u64) -> u64 {
+    div_ceil(len, tile_size(len, max, gran))
+}
+
+/// Cuts a block `(start, len)` into equal tiles of at most `max` (rounded to `gran`).
+fn split_tiles(start: u64, len: u64, max: u64, gran: u64) -> Vec<(u64, u64)> {
+    let size = tile_size(len, max, gran);
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < len {
+        let l = size.min(len - at);
+        out.push((start + at, l));
+        at += l;
+    }
+    out
+}
+
+/// SRAM addresses of one node's regions (the same on every node).
+#[derive(Debug, Clone, Copy)]
+struct Layout {
+    a: [u64; 2],
+    b: [u64; 2],
+    c: [u64; 2],
+    bias: [u64; 2],
+    credit_src: u64,
+    credit_land: u64,
+    used: u64,
+}
+
+fn layout(
+    tm: u64,
+    tn: u64,
+    tk: u64,
+    ea: u64,
+    eb: u64,
+    bias: bool,
+    mesh: (u64, u64),
+) -> Result<Layout, GenError> {
+    let mut s = SramAlloc::new();
+    let a_bytes = mul("A chunk", mul("A chunk", tm, tk)?, ea)?;
+    let b_bytes = mul("B chunk", mul("B chunk", tk, tn)?, eb)?;
+    let c_bytes = mul("C tile", mul("C tile", tm, tn)?, 4)?;
+    let a = [s.alloc(a_bytes)?, s.alloc(a_bytes)?];
+    let b = [s.alloc(b_bytes)?, s.alloc(b_bytes)?];
+    let c = [s.alloc(c_bytes)?, s.alloc(c_bytes)?];
+    let bias_bytes = if bias { mul("bias", tn, 4)? } else { 0 };
+    let bias = [s.alloc(bias_bytes)?, s.alloc(bias_bytes)?];
+    let (credit_src, credit_land) = if mesh.0 * mesh.1 > 1 {
+        // One 4-byte landing slot per (sender index, parity); senders are indexed by x for
+        // A credits and by W + y for B credits.
+        let land = mul("credits", add("credits", mesh.0, mesh.1)?, 8)?;
+        (s.alloc(4)?, s.alloc(land)?)
+    } else {
+        (0, 0)
+    };
+    Ok(Layout {
+        a,
+        b,
+        c,
+        bias,
+        credit_src,
+        credit_land,
+        used: s.used(),
+    })
+}
+
+/// Chooses the partition and tiles for `spec` on `cfg` (what [`gemm_program`] generates).
+pub fn gemm_plan(cfg: &Config, spec: &GemmSpec) -> Result<GemmPlan, GenError> {
+    cfg.validate()?;
+    for (name, d) in [("m", spec.m), ("n", spec.n), ("k", spec.k)] {
+        if d == 0 {
+            return Err(GenError::ZeroDim(name));
+        }
+    }
+    let (w, h) = (u64::from(cfg.mesh_width), u64::from(cfg.mesh_height));
+    let row_blocks = split_blocks(spec.m, h, cfg.mx_m);
+    let col_blocks = split_blocks(spec.n, w, cfg.mx_n);
+    let bm = row_blocks.first().map_or(1, |b| b.1);
+    let bn = col_blocks.first().map_or(1, |b| b.1);
+    let (ea, eb) = (spec.a_type.size(), spec.b_type.size());
+    let mesh = (col_blocks.len() as u64, row_blocks.len() as u64);
+    let gran = cfg.mx_m.max(cfg.mx_n);
+    // K chunk: 32 engine blocks deep amortizes mm's latency; halve it only for tiny SRAMs.
+    let mut tk = spec.k.min(cfg.mx_k.saturating_mul(32)).min(MAX_12);
+    let mut smallest = None;
+    loop {
+        let fits = |t: u64| -> Result<Option<Layout>, GenError> {
+            let l = layout(t.min(bm), t.min(bn), tk, ea, eb, spec.bias, mesh)?;
+            Ok((l.used <= cfg.sram_bytes).then_some(l))
+        };
+        if fits(1)?.is_some() {
+            // Largest fitting T (memory grows with T), then rounded to the engine block.
+            let (mut lo, mut hi) = (1u64, MAX_12.min(bm.max(bn)));
+            while lo < hi {
+                let mid = lo + (hi - lo).div_ceil(2);
+                if fits(mid)?.is_some() {
+                    lo = mid;
+                } else {
+                    hi = mid - 1;
+                }
+            }
+            let t = if lo >= gran { lo - lo % gran } else { lo };
+            let row_tiles: Vec<u64> = row_blocks
+                .iter()
+                .map(|&(_, l)| tile_count(l, t, cfg.mx_m))
+                .collect();
+            let col_tiles: Vec<u64> = col_blocks
+                .iter()
+                .map(|&(_, l)| tile_count(l, t, cfg.mx_n))
+                .collect();
+            let uniform = row_tiles.iter().all(|&c| c == row_tiles[0])
+                && col_tiles.iter().all(|&c| c == col_tiles[0]);
+            // The layout holds the largest actual tile (at most `t`, so it fits).
+            let tile_m = row_blocks
+                .iter()
+                .map(|&(_, l)| tile_size(l, t, cfg.mx_m))
+                .max()
+                .unwrap_or(1);
+            let tile_n = col_blocks
+                .iter()
+                .map(|&(_, l)| tile_size(l, t, cfg.mx_n))
+                .max()
+                .unwrap_or(1);
+            let l = layout(tile_m, tile_n, tk, ea, eb, spec.bias, mesh)?;
+            return Ok(GemmPlan {
+                tile_m,
+                tile_n,
+                tile_k: tk,
+                multicast: uniform && mesh.0 * mesh.1 > 1,
+                sram_used: l.used,
+                row_blocks,
+                col_blocks,
+            });
+        }
+        if smallest.is_none() || tk == 1 {
+            smallest = Some(layout(1, 1, 1, ea, eb, spec.bias, mesh)?.used);
+        }
+        if tk == 1 {
+            return Err(GenError::SramTooSmall {
+                needed: smallest.unwrap_or(0),
+                available: cfg.sram_bytes,
+            });
+        }
+        tk = tk.div_ceil(2);
+    }
+}
+
+/// HBM addresses of the buffers.
+struct Hbm {
+    a: u64,
+    b: u64,
+    c: u64,
+    bias: u64,
+}
+
+/// Generates the program for `spec` on `cfg`: HBM buffers `A` (M×K, `a_type`), `B` (K×N,
+/// `b_type`), `BIAS` (N, f32, when `spec.bias`) as inputs and `C` (M×N, f32) as output, and
+/// one stream per node used. See the module documentation for the schedule.
+pub fn gemm_program(cfg: &Config, spec: &GemmSpec) -> Result<Program, GenError> {
+    let plan = gemm_plan(cfg, spec)?;
+    let (ea, eb) = (spec.a_type.size(), spec.b_type.size());
+    let mesh = (plan.col_blocks.len() as u64, plan.row_blocks.len() as u64);
+    let lay = layout(
+        plan.tile_m,
+        plan.tile_n,
+        plan.tile_k,
+        ea,
+        eb,
+        spec.bias,
+        mesh,
+    )?;
+
+    // HBM layout: A, B, C, BIAS, each 64-byte aligned.
+    let mut buffers = Vec::new();
+    let mut at = 0u64;
+    let mut place = |name: &str, dtype: ElemType, shape: Vec<u64>, role: Role| {
+        let addr = at;
+        let elems = shape
+            .iter()
+            .try_fold(1u64, |a, &d| a.checked_mul(d))
+            .ok_or(GenError::Overflow("HBM buffer"))?;
+        let bytes = mul("HBM buffer", elems, dtype.size())?;
+        at = add("HBM layout", addr, bytes)?
+            .checked_next_multiple_of(64)
+            .ok_or(GenError::Overflow("HBM layout"))?;
+        buffers.push(Buffer {
+            name: name.to_string(),
+            addr,
+            dtype,
+            shape,
+            role,
+        });
+        Ok::<u64, GenError>(addr)
+    };
+    let hbm = Hbm {
+        a: place("A", spec.a_type, vec![spec.m, spec.k], Role::Input)?,
+        b: place("B", spec.b_type, vec![spec.k, spec.n], Role::Input)?,
+        c: place("C", ElemType::F32, vec![spec.m, spec.n], Role::Output)?,
+        bias: if spec.bias {
+            place("BIAS", ElemType::F32, vec![spec.n], Role::Input)?
+        } else {
+            0
+        },
+    };
+    if at > cfg.hbm_bytes {
+        return Err(GenError::HbmTooSmall {
+            needed: at,
+            available: cfg.hbm_bytes,
+        });
+    }
+
+    // Rough instruction count: ~10 per step per node plus per-row DMA fallbacks.
+    let k_count = tile_count(spec.k, plan.tile_k, cfg.mx_k);
+    let mut estimate = 0u64;
+    for &(_, bl) in &plan.row_blocks {
+        for &(_, cl) in &plan.col_blocks {
+            let tiles = div_ceil(bl, plan.tile_m).saturating_mul(div_ceil(cl, plan.tile_n));
+            let per_step = 12u64.saturating_add(plan.tile_m.saturating_add(plan.tile_k));
+            estimate =
+                estimate.saturating_add(tiles.saturating_mul(k_count).saturating_mul(per_step));
+        }
+    }
+    if estimate > MAX_INSTRUCTIONS.saturating_mul(4) {
+        return Err(GenError::TooManyInstructions {
+            count: estimate,
+            limit: MAX_INSTRUCTIONS,
+        });
+    }
+
+    let k_chunks = split_tiles(0, spec.k, plan.tile_k, cfg.mx_k);
+    let mut streams = Vec::new();
+    let mut total = 0u64;
+    for (y, &(r0, rl)) in plan.row_blocks.iter().enumerate() {
+        for (x, &(c0, cl)) in plan.col_blocks.iter().enumerate() {
+            let q = NodeGen {
+                spec,
+                plan: &plan,
+                lay: &lay,
+                hbm: &hbm,
+                node: (x as u64, y as u64),
+                mesh,
+                rows: split_tiles(r0, rl, plan.tile_m, cfg.mx_m),
+                cols: split_tiles(c0, cl, plan.tile_n, cfg.mx_n),
+                k_chunks: &k_chunks,
+            }
+            .generate()?;
+            total = total.saturating_add(q.len() as u64);
+            if total > MAX_INSTRUCTIONS {
+                return Err(GenError::TooManyInstructions {
+                    count: total,
+                    limit: MAX_INSTRUCTIONS,
+                });
+            }
+            let node = (
+                field("node x", x as u64, 255)?,
+                field("node y", y as u64, 255)?,
+            );
+            streams.push(q.into_stream(node));
+        }
+    }
+    Ok(Program { buffers, streams })
+}
+
+/// The generator of one node's stream.
+struct NodeGen<'a> {
+    spec: &'a GemmSpec,
+    plan: &'a GemmPlan,
+    lay: &'a Layout,
+    hbm: &'a Hbm,
+    node: (u64, u64),
+    mesh: (u64, u64),
+    rows: Vec<(u64, u64)>,
+    cols: Vec<(u64, u64)>,
+    k_chunks: &'a [(u64, u64)],
+}
+
+/// A store waiting to be queued on the DMA engine.
+struct PendingStore {
+    tile: u64,
+    due_step: u64,
+    slot: usize,
+    row: (u64, u64),
+    col: (u64, u64),
+}
+
+impl NodeGen<'_> {
+    fn generate(&self) -> Result<Queues, GenError> {
+        let mut q = Queues::new();
+        let (x, y) = self.node;
+        let (ea, eb) = (self.spec.a_type.size(), self.spec.b_type.size());
+        let mc = self.plan.multicast;
+        let a_self = !mc || x == 0;
+        let b_self = !mc || y == 0;
+        let a_send = mc && x == 0 && self.mesh.0 > 1;
+        let b_send = mc && y == 0 && self.mesh.1 > 1;
+        let a_recv = mc && x > 0;
+        let b_recv = mc && y > 0;
+        let credits = u64::from(a_recv) + u64::from(b_recv);
+        let epilogue = self.spec.bias || self.spec.relu;
+        let n_steps = (self.rows.len() as u64)
+            .saturating_mul(self.cols.len() as u64)
+            .saturating_mul(self.k_chunks.len() as u64);
+        let last_k = self.k_chunks.len().saturating_sub(1);
+
+        let mut pending: VecDeque<PendingStore> = VecDeque::new();
+        let mut store_counts: Vec<u64> = Vec::new();
+        let mut s = 0u64;
+        let mut t = 0u64;
+        for &row in &self.rows {
+            for &col in &self.cols {
+                let c = (t % 2) as usize;
+                let (m0, tm) = row;
+                let (n0, tn) = col;
+                for (kc, &(k0, tk)) in self.k_chunks.iter().enumerate() {
+                    let p = (s % 2) as usize;
+                    let pu = p as u8;
+                    let mut loaded = 0u64;
+                    // ---- DMA: bias of a new tile (after the store of tile t - 2).
+                    if kc == 0 && self.spec.bias {
+                        while pending.front().is_some_and(|ps| ps.tile + 2 <= t) {
+                            if let Some(ps) = pending.pop_front() {
+                                self.store(&mut q, &ps, &mut store_counts)?;
+                            }
+                        }
+                        let bias = dma_2d(
+                            DmaKind::Load,
+                            self.lay.bias[c],
+                            add("BIAS", self.hbm.bias, mul("BIAS", n0, 4)?)?,
+                            mul("BIAS", tn, 4)?,
+                            1,
+                            0,
+                            0,
+                        )?;
+                        for d in bias {
+                            q.push(Engine::Dma, Op::Dma(d), None, Some(BIAS_LOADED + c as u8))?;
+                        }
+                    }
+                    // ---- DMA: operand chunks into slot p (after mm(s - 2) read it).
+                    let mut first_wait = (s >= 2).then_some(FREE + pu);
+                    let mut n_a = 0u64;
+                    if a_self {
+                        let src = add(
+                            "A",
+                            self.hbm.a,
+                            mul("A", add("A", mul("A", m0, self.spec.k)?, k0)?, ea)?,
+                        )?;
+                        let row_len = mul("A", tk, ea)?;
+                        let ds = dma_2d(
+                            DmaKind::Load,
+                            self.lay.a[p],
+                            src,
+                            row_len,
+                            tm,
+                            mul("A", self.spec.k, ea)?,
+                            row_len,
+                        )?;
+                        n_a = ds.len() as u64;
+                        let sig = if a_send { A_READY + pu } else { LOADED + pu };
+                        for d in ds {
+                            q.push(Engine::Dma, Op::Dma(d), first_wait.take(), Some(sig))?;
+                        }
+                        loaded += if a_send { 1 } else { n_a };
+                    }
+                    let mut n_b = 0u64;
+                    if b_self {
+                        let src = add(
+                            "B",
+                            self.hbm.b,
+                            mul("B", add("B", mul("B", k0, self.spec.n)?, n0)?, eb)?,
+                        )?;
+                        let row_len = mul("B", tn, eb)?;
+                        let ds = dma_2d(
+                            DmaKind::Load,
+                            self.lay.b[p],
+                            src,
+                            row_len,
+                            tk,
+                            mul("B", self.spec.n, eb)?,
+                            row_len,
+                        )?;
+                        n_b = ds.len() as u64;
+                        let sig = if b_send { B_READY + pu } else { LOADED + pu };
+                        for d in ds {
+                            q.push(Engine::Dma, Op::Dma(d), first_wait.take(), Some(sig))?;
+                        }
+                        loaded += if b_send { 1 } else { n_b };
+                    }
+                    loaded += u64::from(a_recv) + u64::from(b_recv);
+                    while pending.front().is_some_and(|ps| ps.due_step <= s) {
+                        if let Some(ps) = pending.pop_front() {
+                            self.store(&mut q, &ps, &mut store_counts)?;
+                        }
+                    }
+
+                    // ---- net: multicasts of this step, then credits of the previous one.
+                    if a_send {
+                        q.sem_wait(Engine::Net, A_READY + pu, n_a)?;
+                        if s >= 2 {
+                            q.sem_wait(Engine::Net, CRED_A + pu, self.mesh.0 - 1)?;
+                        }
+                        let len = mul("A", tk, ea)?;
+                        let op =
+                            self.mcast(pu, self.lay.a[p], len, tm, (1, y, self.mesh.0 - 1, y))?;
+                        q.push(Engine::Net, op, None, Some(LOADED + pu))?;
+                    }
+                    if b_send {
+                        q.sem_wait(Engine::Net, B_READY + pu, n_b)?;
+                        if s >= 2 {
+                            q.sem_wait(Engine::Net, CRED_B + pu, self.mesh.1 - 1)?;
+                        }
+                        let len = mul("B", tn, eb)?;
+                        let op =
+                            self.mcast(pu, self.lay.b[p], len, tk, (x, 1, x, self.mesh.1 - 1))?;
+                        q.push(Engine::Net, op, None, Some(LOADED + pu))?;
+                    }
+                    if s >= 1 && s + 1 < n_steps {
+                        self.credits(&mut q, s - 1, a_recv, b_recv)?;
+                    }
+
+                    // ---- mx: wait for the accumulator and operands, multiply, hand off.
+                    if kc == 0 && t >= 2 {
+                        let n = store_counts.get((t - 2) as usize).copied().unwrap_or(0);
+                        q.sem_wait(Engine::Mx, CFREE + c as u8, n)?;
+                    }
+                    q.sem_wait(Engine::Mx, LOADED + pu, loaded)?;
+                    let mm = Matmul {
+                        dst: field("C slot", self.lay.c[c], MAX_24)?,
+                        a: field("A slot", self.lay.a[p], MAX_24)?,
+                        b: field("B slot", self.lay.b[p], MAX_24)?,
+                        m: field("mm m", tm, MAX_12)?,
+                        n: field("mm n", tn, MAX_12)?,
+                        k: field("mm k", tk, MAX_12)?,
+                        lda: field("lda", mul("lda", tk, ea)?, MAX_24)?,
+                        ldb: field("ldb", mul("ldb", tn, eb)?, MAX_24)?,
+                        ldc: field("ldc", mul("ldc", tn, 4)?, MAX_24)?,
+                        atype: self.spec.a_type,
+                        btype: self.spec.b_type,
+                        acc: kc > 0,
+                    };
+                    let sig = (a_self || b_self).then_some(FREE + pu);
+                    q.push(Engine::Mx, Op::Matmul(mm), None, sig)?;
+                    if s + 2 < n_steps {
+                        q.sem_signal(Engine::Mx, CREDIT_GO + pu, credits)?;
+                    }
+                    if kc == last_k {
+                        q.sem_signal(Engine::Mx, TDONE, 1)?;
+                        if epilogue {
+                            self.epilogue(&mut q, c, tm, tn)?;
+                        }
+                        pending.push_back(PendingStore {
+                            tile: t,
+                            due_step: s + 2,
+                            slot: c,
+                            row,
+                            col,
+                        });
+                    }
+                    s += 1;
+                }
+                t += 1;
+            }
+        }
+        while let Some(ps) = pending.pop_front() {
+            self.store(&mut q, &ps, &mut store_counts)?;
+        }
+        Ok(q)
+    }
+
+    /// A multicast of `rows` rows of `len` bytes at `addr` to the same address on the nodes
+    /// of `rect`, giving each one token of `LOADED[p]` on arrival.
+    fn mcast(
+        &self,
+        parity: u8,
+        addr: u64,
+        len: u64,
+        rows: u64,
+        rect: (u64, u64, u64, u64),
+    ) -> Result<Op, GenError> {
+        let a = field("mcast address", addr, MAX_24)?;
+        Ok(Op::Send(Send {
+            dst: a,
+            src: a,
+            len: field("mcast row", len, MAX_24)?,
+            n1: field("mcast rows", rows, MAX_12)?,
+            src_stride: field("mcast stride", len, MAX_24)?,
+            dst_stride: field("mcast stride", len, MAX_24)?,
+            dest: Dest::Rect {
+                x0: field("x", rect.0, 255)?,
+                y0: field("y", rect.1, 255)?,
+                x1: field("x", rect.2, 255)?,
+                y1: field("y", rect.3, 255)?,
+            },
+            rsem: Some(LOADED + parity),
+        }))
+    }
+
+    /// The credits a receiver sends after `mm(step)`: slot `step mod 2` is free again.
+    fn credits(
+        &self,
+        q: &mut Queues,
+        step: u64,
+        a_recv: bool,
+        b_recv: bool,
+    ) -> Result<(), GenError> {
+        let p = step % 2;
+        let (x, y) = self.node;
+        let mut one = |to: (u64, u64), index: u64, rsem: u8| -> Result<(), GenError> {
+            let land = add(
+                "credit",
+                self.lay.credit_land,
+                mul("credit", add("credit", mul("credit", index, 2)?, p)?, 4)?,
+            )?;
+            let op = Op::Send(Send {
+                dst: field("credit address", land, MAX_24)?,
+                src: field("credit address", self.lay.credit_src, MAX_24)?,
+                len: 4,
+                n1: 1,
+                src_stride: 0,
+                dst_stride: 0,
+                dest: Dest::Node {
+                    x: field("x", to.0, 255)?,
+                    y: field("y", to.1, 255)?,
+                },
+                rsem: Some(rsem + p as u8),
+            });
+            q.push(Engine::Net, op, Some(CREDIT_GO + p as u8), None)
+        };
+        if a_recv {
+            one((0, y), x, CRED_A)?;
+        }
+        if b_recv {
+            one((x, 0), add("credit", self.mesh.0, y)?, CRED_B)?;
+        }
+        Ok(())
+    }
+
+    /// The vector epilogue of accumulator `c` (`tm × tn`): bias row, ReLU.
+    fn epilogue(&self, q: &mut Queues, c: usize, tm: u64, tn: u64) -> Result<(), GenError> {
+        let cs = field("C slot", self.lay.c[c], MAX_24)?;
+        let pitch = field("C pitch", mul("C pitch", tn, 4)?, MAX_24)?;
+        let rows = field("vector rows", tm, MAX_12)?;
+        let cols = field("vector cols", tn, MAX_12)?;
+        let base = VBinary {
+            op: BinOp::Add,
+            dst: cs,
+            src1: cs,
+            src2: 0,
+            rows,
+            cols,
+            dpitch: pitch,
+            pitch1: pitch,
+            pitch2: 0,
+            itype: ElemType::F32,
+            otype: ElemType::F32,
+            bcast: Bcast::Imm,
+            imm: 0,
+            sr: false,
+        };
+        let mut ops = Vec::new();
+        if self.spec.bias {
+            q.sem_wait(Engine::Vx, BIAS_LOADED + c as u8, 1)?;
+            ops.push(VBinary {
+                src2: field("bias slot", self.lay.bias[c], MAX_24)?,
+                bcast: Bcast::Row,
+                ..base
+            });
+        }
+        if self.spec.relu {
+            ops.push(VBinary {
+                op: BinOp::Max,
+                imm: 0f32.to_bits(),
+                ..base
+            });
+        }
+        let last = ops.len().saturating_sub(1);
+        for (i, op) in ops.into_iter().enumerate() {
+            let wait = (i == 0).then_some(TDONE);
+            let signal = (i == last).then_some(EDONE);
+            q.push(Engine::Vx, Op::VBinary(op), wait, signal)?;
+        }
+        Ok(())
+    }
+
+    /// The DMA store of a finished tile; records how many descriptors signal `CFREE[c]`.
+    fn store(
+        &self,
+        q: &mut Queues,
+        ps: &PendingStore,
+        counts: &mut Vec<u64>,
+    ) -> Result<(), GenError> {
+        let (m0, tm) = ps.row;
+        let (n0, tn) = ps.col;
+        let epilogue = self.spec.bias || self.spec.relu;
+        let dst = add(
+            "C",
+            self.hbm.c,
+            mul("C", add("C", mul("C", m0, self.spec.n)?, n0)?, 4)?,
+        )?;
+        let row_len = mul("C", tn, 4)?;
+        let ds = dma_2d(
+            DmaKind::Store,
+            dst,
+            self.lay.c[ps.slot],
+            row_len,
+            tm,
+            row_len,
+            mul("C", self.spec.n, 4)?,
+        )?;
+        let mut wait = Some(if epilogue { EDONE } else { TDONE });
+        let n = ds.len() as u64;
+        for d in ds {
+            q.push(
+                Engine::Dma,
+                Op::Dma(d),
+                wait.take(),
+                Some(CFREE + ps.slot as u8),
+            )?;
+        }
+        let idx = ps.tile as usize;
+        if counts.len() <= idx {
+            counts.resize(idx + 1, 0);
+        }
+        counts[idx] = n;
+        Ok(())
+    }
+}
