@@ -10,7 +10,7 @@
 //! * [`dtype`] and [`numerics`]: f32, bf16, CFP8 (1-4-3 and 1-5-2, bias 0-63, saturating,
 //!   nearest-even or stochastic rounding).
 //! * [`config`]: machine parameters, presets (`1x1`, `2x2`, `4x4`, `d1`) and config files.
-//! * [`gen`](crate::r#gen): code generators ([`gemm_program`]: tiled, double-buffered,
+//! * `gen` (`r#gen`, as `gen` is a reserved word in Rust 2024): code generators ([`gemm_program`]: tiled, double-buffered,
 //!   mesh-partitioned GEMM with multicast operands and a bias/ReLU epilogue).
 //! * [`sim`]: the functional, timed simulator; [`report`] and [`trace`]: its results.
 //!
