@@ -143,6 +143,13 @@ pub fn run(args: &BenchArgs, backend: Backend, out: &mut dyn Write) -> Result<()
         let (module, inputs) = load_with_random_inputs(path, &args.shapes)?;
         let model = path.display().to_string();
         let timing = match backend {
+            Backend::Tile => {
+                return Err(CliError::Usage(
+                    "bench --backend tile is not available yet: `terafab run --backend tile` \
+                     prints the simulated cycles of each kernel"
+                        .into(),
+                ));
+            }
             Backend::Interp => {
                 let f = module
                     .entry()
@@ -208,6 +215,7 @@ pub fn run(args: &BenchArgs, backend: Backend, out: &mut dyn Write) -> Result<()
         Backend::Interp => "interp",
         Backend::Kernels => "kernels",
         Backend::Llvm => "llvm",
+        Backend::Tile => "tile",
     };
     writeln!(
         out,

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use terafab_testsuite::{
-    DEFAULT_SETS, Interpreter, Kernels, Llvm, Optimized, Summary, compare_expectations,
+    DEFAULT_SETS, Interpreter, Kernels, Llvm, Optimized, Summary, Tile, compare_expectations,
     default_cases_dir, discover, read_expectations, report, run_all, write_expectations,
 };
 
@@ -42,6 +42,9 @@ pub struct ConformanceArgs {
     /// Rewrite the expectations list with the cases that pass in this run.
     #[arg(long)]
     update_expectations: bool,
+    /// The tile backend's machine: a preset (`1x1`, `2x2`, `4x4`, `d1`) or a config file.
+    #[arg(long, value_name = "PRESET|FILE", default_value = "1x1")]
+    config: String,
     /// Worker threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
@@ -86,6 +89,15 @@ pub fn run(args: &ConformanceArgs, out: &mut dyn Write) -> Result<(), CliError> 
             Box::new(Optimized::new(p, Kernels).map_err(|e| err(format!("--passes: {e}")))?)
         }
         (Backend::Llvm, _) => Box::new(llvm()?),
+        (Backend::Tile, _) => Box::new(
+            Optimized::new(
+                args.passes.as_deref().unwrap_or("default"),
+                Tile {
+                    config: crate::sim::machine(&args.config, &[], false, false)?,
+                },
+            )
+            .map_err(|e| err(format!("--passes: {e}")))?,
+        ),
     };
     let cases = discover(&root, &sets, filter.as_ref()).map_err(|e| err(e.to_string()))?;
     let threads = args
@@ -147,5 +159,6 @@ fn backend_name(b: Backend) -> &'static str {
         // The kernel IR must pass exactly what the interpreter passes.
         Backend::Interp | Backend::Kernels => "interp",
         Backend::Llvm => "llvm",
+        Backend::Tile => "tile",
     }
 }

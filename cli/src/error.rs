@@ -154,6 +154,8 @@ pub enum CliError {
     },
     #[error("simulation failed")]
     TileSim(#[source] terafab_tile::SimError),
+    #[error(transparent)]
+    TileBackend(#[from] terafab_tile::backend::TileBackendError),
     #[error("cannot write to standard output")]
     Stdout(#[source] std::io::Error),
 }

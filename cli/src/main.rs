@@ -216,6 +216,9 @@ pub enum Backend {
     Kernels,
     /// Fusion into kernels compiled to native code by LLVM (JIT), run on a thread pool
     Llvm,
+    /// Fusion into kernels lowered to the simulated tile accelerator (--config); kernels it
+    /// cannot run yet run on the host; prints the simulator's report
+    Tile,
 }
 
 #[derive(Debug, Args)]
@@ -251,6 +254,15 @@ pub struct RunArgs {
     /// Passes run before the kernels and llvm backends fuse the model (`none`: none)
     #[arg(long, value_name = "P,P,..", default_value = "default")]
     pub passes: String,
+    /// The tile backend's machine: a preset (`1x1`, `2x2`, `4x4`, `d1`) or a config file
+    #[arg(long, value_name = "PRESET|FILE", default_value = "1x1")]
+    pub config: String,
+    /// Override one key of the tile machine's config (repeatable), e.g. `--set hop_cycles=6`
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = sim::parse_key_value)]
+    pub set: Vec<(String, String)>,
+    /// With --backend tile: write a Chrome trace (Perfetto) of the accelerator's engines
+    #[arg(long, value_name = "FILE")]
+    pub trace: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

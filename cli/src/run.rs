@@ -86,7 +86,7 @@ pub fn run(args: &RunArgs, out: &mut dyn Write) -> Result<(), CliError> {
                 source: Box::new(source),
             })?
         }
-        Backend::Kernels | Backend::Llvm => {
+        Backend::Kernels | Backend::Llvm | Backend::Tile => {
             let mut module = module.clone();
             if args.passes != "none" {
                 terafab_passes::run_pipeline(&mut module, &args.passes, Default::default())
@@ -97,6 +97,22 @@ pub fn run(args: &RunArgs, out: &mut dyn Write) -> Result<(), CliError> {
             })?;
             if args.backend == Backend::Kernels {
                 terafab_passes::fuse::run_kernels(f, &tensors)?
+            } else if args.backend == Backend::Tile {
+                let cfg =
+                    crate::sim::machine(&args.config, &args.set, false, args.trace.is_some())?;
+                let (results, report) = terafab_tile::backend::run_function(&cfg, f, &tensors)?;
+                w(out, report.to_string())?;
+                if let Some(path) = &args.trace {
+                    let json = report.trace_json().ok_or_else(|| {
+                        CliError::Usage("--trace: no kernel ran on the accelerator".into())
+                    })?;
+                    std::fs::write(path, json).map_err(|source| CliError::WriteFile {
+                        path: path.clone(),
+                        source,
+                    })?;
+                    w(out, format!("trace: {}", path.display()))?;
+                }
+                results
             } else {
                 let opts = terafab_llvm::Options {
                     threads: args.threads,

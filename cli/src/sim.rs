@@ -49,23 +49,38 @@ pub struct SimArgs {
 }
 
 /// `KEY=VALUE`: split at the first `=`.
-fn parse_key_value(s: &str) -> Result<(String, String), String> {
+pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
         _ => Err(format!("expected KEY=VALUE, got `{s}`")),
     }
 }
 
-/// The machine: a preset name, else a config file; then the `--set` overrides.
+/// The machine of `sim`: [`machine`] with its flags.
 fn config(args: &SimArgs) -> Result<Config, CliError> {
-    let mut cfg = match Config::preset(&args.config) {
+    machine(
+        &args.config,
+        &args.set,
+        args.timing_only,
+        args.trace.is_some(),
+    )
+}
+
+/// A tile machine: a preset name, else a config file; then the `--set` overrides;
+/// `timing_only` and `trace` switched on when asked.
+pub fn machine(
+    config: &str,
+    set: &[(String, String)],
+    timing_only: bool,
+    trace: bool,
+) -> Result<Config, CliError> {
+    let mut cfg = match Config::preset(config) {
         Ok(c) => c,
         Err(preset_err) => {
-            let path = Path::new(&args.config);
+            let path = Path::new(config);
             if !path.is_file() {
                 return Err(CliError::Usage(format!(
-                    "--config `{}` is neither a preset nor a file: {preset_err}",
-                    args.config
+                    "--config `{config}` is neither a preset nor a file: {preset_err}"
                 )));
             }
             let text = std::fs::read_to_string(path).map_err(|e| CliError::ReadFile {
@@ -73,23 +88,19 @@ fn config(args: &SimArgs) -> Result<Config, CliError> {
                 source: e,
             })?;
             Config::from_text(&text).map_err(|source| CliError::TileConfig {
-                name: args.config.clone(),
+                name: config.to_string(),
                 source,
             })?
         }
     };
-    for (key, value) in &args.set {
+    for (key, value) in set {
         cfg.set(key, value)
             .map_err(|e| CliError::Usage(format!("--set {key}={value}: {e}")))?;
     }
-    if args.timing_only {
-        cfg.timing_only = true;
-    }
-    if args.trace.is_some() {
-        cfg.trace = true;
-    }
+    cfg.timing_only |= timing_only;
+    cfg.trace |= trace;
     cfg.validate().map_err(|source| CliError::TileConfig {
-        name: args.config.clone(),
+        name: config.to_string(),
         source,
     })?;
     Ok(cfg)

@@ -240,6 +240,26 @@ impl Backend for Llvm {
     }
 }
 
+/// The tile backend (`terafab_tile::backend`): fused into kernels like [`Kernels`]; every
+/// kernel the accelerator can run is lowered and simulated (functionally, bit-exact) on the
+/// configured machine, the others run on the host by the kernel interpreter.
+pub struct Tile {
+    pub config: terafab_tile::Config,
+}
+
+impl Backend for Tile {
+    fn name(&self) -> &str {
+        "tile"
+    }
+
+    fn run(&self, m: &Module, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, String> {
+        let f = m.entry().ok_or("the module has no function")?;
+        terafab_tile::backend::run_function(&self.config, f, &inputs)
+            .map(|(outputs, _report)| outputs)
+            .map_err(|e| error_chain(&e))
+    }
+}
+
 /// A backend checked against another on every run: both run, and `backend`'s outputs must
 /// match `reference`'s (same types and shapes, elements within rtol [`DEFAULT_RTOL`] and atol
 /// 1e-5, the slack of f32 against the interpreter's f64 accumulation); then `backend`'s

@@ -34,12 +34,14 @@
 //! ```
 
 pub mod asm;
+pub mod backend;
 pub mod config;
 pub mod dtype;
 pub mod encode;
 pub mod error;
 pub mod r#gen;
 pub mod isa;
+pub mod lower;
 pub mod numerics;
 pub mod program;
 pub mod report;

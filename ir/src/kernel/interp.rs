@@ -27,6 +27,24 @@ fn err(kernel: &str, msg: impl std::fmt::Display) -> InterpError {
 
 /// Run `p` on its inputs (row-major tensors, one per input buffer); returns its outputs.
 pub fn run_program(p: &KernelProgram, inputs: &[Tensor]) -> Result<Vec<Tensor>, InterpError> {
+    let mut mem = initial_memory(p, inputs)?;
+    for k in &p.kernels {
+        let outs = run_kernel(p, k, &mem)?;
+        for (&b, t) in k.outputs.iter().zip(outs) {
+            mem[b.index()] = Some(t);
+        }
+    }
+    read_outputs(p, &mem)
+}
+
+/// The memory of a program before its first kernel, one entry per buffer: the inputs and
+/// constants as their buffers' flat contents (rank 1, `span` elements laid out by the buffer's
+/// strides), `None` for temporaries. Backends that run some kernels themselves (the tile
+/// backend) keep a program's memory in this form and call [`run_kernel`] for the others.
+pub fn initial_memory(
+    p: &KernelProgram,
+    inputs: &[Tensor],
+) -> Result<Vec<Option<Tensor>>, InterpError> {
     if inputs.len() != p.inputs.len() {
         return Err(InterpError::InputCount {
             expected: p.inputs.len(),
@@ -45,12 +63,12 @@ pub fn run_program(p: &KernelProgram, inputs: &[Tensor]) -> Result<Vec<Tensor>, 
             mem[i] = Some(to_layout(t, buf)?);
         }
     }
-    for k in &p.kernels {
-        let outs = run_kernel(p, k, &mem)?;
-        for (&b, t) in k.outputs.iter().zip(outs) {
-            mem[b.index()] = Some(t);
-        }
-    }
+    Ok(mem)
+}
+
+/// The program's outputs (row-major tensors) from its memory after the last kernel.
+pub fn read_outputs(p: &KernelProgram, mem: &[Option<Tensor>]) -> Result<Vec<Tensor>, InterpError> {
+    check_memory(p, mem)?;
     p.outputs
         .iter()
         .map(|(name, b)| {
@@ -132,11 +150,26 @@ struct Out {
     written: Vec<bool>,
 }
 
-fn run_kernel(
+/// A memory must have one entry per buffer of its program.
+fn check_memory(p: &KernelProgram, mem: &[Option<Tensor>]) -> Result<(), InterpError> {
+    if mem.len() != p.buffers.len() {
+        return Err(InterpError::Invalid(format!(
+            "a memory of {} buffers for a program of {}",
+            mem.len(),
+            p.buffers.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Run one kernel of `p` on the program's memory (see [`initial_memory`]); returns the flat
+/// contents of its output buffers, in order.
+pub fn run_kernel(
     p: &KernelProgram,
     k: &Kernel,
     mem: &[Option<Tensor>],
 ) -> Result<Vec<Tensor>, InterpError> {
+    check_memory(p, mem)?;
     match &k.body {
         Body::Call(f) => {
             let ins = k

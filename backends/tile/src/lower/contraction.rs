@@ -1,0 +1,198 @@
+//! Kernels of the plain GEMM form on the matrix engine, through [`crate::gen::gemm`].
+//!
+//! The form: a 2-D space `[M, N]`, one f32 sum `t = Σ_k A[m, k] · B[k, n]` over one variable,
+//! then one store `C[m, n] = e(t)` where the epilogue `e` is `t`, `t + bias[n]`, `max(·, 0)`
+//! of either (ReLU), with A `[M, K]`, B `[K, N]`, C `[M, N]` (f32) and the bias row-major,
+//! A and B of an accelerator element type (f32, bf16, CFP8), no fill values. Other
+//! contractions (batched, transposed or im2col operands) are not lowered here.
+
+use terafab_ir::kernel::{Body, BufferId, Expr, Index, Kernel, KernelProgram, Local, Stage, Var};
+use terafab_ir::{BinaryOp, DType, ReduceKind};
+
+use super::{Lowered, NotLowered, elem_type, hbm_name};
+use crate::config::Config;
+use crate::r#gen::{GemmSpec, gemm_plan, gemm_program};
+
+/// A load of a whole element (no fill) with exactly the index `want`.
+fn load_at(e: &Expr, want: &[Index]) -> Option<BufferId> {
+    match e {
+        Expr::Load {
+            buffer,
+            index,
+            fill: None,
+        } if index.as_slice() == want => Some(*buffer),
+        _ => None,
+    }
+}
+
+/// `t`, `t + bias[n]` or `bias[n] + t`: the bias buffer, if any.
+fn biased(
+    p: &KernelProgram,
+    e: &Expr,
+    local: Local,
+    n_var: Var,
+    n: usize,
+) -> Option<Option<BufferId>> {
+    match e {
+        Expr::Local(l) if *l == local => Some(None),
+        Expr::Binary(BinaryOp::Add, x, y) => {
+            let (t, b) = if matches!(**x, Expr::Local(l) if l == local) {
+                (x, y)
+            } else {
+                (y, x)
+            };
+            if !matches!(**t, Expr::Local(l) if l == local) {
+                return None;
+            }
+            let Expr::Load {
+                buffer,
+                index,
+                fill: None,
+            } = &**b
+            else {
+                return None;
+            };
+            let buf = p.buffer(*buffer);
+            // One dim indexed by n with stride 1 and extent N, every other dim at 0.
+            let mut seen = false;
+            for ((i, &extent), &stride) in index.iter().zip(&buf.shape).zip(&buf.strides) {
+                match i {
+                    Index::Var(v) if *v == n_var && extent == n && stride == 1 && !seen => {
+                        seen = true
+                    }
+                    Index::Const(0) => {}
+                    _ => return None,
+                }
+            }
+            (seen && buf.dtype == DType::F32 && buf.span() == n).then_some(Some(*buffer))
+        }
+        _ => None,
+    }
+}
+
+/// The epilogue: the bias buffer and whether ReLU follows.
+fn epilogue(
+    p: &KernelProgram,
+    e: &Expr,
+    local: Local,
+    n_var: Var,
+    n: usize,
+) -> Option<(Option<BufferId>, bool)> {
+    if let Some(bias) = biased(p, e, local, n_var, n) {
+        return Some((bias, false));
+    }
+    let Expr::Binary(BinaryOp::Max, x, y) = e else {
+        return None;
+    };
+    let zero = |e: &Expr| matches!(e, Expr::Const(t) if t.dtype() == DType::F32 && t.as_slice::<f32>() == Some(&[0.0]));
+    let inner = if zero(y) {
+        x
+    } else if zero(x) {
+        y
+    } else {
+        return None;
+    };
+    biased(p, inner, local, n_var, n).map(|bias| (bias, true))
+}
+
+/// The kernel as a GEMM program, `Ok(None)` when it does not have the plain GEMM form.
+pub fn lower(cfg: &Config, p: &KernelProgram, k: &Kernel) -> Result<Option<Lowered>, NotLowered> {
+    let Body::Loops(nest) = &k.body else {
+        return Ok(None);
+    };
+    let &[m, n] = nest.space.as_slice() else {
+        return Ok(None);
+    };
+    let [
+        Stage::Reduce {
+            local,
+            kind: ReduceKind::Sum,
+            vars,
+            body: Expr::Binary(BinaryOp::Mul, x, y),
+        },
+        Stage::Store {
+            buffer: c,
+            vars: store_vars,
+            index: c_index,
+            value,
+        },
+    ] = nest.stages.as_slice()
+    else {
+        return Ok(None);
+    };
+    let &[(kv, kk)] = vars.as_slice() else {
+        return Ok(None);
+    };
+    if !store_vars.is_empty() {
+        return Ok(None);
+    }
+    let (mv, nv) = (Var(0), Var(1));
+    let a_index = [Index::Var(mv), Index::Var(kv)];
+    let b_index = [Index::Var(kv), Index::Var(nv)];
+    let (a, b) = match (load_at(x, &a_index), load_at(y, &b_index)) {
+        (Some(a), Some(b)) => (a, b),
+        _ => match (load_at(y, &a_index), load_at(x, &b_index)) {
+            (Some(a), Some(b)) => (a, b),
+            _ => return Ok(None),
+        },
+    };
+    if c_index.as_slice() != [Index::Var(mv), Index::Var(nv)] || a == b {
+        return Ok(None);
+    }
+    let Some((bias, relu)) = epilogue(p, value, *local, nv, n) else {
+        return Ok(None);
+    };
+    let (ba, bb, bc) = (p.buffer(a), p.buffer(b), p.buffer(*c));
+    let dense = |buf: &terafab_ir::kernel::Buffer, shape: [usize; 2]| {
+        buf.shape == shape && buf.is_row_major()
+    };
+    if !dense(ba, [m, kk]) || !dense(bb, [kk, n]) || !dense(bc, [m, n]) || bc.dtype != DType::F32 {
+        return Ok(None);
+    }
+    let (Some(a_type), Some(b_type)) = (elem_type(ba.dtype), elem_type(bb.dtype)) else {
+        return Ok(None);
+    };
+    let spec = GemmSpec {
+        m: m as u64,
+        n: n as u64,
+        k: kk as u64,
+        a_type,
+        b_type,
+        bias: bias.is_some(),
+        relu,
+    };
+    let fail = |e: crate::r#gen::GenError| NotLowered(format!("gemm {m}x{n}x{kk}: {e}"));
+    let plan = gemm_plan(cfg, &spec).map_err(fail)?;
+    let mut program = gemm_program(cfg, &spec).map_err(fail)?;
+    let mut reads = vec![a, b];
+    reads.extend(bias);
+    for buf in &mut program.buffers {
+        let id = match buf.name.as_str() {
+            "A" => a,
+            "B" => b,
+            "C" => *c,
+            "BIAS" => match bias {
+                Some(x) => x,
+                None => continue,
+            },
+            _ => continue,
+        };
+        buf.name = hbm_name(id);
+    }
+    let epi = match (bias.is_some(), relu) {
+        (false, false) => "",
+        (true, false) => " + bias",
+        (false, true) => ", relu",
+        (true, true) => " + bias, relu",
+    };
+    Ok(Some(Lowered {
+        program,
+        reads,
+        writes: vec![*c],
+        summary: format!(
+            "gemm {m}x{n}x{kk} {a_type}·{b_type}{epi} on {}x{} nodes",
+            plan.col_blocks.len(),
+            plan.row_blocks.len()
+        ),
+    }))
+}
