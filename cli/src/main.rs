@@ -90,7 +90,11 @@ EXAMPLES:
   # An ONNX model: the shapes of .npy inputs bind its symbolic dims; random inputs need
   # --input-shape or --dim for dims the model leaves open
   terafab run model.onnx --input-shape input=1x3x224x224 --random-inputs
-  terafab run model.onnx --dim batch=8 --random-inputs";
+  terafab run model.onnx --dim batch=8 --random-inputs
+
+  # On the simulated tile accelerator (a 4x4 chip): the report of every kernel (simulated
+  # cycles, engine utilization, HBM bytes, roofline) and a Perfetto trace
+  terafab run examples/mlp.tfir --random-inputs --backend tile --config 4x4 --trace trace.json";
 
 const PRINT_EXAMPLES: &str = "\
 EXAMPLES:
