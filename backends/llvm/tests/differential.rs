@@ -319,6 +319,31 @@ fn merged_heads_context_matches_the_interpreter() {
     assert!(ir.contains("tf.ukernel.6x16"), "the GEMM schedule");
 }
 
+/// At attention's sizes the merged-heads context must still be split into heads, not taken
+/// as 128 one-row GEMMs batched over the merged dim (which the unsplit nest also is, with its
+/// sides swapped): the 6-row micro-kernel, no 1-row one, and a small per-run scratch.
+#[test]
+fn merged_heads_at_attention_sizes_keep_the_head_split() {
+    let src = "func @main(%p: f32[4,128,128], %v: f32[4,128,64]) -> (y: f32[128,256]) {
+  %c = dot_general(%p, %v) {lhs_batch=[0], rhs_batch=[0], lhs_contract=[2], rhs_contract=[1]} : f32[4,128,64]
+  %t = transpose(%c) {perm=[1, 0, 2]} : f32[128,4,64]
+  %y = reshape(%t) {shape=[128, 256]} : f32[128,256]
+  return %y
+}";
+    let p = common::fuse_text(src);
+    let ir = terafab_llvm::emit_llvm(
+        &p,
+        &terafab_llvm::Cpu::Named("x86-64-v3".into()),
+        terafab_llvm::IrStage::Generated,
+    )
+    .unwrap();
+    assert!(ir.contains("tf.ukernel.6x16"), "the GEMM schedule");
+    assert!(!ir.contains("tf.ukernel.1x16"), "a degenerate batched GEMM");
+    let exe = terafab_llvm::compile(&p, &Options::default()).unwrap();
+    // Both operands per run: probs 4 x 22 panels x 6 x 128 and V 4 x 4 panels x 16 x 128 floats.
+    assert!(exe.stats().scratch_bytes <= 600 * 1024, "{:?}", exe.stats());
+}
+
 /// Kernels of the same form (here two matmuls of one shape with different weights) share their
 /// code: the second has only its trampolines; and each still reads its own weights.
 #[test]

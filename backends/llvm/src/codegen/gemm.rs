@@ -154,8 +154,10 @@ fn form<'a>(g: &Gen<'_, '_>, nest: &'a LoopNest) -> Option<Form<'a>> {
     // The other orientation when it wastes clearly less of the micro-kernel on zero padding
     // (a 7x7 feature map is N = 49 of 64 padded columns, but M = 49 of 50 rows with mr = 5); the
     // epilogue's stores are then strided, which costs far less than the padding.
+    // Only between two real orientations: a side under 8 is a degenerate form (the nest
+    // without its merged-heads split, say), which the checks below reject whichever way round.
     let (m0, n0) = (prod(&m_vars), prod(&n_vars));
-    if tile_efficiency(n0, m0) > 1.03 * tile_efficiency(m0, n0) {
+    if m0.min(n0) >= 8 && tile_efficiency(n0, m0) > 1.05 * tile_efficiency(m0, n0) {
         std::mem::swap(&mut a, &mut b);
         std::mem::swap(&mut m_vars, &mut n_vars);
     }
