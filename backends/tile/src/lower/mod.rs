@@ -10,8 +10,11 @@
 //! * [`contraction`]: kernels of the plain GEMM form (`C[m, n] = Σ_k A[m, k] · B[k, n]`,
 //!   row-major operands, epilogue bias and ReLU) through [`crate::gen::gemm`]: the matrix
 //!   engine, double-buffered, partitioned over the mesh.
+//! * [`vector`]: elementwise, movement and reduction loop nests with affine loads and stores
+//!   on the DMA and vector engines, tiled, double-buffered, partitioned over the mesh.
 
 pub mod contraction;
+pub mod vector;
 
 use terafab_ir::DType;
 use terafab_ir::kernel::{BufferId, Kernel, KernelProgram};
@@ -62,9 +65,11 @@ pub fn lower_kernel(cfg: &Config, p: &KernelProgram, k: &Kernel) -> Result<Lower
     if let Some(l) = contraction::lower(cfg, p, k)? {
         return Ok(l);
     }
-    Err(NotLowered(format!(
-        "{} kernel: only plain GEMM kernels (row-major f32/bf16/cfp8 operands, bias and ReLU \
-         epilogues) run on the accelerator so far",
-        k.kind.name()
-    )))
+    vector::lower(cfg, p, k).map_err(|NotLowered(why)| {
+        NotLowered(format!(
+            "{} kernel: not a plain GEMM (matrix engine), and not lowered to the vector \
+             engine: {why}",
+            k.kind.name()
+        ))
+    })
 }
