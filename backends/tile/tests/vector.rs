@@ -319,3 +319,53 @@ fn unsupported_ops_run_on_the_host() {
         assert!(text.contains(what), "{text}");
     }
 }
+
+/// A reshape of a transpose divides the column variable (`x[i0, i1 % 4, i1 / 4]`): lowered
+/// with one-column tiles, where the index is a constant of each step.
+#[test]
+fn reshapes_that_divide_a_tile_variable() {
+    let src = "func @main(%x: f32[37,5,4]) -> (o: f32[37,20]) {
+  %t = transpose(%x) {perm=[0, 2, 1]} : f32[37,4,5]
+  %e = exp(%t) : f32[37,4,5]
+  %o = reshape(%e) {shape=[37, 20]} : f32[37,20]
+  return %o
+}
+";
+    all_lowered(src, &[tensor(&[37, 5, 4], 16)], Tol::Exact);
+}
+
+/// bf16 data moves unchanged (a transpose) and converts exactly; CFP8 is written by `vcvt`.
+#[test]
+fn narrow_types_move_and_convert() {
+    let src = "func @main(%x: bf16[6,35]) -> (o: bf16[35,6], f: f32[6,35], c: cf8e4m3[6,35]) {
+  %o = transpose(%x) {perm=[1, 0]} : bf16[35,6]
+  %f = convert(%x) {to=f32} : f32[6,35]
+  %k = constant() {value=dense<f32[]>[300.0]} : f32[]
+  %s = mul(%f, %k) : f32[6,35]
+  %c = convert(%s) {to=cf8e4m3} : cf8e4m3[6,35]
+  return %o, %f, %c
+}
+";
+    let x = Tensor::from_vec(
+        vec![6, 35],
+        values(210, 17)
+            .into_iter()
+            .map(terafab_ir::half::bf16::from_f32)
+            .collect(),
+    )
+    .unwrap();
+    all_lowered(src, &[x], Tol::Exact);
+}
+
+/// Large enough for every node of a 4x4 mesh to get tiles.
+#[test]
+fn work_is_partitioned_over_the_mesh() {
+    let src = "func @main(%x: f32[300,700]) -> (o: f32[300,700]) {
+  %o = tanh(%x) : f32[300,700]
+  return %o
+}
+";
+    let (on, all, text) = run(src, &[tensor(&[300, 700], 18)], "4x4", Tol::Exact);
+    assert_eq!((on, all), (1, 1), "{text}");
+    assert!(text.contains("on 16 node(s)"), "{text}");
+}

@@ -52,6 +52,10 @@ use crate::program::{Buffer, Program, Role};
 /// The most instructions a lowered kernel may have (all nodes together).
 const MAX_INSTRUCTIONS: u64 = 1 << 21;
 
+/// Why an index is not affine along a tile (the lowering then retries with one-column, then
+/// one-element tiles, where the variables are fixed per step).
+const NONAFFINE: &str = "an index divides (/ or %) a variable that runs along a vector tile";
+
 /// Semaphores: per slot set `s`, loads done, vector work done, stores done.
 const LOADED: [u8; 2] = [0, 1];
 const COMPUTED: [u8; 2] = [2, 3];
@@ -128,10 +132,7 @@ impl Ctx {
             Index::Div(a, d) | Index::Rem(a, d) => {
                 let x = self.index(a)?;
                 if !x.is_const() || *d <= 0 {
-                    return Err(no(
-                        "an index divides (/ or %) a variable that runs along a vector tile \
-                         (not affine)",
-                    ));
+                    return Err(no(NONAFFINE));
                 }
                 Aff::konst(if matches!(i, Index::Div(..)) {
                     x.k.div_euclid(*d)
@@ -872,8 +873,33 @@ fn points(extents: &[usize]) -> Vec<Vec<i64>> {
     out
 }
 
-/// The kernel on the DMA and vector engines.
+/// The kernel on the DMA and vector engines. Where an index divides a tile's column (or row)
+/// variable, tiles of one column (or one element) make it a constant per step.
 pub fn lower(cfg: &Config, p: &KernelProgram, k: &Kernel) -> Result<Lowered, NotLowered> {
+    let mut last = None;
+    for split in [Split::None, Split::Columns, Split::Elements] {
+        match lower_split(cfg, p, k, split) {
+            Err(e) if e.0 == NONAFFINE => last = Some(e),
+            other => return other,
+        }
+    }
+    Err(last.unwrap_or_else(|| no(NONAFFINE)))
+}
+
+/// Tiles of any shape, of one column, or of one element.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Split {
+    None,
+    Columns,
+    Elements,
+}
+
+fn lower_split(
+    cfg: &Config,
+    p: &KernelProgram,
+    k: &Kernel,
+    split: Split,
+) -> Result<Lowered, NotLowered> {
     let nest = match &k.body {
         Body::Loops(n) => n,
         Body::Call(_) => {
@@ -1028,12 +1054,13 @@ pub fn lower(cfg: &Config, p: &KernelProgram, k: &Kernel) -> Result<Lowered, Not
         for (i, &v) in prefix_vals.iter().enumerate() {
             vars.push((Var(i as u32), Aff::konst(v)));
         }
+        // A variable over one row or column is a constant of the step.
         if let Some(rv) = row_var {
             vars.push((
                 Var(rv as u32),
                 Aff {
                     k: r0 as i64,
-                    r: 1,
+                    r: i64::from(rows > 1),
                     c: 0,
                 },
             ));
@@ -1041,7 +1068,7 @@ pub fn lower(cfg: &Config, p: &KernelProgram, k: &Kernel) -> Result<Lowered, Not
         let col = Aff {
             k: c0 as i64,
             r: 0,
-            c: 1,
+            c: i64::from(cols > 1),
         };
         match mode {
             Mode::Elementwise => {
@@ -1065,12 +1092,23 @@ pub fn lower(cfg: &Config, p: &KernelProgram, k: &Kernel) -> Result<Lowered, Not
         Ctx { vars, rows, cols }
     };
 
-    // Slots per step: a dry run of every stage at the origin on a 1 x 1 tile.
+    // Slots per step: a dry run of every stage at the origin (on tiles of up to 2 x 2, so
+    // that the rows and columns are variables as they are in the real tiles).
     let mut max_slots = 1usize;
     let dry_locals: Vec<(Local, u32, DType)> =
         local_types.iter().map(|&(l, d)| (l, 0, d)).collect();
     for s in &nest.stages {
-        let ctx = make_ctx(&vec![0; prefix], 0, 1, s, &[0; 16], 0, 1);
+        let rows = if split >= Split::Elements {
+            1
+        } else {
+            row_extent.min(2)
+        };
+        let cols = if split >= Split::Columns {
+            1
+        } else {
+            col_extent_of(s).min(2)
+        };
+        let ctx = make_ctx(&vec![0; prefix], 0, rows, s, &[0; 16], 0, cols);
         let mut g = StepGen {
             p,
             hbm: &hbm,
@@ -1106,9 +1144,16 @@ pub fn lower(cfg: &Config, p: &KernelProgram, k: &Kernel) -> Result<Lowered, Not
     let avail = budget
         .checked_sub(slack)
         .ok_or_else(|| no("SRAM too small"))?;
-    let mut cols_cap = max_cols.min(MAX_12);
+    let mut cols_cap = if split >= Split::Columns {
+        1
+    } else {
+        max_cols.min(MAX_12)
+    };
     let per_row = |c: u64| 8 * nslots * c + 4 * nlocals;
-    let mut rows_cap = (avail / per_row(cols_cap)).min(row_extent).min(MAX_12);
+    let mut rows_cap = (avail / per_row(cols_cap))
+        .min(row_extent)
+        .min(MAX_12)
+        .min(if split >= Split::Elements { 1 } else { MAX_12 });
     if rows_cap == 0 {
         rows_cap = 1;
         cols_cap = cols_cap.min(avail.saturating_sub(4 * nlocals) / (8 * nslots).max(1));
@@ -1117,6 +1162,31 @@ pub fn lower(cfg: &Config, p: &KernelProgram, k: &Kernel) -> Result<Lowered, Not
         return Err(no(format!(
             "the kernel's expressions need {nslots} SRAM tiles per step: too many for the SRAM"
         )));
+    }
+    // Smaller tiles where there would be fewer than two per node: every node gets work and
+    // each can overlap its DMA with its vector work.
+    let nodes_total = u64::from(cfg.mesh_width).saturating_mul(u64::from(cfg.mesh_height));
+    let prefix_tiles = nest.space[..prefix]
+        .iter()
+        .try_fold(1u64, |a, &n| a.checked_mul(n as u64))
+        .filter(|&n| n <= MAX_INSTRUCTIONS)
+        .ok_or_else(|| no("too many tiles"))?;
+    let tile_count = |r: u64, c: u64| {
+        let cc = if mode == Mode::Elementwise {
+            max_cols.div_ceil(c)
+        } else {
+            1
+        };
+        prefix_tiles
+            .saturating_mul(row_extent.div_ceil(r))
+            .saturating_mul(cc)
+    };
+    let target = nodes_total.saturating_mul(2);
+    while tile_count(rows_cap, cols_cap) < target && rows_cap > 1 {
+        rows_cap = rows_cap.div_ceil(2);
+    }
+    while mode == Mode::Elementwise && tile_count(rows_cap, cols_cap) < target && cols_cap > 64 {
+        cols_cap = cols_cap.div_ceil(2);
     }
     let slot_bytes = (rows_cap * cols_cap * 4).next_multiple_of(64);
     let set_bytes = slot_bytes * nslots;
@@ -1137,11 +1207,6 @@ pub fn lower(cfg: &Config, p: &KernelProgram, k: &Kernel) -> Result<Lowered, Not
     }
 
     // Tiles: prefix points by row chunks; in elementwise mode also column chunks.
-    nest.space[..prefix]
-        .iter()
-        .try_fold(1u64, |a, &n| a.checked_mul(n as u64))
-        .filter(|&n| n <= MAX_INSTRUCTIONS)
-        .ok_or_else(|| no("too many tiles"))?;
     let prefix_points = points(&nest.space[..prefix]);
     let mut tiles: Vec<TileAt> = Vec::new();
     let col_chunks: Vec<(u64, u64)> = match mode {
