@@ -369,3 +369,16 @@ fn work_is_partitioned_over_the_mesh() {
     assert_eq!((on, all), (1, 1), "{text}");
     assert!(text.contains("on 16 node(s)"), "{text}");
 }
+
+/// Loads with a fill value (the padding of convolutions and pooling): the tile is filled,
+/// then the in-bounds box loaded over it.
+#[test]
+fn padded_convolution_and_pooling() {
+    let src = "func @main(%x: f32[1,3,9,11], %w: f32[4,3,3,3]) -> (o: f32[1,4,9,11]) {
+  %o = conv(%x, %w) {stride=[1, 1], pad_low=[1, 1], pad_high=[1, 1], lhs_dilation=[1, 1], rhs_dilation=[1, 1], groups=1} : f32[1,4,9,11]
+  return %o
+}
+";
+    let inputs = [tensor(&[1, 3, 9, 11], 19), tensor(&[4, 3, 3, 3], 20)];
+    all_lowered(src, &inputs, Tol::Rel(1e-5));
+}

@@ -56,12 +56,18 @@ const MAX_INSTRUCTIONS: u64 = 1 << 21;
 /// one-element tiles, where the variables are fixed per step).
 const NONAFFINE: &str = "an index divides (/ or %) a variable that runs along a vector tile";
 
+/// Why a load with a fill value is not a box of the tile (retried like [`NONAFFINE`]).
+const BOTH_AXES: &str = "a load with a fill value whose index runs along both tile axes";
+
 /// Semaphores: per slot set `s`, loads done, vector work done, stores done.
 const LOADED: [u8; 2] = [0, 1];
 const COMPUTED: [u8; 2] = [2, 3];
 const STORED: [u8; 2] = [4, 5];
 /// Loads done of a step without vector work (its stores wait for them on the DMA queue).
 const DLOADED: [u8; 2] = [6, 7];
+/// Set `s` released for the vector engine's fill tiles, and those tiles written.
+const FREE: [u8; 2] = [8, 9];
+const PREFILLED: [u8; 2] = [10, 11];
 
 fn no(msg: impl Into<String>) -> NotLowered {
     NotLowered(msg.into())
@@ -163,6 +169,8 @@ enum V {
 /// The instructions of one step.
 #[derive(Debug, Default)]
 struct Step {
+    /// Vector work before the loads: tiles of fill values under loads with a fill.
+    prefill: Vec<Op>,
     loads: Vec<Dma>,
     vx: Vec<Op>,
     stores: Vec<Dma>,
@@ -398,11 +406,25 @@ impl StepGen<'_> {
         rows: u64,
         cols: u64,
     ) -> Result<Vec<Dma>, NotLowered> {
+        let pitch = cols.checked_mul(h.t.size()).ok_or_else(ovf)?;
+        self.dma_pitched(kind, h, off, u64::from(sram), rows, cols, pitch)
+    }
+
+    /// [`Self::dma`] with an SRAM row pitch of `pitch` bytes.
+    #[allow(clippy::too_many_arguments)]
+    fn dma_pitched(
+        &self,
+        kind: DmaKind,
+        h: Hbm,
+        off: Aff,
+        sram: u64,
+        rows: u64,
+        cols: u64,
+        pitch: u64,
+    ) -> Result<Vec<Dma>, NotLowered> {
         let es = h.t.size();
         let el = |x: i64| (x as u64).checked_mul(es).ok_or_else(ovf);
         let hbm = h.addr.checked_add(el(off.k)?).ok_or_else(ovf)?;
-        let sram = u64::from(sram);
-        let pitch = cols.checked_mul(es).ok_or_else(ovf)?;
         let (rs, cs) = (el(off.r)?, el(off.c)?);
         let (src, dst) = if kind == DmaKind::Load {
             (hbm, sram)
@@ -418,8 +440,9 @@ impl StepGen<'_> {
         };
         if cols == 1 || off.c == 1 {
             // Contiguous rows of the tile.
+            let len = cols.checked_mul(es).ok_or_else(ovf)?;
             let (ss, ds) = swap(rs, pitch);
-            return dma_2d(kind, dst, src, pitch, rows, ss, ds).map_err(gen_err);
+            return dma_2d(kind, dst, src, len, rows, ss, ds).map_err(gen_err);
         }
         // One element per DMA row: `cols` elements by `rows` rows.
         let len: u32 = field("DMA row length", es, MAX_24).map_err(gen_err)?;
@@ -483,10 +506,8 @@ impl StepGen<'_> {
                 index,
                 fill,
             } => {
-                if fill.is_some() {
-                    return Err(no(
-                        "a load with a fill value (padding) is not lowered to the vector engine",
-                    ));
+                if let Some(f) = fill {
+                    return self.fill_load(*buffer, index, f);
                 }
                 let (h, off) = self.pattern(*buffer, index)?;
                 let slot = self.slot()?;
@@ -649,6 +670,154 @@ impl StepGen<'_> {
         }
     }
 
+    /// A load with a fill value: the slot is filled with the value by the vector engine
+    /// (before the step's loads), then the in-bounds box of the tile is loaded over it. Each
+    /// index must run along at most one of the tile's axes, so that the in-bounds part is a
+    /// box.
+    fn fill_load(
+        &mut self,
+        b: BufferId,
+        index: &[Index],
+        fill: &terafab_ir::Tensor,
+    ) -> Result<V, NotLowered> {
+        let buf = self.p.buffer(b);
+        let h = self
+            .hbm
+            .get(b.index())
+            .copied()
+            .flatten()
+            .ok_or_else(|| no(format!("buffer %{} is not in the program", buf.name)))?;
+        if buf.dtype != DType::F32 || fill.dtype() != DType::F32 {
+            return Err(no(format!(
+                "a load with a fill value of a {} buffer (only f32 is lowered)",
+                buf.dtype
+            )));
+        }
+        let fv = match fill.as_slice::<f32>() {
+            Some([v]) => *v,
+            _ => return Err(no("a fill value that is not a scalar")),
+        };
+        if index.len() != buf.shape.len() {
+            return Err(no(format!("rank mismatch indexing %{}", buf.name)));
+        }
+        let (rows, cols) = (self.ctx.rows as i64, self.ctx.cols as i64);
+        // In-bounds ranges [lo, hi) of the row and the column.
+        let (mut r_lo, mut r_hi, mut c_lo, mut c_hi) = (0i64, rows, 0i64, cols);
+        let mut off = Aff::konst(0);
+        for ((i, &dim), &stride) in index.iter().zip(&buf.shape).zip(&buf.strides) {
+            let a = self.ctx.index(i)?;
+            let dim = i64::try_from(dim).map_err(|_| ovf())?;
+            let top =
+                a.k.checked_add(1)
+                    .and_then(|k1| dim.checked_sub(k1))
+                    .ok_or_else(ovf)?;
+            let (coef, lo, hi) = match (a.r, a.c) {
+                (0, 0) => {
+                    if a.k < 0 || a.k >= dim {
+                        r_hi = 0;
+                    }
+                    (None, &mut r_lo, &mut r_hi)
+                }
+                (x, 0) => (Some(x), &mut r_lo, &mut r_hi),
+                (0, x) => (Some(x), &mut c_lo, &mut c_hi),
+                _ => {
+                    return Err(no(BOTH_AXES));
+                }
+            };
+            if let Some(x) = coef {
+                if x < 0 {
+                    return Err(no(
+                        "a load with a fill value and a negative stride along a tile",
+                    ));
+                }
+                // 0 <= k + x·t <= dim - 1.
+                let first = if a.k >= 0 {
+                    0
+                } else {
+                    a.k.checked_neg()
+                        .and_then(|m| m.checked_add(x - 1))
+                        .ok_or_else(ovf)?
+                        .div_euclid(x)
+                };
+                let end = if top < 0 {
+                    0
+                } else {
+                    top.div_euclid(x).checked_add(1).ok_or_else(ovf)?
+                };
+                *lo = (*lo).max(first);
+                *hi = (*hi).min(end);
+            }
+            let s = i64::try_from(stride).map_err(|_| ovf())?;
+            off = off.add(a.scale(s).ok_or_else(ovf)?).ok_or_else(ovf)?;
+        }
+        let slot = self.slot()?;
+        // The fill: (x == x) · -0 + fill, on the slot itself.
+        let (vr, vc) = rows_cols(self.ctx.rows, self.ctx.cols)?;
+        let base = VBinary {
+            op: BinOp::CmpEq,
+            dst: slot,
+            src1: slot,
+            src2: slot,
+            rows: vr,
+            cols: vc,
+            dpitch: 0,
+            pitch1: 0,
+            pitch2: 0,
+            itype: ElemType::F32,
+            otype: ElemType::F32,
+            bcast: Bcast::Tile,
+            imm: 0,
+            sr: false,
+        };
+        self.step.prefill.push(Op::VBinary(base));
+        for (op, imm) in [(BinOp::Mul, -0.0f32), (BinOp::Add, fv)] {
+            self.step.prefill.push(Op::VBinary(VBinary {
+                op,
+                bcast: Bcast::Imm,
+                src2: 0,
+                imm: imm.to_bits(),
+                ..base
+            }));
+        }
+        if r_lo >= r_hi || c_lo >= c_hi {
+            return Ok(V::Tile(slot, h.t));
+        }
+        let start = off
+            .k
+            .checked_add(off.r.checked_mul(r_lo).ok_or_else(ovf)?)
+            .and_then(|x| x.checked_add(off.c.checked_mul(c_lo)?))
+            .ok_or_else(ovf)?;
+        let (nr, nc) = ((r_hi - r_lo) as u64, (c_hi - c_lo) as u64);
+        if start < 0 || off.r < 0 || off.c < 0 {
+            return Err(no(format!("access to %{} before its start", buf.name)));
+        }
+        let last = |n: u64, s: i64| (n as i64 - 1).checked_mul(s);
+        let end = last(nr, off.r)
+            .and_then(|a| a.checked_add(last(nc, off.c)?))
+            .and_then(|x| x.checked_add(start))
+            .ok_or_else(ovf)?;
+        if end as u64 >= h.span {
+            return Err(no(format!("access to %{} out of its bounds", buf.name)));
+        }
+        let pitch = (cols as u64) * 4;
+        let sram = u64::from(slot) + (r_lo as u64) * pitch + (c_lo as u64) * 4;
+        let d = self.dma_pitched(
+            DmaKind::Load,
+            h,
+            Aff {
+                k: start,
+                r: off.r,
+                c: off.c,
+            },
+            sram,
+            nr,
+            nc,
+            pitch,
+        )?;
+        self.step.loads.extend(d);
+        Ok(V::Tile(slot, h.t))
+    }
+
     /// `x op y` (also compares) in f32.
     fn binary(&mut self, op: BinOp, x: V, y: V) -> Result<V, NotLowered> {
         let commutes = matches!(
@@ -725,8 +894,11 @@ impl StepGen<'_> {
             return Err(no("a store writes one element several times"));
         }
         let v = self.expr(value)?;
+        let prefilled = !self.step.prefill.is_empty();
         let src = match v {
-            V::Tile(x, vt) if vt == t => x,
+            // A filled load is copied, so that the step has vector work to order it after.
+            V::Tile(x, vt) if vt == t && !prefilled => x,
+            V::Tile(x, vt) if vt == t => self.vun(UnOp::Cvt, x, false, vt, t)?,
             V::Tile(x, vt) => self.vun(UnOp::Cvt, x, false, vt, t)?,
             V::Col(x, vt) if cols == 1 => self.vun(UnOp::Cvt, x, true, vt, t)?,
             V::Col(..) | V::Imm(_) => {
@@ -879,7 +1051,7 @@ pub fn lower(cfg: &Config, p: &KernelProgram, k: &Kernel) -> Result<Lowered, Not
     let mut last = None;
     for split in [Split::None, Split::Columns, Split::Elements] {
         match lower_split(cfg, p, k, split) {
-            Err(e) if e.0 == NONAFFINE => last = Some(e),
+            Err(e) if e.0 == NONAFFINE || e.0 == BOTH_AXES => last = Some(e),
             other => return other,
         }
     }
@@ -1384,6 +1556,21 @@ fn node_stream(
             } else {
                 q.sem_wait(Engine::Dma, STORED[s], prev.stores.len() as u64)
                     .map_err(e)?;
+            }
+        }
+        if !st.prefill.is_empty() {
+            if st.vx.is_empty() {
+                return Err(no(
+                    "vector lowering: fill tiles without vector work (internal)",
+                ));
+            }
+            q.sem_signal(Engine::Dma, FREE[s], 1).map_err(e)?;
+            q.sem_wait(Engine::Dma, PREFILLED[s], 1).map_err(e)?;
+            q.sem_wait(Engine::Vx, FREE[s], 1).map_err(e)?;
+            let last = st.prefill.len() - 1;
+            for (i, op) in st.prefill.iter().enumerate() {
+                let signal = (i == last).then_some(PREFILLED[s]);
+                q.push(Engine::Vx, *op, None, signal).map_err(e)?;
             }
         }
         let loaded = if st.vx.is_empty() {
