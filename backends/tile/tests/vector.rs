@@ -1,6 +1,8 @@
 //! The vector lowering (`lower::vector`) against the reference interpreter: elementwise
 //! chains, broadcasts, transposes, slices and concatenation, reductions over inner and outer
-//! axes, softmax and layer norm, on odd shapes and the 1x1, 2x2 and 4x4 presets.
+//! axes, softmax and layer norm, reshapes that divide a tile variable, bf16/CFP8 movement and
+//! conversion, padded convolution (fill values), on odd shapes and the 1x1, 2x2 and 4x4
+//! presets.
 //!
 //! Tolerance: elementwise f32 ops give the interpreter's result exactly (both round the
 //! exact or f64-evaluated value once to f32), so those cases are compared bit for bit (NaN

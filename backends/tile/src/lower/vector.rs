@@ -3,14 +3,17 @@
 //!
 //! # The form
 //!
-//! A [`LoopNest`] whose stages are either all stores at the outer point (*elementwise mode*:
+//! A [`LoopNest`](terafab_ir::kernel::LoopNest) whose stages are either all stores at the outer point (*elementwise mode*:
 //! the last two outer variables are a tile's rows and columns, the other outer variables are
 //! fixed per tile), or reductions and stores with their own loop variables (*reduction
 //! mode*: the last outer variable is a tile's rows, one row per outer point, and the last
 //! variable of each stage its columns; the stage's other variables are enumerated, one
 //! *step* per value and column chunk). Every load and store index must be affine in the
 //! variables with non-negative coefficients along the tile's rows and columns (`/` and `%`
-//! only of variables that are fixed per step); loads carry no fill value.
+//! only of variables that are fixed per step: where an index divides a tile variable, the
+//! kernel is retried with one-column, then one-element tiles). A load with a fill value
+//! (padding, f32) fills its slot with the value on the vector engine, then loads the tile's
+//! in-bounds box over it; each of its indices must run along at most one tile axis.
 //!
 //! # Numerics
 //!
