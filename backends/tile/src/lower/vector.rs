@@ -3,9 +3,9 @@
 //!
 //! # The form
 //!
-//! A [`LoopNest`](terafab_ir::kernel::LoopNest) whose stages are either all stores at the outer point (*elementwise mode*:
-//! the last two outer variables are a tile's rows and columns, the other outer variables are
-//! fixed per tile), or reductions and stores with their own loop variables (*reduction
+//! A [`LoopNest`](terafab_ir::kernel::LoopNest) whose stages are either all stores at the
+//! outer point (*elementwise mode*: the last two outer variables are a tile's rows and
+//! columns, the other outer variables are fixed per tile), or reductions and stores with their own loop variables (*reduction
 //! mode*: the last outer variable is a tile's rows, one row per outer point, and the last
 //! variable of each stage its columns; the stage's other variables are enumerated, one
 //! *step* per value and column chunk). Every load and store index must be affine in the
