@@ -267,6 +267,35 @@ pub struct RunArgs {
     /// With --backend tile: write a Chrome trace (Perfetto) of the accelerator's engines
     #[arg(long, value_name = "FILE")]
     pub trace: Option<PathBuf>,
+    /// With --backend tile: the contractions' operand type (products of narrow values, f32
+    /// sums; the `precision-*` pass, its converts visible in the kernel IR). Default bf16
+    #[arg(long, value_enum)]
+    pub precision: Option<Precision>,
+}
+
+/// The operand type of the tile backend's contractions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Precision {
+    /// f32 operands (the matrix engine's reduced f32 rate)
+    F32,
+    /// bf16 operands, f32 accumulation
+    Bf16,
+    /// CFP8 1-4-3 operands (bias 7), f32 accumulation
+    Cf8e4m3,
+    /// CFP8 1-5-2 operands (bias 15), f32 accumulation
+    Cf8e5m2,
+}
+
+impl Precision {
+    /// The pass appended to the pipeline, if any.
+    pub fn pass(self) -> Option<&'static str> {
+        match self {
+            Precision::F32 => None,
+            Precision::Bf16 => Some("precision-bf16"),
+            Precision::Cf8e4m3 => Some("precision-cf8e4m3"),
+            Precision::Cf8e5m2 => Some("precision-cf8e5m2"),
+        }
+    }
 }
 
 #[derive(Debug, Args)]

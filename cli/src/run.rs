@@ -78,6 +78,11 @@ pub fn run(args: &RunArgs, out: &mut dyn Write) -> Result<(), CliError> {
         )?;
     }
 
+    if args.precision.is_some() && args.backend != Backend::Tile {
+        return Err(CliError::Usage(
+            "--precision applies to --backend tile only".into(),
+        ));
+    }
     let tensors: Vec<Tensor> = inputs.into_iter().map(|i| i.tensor).collect();
     let results = match args.backend {
         Backend::Interp => {
@@ -88,9 +93,21 @@ pub fn run(args: &RunArgs, out: &mut dyn Write) -> Result<(), CliError> {
         }
         Backend::Kernels | Backend::Llvm | Backend::Tile => {
             let mut module = module.clone();
-            if args.passes != "none" {
-                terafab_passes::run_pipeline(&mut module, &args.passes, Default::default())
-                    .map_err(crate::opt::pipeline_error(&args.passes))?;
+            let mut pipeline = args.passes.clone();
+            if args.backend == Backend::Tile {
+                // Contractions with narrow operands: bf16 unless asked otherwise.
+                let precision = args.precision.unwrap_or(crate::Precision::Bf16);
+                if let Some(pass) = precision.pass() {
+                    pipeline = if pipeline == "none" {
+                        pass.to_string()
+                    } else {
+                        format!("{pipeline},{pass}")
+                    };
+                }
+            }
+            if pipeline != "none" {
+                terafab_passes::run_pipeline(&mut module, &pipeline, Default::default())
+                    .map_err(crate::opt::pipeline_error(&pipeline))?;
             }
             let f = module.entry().ok_or_else(|| CliError::NoFunction {
                 path: args.model.clone(),

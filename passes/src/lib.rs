@@ -12,7 +12,8 @@
 //! subexpression elimination), `dce` (dead code elimination), `eqsat` (equality saturation with
 //! rewrite rules, [`eqsat`]; `eqsat-exact` with the exact rules only, `eqsat-dag` with exact
 //! extraction; not in `default` yet), `memplan` (memory planning, an
-//! analysis). Helpers shared by passes live in [`util`].
+//! analysis), `precision-bf16` / `precision-cf8e4m3` / `precision-cf8e5m2` (contraction
+//! operands rounded to a narrow type, [`precision`]). Helpers shared by passes live in [`util`].
 
 pub mod canonicalize;
 pub mod cse;
@@ -22,13 +23,14 @@ pub mod fold;
 pub mod fuse;
 pub mod infer_types;
 pub mod memplan;
+pub mod precision;
 mod report;
 pub mod util;
 
 use std::time::{Duration, Instant};
 
 use terafab_ir::verify::{VerifyError, verify_function};
-use terafab_ir::{Function, Module};
+use terafab_ir::{DType, Function, Module};
 
 pub use memplan::{MemPlanError, MemoryPlan, plan_memory};
 pub use report::timing_report;
@@ -101,6 +103,21 @@ pub const REGISTRY: &[PassInfo] = &[
         name: "eqsat-exact",
         description: "equality saturation with the exact rules only (results bitwise unchanged), greedy extraction",
         create: || Box::new(eqsat::Eqsat::exact()),
+    },
+    PassInfo {
+        name: "precision-bf16",
+        description: "round the operands of f32 dot_general and conv to bf16 (convert to bf16 and back): bf16 products, f32 sums",
+        create: || Box::new(precision::Precision { to: DType::BF16 }),
+    },
+    PassInfo {
+        name: "precision-cf8e4m3",
+        description: "round the operands of f32 dot_general and conv to CFP8 1-4-3 (cf8e4m3) and back",
+        create: || Box::new(precision::Precision { to: DType::CF8E4M3 }),
+    },
+    PassInfo {
+        name: "precision-cf8e5m2",
+        description: "round the operands of f32 dot_general and conv to CFP8 1-5-2 (cf8e5m2) and back",
+        create: || Box::new(precision::Precision { to: DType::CF8E5M2 }),
     },
     PassInfo {
         name: "eqsat-dag",
