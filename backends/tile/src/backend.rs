@@ -20,9 +20,11 @@ use terafab_passes::fuse::{RunError, run_kernels_with};
 
 use crate::config::Config;
 use crate::error::SimError;
+use crate::lower::split_gemm::split_contractions;
 use crate::lower::{NotLowered, hbm_name, lower_kernel};
 use crate::report::Report;
 use crate::sim::Simulator;
+use terafab_ir::kernel::verify::verify_program;
 
 /// Why a model could not be run.
 #[derive(Debug, thiserror::Error)]
@@ -279,6 +281,14 @@ pub fn run_program(
     let host = |k: &str| {
         let kernel = k.to_string();
         move |source| TileBackendError::Host { kernel, source }
+    };
+    // Contractions of the GEMM form split so that the matrix engine runs them; the original
+    // program when the rewrite does not verify (it always should).
+    let split = split_contractions(cfg, p);
+    let p = if verify_program(&split).is_ok() {
+        &split
+    } else {
+        p
     };
     let mut mem = initial_memory(p, inputs).map_err(host(&p.name))?;
     for k in &p.kernels {

@@ -10,10 +10,14 @@
 //! * [`contraction`]: kernels of the plain GEMM form (`C[m, n] = Σ_k A[m, k] · B[k, n]`,
 //!   row-major operands, epilogue bias and ReLU) through [`crate::gen::gemm`]: the matrix
 //!   engine, double-buffered, partitioned over the mesh.
+//! * [`split_gemm`]: a kernel-IR rewrite run before lowering: other contractions of the GEMM
+//!   form (transposed operands, convolutions as im2col, any epilogue) split into pack, plain
+//!   GEMM and epilogue kernels.
 //! * [`vector`]: elementwise, movement and reduction loop nests with affine loads and stores
 //!   on the DMA and vector engines, tiled, double-buffered, partitioned over the mesh.
 
 pub mod contraction;
+pub mod split_gemm;
 pub mod vector;
 
 use terafab_ir::DType;

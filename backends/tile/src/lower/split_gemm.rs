@@ -1,0 +1,424 @@
+//! Contractions of the GEMM form split into plain pieces: a kernel-IR rewrite that brings
+//! transposed operands, im2col (convolutions), prologues and arbitrary epilogues to the
+//! matrix engine.
+//!
+//! A loop-nest kernel has the *GEMM form* when its stages are one f32 sum
+//! `t = Σ_r a(…) · b(…)` followed by stores at the outer point (reading `t`). Its outer
+//! variables split into those used by `a` only, by `b` only, and by both or neither (batch);
+//! the reduce variables flatten into K. [`split_contractions`] replaces such a kernel `@k` by
+//!
+//! 1. `@k.packA` / `@k.packB`: a movement loop nest evaluating the operand expression into a
+//!    dense row-major f32 temp `[M, K]` / `[K, N]` (a transpose, im2col with padding fills, a
+//!    prologue), skipped when the operand is already such a load;
+//! 2. `@k.gemm`: `C'[m, n] = Σ_k A'[m, k] · B'[k, n]`, the plain form of
+//!    [`super::contraction`] (the matrix engine), writing the kernel's output directly when
+//!    its only store is `C[m, n] = t` on a dense `[M, N]` f32 buffer;
+//! 3. `@k.epilogue`: otherwise, the kernel's stores over its own space, reading `C'[m, n]`
+//!    in place of `t` (BN, residual adds, activations, the output layout such as NCHW).
+//!
+//! The operand without the innermost output variable is A (so a convolution is
+//! `C'[oc, pixel]` and its NCHW epilogue is contiguous). Outer and reduce variables of extent
+//! one are dropped (index 0). Left unchanged: kernels already plain, and (the vector path) batch variables of extent
+//! over one (batched matmuls, merged attention heads), M, N or K of 1 (matrix-vector and outer products), several reductions in one kernel,
+//! non-f32 operands or stores inside loops, and GEMMs [`gemm_plan`] rejects.
+
+use std::collections::HashMap;
+
+use terafab_ir::kernel::{
+    Body, Buffer, BufferId, Expr, Index, Kernel, KernelKind, KernelProgram, Local, LoopNest, Stage,
+    Storage, Var,
+};
+use terafab_ir::{BinaryOp, DType, ReduceKind};
+
+use crate::config::Config;
+use crate::dtype::ElemType;
+use crate::r#gen::{GemmSpec, gemm_plan};
+
+/// The program with every kernel of the GEMM form that the matrix engine can run split into
+/// pack, GEMM and epilogue kernels (see the module doc); other kernels unchanged.
+pub fn split_contractions(cfg: &Config, p: &KernelProgram) -> KernelProgram {
+    let mut out = KernelProgram {
+        name: p.name.clone(),
+        buffers: p.buffers.clone(),
+        inputs: p.inputs.clone(),
+        outputs: p.outputs.clone(),
+        kernels: Vec::new(),
+    };
+    for k in &p.kernels {
+        match split(cfg, &mut out, k) {
+            Some(pieces) => out.kernels.extend(pieces),
+            None => out.kernels.push(k.clone()),
+        }
+    }
+    out
+}
+
+/// The element type of an expression (`None` for locals and ill-typed expressions).
+fn dtype(p: &KernelProgram, e: &Expr) -> Option<DType> {
+    Some(match e {
+        Expr::Load { buffer, .. } => p.buffers.get(buffer.index())?.dtype,
+        Expr::Const(t) => t.dtype(),
+        Expr::Local(_) => return None,
+        Expr::Index(_, d) | Expr::Convert(d, _) => *d,
+        Expr::Unary(op, a) => match op {
+            terafab_ir::UnaryOp::IsNan | terafab_ir::UnaryOp::IsInf => DType::Bool,
+            _ => dtype(p, a)?,
+        },
+        Expr::Binary(_, a, _) | Expr::Select(_, a, _) => dtype(p, a)?,
+        Expr::Compare(..) => DType::Bool,
+    })
+}
+
+fn vars_of(e: &Expr) -> Vec<Var> {
+    let mut out = Vec::new();
+    e.walk(&mut |x| match x {
+        Expr::Load { index, .. } => index.iter().for_each(|i| i.vars(&mut out)),
+        Expr::Index(i, _) => i.vars(&mut out),
+        _ => {}
+    });
+    out
+}
+
+fn uses_local(e: &Expr) -> bool {
+    let mut found = false;
+    e.walk(&mut |x| found |= matches!(x, Expr::Local(_)));
+    found
+}
+
+/// `i` with every variable replaced by `f(var)`.
+fn map_index(i: &Index, f: &dyn Fn(Var) -> Index) -> Index {
+    match i {
+        Index::Var(v) => f(*v),
+        Index::Const(c) => Index::Const(*c),
+        Index::Add(a, b) => map_index(a, f).plus(map_index(b, f)),
+        Index::Mul(a, c) => map_index(a, f).times(*c),
+        Index::Div(a, c) => Index::Div(Box::new(map_index(a, f)), *c),
+        Index::Rem(a, c) => Index::Rem(Box::new(map_index(a, f)), *c),
+    }
+}
+
+/// `e` with every variable replaced by `f(var)` and every local by `local(l)`.
+fn map_expr(e: &Expr, f: &dyn Fn(Var) -> Index, local: &dyn Fn(Local) -> Expr) -> Expr {
+    let m = |x: &Expr| Box::new(map_expr(x, f, local));
+    match e {
+        Expr::Load {
+            buffer,
+            index,
+            fill,
+        } => Expr::Load {
+            buffer: *buffer,
+            index: index.iter().map(|i| map_index(i, f)).collect(),
+            fill: fill.clone(),
+        },
+        Expr::Const(t) => Expr::Const(t.clone()),
+        Expr::Local(l) => local(*l),
+        Expr::Index(i, d) => Expr::Index(map_index(i, f), *d),
+        Expr::Unary(op, a) => Expr::Unary(*op, m(a)),
+        Expr::Binary(op, a, b) => Expr::Binary(*op, m(a), m(b)),
+        Expr::Compare(op, a, b) => Expr::Compare(*op, m(a), m(b)),
+        Expr::Select(c, a, b) => Expr::Select(m(c), m(a), m(b)),
+        Expr::Convert(d, a) => Expr::Convert(*d, m(a)),
+    }
+}
+
+/// The row-major flat index of `vars` (each `(var, extent)`), each variable through `f`.
+fn flat(vars: &[(Var, usize)], f: &dyn Fn(Var) -> Index) -> Index {
+    let mut idx = Index::Const(0);
+    let mut stride = 1i64;
+    for &(v, n) in vars.iter().rev() {
+        idx = f(v).times(stride).plus(idx);
+        stride = stride.saturating_mul(n as i64);
+    }
+    idx
+}
+
+/// The buffers an expression loads, in first-use order, appended to `out` without repeats.
+fn loads(e: &Expr, out: &mut Vec<BufferId>) {
+    e.walk(&mut |x| {
+        if let Expr::Load { buffer, .. } = x
+            && !out.contains(buffer)
+        {
+            out.push(*buffer);
+        }
+    });
+}
+
+fn product(vars: &[(Var, usize)]) -> Option<usize> {
+    vars.iter()
+        .try_fold(1usize, |acc, &(_, n)| acc.checked_mul(n))
+}
+
+/// A dense row-major f32 `[rows, cols]` load `buf[row_var, col_var]` that `e` already is.
+fn plain_load(
+    p: &KernelProgram,
+    e: &Expr,
+    rows: &[(Var, usize)],
+    cols: &[(Var, usize)],
+) -> Option<BufferId> {
+    let Expr::Load {
+        buffer,
+        index,
+        fill: None,
+    } = e
+    else {
+        return None;
+    };
+    let (&[(r, nr)], &[(c, nc)]) = (rows, cols) else {
+        return None;
+    };
+    let b = p.buffer(*buffer);
+    (b.dtype == DType::F32
+        && b.shape == [nr, nc]
+        && b.is_row_major()
+        && index.as_slice() == [Index::Var(r), Index::Var(c)])
+    .then_some(*buffer)
+}
+
+/// The pieces replacing `k`, with their temps added to `p`; `None` when `k` stays as it is.
+fn split(cfg: &Config, p: &mut KernelProgram, k: &Kernel) -> Option<Vec<Kernel>> {
+    let Body::Loops(nest) = &k.body else {
+        return None;
+    };
+    // Already plain (or plain but beyond the matrix engine's limits): unchanged.
+    if !matches!(super::contraction::lower(cfg, p, k), Ok(None)) {
+        return None;
+    }
+    let (first, rest) = nest.stages.split_first()?;
+    let Stage::Reduce {
+        local,
+        kind: ReduceKind::Sum,
+        vars: k_vars,
+        body: Expr::Binary(BinaryOp::Mul, x, y),
+    } = first
+    else {
+        return None;
+    };
+    let f32_operand = |e: &Expr| dtype(p, e) == Some(DType::F32) && !uses_local(e);
+    if !f32_operand(x) || !f32_operand(y) || rest.is_empty() {
+        return None;
+    }
+    for s in rest {
+        let Stage::Store { vars, value, .. } = s else {
+            return None;
+        };
+        // The stores read the sum only: no other local exists.
+        let mut other_local = false;
+        value.walk(&mut |e| other_local |= matches!(e, Expr::Local(l) if l != local));
+        if !vars.is_empty() || other_local {
+            return None;
+        }
+    }
+    let (vx, vy) = (vars_of(x), vars_of(y));
+    let mut x_vars = Vec::new();
+    let mut y_vars = Vec::new();
+    for (d, &n) in nest.space.iter().enumerate() {
+        let v = Var(d as u32);
+        if n == 1 {
+            continue;
+        }
+        match (vx.contains(&v), vy.contains(&v)) {
+            (true, false) => x_vars.push((v, n)),
+            (false, true) => y_vars.push((v, n)),
+            // Batch variables: left to the vector path.
+            _ => return None,
+        }
+    }
+    let red: Vec<(Var, usize)> = k_vars.iter().copied().filter(|&(_, n)| n != 1).collect();
+    // A is the operand without the innermost output variable.
+    let innermost = nest
+        .space
+        .iter()
+        .enumerate()
+        .rev()
+        .find(|&(_, &n)| n != 1)
+        .map(|(d, _)| Var(d as u32));
+    let ((a, m_vars), (b, n_vars)) = if innermost.is_some_and(|v| x_vars.iter().any(|x| x.0 == v)) {
+        ((&**y, y_vars), (&**x, x_vars))
+    } else {
+        ((&**x, x_vars), (&**y, y_vars))
+    };
+    let (m, n, kk) = (product(&m_vars)?, product(&n_vars)?, product(&red)?);
+    // Matrix-vector products and outer products (M, N or K of 1): the vector path, one
+    // kernel instead of up to four.
+    if m == 1 || n == 1 || kk == 1 {
+        return None;
+    }
+    if i64::try_from(m.max(n).max(kk)).is_err() {
+        return None;
+    }
+    let spec = GemmSpec {
+        m: m as u64,
+        n: n as u64,
+        k: kk as u64,
+        a_type: ElemType::F32,
+        b_type: ElemType::F32,
+        bias: false,
+        relu: false,
+    };
+    gemm_plan(cfg, &spec).ok()?;
+
+    let mut pieces = Vec::new();
+    let temp = |p: &mut KernelProgram, what: &str, shape: Vec<usize>| {
+        p.add_buffer(Buffer::new(
+            format!("{}.{what}", k.name),
+            DType::F32,
+            shape,
+            Storage::Temp,
+        ))
+    };
+    // Pack an operand whose rows are `rows` and columns `cols` (original variables).
+    let mut pack = |p: &mut KernelProgram,
+                    e: &Expr,
+                    rows: &[(Var, usize)],
+                    cols: &[(Var, usize)],
+                    shape: [usize; 2],
+                    what: &str|
+     -> BufferId {
+        if let Some(buf) = plain_load(p, e, rows, cols) {
+            return buf;
+        }
+        let dst = temp(p, what, shape.to_vec());
+        let all: Vec<(Var, usize)> = rows.iter().chain(cols).copied().collect();
+        let new_var: HashMap<Var, Var> = all
+            .iter()
+            .enumerate()
+            .map(|(i, &(v, _))| (v, Var(i as u32)))
+            .collect();
+        let f = |v: Var| match new_var.get(&v) {
+            Some(&nv) => Index::Var(nv),
+            None => Index::Const(0),
+        };
+        let value = map_expr(e, &f, &|l| Expr::Local(l));
+        let mut space: Vec<usize> = all.iter().map(|&(_, n)| n).collect();
+        if space.is_empty() {
+            space.push(1);
+        }
+        let mut inputs = Vec::new();
+        loads(&value, &mut inputs);
+        pieces.push(Kernel {
+            name: format!("{}.pack{}", k.name, &what[..1]),
+            kind: KernelKind::Movement,
+            inputs,
+            outputs: vec![dst],
+            body: Body::Loops(LoopNest {
+                space,
+                stages: vec![Stage::Store {
+                    buffer: dst,
+                    vars: Vec::new(),
+                    index: vec![flat(rows, &f), flat(cols, &f)],
+                    value,
+                }],
+            }),
+            sources: k.sources.clone(),
+        });
+        dst
+    };
+    let a_buf = pack(p, a, &m_vars, &red, [m, kk], "A");
+    let b_buf = pack(p, b, &red, &n_vars, [kk, n], "B");
+
+    // The GEMM writes the output directly when the only store is `C[m, n] = t` on a dense
+    // f32 `[M, N]` buffer.
+    let direct = match rest {
+        [
+            Stage::Store {
+                buffer,
+                index,
+                value: Expr::Local(l),
+                ..
+            },
+        ] if l == local => {
+            let buf = p.buffer(*buffer);
+            let id = |v: Var| Index::Var(v);
+            (buf.dtype == DType::F32
+                && buf.shape == [m, n]
+                && buf.is_row_major()
+                && matches!(buf.storage, Storage::Temp)
+                && *index == [flat(&m_vars, &id), flat(&n_vars, &id)]
+                && *buffer != a_buf
+                && *buffer != b_buf)
+                .then_some(*buffer)
+        }
+        _ => None,
+    };
+    let c_buf = match direct {
+        Some(c) => c,
+        None => temp(p, "C", vec![m, n]),
+    };
+    let (mv, nv, kv) = (Var(0), Var(1), Var(2));
+    let load2 = |buffer, i: Var, j: Var| Expr::Load {
+        buffer,
+        index: vec![Index::Var(i), Index::Var(j)],
+        fill: None,
+    };
+    let mut gemm_inputs = vec![a_buf];
+    if b_buf != a_buf {
+        gemm_inputs.push(b_buf);
+    }
+    pieces.push(Kernel {
+        name: format!("{}.gemm", k.name),
+        kind: KernelKind::Matmul,
+        inputs: gemm_inputs,
+        outputs: vec![c_buf],
+        body: Body::Loops(LoopNest {
+            space: vec![m, n],
+            stages: vec![
+                Stage::Reduce {
+                    local: Local(0),
+                    kind: ReduceKind::Sum,
+                    vars: vec![(kv, kk)],
+                    body: Expr::binary(BinaryOp::Mul, load2(a_buf, mv, kv), load2(b_buf, kv, nv)),
+                },
+                Stage::Store {
+                    buffer: c_buf,
+                    vars: Vec::new(),
+                    index: vec![Index::Var(mv), Index::Var(nv)],
+                    value: Expr::Local(Local(0)),
+                },
+            ],
+        }),
+        sources: k.sources.clone(),
+    });
+    if direct.is_none() {
+        let id = |v: Var| Index::Var(v);
+        let c_load = Expr::Load {
+            buffer: c_buf,
+            index: vec![flat(&m_vars, &id), flat(&n_vars, &id)],
+            fill: None,
+        };
+        let stages: Vec<Stage> = rest
+            .iter()
+            .filter_map(|s| match s {
+                Stage::Store {
+                    buffer,
+                    vars,
+                    index,
+                    value,
+                } => Some(Stage::Store {
+                    buffer: *buffer,
+                    vars: vars.clone(),
+                    index: index.clone(),
+                    value: map_expr(value, &id, &|_| c_load.clone()),
+                }),
+                Stage::Reduce { .. } => None,
+            })
+            .collect();
+        let mut inputs = vec![c_buf];
+        for s in &stages {
+            if let Stage::Store { value, .. } = s {
+                loads(value, &mut inputs);
+            }
+        }
+        pieces.push(Kernel {
+            name: format!("{}.epilogue", k.name),
+            kind: KernelKind::Elementwise,
+            inputs,
+            outputs: k.outputs.clone(),
+            body: Body::Loops(LoopNest {
+                space: nest.space.clone(),
+                stages,
+            }),
+            sources: k.sources.clone(),
+        });
+    }
+    Some(pieces)
+}

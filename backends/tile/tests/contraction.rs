@@ -1,0 +1,174 @@
+//! Contractions that are not of the plain GEMM form (transposed operands, convolutions,
+//! epilogues beyond bias and ReLU) split by `lower::split_gemm` into pack, plain GEMM and
+//! epilogue kernels, against the reference interpreter on the 1x1, 2x2 and 4x4 presets; the
+//! matrix engine must do the MACs.
+//!
+//! Tolerance: the accelerator sums in f32 in its own order, the interpreter in f64:
+//! `1e-4 · (1 + |expected|)` with inputs in [-1, 1).
+
+use terafab_ir::{Module, Tensor};
+use terafab_tile::Config;
+use terafab_tile::backend::{ModelReport, Placement, run_function};
+
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x2545_F491_4F6C_DD1D) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn tensor(shape: &[usize], seed: u64) -> Tensor {
+    Tensor::from_vec(shape.to_vec(), values(shape.iter().product(), seed)).unwrap()
+}
+
+/// Runs `src` on the interpreter and on the tile backend with `preset`, compares, and returns
+/// the report.
+fn run(src: &str, inputs: &[Tensor], preset: &str) -> ModelReport {
+    let m: Module = terafab_ir::parse::parse_module(src).unwrap_or_else(|e| panic!("{e}\n{src}"));
+    let f = m.entry().unwrap();
+    let want = terafab_ir::interp::run_function(f, inputs).unwrap();
+    let cfg = Config::preset(preset).unwrap();
+    let (got, report) = run_function(&cfg, f, inputs).unwrap_or_else(|e| panic!("{e:?}\n{src}"));
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g.shape(), w.shape(), "{src}");
+        let (g, w) = (g.to_f64_vec(), w.to_f64_vec());
+        for (i, (&a, &b)) in g.iter().zip(&w).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                "{preset}: element {i}: tile {a} vs interpreter {b}\n{src}\n{report}"
+            );
+        }
+    }
+    report
+}
+
+/// MACs the matrix engine did (f32 and narrow), over kernels whose name contains `name`.
+fn matrix_macs(report: &ModelReport, name: &str) -> u64 {
+    report
+        .kernels
+        .iter()
+        .filter(|k| k.name.contains(name))
+        .filter_map(|k| match &k.placement {
+            Placement::Accelerator { report, .. } => Some(report.macs + report.macs_f32),
+            Placement::Host { .. } => None,
+        })
+        .sum()
+}
+
+/// Every preset: the right result, every kernel on the accelerator, and `macs` MACs on the
+/// matrix engine, all by split GEMM kernels (`@k<i>.gemm`).
+fn on_matrix_engine(src: &str, inputs: &[Tensor], macs: u64) {
+    for preset in ["1x1", "2x2", "4x4"] {
+        let report = run(src, inputs, preset);
+        let text = report.to_string();
+        assert_eq!(report.host_kernels(), 0, "{preset}\n{text}");
+        assert_eq!(matrix_macs(&report, ".gemm"), macs, "{preset}\n{text}");
+        assert_eq!(matrix_macs(&report, ""), macs, "{preset}\n{text}");
+    }
+}
+
+/// ONNX Gemm with transB: `x @ w^T + b` (w stored `[N, K]`): w is packed (transposed).
+#[test]
+fn matmul_with_transposed_weights() {
+    let src = "func @main(%x: f32[13,40], %w: f32[24,40], %b: f32[24]) -> (y: f32[13,24]) {
+  %h = dot_general(%x, %w) {lhs_batch=[], rhs_batch=[], lhs_contract=[1], rhs_contract=[1]} : f32[13,24]
+  %y = add(%h, %b) : f32[13,24]
+  return %y
+}
+";
+    let inputs = [tensor(&[13, 40], 1), tensor(&[24, 40], 2), tensor(&[24], 3)];
+    on_matrix_engine(src, &inputs, 13 * 24 * 40);
+    let report = run(src, &inputs, "2x2");
+    let names: Vec<&str> = report.kernels.iter().map(|k| k.name.as_str()).collect();
+    assert!(names.iter().any(|n| n.ends_with(".packB")), "{names:?}");
+}
+
+/// Both operands transposed (`x^T @ w^T`), with a tanh epilogue.
+#[test]
+fn matmul_with_both_operands_transposed() {
+    let src = "func @main(%x: f32[30,9], %w: f32[17,30]) -> (y: f32[9,17]) {
+  %h = dot_general(%x, %w) {lhs_batch=[], rhs_batch=[], lhs_contract=[0], rhs_contract=[1]} : f32[9,17]
+  %y = tanh(%h) : f32[9,17]
+  return %y
+}
+";
+    let inputs = [tensor(&[30, 9], 4), tensor(&[17, 30], 5)];
+    on_matrix_engine(src, &inputs, 9 * 17 * 30);
+}
+
+/// A 3x3 convolution with padding 1 and stride 2 (im2col packed, NCHW epilogue).
+#[test]
+fn strided_padded_convolution() {
+    let src = "func @main(%x: f32[1,3,9,11], %w: f32[8,3,3,3]) -> (o: f32[1,8,5,6]) {
+  %o = conv(%x, %w) {stride=[2, 2], pad_low=[1, 1], pad_high=[1, 1], lhs_dilation=[1, 1], rhs_dilation=[1, 1], groups=1} : f32[1,8,5,6]
+  return %o
+}
+";
+    let inputs = [tensor(&[1, 3, 9, 11], 6), tensor(&[8, 3, 3, 3], 7)];
+    on_matrix_engine(src, &inputs, 8 * 30 * 27);
+}
+
+/// Convolution, BN-like per-channel scale and shift, ReLU and a residual add: one fused
+/// kernel whose epilogue runs after the GEMM.
+#[test]
+fn convolution_with_bn_relu_and_residual_epilogue() {
+    let src = "func @main(%x: f32[1,6,7,7], %w: f32[6,6,3,3], %s: f32[6,1,1], %t: f32[6,1,1]) -> (o: f32[1,6,7,7]) {
+  %c = conv(%x, %w) {stride=[1, 1], pad_low=[1, 1], pad_high=[1, 1], lhs_dilation=[1, 1], rhs_dilation=[1, 1], groups=1} : f32[1,6,7,7]
+  %sb = broadcast(%s) {shape=[1, 6, 7, 7]} : f32[1,6,7,7]
+  %tb = broadcast(%t) {shape=[1, 6, 7, 7]} : f32[1,6,7,7]
+  %m = mul(%c, %sb) : f32[1,6,7,7]
+  %a = add(%m, %tb) : f32[1,6,7,7]
+  %z = constant() {value=dense<f32[]>[0.0]} : f32[]
+  %r = max(%a, %z) : f32[1,6,7,7]
+  %o = add(%r, %x2) : f32[1,6,7,7]
+  return %o
+}
+";
+    // The residual is the input itself.
+    let src = src.replace("%x2", "%x");
+    let inputs = [
+        tensor(&[1, 6, 7, 7], 8),
+        tensor(&[6, 6, 3, 3], 9),
+        tensor(&[6, 1, 1], 10),
+        tensor(&[6, 1, 1], 11),
+    ];
+    on_matrix_engine(&src, &inputs, 6 * 49 * 54);
+}
+
+/// A batched matmul (a batch variable of extent over one) stays on the vector path, correct.
+#[test]
+fn batched_matmul_stays_correct_on_the_vector_path() {
+    let src = "func @main(%x: f32[3,5,8], %w: f32[3,8,6]) -> (y: f32[3,5,6]) {
+  %y = dot_general(%x, %w) {lhs_batch=[0], rhs_batch=[0], lhs_contract=[2], rhs_contract=[1]} : f32[3,5,6]
+  return %y
+}
+";
+    let inputs = [tensor(&[3, 5, 8], 12), tensor(&[3, 8, 6], 13)];
+    for preset in ["1x1", "2x2", "4x4"] {
+        let report = run(src, &inputs, preset);
+        assert_eq!(report.host_kernels(), 0, "{report}");
+        assert_eq!(matrix_macs(&report, ""), 0, "{report}");
+    }
+}
+
+/// A depthwise convolution (groups = channels): the channel is used by both operands, a batch
+/// variable, so it stays on the vector path, correct.
+#[test]
+fn depthwise_convolution_stays_correct_on_the_vector_path() {
+    let src = "func @main(%x: f32[1,4,6,6], %w: f32[4,1,3,3]) -> (o: f32[1,4,6,6]) {
+  %o = conv(%x, %w) {stride=[1, 1], pad_low=[1, 1], pad_high=[1, 1], lhs_dilation=[1, 1], rhs_dilation=[1, 1], groups=4} : f32[1,4,6,6]
+  return %o
+}
+";
+    let inputs = [tensor(&[1, 4, 6, 6], 14), tensor(&[4, 1, 3, 3], 15)];
+    for preset in ["1x1", "2x2", "4x4"] {
+        let report = run(src, &inputs, preset);
+        assert_eq!(report.host_kernels(), 0, "{report}");
+    }
+}
