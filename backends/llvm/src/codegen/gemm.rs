@@ -64,6 +64,9 @@ pub const NC: usize = 128;
 /// The K chunk of one micro-kernel call (a `KC × NR` chunk of a B panel is 16 KiB: L1).
 pub const KC: usize = 256;
 
+/// The shortest K for which the operands may swap to pad less (see `form`).
+const MIN_SWAP_K: usize = 256;
+
 type R<T> = Result<T, CodegenError>;
 
 /// The GEMM form of a kernel, when it has one.
@@ -156,8 +159,13 @@ fn form<'a>(g: &Gen<'_, '_>, nest: &'a LoopNest) -> Option<Form<'a>> {
     // epilogue's stores are then strided, which costs far less than the padding.
     // Only between two real orientations: a side under 8 is a degenerate form (the nest
     // without its merged-heads split, say), which the checks below reject whichever way round.
+    // And only over a long K: the swapped epilogue stores one element at a time, strided,
+    // which a short K does not pay for (a stem conv with K = 27 ran 2x slower swapped).
     let (m0, n0) = (prod(&m_vars), prod(&n_vars));
-    if m0.min(n0) >= 8 && tile_efficiency(n0, m0) > 1.05 * tile_efficiency(m0, n0) {
+    if m0.min(n0) >= 8
+        && prod(k_vars) >= MIN_SWAP_K
+        && tile_efficiency(n0, m0) > 1.05 * tile_efficiency(m0, n0)
+    {
         std::mem::swap(&mut a, &mut b);
         std::mem::swap(&mut m_vars, &mut n_vars);
     }
