@@ -265,6 +265,19 @@ impl Index {
         })
     }
 
+    /// The expression with every variable `v` replaced by `sub(v)`, simplified by the index
+    /// builders ([`Index::plus`], [`Index::times`], [`Index::floor_div`], [`Index::modulo`]).
+    pub fn subst(&self, sub: &dyn Fn(Var) -> Index) -> Index {
+        match self {
+            Index::Var(v) => sub(*v),
+            Index::Const(c) => Index::Const(*c),
+            Index::Add(a, b) => a.subst(sub).plus(b.subst(sub)),
+            Index::Mul(a, c) => a.subst(sub).times(*c),
+            Index::Div(a, c) => a.subst(sub).floor_div(*c),
+            Index::Rem(a, c) => a.subst(sub).modulo(*c),
+        }
+    }
+
     /// Every variable the expression uses.
     pub fn vars(&self, out: &mut Vec<Var>) {
         match self {
@@ -335,6 +348,24 @@ impl Expr {
                 b.walk(f);
             }
         }
+    }
+
+    /// Every variable the expression's indices use (loads and index values), with repeats.
+    pub fn vars(&self) -> Vec<Var> {
+        let mut out = Vec::new();
+        self.walk(&mut |x| match x {
+            Expr::Load { index, .. } => index.iter().for_each(|i| i.vars(&mut out)),
+            Expr::Index(i, _) => i.vars(&mut out),
+            _ => {}
+        });
+        out
+    }
+
+    /// Whether the expression reads a reduction stage's local.
+    pub fn uses_local(&self) -> bool {
+        let mut found = false;
+        self.walk(&mut |x| found |= matches!(x, Expr::Local(_)));
+        found
     }
 
     /// The number of operations (loads and constants excluded).

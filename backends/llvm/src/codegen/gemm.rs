@@ -83,22 +83,6 @@ struct Form<'a> {
     mr: usize,
 }
 
-fn vars_of(e: &Expr) -> Vec<Var> {
-    let mut out = Vec::new();
-    e.walk(&mut |x| match x {
-        Expr::Load { index, .. } => index.iter().for_each(|i| i.vars(&mut out)),
-        Expr::Index(i, _) => i.vars(&mut out),
-        _ => {}
-    });
-    out
-}
-
-fn uses_local(e: &Expr) -> bool {
-    let mut found = false;
-    e.walk(&mut |x| found |= matches!(x, Expr::Local(_)));
-    found
-}
-
 /// Whether `e` reads only constant buffers.
 fn reads_only_consts(g: &Gen<'_, '_>, e: &Expr) -> bool {
     let mut ok = true;
@@ -123,7 +107,7 @@ fn form<'a>(g: &Gen<'_, '_>, nest: &'a LoopNest) -> Option<Form<'a>> {
     };
     // f32 operands, and every other stage a store at the outer point.
     let is_f32 = |e: &Expr| expr_is_f32(g, e);
-    if !is_f32(a) || !is_f32(b) || uses_local(a) || uses_local(b) {
+    if !is_f32(a) || !is_f32(b) || a.uses_local() || b.uses_local() {
         return None;
     }
     if rest.is_empty()
@@ -133,7 +117,7 @@ fn form<'a>(g: &Gen<'_, '_>, nest: &'a LoopNest) -> Option<Form<'a>> {
     {
         return None;
     }
-    let (va, vb) = (vars_of(a), vars_of(b));
+    let (va, vb) = (a.vars(), b.vars());
     let mut m_vars = Vec::new();
     let mut n_vars = Vec::new();
     let mut batch_vars = Vec::new();
@@ -271,12 +255,12 @@ pub(crate) fn try_gemm(
         && form
             .batch_vars
             .iter()
-            .all(|v| !vars_of(form.a).contains(&v.0));
+            .all(|v| !form.a.vars().contains(&v.0));
     let b_const = reads_only_consts(g, form.b)
         && form
             .batch_vars
             .iter()
-            .all(|v| !vars_of(form.b).contains(&v.0));
+            .all(|v| !form.b.vars().contains(&v.0));
     let a_batches = if a_const { 1 } else { batch };
     let b_batches = if b_const { 1 } else { batch };
 

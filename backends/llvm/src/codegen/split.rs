@@ -83,18 +83,6 @@ pub(crate) fn map_buffers(nest: &LoopNest, fb: &dyn Fn(BufferId) -> BufferId) ->
     map_nest(nest, nest.space.clone(), &|i| i.clone(), fb, &|v| v)
 }
 
-/// `i` with every variable replaced by `sub(v)`, simplified by the index builders.
-fn subst(i: &Index, sub: &dyn Fn(Var) -> Index) -> Index {
-    match i {
-        Index::Var(v) => sub(*v),
-        Index::Const(c) => Index::Const(*c),
-        Index::Add(a, b) => subst(a, sub).plus(subst(b, sub)),
-        Index::Mul(a, c) => subst(a, sub).times(*c),
-        Index::Div(a, c) => subst(a, sub).floor_div(*c),
-        Index::Rem(a, c) => subst(a, sub).modulo(*c),
-    }
-}
-
 /// `i` as a sum of `coefficient * atom` terms and a constant (atoms: variables, divisions,
 /// remainders); `None` for shapes it does not flatten.
 fn terms(i: &Index, scale: i64, out: &mut Vec<(i64, Index)>, konst: &mut i64) {
@@ -189,7 +177,7 @@ pub(crate) fn flatten_vars(
         }
         Index::Var(u)
     };
-    let fix = |i: &Index| simplify(&subst(i, &sub), extent);
+    let fix = |i: &Index| simplify(&i.subst(&sub), extent);
     let nest = LoopNest {
         space: Vec::new(),
         stages: stages.to_vec(),
@@ -263,7 +251,7 @@ fn split(nest: &LoopNest, v: Var, c: i64) -> LoopNest {
         extents.extend(vars.iter().map(|&(u, e)| (renumber(u), e)));
     }
     let ext = |u: Var| extents.iter().find(|(w, _)| *w == u).map(|x| x.1);
-    let fix = |i: &Index| simplify(&subst(i, &sub), &ext);
+    let fix = |i: &Index| simplify(&i.subst(&sub), &ext);
     map_nest(nest, space, &fix, &|b| b, &renumber)
 }
 

@@ -69,34 +69,6 @@ fn dtype(p: &KernelProgram, e: &Expr) -> Option<DType> {
     })
 }
 
-fn vars_of(e: &Expr) -> Vec<Var> {
-    let mut out = Vec::new();
-    e.walk(&mut |x| match x {
-        Expr::Load { index, .. } => index.iter().for_each(|i| i.vars(&mut out)),
-        Expr::Index(i, _) => i.vars(&mut out),
-        _ => {}
-    });
-    out
-}
-
-fn uses_local(e: &Expr) -> bool {
-    let mut found = false;
-    e.walk(&mut |x| found |= matches!(x, Expr::Local(_)));
-    found
-}
-
-/// `i` with every variable replaced by `f(var)`.
-fn map_index(i: &Index, f: &dyn Fn(Var) -> Index) -> Index {
-    match i {
-        Index::Var(v) => f(*v),
-        Index::Const(c) => Index::Const(*c),
-        Index::Add(a, b) => map_index(a, f).plus(map_index(b, f)),
-        Index::Mul(a, c) => map_index(a, f).times(*c),
-        Index::Div(a, c) => Index::Div(Box::new(map_index(a, f)), *c),
-        Index::Rem(a, c) => Index::Rem(Box::new(map_index(a, f)), *c),
-    }
-}
-
 /// `e` with every variable replaced by `f(var)` and every local by `local(l)`.
 fn map_expr(e: &Expr, f: &dyn Fn(Var) -> Index, local: &dyn Fn(Local) -> Expr) -> Expr {
     let m = |x: &Expr| Box::new(map_expr(x, f, local));
@@ -107,12 +79,12 @@ fn map_expr(e: &Expr, f: &dyn Fn(Var) -> Index, local: &dyn Fn(Local) -> Expr) -
             fill,
         } => Expr::Load {
             buffer: *buffer,
-            index: index.iter().map(|i| map_index(i, f)).collect(),
+            index: index.iter().map(|i| i.subst(f)).collect(),
             fill: fill.clone(),
         },
         Expr::Const(t) => Expr::Const(t.clone()),
         Expr::Local(l) => local(*l),
-        Expr::Index(i, d) => Expr::Index(map_index(i, f), *d),
+        Expr::Index(i, d) => Expr::Index(i.subst(f), *d),
         Expr::Unary(op, a) => Expr::Unary(*op, m(a)),
         Expr::Binary(op, a, b) => Expr::Binary(*op, m(a), m(b)),
         Expr::Compare(op, a, b) => Expr::Compare(*op, m(a), m(b)),
@@ -193,7 +165,7 @@ fn split(cfg: &Config, p: &mut KernelProgram, k: &Kernel) -> Option<Vec<Kernel>>
     else {
         return None;
     };
-    let f32_operand = |e: &Expr| dtype(p, e) == Some(DType::F32) && !uses_local(e);
+    let f32_operand = |e: &Expr| dtype(p, e) == Some(DType::F32) && !e.uses_local();
     if !f32_operand(x) || !f32_operand(y) || rest.is_empty() {
         return None;
     }
@@ -208,7 +180,7 @@ fn split(cfg: &Config, p: &mut KernelProgram, k: &Kernel) -> Option<Vec<Kernel>>
             return None;
         }
     }
-    let (vx, vy) = (vars_of(x), vars_of(y));
+    let (vx, vy) = (x.vars(), y.vars());
     let mut x_vars = Vec::new();
     let mut y_vars = Vec::new();
     for (d, &n) in nest.space.iter().enumerate() {
