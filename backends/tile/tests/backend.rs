@@ -5,21 +5,12 @@
 //! K <= 300 the difference is far below 1e-4 · (1 + |expected|).
 
 use proptest::prelude::*;
+mod common;
+
+use common::{tensor, values};
 use terafab_ir::{Module, Tensor};
 use terafab_tile::Config;
 use terafab_tile::backend::{Placement, run_function};
-
-fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
 
 /// Run `src` on the interpreter and on the tile backend; returns how many kernels ran on the
 /// accelerator.
@@ -48,10 +39,6 @@ fn check(src: &str, inputs: Vec<Tensor>, preset: &str) -> Result<usize, TestCase
         .iter()
         .filter(|k| matches!(k.placement, Placement::Accelerator { .. }))
         .count())
-}
-
-fn tensor(shape: &[usize], seed: u64) -> Tensor {
-    Tensor::from_vec(shape.to_vec(), values(shape.iter().product(), seed)).unwrap()
 }
 
 /// `relu(x @ w + b)` with x and w inputs and the bias a constant.

@@ -6,25 +6,12 @@
 //! Tolerance: the accelerator sums in f32 in its own order, the interpreter in f64:
 //! `1e-4 · (1 + |expected|)` with inputs in [-1, 1).
 
+mod common;
+
+use common::tensor;
 use terafab_ir::{Module, Tensor};
 use terafab_tile::Config;
 use terafab_tile::backend::{ModelReport, Placement, run_function};
-
-fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x2545_F491_4F6C_DD1D) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
-
-fn tensor(shape: &[usize], seed: u64) -> Tensor {
-    Tensor::from_vec(shape.to_vec(), values(shape.iter().product(), seed)).unwrap()
-}
 
 /// Runs `src` on the interpreter and on the tile backend with `preset`, compares, and returns
 /// the report.

@@ -10,25 +10,12 @@
 //! in [-1, 1) and at most a few thousand terms the difference stays below
 //! `1e-4 · (1 + |expected|)` after the normalizations that follow.
 
+mod common;
+
+use common::{tensor, values};
 use terafab_ir::{Module, Tensor};
 use terafab_tile::Config;
 use terafab_tile::backend::{Placement, run_function};
-
-fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
-
-fn tensor(shape: &[usize], seed: u64) -> Tensor {
-    Tensor::from_vec(shape.to_vec(), values(shape.iter().product(), seed)).unwrap()
-}
 
 /// How results are compared.
 #[derive(Clone, Copy)]
