@@ -350,6 +350,36 @@ impl Expr {
         }
     }
 
+    /// The expression rebuilt with every index rewritten by `index`, every loaded buffer by
+    /// `buffer` and every reduction local replaced by `local(l)`.
+    pub fn map(
+        &self,
+        index: &dyn Fn(&Index) -> Index,
+        buffer: &dyn Fn(BufferId) -> BufferId,
+        local: &dyn Fn(Local) -> Expr,
+    ) -> Expr {
+        let m = |x: &Expr| Box::new(x.map(index, buffer, local));
+        match self {
+            Expr::Load {
+                buffer: b,
+                index: idx,
+                fill,
+            } => Expr::Load {
+                buffer: buffer(*b),
+                index: idx.iter().map(index).collect(),
+                fill: fill.clone(),
+            },
+            Expr::Const(t) => Expr::Const(t.clone()),
+            Expr::Local(l) => local(*l),
+            Expr::Index(i, d) => Expr::Index(index(i), *d),
+            Expr::Unary(op, a) => Expr::Unary(*op, m(a)),
+            Expr::Convert(d, a) => Expr::Convert(*d, m(a)),
+            Expr::Binary(op, a, b) => Expr::Binary(*op, m(a), m(b)),
+            Expr::Compare(op, a, b) => Expr::Compare(*op, m(a), m(b)),
+            Expr::Select(c, a, b) => Expr::Select(m(c), m(a), m(b)),
+        }
+    }
+
     /// Every variable the expression's indices use (loads and index values), with repeats.
     pub fn vars(&self) -> Vec<Var> {
         let mut out = Vec::new();

@@ -16,25 +16,7 @@ pub(crate) fn map_expr(
     f: &dyn Fn(&Index) -> Index,
     fb: &dyn Fn(BufferId) -> BufferId,
 ) -> Expr {
-    let m = |x: &Expr| map_expr(x, f, fb);
-    match e {
-        Expr::Load {
-            buffer,
-            index,
-            fill,
-        } => Expr::Load {
-            buffer: fb(*buffer),
-            index: index.iter().map(f).collect(),
-            fill: fill.clone(),
-        },
-        Expr::Const(_) | Expr::Local(_) => e.clone(),
-        Expr::Index(i, d) => Expr::Index(f(i), *d),
-        Expr::Unary(op, a) => Expr::Unary(*op, Box::new(m(a))),
-        Expr::Convert(d, a) => Expr::Convert(*d, Box::new(m(a))),
-        Expr::Binary(op, a, b) => Expr::binary(*op, m(a), m(b)),
-        Expr::Compare(op, a, b) => Expr::compare(*op, m(a), m(b)),
-        Expr::Select(c, a, b) => Expr::select(m(c), m(a), m(b)),
-    }
+    e.map(f, fb, &Expr::Local)
 }
 
 /// `nest` with its indices rewritten by `fi`, its buffers by `fb` and its stage variables by

@@ -71,26 +71,7 @@ fn dtype(p: &KernelProgram, e: &Expr) -> Option<DType> {
 
 /// `e` with every variable replaced by `f(var)` and every local by `local(l)`.
 fn map_expr(e: &Expr, f: &dyn Fn(Var) -> Index, local: &dyn Fn(Local) -> Expr) -> Expr {
-    let m = |x: &Expr| Box::new(map_expr(x, f, local));
-    match e {
-        Expr::Load {
-            buffer,
-            index,
-            fill,
-        } => Expr::Load {
-            buffer: *buffer,
-            index: index.iter().map(|i| i.subst(f)).collect(),
-            fill: fill.clone(),
-        },
-        Expr::Const(t) => Expr::Const(t.clone()),
-        Expr::Local(l) => local(*l),
-        Expr::Index(i, d) => Expr::Index(i.subst(f), *d),
-        Expr::Unary(op, a) => Expr::Unary(*op, m(a)),
-        Expr::Binary(op, a, b) => Expr::Binary(*op, m(a), m(b)),
-        Expr::Compare(op, a, b) => Expr::Compare(*op, m(a), m(b)),
-        Expr::Select(c, a, b) => Expr::Select(m(c), m(a), m(b)),
-        Expr::Convert(d, a) => Expr::Convert(*d, m(a)),
-    }
+    e.map(&|i| i.subst(f), &|b| b, local)
 }
 
 /// The row-major flat index of `vars` (each `(var, extent)`), each variable through `f`.

@@ -194,6 +194,40 @@ struct StepGen<'a> {
     step: Step,
 }
 
+/// The vector ops that fill the f32 `rows × cols` tile at `slot` with `-0.0` (the exact
+/// identity of addition), plus `add` when given, whatever the slot held:
+/// `(x == x) · -0 (+ add)` (compares give 1.0 or 0.0, never NaN).
+fn splat(slot: u32, rows: u16, cols: u16, add: Option<f32>) -> Vec<Op> {
+    let base = VBinary {
+        op: BinOp::CmpEq,
+        dst: slot,
+        src1: slot,
+        src2: slot,
+        rows,
+        cols,
+        dpitch: 0,
+        pitch1: 0,
+        pitch2: 0,
+        itype: ElemType::F32,
+        otype: ElemType::F32,
+        bcast: Bcast::Tile,
+        imm: 0,
+        sr: false,
+    };
+    let imm = |op, x: f32| {
+        Op::VBinary(VBinary {
+            op,
+            bcast: Bcast::Imm,
+            src2: 0,
+            imm: x.to_bits(),
+            ..base
+        })
+    };
+    let mut ops = vec![Op::VBinary(base), imm(BinOp::Mul, -0.0)];
+    ops.extend(add.map(|x| imm(BinOp::Add, x)));
+    ops
+}
+
 fn rows_cols(rows: u64, cols: u64) -> Result<(u16, u16), NotLowered> {
     Ok((
         field("vector rows", rows, MAX_12).map_err(gen_err)?,
@@ -282,30 +316,7 @@ impl StepGen<'_> {
         }
         let z = self.slot()?;
         let (rows, cols) = rows_cols(self.shape(col).0, self.shape(col).1)?;
-        let base = VBinary {
-            op: BinOp::CmpEq,
-            dst: z,
-            src1: z,
-            src2: z,
-            rows,
-            cols,
-            dpitch: 0,
-            pitch1: 0,
-            pitch2: 0,
-            itype: ElemType::F32,
-            otype: ElemType::F32,
-            bcast: Bcast::Tile,
-            imm: 0,
-            sr: false,
-        };
-        self.step.vx.push(Op::VBinary(base));
-        self.step.vx.push(Op::VBinary(VBinary {
-            op: BinOp::Mul,
-            bcast: Bcast::Imm,
-            src2: 0,
-            imm: (-0.0f32).to_bits(),
-            ..base
-        }));
+        self.step.vx.extend(splat(z, rows, cols, None));
         if col {
             self.zero_col = Some(z);
         } else {
@@ -756,32 +767,7 @@ impl StepGen<'_> {
         let slot = self.slot()?;
         // The fill: (x == x) · -0 + fill, on the slot itself.
         let (vr, vc) = rows_cols(self.ctx.rows, self.ctx.cols)?;
-        let base = VBinary {
-            op: BinOp::CmpEq,
-            dst: slot,
-            src1: slot,
-            src2: slot,
-            rows: vr,
-            cols: vc,
-            dpitch: 0,
-            pitch1: 0,
-            pitch2: 0,
-            itype: ElemType::F32,
-            otype: ElemType::F32,
-            bcast: Bcast::Tile,
-            imm: 0,
-            sr: false,
-        };
-        self.step.prefill.push(Op::VBinary(base));
-        for (op, imm) in [(BinOp::Mul, -0.0f32), (BinOp::Add, fv)] {
-            self.step.prefill.push(Op::VBinary(VBinary {
-                op,
-                bcast: Bcast::Imm,
-                src2: 0,
-                imm: imm.to_bits(),
-                ..base
-            }));
-        }
+        self.step.prefill.extend(splat(slot, vr, vc, Some(fv)));
         if r_lo >= r_hi || c_lo >= c_hi {
             return Ok(V::Tile(slot, h.t));
         }
