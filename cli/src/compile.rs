@@ -34,7 +34,12 @@ EXAMPLES:
   terafab compile examples/mlp.onnx --dim batch=4 --emit asm --cpu x86-64-v3
 
   # The kernel IR the backend starts from
-  terafab compile examples/mlp.onnx --dim batch=4 --emit kernels";
+  terafab compile examples/mlp.onnx --dim batch=4 --emit kernels
+
+  # The tile accelerator's programs (one per kernel; bf16 contractions unless --precision),
+  # and the kernel IR they are lowered from (after the contraction split)
+  terafab compile examples/mlp.onnx --dim batch=4 --backend tile --config 4x4 --emit tile-asm
+  terafab compile examples/mlp.onnx --dim batch=4 --backend tile --emit tile-kernels";
 
 /// A text form to print instead of building a library.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -47,6 +52,17 @@ pub enum Emit {
     LlvmOpt,
     /// Assembly
     Asm,
+    /// The tile accelerator's programs, one per kernel (--backend tile)
+    TileAsm,
+    /// The kernel IR the tile programs are lowered from: contractions split into pack, GEMM
+    /// and epilogue kernels, each kernel's placement (--backend tile)
+    TileKernels,
+}
+
+impl Emit {
+    fn is_tile(self) -> bool {
+        matches!(self, Emit::TileAsm | Emit::TileKernels)
+    }
 }
 
 #[derive(Debug, Args)]
@@ -55,9 +71,12 @@ pub struct CompileArgs {
     pub model: PathBuf,
     #[command(flatten)]
     pub shapes: ShapeArgs,
-    /// The backend (only `llvm` compiles ahead of time)
-    #[arg(long, value_enum, default_value_t = crate::Backend::Llvm)]
-    pub backend: crate::Backend,
+    /// The backend: `llvm` (libraries, objects, LLVM text forms) or `tile` (its text forms;
+    /// the default with --emit tile-asm|tile-kernels)
+    #[arg(long, value_enum)]
+    pub backend: Option<crate::Backend>,
+    #[command(flatten)]
+    pub tile: crate::TileArgs,
     /// Passes run before fusion
     #[arg(long, value_name = "P,P,..", default_value = "default")]
     pub passes: String,
@@ -156,22 +175,52 @@ pub fn cpu(name: &Option<String>) -> terafab_llvm::Cpu {
 }
 
 pub fn run(args: &CompileArgs, out: &mut dyn Write) -> Result<(), CliError> {
-    if args.backend != crate::Backend::Llvm {
-        return Err(CliError::Usage(
-            "`terafab compile` supports --backend llvm only".into(),
-        ));
+    use crate::Backend;
+    let tile_emit = args.emit.is_some_and(Emit::is_tile);
+    let backend = args
+        .backend
+        .unwrap_or(if tile_emit { Backend::Tile } else { Backend::Llvm });
+    match (backend, args.emit) {
+        (Backend::Llvm, _) if !tile_emit => {}
+        (Backend::Tile, Some(e)) if e.is_tile() || e == Emit::Kernels => {}
+        (Backend::Tile, _) => {
+            return Err(CliError::Usage(
+                "`terafab compile --backend tile` prints text forms: --emit tile-asm, \
+                 tile-kernels or kernels"
+                    .into(),
+            ));
+        }
+        (Backend::Llvm, _) => {
+            return Err(CliError::Usage(
+                "--emit tile-asm and tile-kernels need --backend tile".into(),
+            ));
+        }
+        _ => {
+            return Err(CliError::Usage(
+                "`terafab compile` supports --backend llvm and tile".into(),
+            ));
+        }
     }
     if args.emit.is_none() && args.output.is_none() {
         return Err(CliError::Usage(
             "give -o OUT.so / OUT.o (a library), or --emit FORM (a text form)".into(),
         ));
     }
+    let pipeline = args.tile.pipeline(&args.passes, backend)?;
     let (module, inputs) = load_with_random_inputs(&args.model, &args.shapes)?;
-    let lowered = lower(&args.model, module, &args.passes, inputs)?;
+    let lowered = lower(&args.model, module, &pipeline, inputs)?;
     let p = &lowered.program;
     let cpu = cpu(&args.cpu);
     if let Some(emit) = args.emit {
+        let tile = || -> Result<_, CliError> {
+            Ok(terafab_tile::compile::compile_program(
+                &args.tile.machine(false)?,
+                p,
+            ))
+        };
         let text = match emit {
+            Emit::TileAsm => tile()?.asm_text(),
+            Emit::TileKernels => tile()?.kernels_text(),
             Emit::Kernels => terafab_ir::kernel::print::print_program(p),
             Emit::Llvm => terafab_llvm::emit_llvm(p, &cpu, terafab_llvm::IrStage::Generated)?,
             Emit::LlvmOpt => terafab_llvm::emit_llvm(p, &cpu, terafab_llvm::IrStage::Optimized)?,

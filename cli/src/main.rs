@@ -258,19 +258,53 @@ pub struct RunArgs {
     /// Passes run before the kernels and llvm backends fuse the model (`none`: none)
     #[arg(long, value_name = "P,P,..", default_value = "default")]
     pub passes: String,
+    #[command(flatten)]
+    pub tile: TileArgs,
+    /// With --backend tile: write a Chrome trace (Perfetto) of the accelerator's engines
+    #[arg(long, value_name = "FILE")]
+    pub trace: Option<PathBuf>,
+}
+
+/// The tile backend's options (`run`, `compile`, `bench`).
+#[derive(Debug, Args)]
+pub struct TileArgs {
     /// The tile backend's machine: a preset (`1x1`, `2x2`, `4x4`, `d1`) or a config file
     #[arg(long, value_name = "PRESET|FILE", default_value = "1x1")]
     pub config: String,
     /// Override one key of the tile machine's config (repeatable), e.g. `--set hop_cycles=6`
     #[arg(long = "set", value_name = "KEY=VALUE", value_parser = sim::parse_key_value)]
     pub set: Vec<(String, String)>,
-    /// With --backend tile: write a Chrome trace (Perfetto) of the accelerator's engines
-    #[arg(long, value_name = "FILE")]
-    pub trace: Option<PathBuf>,
     /// With --backend tile: the contractions' operand type (products of narrow values, f32
     /// sums; the `precision-*` pass, its converts visible in the kernel IR). Default bf16
     #[arg(long, value_enum)]
     pub precision: Option<Precision>,
+}
+
+impl TileArgs {
+    /// The pass pipeline `passes` for `backend`: on the tile backend the precision pass is
+    /// appended (bf16 unless asked otherwise); elsewhere `--precision` is a usage error.
+    pub fn pipeline(&self, passes: &str, backend: Backend) -> Result<String, CliError> {
+        if backend != Backend::Tile {
+            if self.precision.is_some() {
+                return Err(CliError::Usage(
+                    "--precision applies to --backend tile only".into(),
+                ));
+            }
+            return Ok(passes.to_string());
+        }
+        Ok(
+            match self.precision.unwrap_or(Precision::Bf16).pass() {
+                None => passes.to_string(),
+                Some(pass) if passes == "none" || passes.is_empty() => pass.to_string(),
+                Some(pass) => format!("{passes},{pass}"),
+            },
+        )
+    }
+
+    /// The machine.
+    pub fn machine(&self, trace: bool) -> Result<terafab_tile::config::Config, CliError> {
+        sim::machine(&self.config, &self.set, false, trace)
+    }
 }
 
 /// The operand type of the tile backend's contractions.

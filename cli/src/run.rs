@@ -78,11 +78,7 @@ pub fn run(args: &RunArgs, out: &mut dyn Write) -> Result<(), CliError> {
         )?;
     }
 
-    if args.precision.is_some() && args.backend != Backend::Tile {
-        return Err(CliError::Usage(
-            "--precision applies to --backend tile only".into(),
-        ));
-    }
+    let pipeline = args.tile.pipeline(&args.passes, args.backend)?;
     let tensors: Vec<Tensor> = inputs.into_iter().map(|i| i.tensor).collect();
     let results = match args.backend {
         Backend::Interp => {
@@ -93,18 +89,6 @@ pub fn run(args: &RunArgs, out: &mut dyn Write) -> Result<(), CliError> {
         }
         Backend::Kernels | Backend::Llvm | Backend::Tile => {
             let mut module = module.clone();
-            let mut pipeline = args.passes.clone();
-            if args.backend == Backend::Tile {
-                // Contractions with narrow operands: bf16 unless asked otherwise.
-                let precision = args.precision.unwrap_or(crate::Precision::Bf16);
-                if let Some(pass) = precision.pass() {
-                    pipeline = if pipeline == "none" {
-                        pass.to_string()
-                    } else {
-                        format!("{pipeline},{pass}")
-                    };
-                }
-            }
             if pipeline != "none" {
                 terafab_passes::run_pipeline(&mut module, &pipeline, Default::default())
                     .map_err(crate::opt::pipeline_error(&pipeline))?;
@@ -115,8 +99,7 @@ pub fn run(args: &RunArgs, out: &mut dyn Write) -> Result<(), CliError> {
             if args.backend == Backend::Kernels {
                 terafab_passes::fuse::run_kernels(f, &tensors)?
             } else if args.backend == Backend::Tile {
-                let cfg =
-                    crate::sim::machine(&args.config, &args.set, false, args.trace.is_some())?;
+                let cfg = args.tile.machine(args.trace.is_some())?;
                 let (results, report) = terafab_tile::backend::run_function(&cfg, f, &tensors)?;
                 w(out, report.to_string())?;
                 if let Some(path) = &args.trace {

@@ -20,11 +20,10 @@ use terafab_passes::fuse::{RunError, run_kernels_with};
 
 use crate::config::Config;
 use crate::error::SimError;
-use crate::lower::split_gemm::split_contractions;
-use crate::lower::{NotLowered, hbm_name, lower_kernel};
+use crate::compile::{at_names, compile_program};
+use crate::lower::{NotLowered, hbm_name};
 use crate::report::Report;
 use crate::sim::Simulator;
-use terafab_ir::kernel::verify::verify_program;
 
 /// Why a model could not be run.
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +78,12 @@ pub struct ModelReport {
     pub mesh: (u32, u32),
     pub clock_ghz: f64,
     pub kernels: Vec<KernelRun>,
+    /// Pack kernels of constant operands evaluated at compile time (weights laid out for the
+    /// matrix engine once, not on every run).
+    pub folded: Vec<String>,
+    /// Small contractions kept whole on the vector path because that simulated faster than
+    /// pack + GEMM + epilogue.
+    pub kept: Vec<String>,
 }
 
 impl ModelReport {
@@ -139,6 +144,20 @@ impl fmt::Display for ModelReport {
             self.kernels.len() - self.host_kernels(),
             self.host_kernels()
         )?;
+        if !self.folded.is_empty() {
+            writeln!(
+                f,
+                "packed at compile time (constant operands): {}",
+                at_names(&self.folded)
+            )?;
+        }
+        if !self.kept.is_empty() {
+            writeln!(
+                f,
+                "kept on the vector engine (simulated faster than pack + GEMM): {}",
+                at_names(&self.kept)
+            )?;
+        }
         writeln!(
             f,
             "{:>12} {:>10} {:>6} {:>6} {:>10} {:>8} {:>9}  kernel",
@@ -271,33 +290,31 @@ fn from_bytes(buf: &Buffer, bytes: &[u8]) -> Option<Tensor> {
 }
 
 /// Run a kernel program: lowered kernels on the simulated machine `cfg`, the others on the
-/// host; appends one entry per kernel to `kernels`.
+/// host; appends one entry per kernel to `report` (and the compile-time decisions).
 pub fn run_program(
     cfg: &Config,
     p: &KernelProgram,
     inputs: &[Tensor],
-    kernels: &mut Vec<KernelRun>,
+    report: &mut ModelReport,
 ) -> Result<Vec<Tensor>, TileBackendError> {
     let host = |k: &str| {
         let kernel = k.to_string();
         move |source| TileBackendError::Host { kernel, source }
     };
-    // Contractions of the GEMM form split so that the matrix engine runs them; the original
-    // program when the rewrite does not verify (it always should).
-    let split = split_contractions(cfg, p);
-    let p = if verify_program(&split).is_ok() {
-        &split
-    } else {
-        p
-    };
+    // Contractions of the GEMM form split so that the matrix engine runs them, constant packs
+    // evaluated once, every kernel lowered or placed on the host.
+    let compiled = compile_program(cfg, p);
+    report.folded.extend(compiled.folded);
+    report.kept.extend(compiled.kept);
+    let p = &compiled.program;
     let mut mem = initial_memory(p, inputs).map_err(host(&p.name))?;
-    for k in &p.kernels {
+    for (k, ck) in p.kernels.iter().zip(compiled.kernels) {
         let data_err = |b: BufferId, msg: &str| TileBackendError::Data {
             kernel: k.name.clone(),
             buffer: p.buffer(b).name.clone(),
             msg: msg.to_string(),
         };
-        let placement = match lower_kernel(cfg, p, k) {
+        let placement = match ck.lowered {
             Ok(lowered) => {
                 let sim_err = |source| TileBackendError::Sim {
                     kernel: k.name.clone(),
@@ -338,7 +355,7 @@ pub fn run_program(
                 }
             }
         };
-        kernels.push(KernelRun {
+        report.kernels.push(KernelRun {
             name: k.name.clone(),
             kind: k.kind.name(),
             placement,
@@ -354,19 +371,18 @@ pub fn run_function(
     f: &Function,
     inputs: &[Tensor],
 ) -> Result<(Vec<Tensor>, ModelReport), TileBackendError> {
-    let mut kernels = Vec::new();
+    let mut report = ModelReport {
+        mesh: (cfg.mesh_width, cfg.mesh_height),
+        clock_ghz: cfg.clock_ghz,
+        kernels: Vec::new(),
+        folded: Vec::new(),
+        kept: Vec::new(),
+    };
     let outputs = run_kernels_with(f, inputs, &mut |p, ins| {
-        run_program(cfg, p, ins, &mut kernels).map_err(|e| RunError::Backend {
+        run_program(cfg, p, ins, &mut report).map_err(|e| RunError::Backend {
             func: f.name.clone(),
             source: Box::new(e),
         })
     })?;
-    Ok((
-        outputs,
-        ModelReport {
-            mesh: (cfg.mesh_width, cfg.mesh_height),
-            clock_ghz: cfg.clock_ghz,
-            kernels,
-        },
-    ))
+    Ok((outputs, report))
 }

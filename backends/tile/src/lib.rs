@@ -35,6 +35,7 @@
 
 pub mod asm;
 pub mod backend;
+pub mod compile;
 pub mod config;
 pub mod dtype;
 pub mod encode;

@@ -509,6 +509,9 @@ impl<'g, 'f> KernelBuilder<'g, 'f> {
                 fill: Some(fill),
             });
         }
+        if let Some(e) = fill_through_converts(&inner, &fill) {
+            return Ok(e);
+        }
         let cond = self.in_bounds(index, shape);
         Ok(Expr::select(cond, inner, Expr::Const(fill)))
     }
@@ -727,4 +730,48 @@ pub(crate) fn identity(kind: ReduceKind, dtype: DType) -> Tensor {
         let vals = [T::from_f64(f64::MIN), T::from_f64(f64::MAX)];
         Tensor::scalar(if kind == ReduceKind::Max { vals[0] } else { vals[1] })
     })
+}
+
+/// `convert(..convert(load))` with the fill value moved onto the load, when the chain maps
+/// the fill value to itself exactly (a padded operand rounded through bf16 by a precision
+/// pass: out of bounds the load gives the fill, which the converts keep). The same values as
+/// `select(in_bounds, chain(load), fill)`, without the bounds test; `None` otherwise.
+fn fill_through_converts(e: &Expr, fill: &Tensor) -> Option<Expr> {
+    let mut chain = Vec::new();
+    let mut at = e;
+    while let Expr::Convert(to, x) = at {
+        chain.push(*to);
+        at = x;
+    }
+    // A guarded load carries a fill of its buffer's type: that type must be the fill's.
+    let Expr::Load {
+        buffer,
+        index,
+        fill: Some(load_fill),
+    } = at
+    else {
+        return None;
+    };
+    if chain.is_empty()
+        || !chain.iter().all(|d| d.is_float())
+        || load_fill.dtype() != fill.dtype()
+    {
+        return None;
+    }
+    let mut v = fill.clone();
+    for &to in chain.iter().rev() {
+        v = terafab_ir::interp::elementwise::convert(&v, to).ok()?;
+    }
+    if !v.bit_eq(fill) {
+        return None;
+    }
+    let mut out = Expr::Load {
+        buffer: *buffer,
+        index: index.clone(),
+        fill: Some(fill.clone()),
+    };
+    for &to in chain.iter().rev() {
+        out = Expr::Convert(to, Box::new(out));
+    }
+    Some(out)
 }

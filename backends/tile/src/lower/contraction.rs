@@ -13,19 +13,32 @@ use super::{Lowered, NotLowered, elem_type, hbm_name};
 use crate::config::Config;
 use crate::r#gen::{GemmSpec, gemm_plan, gemm_program};
 
-/// A load of a whole element (no fill) with exactly the index `want`.
-fn load_at(e: &Expr, want: &[Index]) -> Option<BufferId> {
+/// A load of a whole element (no fill) with exactly the index `want`: of an f32 buffer, or
+/// of a bf16/CFP8 buffer under `convert[f32]` (the matrix engine's narrow operands; their
+/// products are exact in f32, as the kernel interpreter computes them).
+fn load_at(p: &KernelProgram, e: &Expr, want: &[Index]) -> Option<BufferId> {
+    let (e, narrow) = match e {
+        Expr::Convert(DType::F32, x) => (&**x, true),
+        e => (e, false),
+    };
     match e {
         Expr::Load {
             buffer,
             index,
             fill: None,
-        } if index.as_slice() == want => Some(*buffer),
+        } if index.as_slice() == want => {
+            let d = p.buffer(*buffer).dtype;
+            let ok = if narrow {
+                matches!(d, DType::BF16 | DType::CF8E4M3 | DType::CF8E5M2)
+            } else {
+                d == DType::F32
+            };
+            ok.then_some(*buffer)
+        }
         _ => None,
     }
 }
 
-/// `t`, `t + bias[n]` or `bias[n] + t`: the bias buffer, if any.
 fn biased(
     p: &KernelProgram,
     e: &Expr,
@@ -129,9 +142,9 @@ pub fn lower(cfg: &Config, p: &KernelProgram, k: &Kernel) -> Result<Option<Lower
     let (mv, nv) = (Var(0), Var(1));
     let a_index = [Index::Var(mv), Index::Var(kv)];
     let b_index = [Index::Var(kv), Index::Var(nv)];
-    let (a, b) = match (load_at(x, &a_index), load_at(y, &b_index)) {
+    let (a, b) = match (load_at(p, x, &a_index), load_at(p, y, &b_index)) {
         (Some(a), Some(b)) => (a, b),
-        _ => match (load_at(y, &a_index), load_at(x, &b_index)) {
+        _ => match (load_at(p, y, &a_index), load_at(p, x, &b_index)) {
             (Some(a), Some(b)) => (a, b),
             _ => return Ok(None),
         },

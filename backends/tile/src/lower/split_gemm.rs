@@ -28,15 +28,34 @@ use terafab_ir::kernel::{
     Body, Buffer, BufferId, Expr, Index, Kernel, KernelKind, KernelProgram, Local, LoopNest, Stage,
     Storage, Var,
 };
-use terafab_ir::{BinaryOp, DType, ReduceKind};
+use terafab_ir::kernel::interp::run_kernel;
+use terafab_ir::{BinaryOp, DType, ReduceKind, Tensor};
 
 use crate::config::Config;
-use crate::dtype::ElemType;
 use crate::r#gen::{GemmSpec, gemm_plan};
+use crate::sim::Simulator;
+
+/// A program after [`split_contractions`].
+#[derive(Debug, Clone)]
+pub struct Split {
+    pub program: KernelProgram,
+    /// Pack kernels of constant operands (weights) evaluated at compile time: their results
+    /// are constant buffers of the program, laid out for the matrix engine.
+    pub folded: Vec<String>,
+    /// Contractions left on the vector path because the simulated split was slower.
+    pub kept: Vec<String>,
+}
+
+/// Contractions of up to this many multiply-adds are simulated (timing only) both ways, split
+/// and on the vector path, and the faster is kept; larger ones always go to the matrix
+/// engine (the vector path is then many times slower, and lowering it costs host time).
+pub const COST_CHECK_MACS: usize = 1 << 20;
 
 /// The program with every kernel of the GEMM form that the matrix engine can run split into
-/// pack, GEMM and epilogue kernels (see the module doc); other kernels unchanged.
-pub fn split_contractions(cfg: &Config, p: &KernelProgram) -> KernelProgram {
+/// pack, GEMM and epilogue kernels (see the module doc); other kernels unchanged. Pack
+/// kernels reading only constants are evaluated here, once ([`Split::folded`]); a small
+/// contraction stays whole where that simulates faster ([`COST_CHECK_MACS`]).
+pub fn split_contractions(cfg: &Config, p: &KernelProgram) -> Split {
     let mut out = KernelProgram {
         name: p.name.clone(),
         buffers: p.buffers.clone(),
@@ -44,13 +63,126 @@ pub fn split_contractions(cfg: &Config, p: &KernelProgram) -> KernelProgram {
         outputs: p.outputs.clone(),
         kernels: Vec::new(),
     };
+    let mut folded = Vec::new();
+    let mut kept = Vec::new();
+    let narrow = narrow_valued(p);
     for k in &p.kernels {
-        match split(cfg, &mut out, k) {
-            Some(pieces) => out.kernels.extend(pieces),
-            None => out.kernels.push(k.clone()),
+        let mut trial = KernelProgram {
+            name: out.name.clone(),
+            buffers: out.buffers.clone(),
+            inputs: out.inputs.clone(),
+            outputs: out.outputs.clone(),
+            kernels: Vec::new(),
+        };
+        let Some(pieces) = split(cfg, &mut trial, k, &narrow) else {
+            out.kernels.push(k.clone());
+            continue;
+        };
+        let mut names = Vec::new();
+        let pieces: Vec<Kernel> = pieces
+            .into_iter()
+            .filter(|piece| {
+                let done = fold_constant(&mut trial, piece);
+                if done {
+                    names.push(piece.name.clone());
+                }
+                !done
+            })
+            .collect();
+        if macs(k).is_some_and(|n| n <= COST_CHECK_MACS) {
+            let whole = simulated_cycles(cfg, &out, std::slice::from_ref(k));
+            let parts = simulated_cycles(cfg, &trial, &pieces);
+            if whole.is_some() && (parts.is_none() || whole <= parts) {
+                kept.push(k.name.clone());
+                out.kernels.push(k.clone());
+                continue;
+            }
+        }
+        trial.kernels = std::mem::take(&mut out.kernels);
+        trial.kernels.extend(pieces);
+        out = trial;
+        folded.extend(names);
+    }
+    Split {
+        program: out,
+        folded,
+        kept,
+    }
+}
+
+/// The multiply-adds of a contraction kernel: its space times its first reduction.
+fn macs(k: &Kernel) -> Option<usize> {
+    let Body::Loops(nest) = &k.body else {
+        return None;
+    };
+    let Some(Stage::Reduce { vars, .. }) = nest.stages.first() else {
+        return None;
+    };
+    nest.space
+        .iter()
+        .chain(vars.iter().map(|(_, n)| n))
+        .try_fold(1usize, |acc, &n| acc.checked_mul(n))
+}
+
+/// The simulated cycles (timing only) of `ks` lowered one by one; `None` when one of them
+/// is not lowered or does not simulate.
+fn simulated_cycles(cfg: &Config, p: &KernelProgram, ks: &[Kernel]) -> Option<u64> {
+    let mut timing = cfg.clone();
+    timing.timing_only = true;
+    timing.trace = false;
+    ks.iter()
+        .map(|k| {
+            let lowered = super::lower_kernel(&timing, p, k).ok()?;
+            let mut sim = Simulator::new(timing.clone(), lowered.program).ok()?;
+            sim.run().ok().map(|r| r.cycles)
+        })
+        .sum()
+}
+
+/// Evaluate a movement kernel that reads constants only (a pack of weights) with the kernel
+/// interpreter, turning its dense row-major temps into constant buffers; `false` (and `p`
+/// unchanged) when the kernel is not one.
+fn fold_constant(p: &mut KernelProgram, k: &Kernel) -> bool {
+    if k.kind != KernelKind::Movement || !matches!(k.body, Body::Loops(_)) {
+        return false;
+    }
+    let mut mem: Vec<Option<Tensor>> = vec![None; p.buffers.len()];
+    for &b in &k.inputs {
+        let buf = p.buffer(b);
+        let Storage::Const(t) = &buf.storage else {
+            return false;
+        };
+        if !buf.is_row_major() {
+            return false;
+        }
+        match t.reshaped(vec![t.len()]) {
+            Ok(flat) => mem[b.index()] = Some(flat),
+            Err(_) => return false,
         }
     }
-    out
+    let output_ok = |b: &BufferId| {
+        let buf = p.buffer(*b);
+        matches!(buf.storage, Storage::Temp)
+            && buf.is_row_major()
+            && !p.outputs.iter().any(|(_, o)| o == b)
+    };
+    if !k.outputs.iter().all(output_ok) {
+        return false;
+    }
+    let Ok(outs) = run_kernel(p, k, &mem) else {
+        return false;
+    };
+    let mut values = Vec::new();
+    for (&b, t) in k.outputs.iter().zip(outs) {
+        match t.reshaped(p.buffer(b).shape.clone()) {
+            Ok(t) => values.push((b, t)),
+            Err(_) => return false,
+        }
+    }
+    for (b, t) in values {
+        p.buffers[b.index()].storage = Storage::Const(t);
+    }
+    true
 }
 
 /// The element type of an expression (`None` for locals and ill-typed expressions).
@@ -101,10 +233,75 @@ fn product(vars: &[(Var, usize)]) -> Option<usize> {
         .try_fold(1usize, |acc, &(_, n)| acc.checked_mul(n))
 }
 
-/// A dense row-major f32 `[rows, cols]` load `buf[row_var, col_var]` that `e` already is.
+/// The f32 temps whose every element is a value of a narrow type: written only by stores
+/// of `convert[f32](convert[T](..))` (a precision pass's rounding materialized), mapped to
+/// `T`.
+fn narrow_valued(p: &KernelProgram) -> HashMap<BufferId, DType> {
+    let mut found: HashMap<BufferId, Option<DType>> = HashMap::new();
+    for k in &p.kernels {
+        let Body::Loops(nest) = &k.body else {
+            for &b in &k.outputs {
+                found.insert(b, None);
+            }
+            continue;
+        };
+        for s in &nest.stages {
+            if let Stage::Store { buffer, value, .. } = s {
+                let t = match value {
+                    Expr::Convert(DType::F32, x) => match &**x {
+                        Expr::Convert(t @ (DType::BF16 | DType::CF8E4M3 | DType::CF8E5M2), _) => {
+                            Some(*t)
+                        }
+                        _ => None,
+                    },
+                    _ => None,
+                };
+                let e = found.entry(*buffer).or_insert(t);
+                if *e != t {
+                    *e = None;
+                }
+            }
+        }
+    }
+    found
+        .into_iter()
+        .filter(|&(b, _)| {
+            let buf = p.buffer(b);
+            matches!(buf.storage, Storage::Temp) && buf.dtype == DType::F32
+        })
+        .filter_map(|(b, t)| Some((b, t?)))
+        .collect()
+}
+
+/// The element type an operand is packed in and the expression packed: `x` of a narrow
+/// type (bf16, CFP8) under `convert[f32](x)` (the precision passes' rounding, or narrow
+/// buffers), or a load (fill 0) of an f32 temp holding narrow values only
+/// ([`narrow_valued`]) converted to that type, which is exact; so that the matrix engine
+/// reads it at its narrow rate (its products are exact in f32 either way). Any other
+/// operand in f32.
+fn operand_form(p: &KernelProgram, e: &Expr, narrow: &HashMap<BufferId, DType>) -> (DType, Expr) {
+    if let Expr::Convert(DType::F32, x) = e
+        && let Some(d @ (DType::BF16 | DType::CF8E4M3 | DType::CF8E5M2)) = dtype(p, x)
+    {
+        return (d, (**x).clone());
+    }
+    if let Expr::Load { buffer, fill, .. } = e
+        && let Some(&t) = narrow.get(buffer)
+        && fill
+            .as_ref()
+            .is_none_or(|f| f.as_slice::<f32>().is_some_and(|v| v.iter().all(|&x| x == 0.0)))
+    {
+        return (t, Expr::Convert(t, Box::new(e.clone())));
+    }
+    (DType::F32, e.clone())
+}
+
+/// A dense row-major `[rows, cols]` load `buf[row_var, col_var]` of element type `ty` that
+/// `e` already is.
 fn plain_load(
     p: &KernelProgram,
     e: &Expr,
+    ty: DType,
     rows: &[(Var, usize)],
     cols: &[(Var, usize)],
 ) -> Option<BufferId> {
@@ -120,7 +317,7 @@ fn plain_load(
         return None;
     };
     let b = p.buffer(*buffer);
-    (b.dtype == DType::F32
+    (b.dtype == ty
         && b.shape == [nr, nc]
         && b.is_row_major()
         && index.as_slice() == [Index::Var(r), Index::Var(c)])
@@ -128,7 +325,12 @@ fn plain_load(
 }
 
 /// The pieces replacing `k`, with their temps added to `p`; `None` when `k` stays as it is.
-fn split(cfg: &Config, p: &mut KernelProgram, k: &Kernel) -> Option<Vec<Kernel>> {
+fn split(
+    cfg: &Config,
+    p: &mut KernelProgram,
+    k: &Kernel,
+    narrow: &HashMap<BufferId, DType>,
+) -> Option<Vec<Kernel>> {
     let Body::Loops(nest) = &k.body else {
         return None;
     };
@@ -199,22 +401,37 @@ fn split(cfg: &Config, p: &mut KernelProgram, k: &Kernel) -> Option<Vec<Kernel>>
     if i64::try_from(m.max(n).max(kk)).is_err() {
         return None;
     }
-    let spec = GemmSpec {
-        m: m as u64,
-        n: n as u64,
-        k: kk as u64,
-        a_type: ElemType::F32,
-        b_type: ElemType::F32,
-        bias: false,
-        relu: false,
+    // Narrow operands packed narrow when the matrix engine takes that pair of types, else
+    // both in f32.
+    let (mut ta, mut ea) = operand_form(p, a, narrow);
+    let (mut tb, mut eb) = operand_form(p, b, narrow);
+    let plan = |ta: DType, tb: DType| {
+        let (Some(a_type), Some(b_type)) = (super::elem_type(ta), super::elem_type(tb)) else {
+            return false;
+        };
+        let spec = GemmSpec {
+            m: m as u64,
+            n: n as u64,
+            k: kk as u64,
+            a_type,
+            b_type,
+            bias: false,
+            relu: false,
+        };
+        gemm_plan(cfg, &spec).is_ok()
     };
-    gemm_plan(cfg, &spec).ok()?;
+    if !plan(ta, tb) {
+        (ta, ea, tb, eb) = (DType::F32, a.clone(), DType::F32, b.clone());
+        if !plan(ta, tb) {
+            return None;
+        }
+    }
 
     let mut pieces = Vec::new();
-    let temp = |p: &mut KernelProgram, what: &str, shape: Vec<usize>| {
+    let temp = |p: &mut KernelProgram, what: &str, ty: DType, shape: Vec<usize>| {
         p.add_buffer(Buffer::new(
             format!("{}.{what}", k.name),
-            DType::F32,
+            ty,
             shape,
             Storage::Temp,
         ))
@@ -222,15 +439,16 @@ fn split(cfg: &Config, p: &mut KernelProgram, k: &Kernel) -> Option<Vec<Kernel>>
     // Pack an operand whose rows are `rows` and columns `cols` (original variables).
     let mut pack = |p: &mut KernelProgram,
                     e: &Expr,
+                    ty: DType,
                     rows: &[(Var, usize)],
                     cols: &[(Var, usize)],
                     shape: [usize; 2],
                     what: &str|
      -> BufferId {
-        if let Some(buf) = plain_load(p, e, rows, cols) {
+        if let Some(buf) = plain_load(p, e, ty, rows, cols) {
             return buf;
         }
-        let dst = temp(p, what, shape.to_vec());
+        let dst = temp(p, what, ty, shape.to_vec());
         let all: Vec<(Var, usize)> = rows.iter().chain(cols).copied().collect();
         let new_var: HashMap<Var, Var> = all
             .iter()
@@ -266,8 +484,8 @@ fn split(cfg: &Config, p: &mut KernelProgram, k: &Kernel) -> Option<Vec<Kernel>>
         });
         dst
     };
-    let a_buf = pack(p, a, &m_vars, &red, [m, kk], "A");
-    let b_buf = pack(p, b, &red, &n_vars, [kk, n], "B");
+    let a_buf = pack(p, &ea, ta, &m_vars, &red, [m, kk], "A");
+    let b_buf = pack(p, &eb, tb, &red, &n_vars, [kk, n], "B");
 
     // The GEMM writes the output directly when the only store is `C[m, n] = t` on a dense
     // f32 `[M, N]` buffer.
@@ -295,13 +513,21 @@ fn split(cfg: &Config, p: &mut KernelProgram, k: &Kernel) -> Option<Vec<Kernel>>
     };
     let c_buf = match direct {
         Some(c) => c,
-        None => temp(p, "C", vec![m, n]),
+        None => temp(p, "C", DType::F32, vec![m, n]),
     };
     let (mv, nv, kv) = (Var(0), Var(1), Var(2));
-    let load2 = |buffer, i: Var, j: Var| Expr::Load {
-        buffer,
-        index: vec![Index::Var(i), Index::Var(j)],
-        fill: None,
+    // A packed operand in f32: narrow ones converted (exact).
+    let load2 = |buffer, ty: DType, i: Var, j: Var| {
+        let load = Expr::Load {
+            buffer,
+            index: vec![Index::Var(i), Index::Var(j)],
+            fill: None,
+        };
+        if ty == DType::F32 {
+            load
+        } else {
+            Expr::Convert(DType::F32, Box::new(load))
+        }
     };
     let mut gemm_inputs = vec![a_buf];
     if b_buf != a_buf {
@@ -319,7 +545,11 @@ fn split(cfg: &Config, p: &mut KernelProgram, k: &Kernel) -> Option<Vec<Kernel>>
                     local: Local(0),
                     kind: ReduceKind::Sum,
                     vars: vec![(kv, kk)],
-                    body: Expr::binary(BinaryOp::Mul, load2(a_buf, mv, kv), load2(b_buf, kv, nv)),
+                    body: Expr::binary(
+                        BinaryOp::Mul,
+                        load2(a_buf, ta, mv, kv),
+                        load2(b_buf, tb, kv, nv),
+                    ),
                 },
                 Stage::Store {
                     buffer: c_buf,
