@@ -308,7 +308,7 @@ fn tempdir(prefix: &str) -> Result<PathBuf, LlvmError> {
 
 fn tensor_bytes(t: &terafab_ir::Tensor) -> &[u8] {
     let n = t.size_bytes();
-    let ptr = crate::runtime::tensor_ptr(t);
+    let ptr = terafab_runtime::tensor_ptr(t);
     // SAFETY: the tensor's elements are `n` initialized bytes, borrowed from `t`.
     unsafe { std::slice::from_raw_parts(ptr, n) }
 }

@@ -51,6 +51,17 @@ pub enum LlvmError {
     Io(String),
 }
 
+impl From<terafab_runtime::RuntimeError> for LlvmError {
+    fn from(e: terafab_runtime::RuntimeError) -> Self {
+        use terafab_runtime::RuntimeError as E;
+        match e {
+            E::Input(m) => LlvmError::Input(m),
+            E::Unsupported(m) => LlvmError::Unsupported(m),
+            E::Runtime(m) => LlvmError::Runtime(m),
+        }
+    }
+}
+
 /// How to compile and run.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
@@ -63,28 +74,13 @@ pub struct Options {
 impl Options {
     /// The thread count, 0 resolved to the number of cores.
     pub fn threads(&self) -> usize {
-        if self.threads > 0 {
-            self.threads
-        } else {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-        }
+        terafab_runtime::resolve_threads(self.threads)
     }
 }
 
-/// The arena plan of `p`'s temporaries, once its layouts are checked: the program's inputs,
-/// outputs and weights are passed by pointer as dense row-major arrays.
+/// The arena plan of `p`'s temporaries (see [`terafab_runtime::memory_plan`]).
 fn memory_plan(p: &KernelProgram) -> Result<terafab_passes::memplan::MemoryPlan, LlvmError> {
-    for b in &p.buffers {
-        if !matches!(b.storage, terafab_ir::kernel::Storage::Temp) && !b.is_row_major() {
-            return Err(LlvmError::Unsupported(format!(
-                "buffer %{} has a non-row-major layout",
-                b.name
-            )));
-        }
-    }
-    terafab_passes::fuse::plan_kernel_memory(p).map_err(|e| LlvmError::Runtime(e.to_string()))
+    Ok(terafab_runtime::memory_plan(p)?)
 }
 
 /// Compile `p` and load it in this process.
