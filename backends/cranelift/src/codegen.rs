@@ -1,0 +1,849 @@
+//! Kernel IR to Cranelift IR, through `cranelift-frontend`.
+//!
+//! Every loop-nest kernel becomes one task function `kN(bufs: i64, task: i64)` (the runtime's
+//! `TaskFn`): it reads its buffers' pointers from the program's buffer table, and runs the
+//! points `lo..hi` of its *parallel prefix* (the fewest leading dims of its space with at least
+//! 64 points, flattened; the same split as the LLVM backend) picked by the task number; the
+//! rest of the space and every stage's own variables are plain loops. Reduce stages are
+//! accumulator loops in the body's register type (f16 and bf16 in f32, rounded once at the
+//! end), stores write through index arithmetic (floor division only where an interval can be
+//! negative), loads with a fill value check only the dims whose index interval leaves the
+//! buffer.
+//!
+//! 128-bit SIMD: where a store's innermost loop is over a variable that the stored value only
+//! reads contiguously (element offset coefficient 1) or not at all, over f32 with ops that have
+//! exact lane-wise forms (`+ - * /`, min, max, neg, abs, sqrt), the loop runs four lanes at a
+//! time (`f32x4`) and finishes the remainder one element at a time. Each element is computed
+//! by the same operations either way, so results do not depend on the split.
+//!
+//! Call kernels, kernels touching float8 types and kernels of the GEMM form all have their
+//! plan: the first two run through the runtime's call (the kernel interpreter), GEMM-form
+//! kernels run as plain loops (no packed GEMM in this backend yet).
+
+use std::collections::HashMap;
+
+use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::{
+    AbiParam, Block, FuncRef, Function, InstBuilder, MemFlagsData, Signature, UserFuncName, Value,
+    types,
+};
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_module::{FuncId, Linkage, Module};
+use terafab_ir::kernel::{
+    Body, BufferId, Expr, Index, Kernel, KernelProgram, Local, LoopNest, Stage, Var,
+};
+use terafab_ir::{BinaryOp, DType, UnaryOp};
+
+use crate::CodegenError;
+use crate::libm::Helper;
+use crate::scalar::{reg_type, supported};
+
+pub(crate) type R<T> = Result<T, CodegenError>;
+
+/// How the driver runs one kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KernelPlan {
+    /// Compiled: its task function (by name and id) run over `ntasks` tasks.
+    Compiled {
+        name: String,
+        func: FuncId,
+        ntasks: u64,
+    },
+    /// Run by the runtime's `call` (a call kernel, or one over a type not compiled here).
+    Call { reason: String },
+}
+
+/// Which kernels the JIT module holds, and the text of their Cranelift IR when asked for.
+pub struct Generated {
+    pub kernels: Vec<KernelPlan>,
+    /// The Cranelift IR of each compiled kernel (only when generating with `emit`).
+    pub clif: Vec<String>,
+}
+
+/// Lower every kernel of `p` into `module`; with `emit`, keep the text of each function.
+pub fn generate<M: Module>(module: &mut M, p: &KernelProgram, emit: bool) -> R<Generated> {
+    let cc = module.target_config().default_call_conv;
+    let mut helpers = HashMap::new();
+    for h in Helper::ALL {
+        let id = module
+            .declare_function(h.symbol(), Linkage::Import, &h.signature(cc))
+            .map_err(|e| CodegenError::Cranelift(e.to_string()))?;
+        helpers.insert(h, id);
+    }
+    let mut ctx = module.make_context();
+    let mut fctx = FunctionBuilderContext::new();
+    let mut kernels = Vec::new();
+    let mut clif = Vec::new();
+    for (i, k) in p.kernels.iter().enumerate() {
+        let nest = match &k.body {
+            Body::Call(f) => {
+                let ops: Vec<&str> = f.body.nodes.iter().map(|n| n.op.name()).collect();
+                kernels.push(KernelPlan::Call {
+                    reason: format!("call of {}", ops.join(", ")),
+                });
+                continue;
+            }
+            Body::Loops(n) => n,
+        };
+        if let Some(d) = unsupported_type(p, k, nest) {
+            kernels.push(KernelPlan::Call {
+                reason: format!("computes with {d}"),
+            });
+            continue;
+        }
+        let name = format!("k{i}_{}", sanitize(&k.name));
+        let mut sig = Signature::new(cc);
+        sig.params.push(AbiParam::new(types::I64));
+        sig.params.push(AbiParam::new(types::I64));
+        let id = module
+            .declare_function(&name, Linkage::Local, &sig)
+            .map_err(|e| CodegenError::Cranelift(e.to_string()))?;
+        ctx.func = Function::with_name_signature(UserFuncName::user(0, id.as_u32()), sig);
+        let ntasks = {
+            let mut imported = HashMap::new();
+            for (&h, &fid) in &helpers {
+                imported.insert(h, (fid, None));
+            }
+            let b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+            let mut g = FnGen {
+                b,
+                p,
+                module: &mut *module,
+                helpers: imported,
+                ptrs: HashMap::new(),
+                vars: HashMap::new(),
+                extents: HashMap::new(),
+                locals: HashMap::new(),
+            };
+            let ntasks = g.loop_kernel(k, nest).map_err(|e| in_kernel(&k.name, e))?;
+            g.b.seal_all_blocks();
+            g.b.finalize(module.target_config());
+            ntasks
+        };
+        if emit {
+            clif.push(format!(
+                "; kernel @{} ({})\n{}",
+                k.name,
+                k.kind.name(),
+                ctx.func.display()
+            ));
+        }
+        module
+            .define_function(id, &mut ctx)
+            .map_err(|e| in_kernel(&k.name, CodegenError::Cranelift(format!("{e:?}"))))?;
+        module.clear_context(&mut ctx);
+        kernels.push(KernelPlan::Compiled {
+            name,
+            func: id,
+            ntasks,
+        });
+    }
+    Ok(Generated { kernels, clif })
+}
+
+fn in_kernel(name: &str, e: CodegenError) -> CodegenError {
+    match e {
+        CodegenError::Kernel { .. } => e,
+        e => CodegenError::Kernel {
+            kernel: name.to_string(),
+            source: Box::new(e),
+        },
+    }
+}
+
+/// A type the kernel touches that the backend does not compute with, if any.
+fn unsupported_type(p: &KernelProgram, k: &Kernel, nest: &LoopNest) -> Option<DType> {
+    for b in k.inputs.iter().chain(&k.outputs) {
+        let d = p.buffer(*b).dtype;
+        if !supported(d) {
+            return Some(d);
+        }
+    }
+    let mut bad = None;
+    let mut check = |e: &Expr| {
+        e.walk(&mut |x| {
+            let d = match x {
+                Expr::Const(t) => Some(t.dtype()),
+                Expr::Index(_, d) | Expr::Convert(d, _) => Some(*d),
+                Expr::Load { fill: Some(t), .. } => Some(t.dtype()),
+                _ => None,
+            };
+            if let Some(d) = d.filter(|d| !supported(*d)) {
+                bad = Some(d);
+            }
+        })
+    };
+    for s in &nest.stages {
+        match s {
+            Stage::Reduce { body, .. } => check(body),
+            Stage::Store { value, .. } => check(value),
+        }
+    }
+    bad
+}
+
+/// A name usable as a symbol.
+pub fn sanitize(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
+}
+
+/// The state of one function being built.
+pub(crate) struct FnGen<'a, 'f> {
+    pub b: FunctionBuilder<'f>,
+    pub p: &'a KernelProgram,
+    module: &'a mut dyn ModuleRef,
+    /// Helper functions: their module id and, once used, their reference in this function.
+    helpers: HashMap<Helper, (FuncId, Option<FuncRef>)>,
+    ptrs: HashMap<BufferId, Value>,
+    vars: HashMap<Var, Value>,
+    extents: HashMap<Var, usize>,
+    locals: HashMap<Local, (Value, DType)>,
+}
+
+/// The one thing a function needs of its module: importing a declared function.
+pub(crate) trait ModuleRef {
+    fn import(&mut self, id: FuncId, func: &mut Function) -> FuncRef;
+}
+
+impl<M: Module> ModuleRef for M {
+    fn import(&mut self, id: FuncId, func: &mut Function) -> FuncRef {
+        self.declare_func_in_func(id, func)
+    }
+}
+
+/// Which lanes a vectorized expression reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lanes {
+    /// The same value in every lane.
+    Splat,
+    /// Consecutive elements.
+    Contiguous,
+}
+
+impl FnGen<'_, '_> {
+    /// A call of a helper function; returns its result.
+    pub fn helper(&mut self, h: Helper, args: &[Value]) -> R<Value> {
+        let entry = self
+            .helpers
+            .get_mut(&h)
+            .ok_or_else(|| CodegenError::Cranelift(format!("helper {} missing", h.symbol())))?;
+        let fref = match entry.1 {
+            Some(f) => f,
+            None => {
+                let f = self.module.import(entry.0, self.b.func);
+                entry.1 = Some(f);
+                f
+            }
+        };
+        let call = self.b.ins().call(fref, args);
+        Ok(self.b.inst_results(call)[0])
+    }
+
+    fn iconst(&mut self, v: i64) -> Value {
+        self.b.ins().iconst(types::I64, v)
+    }
+
+    /// The distinct buffers a kernel touches.
+    fn kernel_buffers(k: &Kernel) -> Vec<BufferId> {
+        let mut bufs: Vec<BufferId> = Vec::new();
+        for &b in k.inputs.iter().chain(&k.outputs) {
+            if !bufs.contains(&b) {
+                bufs.push(b);
+            }
+        }
+        bufs
+    }
+
+    /// The task function of a loop nest; returns its task count.
+    fn loop_kernel(&mut self, k: &Kernel, nest: &LoopNest) -> R<u64> {
+        // The parallel prefix: the fewest leading dims with at least 64 points (all of them
+        // when there are fewer); tasks as the LLVM backend splits them.
+        let mut prefix = 0;
+        let mut total: u64 = 1;
+        while prefix < nest.space.len() && total < 64 {
+            total *= nest.space[prefix] as u64;
+            prefix += 1;
+        }
+        let inner_points: u64 = nest.space[prefix..].iter().map(|&n| n as u64).product();
+        let per_point: u64 = nest
+            .stages
+            .iter()
+            .map(|s| match s {
+                Stage::Reduce { vars, body, .. }
+                | Stage::Store {
+                    vars, value: body, ..
+                } => vars.iter().map(|v| v.1 as u64).product::<u64>() * (1 + body.num_ops() as u64),
+            })
+            .sum::<u64>()
+            .max(1);
+        let work = total.saturating_mul(inner_points).saturating_mul(per_point);
+        let ntasks = if work < (1 << 15) || total == 0 {
+            1
+        } else {
+            total.min(64)
+        };
+        let chunk = total.div_ceil(ntasks).max(1);
+        let ntasks = total.div_ceil(chunk).max(1);
+
+        let entry = self.b.create_block();
+        self.b.append_block_params_for_function_params(entry);
+        self.b.switch_to_block(entry);
+        let (table, task) = (self.b.block_params(entry)[0], self.b.block_params(entry)[1]);
+        for b in Self::kernel_buffers(k) {
+            let ptr = self.b.ins().load(
+                types::I64,
+                MemFlagsData::trusted().with_readonly(),
+                table,
+                (b.index() * 8) as i32,
+            );
+            self.ptrs.insert(b, ptr);
+        }
+        for (d, &n) in nest.space.iter().enumerate() {
+            self.extents.insert(Var(d as u32), n);
+        }
+        let lo = self.b.ins().imul_imm_s(task, chunk as i64);
+        let end = self.b.ins().iadd_imm_s(lo, chunk as i64);
+        let total_v = self.iconst(total as i64);
+        let over = self.b.ins().icmp(IntCC::SignedGreaterThan, end, total_v);
+        let hi = self.b.ins().select(over, total_v, end);
+
+        let rest: Vec<(Var, usize)> = (prefix..nest.space.len())
+            .map(|d| (Var(d as u32), nest.space[d]))
+            .collect();
+        // A lone elementwise store over the space: its last space dim may be vectorized.
+        let lone_store = match nest.stages.as_slice() {
+            [
+                Stage::Store {
+                    buffer,
+                    vars,
+                    index,
+                    value,
+                },
+            ] if vars.is_empty() && !nest.space.is_empty() => Some((*buffer, index, value)),
+            _ => None,
+        };
+        let last = Var(nest.space.len().saturating_sub(1) as u32);
+        match lone_store {
+            Some((buffer, index, value))
+                if nest.space.len() == 1 && self.vectorizable(buffer, index, value, last) =>
+            {
+                // The flat prefix is the only variable.
+                self.vector_loop(lo, hi, last, buffer, index, value)?;
+            }
+            Some((buffer, index, value))
+                if !rest.is_empty() && self.vectorizable(buffer, index, value, last) =>
+            {
+                self.range_loop(lo, hi, 1, |g, flat| {
+                    g.split_prefix(flat, prefix, &nest.space);
+                    let (outer, _) = rest.split_at(rest.len() - 1);
+                    g.nest(outer, &mut |g| {
+                        let (z, n) = (g.iconst(0), g.iconst(nest.space[last.0 as usize] as i64));
+                        g.vector_loop(z, n, last, buffer, index, value)
+                    })
+                })?;
+            }
+            _ => {
+                self.range_loop(lo, hi, 1, |g, flat| {
+                    g.split_prefix(flat, prefix, &nest.space);
+                    g.nest(&rest, &mut |g| g.stages(&nest.stages))
+                })?;
+            }
+        }
+        self.b.ins().return_(&[]);
+        Ok(ntasks)
+    }
+
+    /// Bind the prefix variables from a flat prefix point.
+    fn split_prefix(&mut self, flat: Value, prefix: usize, space: &[usize]) {
+        let mut rest = flat;
+        for d in (0..prefix).rev() {
+            let v = if d == 0 {
+                rest
+            } else {
+                let n = space[d] as i64;
+                let v = self.b.ins().urem_imm_s(rest, n);
+                rest = self.b.ins().udiv_imm_s(rest, n);
+                v
+            };
+            self.vars.insert(Var(d as u32), v);
+        }
+    }
+
+    /// `for iv in (lo..hi).step_by(step) { body(iv) }` (with `step` > 1, the caller makes
+    /// `hi - lo` a multiple of it).
+    fn range_loop(
+        &mut self,
+        lo: Value,
+        hi: Value,
+        step: i64,
+        body: impl FnOnce(&mut Self, Value) -> R<()>,
+    ) -> R<()> {
+        let header: Block = self.b.create_block();
+        let body_bb = self.b.create_block();
+        let exit = self.b.create_block();
+        let iv = self.b.append_block_param(header, types::I64);
+        self.b.ins().jump(header, &[lo.into()]);
+        self.b.switch_to_block(header);
+        let more = self.b.ins().icmp(IntCC::SignedLessThan, iv, hi);
+        self.b.ins().brif(more, body_bb, &[], exit, &[]);
+        self.b.switch_to_block(body_bb);
+        body(self, iv)?;
+        let next = self.b.ins().iadd_imm_s(iv, step);
+        self.b.ins().jump(header, &[next.into()]);
+        self.b.switch_to_block(exit);
+        Ok(())
+    }
+
+    /// Nested loops over `dims` (outermost first), binding each variable.
+    fn nest(&mut self, dims: &[(Var, usize)], body: &mut dyn FnMut(&mut Self) -> R<()>) -> R<()> {
+        let Some(((v, n), rest)) = dims.split_first() else {
+            return body(self);
+        };
+        self.extents.insert(*v, *n);
+        let (lo, hi) = (self.iconst(0), self.iconst(*n as i64));
+        self.range_loop(lo, hi, 1, |g, iv| {
+            g.vars.insert(*v, iv);
+            g.nest(rest, body)
+        })
+    }
+
+    /// The stages of a loop nest at one point of its space.
+    fn stages(&mut self, stages: &[Stage]) -> R<()> {
+        for s in stages {
+            match s {
+                Stage::Reduce {
+                    local,
+                    kind,
+                    vars,
+                    body,
+                } => {
+                    let d = self.dtype_of(body)?;
+                    let ty = reg_type(d)?;
+                    let acc = self.b.declare_var(ty);
+                    let id = self.identity(*kind, d)?;
+                    self.b.def_var(acc, id);
+                    for (v, n) in vars {
+                        self.extents.insert(*v, *n);
+                    }
+                    self.nest(vars, &mut |g| {
+                        let x = g.expr(body)?;
+                        let a = g.b.use_var(acc);
+                        let r = g.combine(*kind, a, x, d)?;
+                        g.b.def_var(acc, r);
+                        Ok(())
+                    })?;
+                    let mut v = self.b.use_var(acc);
+                    if matches!(d, DType::F16 | DType::BF16) {
+                        v = self.round_narrow(v, d)?;
+                    }
+                    self.locals.insert(*local, (v, d));
+                }
+                Stage::Store {
+                    buffer,
+                    vars,
+                    index,
+                    value,
+                } => {
+                    for (v, n) in vars {
+                        self.extents.insert(*v, *n);
+                    }
+                    match vars.split_last() {
+                        Some((&(last, n), outer))
+                            if self.vectorizable(*buffer, index, value, last) =>
+                        {
+                            self.nest(outer, &mut |g| {
+                                let (z, n) = (g.iconst(0), g.iconst(n as i64));
+                                g.vector_loop(z, n, last, *buffer, index, value)
+                            })?;
+                        }
+                        _ => {
+                            self.nest(vars, &mut |g| {
+                                let x = g.expr(value)?;
+                                g.store(*buffer, index, x)
+                            })?;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn interval(&self, i: &Index) -> (i64, i64) {
+        i.interval(&|v| self.extents.get(&v).copied())
+            .unwrap_or((i64::MIN, i64::MAX))
+    }
+
+    /// An index expression's value (`i64`).
+    fn index(&mut self, i: &Index) -> R<Value> {
+        Ok(match i {
+            Index::Var(v) => *self
+                .vars
+                .get(v)
+                .ok_or_else(|| CodegenError::Invalid(format!("loop variable #{} unbound", v.0)))?,
+            Index::Const(c) => self.iconst(*c),
+            Index::Add(x, y) => {
+                let (x, y) = (self.index(x)?, self.index(y)?);
+                self.b.ins().iadd(x, y)
+            }
+            Index::Mul(x, c) => {
+                let x = self.index(x)?;
+                self.b.ins().imul_imm_s(x, *c)
+            }
+            Index::Div(x, c) | Index::Rem(x, c) => {
+                if *c <= 0 {
+                    return Err(CodegenError::Invalid(format!("index division by {c}")));
+                }
+                let nonneg = self.interval(x).0 >= 0;
+                let is_div = matches!(i, Index::Div(..));
+                let x = self.index(x)?;
+                let c = *c;
+                let b = &mut self.b;
+                if nonneg {
+                    if is_div {
+                        b.ins().udiv_imm_s(x, c)
+                    } else {
+                        b.ins().urem_imm_s(x, c)
+                    }
+                } else {
+                    // Floor division and a non-negative remainder for c > 0.
+                    let q = b.ins().sdiv_imm_s(x, c);
+                    let r = b.ins().srem_imm_s(x, c);
+                    let neg = b.ins().icmp_imm_s(IntCC::SignedLessThan, r, 0);
+                    if is_div {
+                        let q1 = b.ins().iadd_imm_s(q, -1);
+                        b.ins().select(neg, q1, q)
+                    } else {
+                        let r1 = b.ins().iadd_imm_s(r, c);
+                        b.ins().select(neg, r1, r)
+                    }
+                }
+            }
+        })
+    }
+
+    /// The element type of an expression.
+    fn dtype_of(&self, e: &Expr) -> R<DType> {
+        Ok(match e {
+            Expr::Load { buffer, .. } => self.p.buffer(*buffer).dtype,
+            Expr::Const(t) => t.dtype(),
+            Expr::Local(l) => {
+                self.locals
+                    .get(l)
+                    .ok_or_else(|| CodegenError::Invalid(format!("local t{} undefined", l.0)))?
+                    .1
+            }
+            Expr::Index(_, d) | Expr::Convert(d, _) => *d,
+            Expr::Unary(op, a) => match op {
+                UnaryOp::IsNan | UnaryOp::IsInf => DType::Bool,
+                _ => self.dtype_of(a)?,
+            },
+            Expr::Binary(_, a, _) => self.dtype_of(a)?,
+            Expr::Compare(..) => DType::Bool,
+            Expr::Select(_, a, _) => self.dtype_of(a)?,
+        })
+    }
+
+    /// An expression's value, in register form.
+    fn expr(&mut self, e: &Expr) -> R<Value> {
+        Ok(match e {
+            Expr::Load {
+                buffer,
+                index,
+                fill,
+            } => self.load(*buffer, index, fill.as_ref())?,
+            Expr::Const(t) => self.constant(t)?,
+            Expr::Local(l) => {
+                self.locals
+                    .get(l)
+                    .ok_or_else(|| CodegenError::Invalid(format!("local t{} undefined", l.0)))?
+                    .0
+            }
+            Expr::Index(i, d) => {
+                let v = self.index(i)?;
+                self.convert(v, DType::I64, *d)?
+            }
+            Expr::Unary(op, a) => {
+                let d = self.dtype_of(a)?;
+                let x = self.expr(a)?;
+                self.unary(*op, x, d)?
+            }
+            Expr::Binary(op, a, c) => {
+                let d = self.dtype_of(a)?;
+                let x = self.expr(a)?;
+                let y = self.expr(c)?;
+                self.binary(*op, x, y, d)?
+            }
+            Expr::Compare(op, a, c) => {
+                let d = self.dtype_of(a)?;
+                let x = self.expr(a)?;
+                let y = self.expr(c)?;
+                self.compare(*op, x, y, d)?
+            }
+            Expr::Select(c, a, x) => {
+                let c = self.expr(c)?;
+                let a = self.expr(a)?;
+                let x = self.expr(x)?;
+                self.b.ins().select(c, a, x)
+            }
+            Expr::Convert(to, a) => {
+                let d = self.dtype_of(a)?;
+                let x = self.expr(a)?;
+                self.convert(x, d, *to)?
+            }
+        })
+    }
+
+    /// Whether a load of `buffer` at `index` needs bounds checks (some dim's interval leaves
+    /// the buffer).
+    fn needs_check(&self, buffer: BufferId, index: &[Index]) -> bool {
+        let shape = &self.p.buffer(buffer).shape;
+        index.iter().zip(shape).any(|(ix, &n)| {
+            let (lo, hi) = self.interval(ix);
+            lo < 0 || hi >= n as i64
+        })
+    }
+
+    /// The address of element `index` of `buffer`, and whether it is inside (only with
+    /// `check`: the dims whose interval leaves the buffer are compared, and clamped to 0).
+    fn address(
+        &mut self,
+        buffer: BufferId,
+        index: &[Index],
+        check: bool,
+    ) -> R<(Value, Option<Value>)> {
+        let buf = self.p.buffer(buffer);
+        let (d, shape, strides) = (buf.dtype, buf.shape.clone(), buf.strides.clone());
+        if index.len() != shape.len() {
+            return Err(CodegenError::Invalid(format!(
+                "{} indices into %{} of rank {}",
+                index.len(),
+                buf.name,
+                shape.len()
+            )));
+        }
+        let mut off: Option<Value> = None;
+        let mut inside: Option<Value> = None;
+        for (k, ix) in index.iter().enumerate() {
+            let (lo, hi) = self.interval(ix);
+            let mut v = self.index(ix)?;
+            if check && (lo < 0 || hi >= shape[k] as i64) {
+                let ok = self
+                    .b
+                    .ins()
+                    .icmp_imm_s(IntCC::UnsignedLessThan, v, shape[k] as i64);
+                inside = Some(match inside {
+                    Some(a) => self.b.ins().band(a, ok),
+                    None => ok,
+                });
+                let zero = self.iconst(0);
+                v = self.b.ins().select(ok, v, zero);
+            }
+            let t = match strides[k] {
+                1 => v,
+                s => self.b.ins().imul_imm_s(v, s as i64),
+            };
+            off = Some(match off {
+                Some(o) => self.b.ins().iadd(o, t),
+                None => t,
+            });
+        }
+        let off = match off {
+            Some(o) => o,
+            None => self.iconst(0),
+        };
+        let bytes = match d.size_bytes() {
+            1 => off,
+            n => self.b.ins().imul_imm_s(off, n as i64),
+        };
+        let base = *self
+            .ptrs
+            .get(&buffer)
+            .ok_or_else(|| CodegenError::Invalid(format!("buffer %{} not an operand", buf.name)))?;
+        Ok((self.b.ins().iadd(base, bytes), inside))
+    }
+
+    /// `buffer[index]`, or `fill` where the index is outside the buffer.
+    fn load(
+        &mut self,
+        buffer: BufferId,
+        index: &[Index],
+        fill: Option<&terafab_ir::Tensor>,
+    ) -> R<Value> {
+        let d = self.p.buffer(buffer).dtype;
+        let (addr, inside) = self.address(buffer, index, fill.is_some())?;
+        let v = self.load_scalar(addr, d)?;
+        Ok(match (inside, fill) {
+            (Some(ok), Some(fill)) => {
+                let fv = self.constant(fill)?;
+                self.b.ins().select(ok, v, fv)
+            }
+            _ => v,
+        })
+    }
+
+    /// `buffer[index] = x` (x in register form).
+    fn store(&mut self, buffer: BufferId, index: &[Index], x: Value) -> R<()> {
+        let d = self.p.buffer(buffer).dtype;
+        let (addr, _) = self.address(buffer, index, false)?;
+        self.store_scalar(addr, x, d)
+    }
+
+    /// The coefficient of `v` in the element offset of `index` into `buffer`, when the offset
+    /// is affine in `v` (`v` under no division or remainder).
+    fn offset_coeff(&self, buffer: BufferId, index: &[Index], v: Var) -> Option<i64> {
+        fn lin(i: &Index, v: Var) -> Option<i64> {
+            Some(match i {
+                Index::Var(w) => (*w == v) as i64,
+                Index::Const(_) => 0,
+                Index::Add(a, b) => lin(a, v)?.checked_add(lin(b, v)?)?,
+                Index::Mul(a, c) => lin(a, v)?.checked_mul(*c)?,
+                Index::Div(a, _) | Index::Rem(a, _) => {
+                    let mut vs = Vec::new();
+                    a.vars(&mut vs);
+                    if vs.contains(&v) {
+                        return None;
+                    }
+                    0
+                }
+            })
+        }
+        let strides = &self.p.buffer(buffer).strides;
+        let mut c = 0i64;
+        for (ix, &s) in index.iter().zip(strides) {
+            c = c.checked_add(lin(ix, v)?.checked_mul(s as i64)?)?;
+        }
+        Some(c)
+    }
+
+    /// How `e` reads lanes along `v`, if it can be computed four f32 lanes at a time.
+    fn vector_lanes(&self, e: &Expr, v: Var) -> Option<Lanes> {
+        let join = |a: Lanes, b: Lanes| {
+            if a == Lanes::Splat && b == Lanes::Splat {
+                Lanes::Splat
+            } else {
+                Lanes::Contiguous
+            }
+        };
+        match e {
+            Expr::Load {
+                buffer,
+                index,
+                fill,
+            } => {
+                if self.p.buffer(*buffer).dtype != DType::F32
+                    || (fill.is_some() && self.needs_check(*buffer, index))
+                {
+                    return None;
+                }
+                match self.offset_coeff(*buffer, index, v)? {
+                    0 => Some(Lanes::Splat),
+                    1 => Some(Lanes::Contiguous),
+                    _ => None,
+                }
+            }
+            Expr::Const(t) => (t.dtype() == DType::F32).then_some(Lanes::Splat),
+            Expr::Local(l) => {
+                (self.locals.get(l).map(|x| x.1) == Some(DType::F32)).then_some(Lanes::Splat)
+            }
+            Expr::Unary(op, a) => matches!(op, UnaryOp::Neg | UnaryOp::Abs | UnaryOp::Sqrt)
+                .then(|| self.vector_lanes(a, v))
+                .flatten(),
+            Expr::Binary(op, a, b) => {
+                if !matches!(
+                    op,
+                    BinaryOp::Add
+                        | BinaryOp::Sub
+                        | BinaryOp::Mul
+                        | BinaryOp::Div
+                        | BinaryOp::Max
+                        | BinaryOp::Min
+                ) {
+                    return None;
+                }
+                Some(join(self.vector_lanes(a, v)?, self.vector_lanes(b, v)?))
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether `buffer[index] = value` over the loop of `v` runs four lanes at a time: an f32
+    /// store contiguous in `v` of a value computed lane-wise.
+    fn vectorizable(&self, buffer: BufferId, index: &[Index], value: &Expr, v: Var) -> bool {
+        self.p.buffer(buffer).dtype == DType::F32
+            && self.offset_coeff(buffer, index, v) == Some(1)
+            && self.vector_lanes(value, v).is_some()
+    }
+
+    /// `value` at lanes `v .. v + 4` (`v` bound to the first), as an `f32x4`.
+    fn vexpr(&mut self, e: &Expr, v: Var) -> R<Value> {
+        let lanes = self
+            .vector_lanes(e, v)
+            .ok_or_else(|| CodegenError::Invalid("expression not vectorizable".into()))?;
+        if lanes == Lanes::Splat {
+            let x = self.expr(e)?;
+            return Ok(self.b.ins().splat(types::F32X4, x));
+        }
+        Ok(match e {
+            Expr::Load { buffer, index, .. } => {
+                let (addr, _) = self.address(*buffer, index, false)?;
+                self.b
+                    .ins()
+                    .load(types::F32X4, MemFlagsData::new().with_notrap(), addr, 0)
+            }
+            Expr::Unary(op, a) => {
+                let x = self.vexpr(a, v)?;
+                match op {
+                    UnaryOp::Neg => self.b.ins().fneg(x),
+                    UnaryOp::Abs => self.b.ins().fabs(x),
+                    _ => self.b.ins().sqrt(x),
+                }
+            }
+            Expr::Binary(op, a, c) => {
+                let x = self.vexpr(a, v)?;
+                let y = self.vexpr(c, v)?;
+                let b = &mut self.b;
+                match op {
+                    BinaryOp::Add => b.ins().fadd(x, y),
+                    BinaryOp::Sub => b.ins().fsub(x, y),
+                    BinaryOp::Mul => b.ins().fmul(x, y),
+                    BinaryOp::Div => b.ins().fdiv(x, y),
+                    BinaryOp::Max => b.ins().fmax(x, y),
+                    _ => b.ins().fmin(x, y),
+                }
+            }
+            _ => return Err(CodegenError::Invalid("expression not vectorizable".into())),
+        })
+    }
+
+    /// `buffer[index] = value` for `v` in `lo..hi`: four lanes at a time, then the remainder
+    /// one element at a time.
+    fn vector_loop(
+        &mut self,
+        lo: Value,
+        hi: Value,
+        v: Var,
+        buffer: BufferId,
+        index: &[Index],
+        value: &Expr,
+    ) -> R<()> {
+        let len = self.b.ins().isub(hi, lo);
+        let whole = self.b.ins().band_imm_s(len, !3i64);
+        let mid = self.b.ins().iadd(lo, whole);
+        self.range_loop(lo, mid, 4, |g, iv| {
+            g.vars.insert(v, iv);
+            let x = g.vexpr(value, v)?;
+            let (addr, _) = g.address(buffer, index, false)?;
+            g.b.ins()
+                .store(MemFlagsData::new().with_notrap(), x, addr, 0);
+            Ok(())
+        })?;
+        self.range_loop(mid, hi, 1, |g, iv| {
+            g.vars.insert(v, iv);
+            let x = g.expr(value)?;
+            g.store(buffer, index, x)
+        })
+    }
+}
