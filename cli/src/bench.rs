@@ -41,6 +41,9 @@ EXAMPLES:
   # Compile time and run latency on the LLVM backend, 1 thread, 50 timed runs
   terafab bench model.onnx --backend llvm --threads 1 --iters 50
 
+  # The same on the Cranelift backend (compile time against LLVM's, and run latency)
+  terafab bench model.onnx --backend cranelift --threads 1 --iters 50
+
   # terafab against onnxruntime on five networks, 1 and 2 threads
   scripts/bench-ort.sh";
 
@@ -59,7 +62,7 @@ pub struct BenchArgs {
     /// fusion, code generation), then the median, min and max latency of --iters runs
     #[arg(long, value_enum)]
     pub backend: Option<crate::Backend>,
-    /// Worker threads of the llvm backend (0: one per core)
+    /// Worker threads of the llvm and cranelift backends (0: one per core)
     #[arg(long, value_name = "N", default_value_t = 0, requires = "backend")]
     pub threads: usize,
     /// Timed runs per model (after --warmup untimed ones)
@@ -72,7 +75,7 @@ pub struct BenchArgs {
     /// Also print one JSON object per model (the last line is the last model's)
     #[arg(long, requires = "backend")]
     pub json: bool,
-    /// With --backend llvm: the compile time by stage and a per-kernel profile (mean time per
+    /// With --backend llvm or cranelift: the compile time by stage and a per-kernel profile (mean time per
     /// run of each kernel, from --iters extra runs, slowest first)
     #[arg(long, requires = "backend")]
     pub profile: bool,

@@ -2,7 +2,7 @@
 //!
 //! Per model: load, make random inputs (seed 0) of the shapes `--dim`/`--input-shape` give, run
 //! the pass pipeline and fuse (timed), compile (llvm: code generation, LLVM's O3 and machine
-//! code, timed), then `--warmup` untimed runs and `--iters` timed ones on the same inputs. The
+//! code; cranelift: Cranelift IR and its compilation, then loading; timed), then `--warmup` untimed runs and `--iters` timed ones on the same inputs. The
 //! table gives the compile time and the median, min and max latency; `--json` adds one JSON
 //! line per model (read by scripts/bench_ort.py).
 
@@ -44,12 +44,14 @@ fn time_runs(
     Ok(times)
 }
 
-/// The compile stages' times and the mean time per run of each kernel, slowest first.
+/// The compile stages' times (`stages`, one line), the kernels run by the library call, and
+/// the mean time per run of each kernel, slowest first (`run_profiled` runs once, profiled).
 fn profile(
-    exe: &terafab_llvm::Executable,
+    stages: String,
+    calls: &[(String, String)],
+    run_profiled: &dyn Fn() -> Result<Vec<terafab_runtime::PhaseTime>, CliError>,
     lowered: &crate::compile::Lowered,
     iters: u32,
-    model: &str,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
     let p = &lowered.program;
@@ -57,8 +59,7 @@ fn profile(
     // Each kernel's phases (pack, compute...) in order, with their total times.
     let mut per_phase: Vec<Vec<(String, Duration)>> = vec![Vec::new(); p.kernels.len()];
     for _ in 0..iters {
-        let (_, phases) = exe.run_profiled(&lowered.inputs)?;
-        for ph in phases {
+        for ph in run_profiled()? {
             per_kernel[ph.kernel] += ph.time;
             let name = ph.phase.trim_end_matches(".task");
             let name = name.rsplit('.').next().unwrap_or(name).to_string();
@@ -70,23 +71,9 @@ fn profile(
         }
     }
     let total: Duration = per_kernel.iter().sum();
-    let s = exe.stats();
     let w = |out: &mut dyn Write, line: String| writeln!(out, "{line}").map_err(CliError::Stdout);
-    w(
-        out,
-        format!(
-            "{model}: compile: passes {:.1} ms, fusion {:.1} ms, codegen {:.1} ms, LLVM O3 {:.1} ms, machine code + packing {:.1} ms; arena {} KiB, packed weights {} KiB, GEMM scratch {} KiB",
-            lowered.passes_time.as_secs_f64() * 1e3,
-            lowered.fuse_time.as_secs_f64() * 1e3,
-            s.codegen.as_secs_f64() * 1e3,
-            s.optimize.as_secs_f64() * 1e3,
-            s.finalize.as_secs_f64() * 1e3,
-            s.arena_bytes / 1024,
-            s.packed_bytes / 1024,
-            s.scratch_bytes / 1024
-        ),
-    )?;
-    for (k, why) in &s.calls {
+    w(out, stages)?;
+    for (k, why) in calls {
         w(out, format!("  kernel @{k} runs in the interpreter: {why}"))?;
     }
     let mut order: Vec<usize> = (0..p.kernels.len()).collect();
@@ -135,7 +122,7 @@ pub fn run(args: &BenchArgs, backend: Backend, out: &mut dyn Write) -> Result<()
         ..Default::default()
     };
     let threads = match backend {
-        Backend::Llvm => opts.threads(),
+        Backend::Llvm | Backend::Cranelift => opts.threads(),
         _ => 1,
     };
     let mut rows = Vec::new();
@@ -189,6 +176,38 @@ pub fn run(args: &BenchArgs, backend: Backend, out: &mut dyn Write) -> Result<()
                     times,
                 }
             }
+            Backend::Cranelift => {
+                let lowered = lower(path, module, pipeline, inputs)?;
+                let copts = terafab_cranelift::Options {
+                    threads: args.threads,
+                };
+                let t = Instant::now();
+                let exe = terafab_cranelift::compile(&lowered.program, &copts)?;
+                let codegen = t.elapsed();
+                let times = time_runs(args.warmup, args.iters, || {
+                    exe.run(&lowered.inputs).map_err(CliError::from)
+                })?;
+                if args.profile {
+                    let s = exe.stats();
+                    let stages = format!(
+                        "{model}: compile: passes {:.1} ms, fusion {:.1} ms, Cranelift codegen {:.1} ms, machine code {:.1} ms; arena {} KiB",
+                        lowered.passes_time.as_secs_f64() * 1e3,
+                        lowered.fuse_time.as_secs_f64() * 1e3,
+                        s.codegen.as_secs_f64() * 1e3,
+                        s.finalize.as_secs_f64() * 1e3,
+                        s.arena_bytes / 1024,
+                    );
+                    let run = || Ok(exe.run_profiled(&lowered.inputs)?.1);
+                    profile(stages, &s.calls, &run, &lowered, args.iters, out)?;
+                }
+                Timing {
+                    model,
+                    threads,
+                    compile: lowered.passes_time + lowered.fuse_time + codegen,
+                    kernels: lowered.program.kernels.len(),
+                    times,
+                }
+            }
             Backend::Llvm => {
                 let lowered = lower(path, module, pipeline, inputs)?;
                 let t = Instant::now();
@@ -198,7 +217,20 @@ pub fn run(args: &BenchArgs, backend: Backend, out: &mut dyn Write) -> Result<()
                     exe.run(&lowered.inputs).map_err(CliError::from)
                 })?;
                 if args.profile {
-                    profile(&exe, &lowered, args.iters, &model, out)?;
+                    let s = exe.stats();
+                    let stages = format!(
+                        "{model}: compile: passes {:.1} ms, fusion {:.1} ms, codegen {:.1} ms, LLVM O3 {:.1} ms, machine code + packing {:.1} ms; arena {} KiB, packed weights {} KiB, GEMM scratch {} KiB",
+                        lowered.passes_time.as_secs_f64() * 1e3,
+                        lowered.fuse_time.as_secs_f64() * 1e3,
+                        s.codegen.as_secs_f64() * 1e3,
+                        s.optimize.as_secs_f64() * 1e3,
+                        s.finalize.as_secs_f64() * 1e3,
+                        s.arena_bytes / 1024,
+                        s.packed_bytes / 1024,
+                        s.scratch_bytes / 1024
+                    );
+                    let run = || Ok(exe.run_profiled(&lowered.inputs)?.1);
+                    profile(stages, &s.calls, &run, &lowered, args.iters, out)?;
                 }
                 Timing {
                     model,
@@ -215,6 +247,7 @@ pub fn run(args: &BenchArgs, backend: Backend, out: &mut dyn Write) -> Result<()
         Backend::Interp => "interp",
         Backend::Kernels => "kernels",
         Backend::Llvm => "llvm",
+        Backend::Cranelift => "cranelift",
         Backend::Tile => "tile",
     };
     writeln!(

@@ -39,7 +39,10 @@ EXAMPLES:
   # The tile accelerator's programs (one per kernel; bf16 contractions unless --precision),
   # and the kernel IR they are lowered from (after the contraction split)
   terafab compile examples/mlp.onnx --dim batch=4 --backend tile --config 4x4 --emit tile-asm
-  terafab compile examples/mlp.onnx --dim batch=4 --backend tile --emit tile-kernels";
+  terafab compile examples/mlp.onnx --dim batch=4 --backend tile --emit tile-kernels
+
+  # The Cranelift IR of every kernel (the default with --emit clif)
+  terafab compile examples/mlp.onnx --dim batch=4 --backend cranelift --emit clif";
 
 /// A text form to print instead of building a library.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -57,6 +60,8 @@ pub enum Emit {
     /// The kernel IR the tile programs are lowered from: contractions split into pack, GEMM
     /// and epilogue kernels, each kernel's placement (--backend tile)
     TileKernels,
+    /// Cranelift IR as generated, one function per kernel (--backend cranelift)
+    Clif,
 }
 
 impl Emit {
@@ -71,8 +76,8 @@ pub struct CompileArgs {
     pub model: PathBuf,
     #[command(flatten)]
     pub shapes: ShapeArgs,
-    /// The backend: `llvm` (libraries, objects, LLVM text forms) or `tile` (its text forms;
-    /// the default with --emit tile-asm|tile-kernels)
+    /// The backend: `llvm` (libraries, objects, LLVM text forms), `tile` (its text forms;
+    /// the default with --emit tile-asm|tile-kernels) or `cranelift` (--emit clif, its default)
     #[arg(long, value_enum)]
     pub backend: Option<crate::Backend>,
     #[command(flatten)]
@@ -177,12 +182,25 @@ pub fn cpu(name: &Option<String>) -> terafab_llvm::Cpu {
 pub fn run(args: &CompileArgs, out: &mut dyn Write) -> Result<(), CliError> {
     use crate::Backend;
     let tile_emit = args.emit.is_some_and(Emit::is_tile);
+    let clif_emit = args.emit == Some(Emit::Clif);
     let backend = args.backend.unwrap_or(if tile_emit {
         Backend::Tile
+    } else if clif_emit {
+        Backend::Cranelift
     } else {
         Backend::Llvm
     });
     match (backend, args.emit) {
+        (Backend::Cranelift, Some(Emit::Clif | Emit::Kernels)) => {}
+        (Backend::Cranelift, _) => {
+            return Err(CliError::Usage(
+                "`terafab compile --backend cranelift` prints text forms: --emit clif or kernels"
+                    .into(),
+            ));
+        }
+        (_, Some(Emit::Clif)) => {
+            return Err(CliError::Usage("--emit clif needs --backend cranelift".into()));
+        }
         (Backend::Llvm, _) if !tile_emit => {}
         (Backend::Tile, Some(e)) if e.is_tile() || e == Emit::Kernels => {}
         (Backend::Tile, _) => {
@@ -199,7 +217,7 @@ pub fn run(args: &CompileArgs, out: &mut dyn Write) -> Result<(), CliError> {
         }
         _ => {
             return Err(CliError::Usage(
-                "`terafab compile` supports --backend llvm and tile".into(),
+                "`terafab compile` supports --backend llvm, cranelift and tile".into(),
             ));
         }
     }
@@ -227,6 +245,7 @@ pub fn run(args: &CompileArgs, out: &mut dyn Write) -> Result<(), CliError> {
             Emit::Llvm => terafab_llvm::emit_llvm(p, &cpu, terafab_llvm::IrStage::Generated)?,
             Emit::LlvmOpt => terafab_llvm::emit_llvm(p, &cpu, terafab_llvm::IrStage::Optimized)?,
             Emit::Asm => terafab_llvm::emit_asm(p, &cpu)?,
+            Emit::Clif => terafab_cranelift::emit_clif(p)?,
         };
         return match &args.output {
             Some(path) => std::fs::write(path, text).map_err(|source| CliError::WriteFile {

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use terafab_testsuite::{
-    DEFAULT_SETS, Interpreter, Kernels, Llvm, Optimized, Summary, Tile, compare_expectations,
+    Cranelift, DEFAULT_SETS, Interpreter, Kernels, Llvm, Optimized, Summary, Tile, compare_expectations,
     default_cases_dir, discover, read_expectations, report, run_all, write_expectations,
 };
 
@@ -67,10 +67,10 @@ pub fn run(args: &ConformanceArgs, out: &mut dyn Write) -> Result<(), CliError> 
             || args.backend == Backend::Kernels)
     {
         return Err(err(
-            "--update-expectations needs a full run of the interpreter or the llvm backend (no --filter, default --sets, no --passes)".into(),
+            "--update-expectations needs a full run of the interpreter or a compiled backend (no --filter, default --sets, no --passes)".into(),
         ));
     }
-    // The llvm backend runs the default pipeline first, as `terafab run` does, one worker
+    // The compiled backends run the default pipeline first, as `terafab run` does, one worker
     // thread per case (the cases run in parallel).
     let llvm = || {
         Optimized::new(
@@ -89,6 +89,13 @@ pub fn run(args: &ConformanceArgs, out: &mut dyn Write) -> Result<(), CliError> 
             Box::new(Optimized::new(p, Kernels).map_err(|e| err(format!("--passes: {e}")))?)
         }
         (Backend::Llvm, _) => Box::new(llvm()?),
+        (Backend::Cranelift, _) => Box::new(
+            Optimized::new(
+                args.passes.as_deref().unwrap_or("default"),
+                Cranelift::single_threaded(),
+            )
+            .map_err(|e| err(format!("--passes: {e}")))?,
+        ),
         (Backend::Tile, _) => Box::new(
             Optimized::new(
                 args.passes.as_deref().unwrap_or("default"),
@@ -159,6 +166,7 @@ fn backend_name(b: Backend) -> &'static str {
         // The kernel IR must pass exactly what the interpreter passes.
         Backend::Interp | Backend::Kernels => "interp",
         Backend::Llvm => "llvm",
+        Backend::Cranelift => "cranelift",
         Backend::Tile => "tile",
     }
 }

@@ -118,6 +118,8 @@ pub enum CliError {
     MemPlan(#[from] terafab_passes::MemPlanError),
     #[error(transparent)]
     Llvm(#[from] terafab_llvm::LlvmError),
+    #[error(transparent)]
+    Cranelift(#[from] terafab_cranelift::CraneliftError),
     #[error("{0}")]
     Usage(String),
     #[error("--print-ir-after takes a pass name, and `{name}` is a named pipeline")]

@@ -10,7 +10,8 @@
 //!   pass pipeline).
 //! - `terafab plan-memory`: print the arena plan of a model's intermediate tensors.
 //! - `terafab compile`: a model to a shared library or object with a C header (LLVM, ahead of
-//!   time), or to a text form (`--emit kernels|llvm|llvm-opt|asm`).
+//!   time), or to a text form (`--emit kernels|llvm|llvm-opt|asm`, `--backend cranelift
+//!   --emit clif`).
 //! - `terafab bench`: time a pass pipeline on models (median, min and max of several runs), or
 //!   with `--backend`, a model's compile time and run latency.
 //!
@@ -220,6 +221,9 @@ pub enum Backend {
     Kernels,
     /// Fusion into kernels compiled to native code by LLVM (JIT), run on a thread pool
     Llvm,
+    /// Fusion into kernels compiled to native code by Cranelift (JIT; compiles much faster than
+    /// LLVM, runs slower), on the same runtime and thread pool
+    Cranelift,
     /// Fusion into kernels lowered to the simulated tile accelerator (--config); kernels it
     /// cannot run yet run on the host; prints the simulator's report
     Tile,
@@ -252,10 +256,10 @@ pub struct RunArgs {
     /// What runs the model
     #[arg(long, value_enum, default_value_t = Backend::Llvm)]
     pub backend: Backend,
-    /// Worker threads of the llvm backend (0: one per core)
+    /// Worker threads of the llvm and cranelift backends (0: one per core)
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub threads: usize,
-    /// Passes run before the kernels and llvm backends fuse the model (`none`: none)
+    /// Passes run before the kernels, llvm and cranelift backends fuse the model (`none`: none)
     #[arg(long, value_name = "P,P,..", default_value = "default")]
     pub passes: String,
     #[command(flatten)]

@@ -87,7 +87,7 @@ pub fn run(args: &RunArgs, out: &mut dyn Write) -> Result<(), CliError> {
                 source: Box::new(source),
             })?
         }
-        Backend::Kernels | Backend::Llvm | Backend::Tile => {
+        Backend::Kernels | Backend::Llvm | Backend::Cranelift | Backend::Tile => {
             let mut module = module.clone();
             if pipeline != "none" {
                 terafab_passes::run_pipeline(&mut module, &pipeline, Default::default())
@@ -113,6 +113,11 @@ pub fn run(args: &RunArgs, out: &mut dyn Write) -> Result<(), CliError> {
                     w(out, format!("trace: {}", path.display()))?;
                 }
                 results
+            } else if args.backend == Backend::Cranelift {
+                let opts = terafab_cranelift::Options {
+                    threads: args.threads,
+                };
+                terafab_cranelift::run_function(f, &tensors, &opts)?
             } else {
                 let opts = terafab_llvm::Options {
                     threads: args.threads,

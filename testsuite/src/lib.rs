@@ -240,6 +240,33 @@ impl Backend for Llvm {
     }
 }
 
+/// The Cranelift CPU backend (`terafab_cranelift`): fused into kernels like [`Kernels`], each
+/// kernel program compiled to machine code by Cranelift and run in this process with the given
+/// thread count (on the runtime the LLVM backend uses).
+pub struct Cranelift {
+    pub options: terafab_cranelift::Options,
+}
+
+impl Cranelift {
+    /// One worker thread (the suite runs cases in parallel).
+    pub fn single_threaded() -> Self {
+        Cranelift {
+            options: terafab_cranelift::Options { threads: 1 },
+        }
+    }
+}
+
+impl Backend for Cranelift {
+    fn name(&self) -> &str {
+        "cranelift"
+    }
+
+    fn run(&self, m: &Module, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, String> {
+        let f = m.entry().ok_or("the module has no function")?;
+        terafab_cranelift::run_function(f, &inputs, &self.options).map_err(|e| error_chain(&e))
+    }
+}
+
 /// The tile backend (`terafab_tile::backend`): fused into kernels like [`Kernels`]; every
 /// kernel the accelerator can run is lowered and simulated (functionally, bit-exact) on the
 /// configured machine, the others run on the host by the kernel interpreter.
