@@ -199,7 +199,9 @@ pub fn run(args: &CompileArgs, out: &mut dyn Write) -> Result<(), CliError> {
             ));
         }
         (_, Some(Emit::Clif)) => {
-            return Err(CliError::Usage("--emit clif needs --backend cranelift".into()));
+            return Err(CliError::Usage(
+                "--emit clif needs --backend cranelift".into(),
+            ));
         }
         (Backend::Llvm, _) if !tile_emit => {}
         (Backend::Tile, Some(e)) if e.is_tile() || e == Emit::Kernels => {}

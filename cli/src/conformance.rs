@@ -9,8 +9,9 @@ use std::path::PathBuf;
 
 use clap::Args;
 use terafab_testsuite::{
-    Cranelift, DEFAULT_SETS, Interpreter, Kernels, Llvm, Optimized, Summary, Tile, compare_expectations,
-    default_cases_dir, discover, read_expectations, report, run_all, write_expectations,
+    Cranelift, DEFAULT_SETS, Interpreter, Kernels, Llvm, Optimized, Summary, Tile,
+    compare_expectations, default_cases_dir, discover, read_expectations, report, run_all,
+    write_expectations,
 };
 
 use crate::Backend;

@@ -20,7 +20,7 @@
 //! plan: the first two run through the runtime's call (the kernel interpreter), GEMM-form
 //! kernels run as plain loops (no packed GEMM in this backend yet).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{
@@ -32,7 +32,7 @@ use cranelift_module::{FuncId, Linkage, Module};
 use terafab_ir::kernel::{
     Body, BufferId, Expr, Index, Kernel, KernelProgram, Local, LoopNest, Stage, Var,
 };
-use terafab_ir::{BinaryOp, DType, UnaryOp};
+use terafab_ir::{BinaryOp, DType, ReduceKind, UnaryOp};
 
 use crate::CodegenError;
 use crate::libm::Helper;
@@ -114,6 +114,8 @@ pub fn generate<M: Module>(module: &mut M, p: &KernelProgram, emit: bool) -> R<G
                 vars: HashMap::new(),
                 extents: HashMap::new(),
                 locals: HashMap::new(),
+                vplanned: HashSet::new(),
+                vlocals: HashMap::new(),
             };
             let ntasks = g.loop_kernel(k, nest).map_err(|e| in_kernel(&k.name, e))?;
             g.b.seal_all_blocks();
@@ -200,6 +202,10 @@ pub(crate) struct FnGen<'a, 'f> {
     vars: HashMap<Var, Value>,
     extents: HashMap<Var, usize>,
     locals: HashMap<Local, (Value, DType)>,
+    /// Reduction locals computed four lanes at a time (see [`FnGen::lane_stages`]), and their
+    /// `f32x4` values once computed.
+    vplanned: HashSet<Local>,
+    vlocals: HashMap<Local, Value>,
 }
 
 /// The one thing a function needs of its module: importing a declared function.
@@ -258,11 +264,23 @@ impl FnGen<'_, '_> {
 
     /// The task function of a loop nest; returns its task count.
     fn loop_kernel(&mut self, k: &Kernel, nest: &LoopNest) -> R<u64> {
+        for (d, &n) in nest.space.iter().enumerate() {
+            self.extents.insert(Var(d as u32), n);
+        }
+        // The last space dim runs four lanes at a time where every stage allows it (then it is
+        // never part of the parallel prefix, unless it is the only dim).
+        let last = Var(nest.space.len().saturating_sub(1) as u32);
+        let lanes = !nest.space.is_empty() && self.lane_stages(&nest.stages, last);
+        let max_prefix = if lanes && nest.space.len() > 1 {
+            nest.space.len() - 1
+        } else {
+            nest.space.len()
+        };
         // The parallel prefix: the fewest leading dims with at least 64 points (all of them
         // when there are fewer); tasks as the LLVM backend splits them.
         let mut prefix = 0;
         let mut total: u64 = 1;
-        while prefix < nest.space.len() && total < 64 {
+        while prefix < max_prefix && total < 64 {
             total *= nest.space[prefix] as u64;
             prefix += 1;
         }
@@ -300,9 +318,6 @@ impl FnGen<'_, '_> {
             );
             self.ptrs.insert(b, ptr);
         }
-        for (d, &n) in nest.space.iter().enumerate() {
-            self.extents.insert(Var(d as u32), n);
-        }
         let lo = self.b.ins().imul_imm_s(task, chunk as i64);
         let end = self.b.ins().iadd_imm_s(lo, chunk as i64);
         let total_v = self.iconst(total as i64);
@@ -312,39 +327,21 @@ impl FnGen<'_, '_> {
         let rest: Vec<(Var, usize)> = (prefix..nest.space.len())
             .map(|d| (Var(d as u32), nest.space[d]))
             .collect();
-        // A lone elementwise store over the space: its last space dim may be vectorized.
-        let lone_store = match nest.stages.as_slice() {
-            [
-                Stage::Store {
-                    buffer,
-                    vars,
-                    index,
-                    value,
-                },
-            ] if vars.is_empty() && !nest.space.is_empty() => Some((*buffer, index, value)),
-            _ => None,
-        };
-        let last = Var(nest.space.len().saturating_sub(1) as u32);
-        match lone_store {
-            Some((buffer, index, value))
-                if nest.space.len() == 1 && self.vectorizable(buffer, index, value, last) =>
-            {
-                // The flat prefix is the only variable.
-                self.vector_loop(lo, hi, last, buffer, index, value)?;
+        match lanes {
+            true if nest.space.len() == 1 => {
+                self.lane_loop(lo, hi, last, &nest.stages)?;
             }
-            Some((buffer, index, value))
-                if !rest.is_empty() && self.vectorizable(buffer, index, value, last) =>
-            {
+            true => {
                 self.range_loop(lo, hi, 1, |g, flat| {
                     g.split_prefix(flat, prefix, &nest.space);
                     let (outer, _) = rest.split_at(rest.len() - 1);
                     g.nest(outer, &mut |g| {
                         let (z, n) = (g.iconst(0), g.iconst(nest.space[last.0 as usize] as i64));
-                        g.vector_loop(z, n, last, buffer, index, value)
+                        g.lane_loop(z, n, last, &nest.stages)
                     })
                 })?;
             }
-            _ => {
+            false => {
                 self.range_loop(lo, hi, 1, |g, flat| {
                     g.split_prefix(flat, prefix, &nest.space);
                     g.nest(&rest, &mut |g| g.stages(&nest.stages))
@@ -745,6 +742,7 @@ impl FnGen<'_, '_> {
                 }
             }
             Expr::Const(t) => (t.dtype() == DType::F32).then_some(Lanes::Splat),
+            Expr::Local(l) if self.vplanned.contains(l) => Some(Lanes::Contiguous),
             Expr::Local(l) => {
                 (self.locals.get(l).map(|x| x.1) == Some(DType::F32)).then_some(Lanes::Splat)
             }
@@ -787,6 +785,10 @@ impl FnGen<'_, '_> {
             return Ok(self.b.ins().splat(types::F32X4, x));
         }
         Ok(match e {
+            Expr::Local(l) => *self
+                .vlocals
+                .get(l)
+                .ok_or_else(|| CodegenError::Invalid(format!("local t{} undefined", l.0)))?,
             Expr::Load { buffer, index, .. } => {
                 let (addr, _) = self.address(*buffer, index, false)?;
                 self.b
@@ -815,6 +817,100 @@ impl FnGen<'_, '_> {
                 }
             }
             _ => return Err(CodegenError::Invalid("expression not vectorizable".into())),
+        })
+    }
+
+    /// Whether all of a nest's stages can run four lanes of the space variable `v` at a time:
+    /// f32 reductions (any kind) of lane-wise bodies over their own loops (each lane keeps its
+    /// own accumulator, summed in the same order as the scalar loop), and stores without loops
+    /// of their own, contiguous in `v`, of lane-wise values. Plans the reductions' locals as
+    /// lane vectors (cleared again when the answer is no).
+    fn lane_stages(&mut self, stages: &[Stage], v: Var) -> bool {
+        self.vplanned.clear();
+        let mut ok = !stages.is_empty();
+        for s in stages {
+            if !ok {
+                break;
+            }
+            match s {
+                Stage::Reduce {
+                    local, vars, body, ..
+                } => {
+                    for (w, n) in vars {
+                        self.extents.insert(*w, *n);
+                    }
+                    ok = self.vector_lanes(body, v).is_some();
+                    self.vplanned.insert(*local);
+                }
+                Stage::Store {
+                    buffer,
+                    vars,
+                    index,
+                    value,
+                } => ok = vars.is_empty() && self.vectorizable(*buffer, index, value, v),
+            }
+        }
+        if !ok {
+            self.vplanned.clear();
+        }
+        ok
+    }
+
+    /// The stages of a nest (planned by [`FnGen::lane_stages`]) for `v` in `lo..hi`: four lanes
+    /// at a time, then the remainder one point at a time.
+    fn lane_loop(&mut self, lo: Value, hi: Value, v: Var, stages: &[Stage]) -> R<()> {
+        let len = self.b.ins().isub(hi, lo);
+        let whole = self.b.ins().band_imm_s(len, !3i64);
+        let mid = self.b.ins().iadd(lo, whole);
+        self.range_loop(lo, mid, 4, |g, iv| {
+            g.vars.insert(v, iv);
+            for s in stages {
+                match s {
+                    Stage::Reduce {
+                        local,
+                        kind,
+                        vars,
+                        body,
+                    } => {
+                        let acc = g.b.declare_var(types::F32X4);
+                        let id = g.identity(*kind, DType::F32)?;
+                        let id = g.b.ins().splat(types::F32X4, id);
+                        g.b.def_var(acc, id);
+                        g.nest(vars, &mut |g| {
+                            let x = g.vexpr(body, v)?;
+                            let a = g.b.use_var(acc);
+                            let r = match kind {
+                                ReduceKind::Sum => g.b.ins().fadd(a, x),
+                                ReduceKind::Prod => g.b.ins().fmul(a, x),
+                                ReduceKind::Max => g.b.ins().fmax(a, x),
+                                ReduceKind::Min => g.b.ins().fmin(a, x),
+                            };
+                            g.b.def_var(acc, r);
+                            Ok(())
+                        })?;
+                        let r = g.b.use_var(acc);
+                        g.vlocals.insert(*local, r);
+                    }
+                    Stage::Store {
+                        buffer,
+                        index,
+                        value,
+                        ..
+                    } => {
+                        let x = g.vexpr(value, v)?;
+                        let (addr, _) = g.address(*buffer, index, false)?;
+                        g.b.ins()
+                            .store(MemFlagsData::new().with_notrap(), x, addr, 0);
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        self.vplanned.clear();
+        self.vlocals.clear();
+        self.range_loop(mid, hi, 1, |g, iv| {
+            g.vars.insert(v, iv);
+            g.stages(stages)
         })
     }
 

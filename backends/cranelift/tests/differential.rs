@@ -129,17 +129,21 @@ proptest! {
         check_tol(&src, inputs, 0.0)?;
     }
 
-    /// Row sums, row maxima and a softmax over the last axis.
+    /// Row sums, row maxima and a softmax over the last axis; column sums and minima (four
+    /// columns at a time).
     #[test]
     fn reductions_match_the_interpreter(rows in dim(), cols in dim(), seed in any::<u64>()) {
         let s = ty(&[rows, cols]);
         let r = ty(&[rows]);
+        let c = ty(&[cols]);
         let src = format!(
-            "func @main(%x: {s}) -> (s: {r}, m: {r}, p: {s}) {{
+            "func @main(%x: {s}) -> (s: {r}, m: {r}, p: {s}, cs: {c}, cm: {c}) {{
   %s = reduce_sum(%x) {{axes=[1], keep_dims=false}} : {r}
   %m = reduce_max(%x) {{axes=[1], keep_dims=false}} : {r}
   %p = softmax(%x) {{axes=[1]}} : {s}
-  return %s, %m, %p
+  %cs = reduce_sum(%x) {{axes=[0], keep_dims=false}} : {c}
+  %cm = reduce_min(%x) {{axes=[0], keep_dims=false}} : {c}
+  return %s, %m, %p, %cs, %cm
 }}
 ");
         let inputs = vec![Tensor::from_vec(vec![rows, cols], values(rows * cols, seed)).unwrap()];

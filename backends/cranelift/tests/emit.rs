@@ -52,6 +52,22 @@ fn pad_div_clif() {
     insta::assert_snapshot!("pad_div", emit_clif(&common::fuse_text(PAD_DIV)).unwrap());
 }
 
+/// A matmul with a bias and ReLU computes four output columns at a time (one f32x4 accumulator
+/// over k, lane-wise epilogue, scalar remainder for the ninth column).
+#[test]
+fn contractions_run_four_columns_at_a_time() {
+    let src = "func @main(%a: f32[5,7], %b: f32[7,9], %c: f32[9]) -> (y: f32[5,9]) {
+  %m = dot_general(%a, %b) {lhs_batch=[], rhs_batch=[], lhs_contract=[1], rhs_contract=[0]} : f32[5,9]
+  %s = add(%m, %c) : f32[5,9]
+  %z = constant() {value=dense<f32[]>[0.0]} : f32[]
+  %y = max(%s, %z) : f32[5,9]
+  return %y
+}";
+    let text = emit_clif(&common::fuse_text(src)).unwrap();
+    assert!(text.contains("splat.f32x4"), "{text}");
+    assert!(text.contains("load.f32x4"), "{text}");
+}
+
 /// Every kernel of these programs is compiled (none falls back to the runtime's call).
 #[test]
 fn loop_nests_are_compiled_not_called() {
