@@ -116,6 +116,7 @@ pub fn generate<M: Module>(module: &mut M, p: &KernelProgram, emit: bool) -> R<G
                 locals: HashMap::new(),
                 vplanned: HashSet::new(),
                 vlocals: HashMap::new(),
+                group: 0,
             };
             let ntasks = g.loop_kernel(k, nest).map_err(|e| in_kernel(&k.name, e))?;
             g.b.seal_all_blocks();
@@ -205,7 +206,9 @@ pub(crate) struct FnGen<'a, 'f> {
     /// Reduction locals computed four lanes at a time (see [`FnGen::lane_stages`]), and their
     /// `f32x4` values once computed.
     vplanned: HashSet<Local>,
-    vlocals: HashMap<Local, Value>,
+    vlocals: HashMap<Local, Vec<Value>>,
+    /// The group of four lanes being generated (an index into `vlocals`' values).
+    group: usize,
 }
 
 /// The one thing a function needs of its module: importing a declared function.
@@ -788,6 +791,7 @@ impl FnGen<'_, '_> {
             Expr::Local(l) => *self
                 .vlocals
                 .get(l)
+                .and_then(|v| v.get(self.group))
                 .ok_or_else(|| CodegenError::Invalid(format!("local t{} undefined", l.0)))?,
             Expr::Load { buffer, index, .. } => {
                 let (addr, _) = self.address(*buffer, index, false)?;
@@ -856,27 +860,58 @@ impl FnGen<'_, '_> {
         ok
     }
 
-    /// The stages of a nest (planned by [`FnGen::lane_stages`]) for `v` in `lo..hi`: four lanes
-    /// at a time, then the remainder one point at a time.
+    /// The stages of a nest (planned by [`FnGen::lane_stages`]) for `v` in `lo..hi`: sixteen
+    /// lanes at a time (four `f32x4` groups, so that reductions keep four independent
+    /// accumulators), then four, then the remainder one point at a time. Every point is
+    /// computed by the same operations in the same order whichever way it is reached.
     fn lane_loop(&mut self, lo: Value, hi: Value, v: Var, stages: &[Stage]) -> R<()> {
         let len = self.b.ins().isub(hi, lo);
-        let whole = self.b.ins().band_imm_s(len, !3i64);
-        let mid = self.b.ins().iadd(lo, whole);
-        self.range_loop(lo, mid, 4, |g, iv| {
+        let whole16 = self.b.ins().band_imm_s(len, !15i64);
+        let mid16 = self.b.ins().iadd(lo, whole16);
+        let whole4 = self.b.ins().band_imm_s(len, !3i64);
+        let mid4 = self.b.ins().iadd(lo, whole4);
+        self.range_loop(lo, mid16, 16, |g, iv| g.lane_groups(iv, 4, v, stages))?;
+        self.range_loop(mid16, mid4, 4, |g, iv| g.lane_groups(iv, 1, v, stages))?;
+        self.vplanned.clear();
+        self.vlocals.clear();
+        self.range_loop(mid4, hi, 1, |g, iv| {
             g.vars.insert(v, iv);
-            for s in stages {
-                match s {
-                    Stage::Reduce {
-                        local,
-                        kind,
-                        vars,
-                        body,
-                    } => {
-                        let acc = g.b.declare_var(types::F32X4);
-                        let id = g.identity(*kind, DType::F32)?;
-                        let id = g.b.ins().splat(types::F32X4, id);
-                        g.b.def_var(acc, id);
-                        g.nest(vars, &mut |g| {
+            g.stages(stages)
+        })
+    }
+
+    /// The stages for `groups` groups of four lanes starting at `v = iv`.
+    fn lane_groups(&mut self, iv: Value, groups: usize, v: Var, stages: &[Stage]) -> R<()> {
+        let starts: Vec<Value> = (0..groups)
+            .map(|u| {
+                if u == 0 {
+                    iv
+                } else {
+                    self.b.ins().iadd_imm_s(iv, 4 * u as i64)
+                }
+            })
+            .collect();
+        for s in stages {
+            match s {
+                Stage::Reduce {
+                    local,
+                    kind,
+                    vars,
+                    body,
+                } => {
+                    let id = self.identity(*kind, DType::F32)?;
+                    let id = self.b.ins().splat(types::F32X4, id);
+                    let accs: Vec<_> = (0..groups)
+                        .map(|_| {
+                            let acc = self.b.declare_var(types::F32X4);
+                            self.b.def_var(acc, id);
+                            acc
+                        })
+                        .collect();
+                    self.nest(vars, &mut |g| {
+                        for (u, &acc) in accs.iter().enumerate() {
+                            g.vars.insert(v, starts[u]);
+                            g.group = u;
                             let x = g.vexpr(body, v)?;
                             let a = g.b.use_var(acc);
                             let r = match kind {
@@ -886,32 +921,32 @@ impl FnGen<'_, '_> {
                                 ReduceKind::Min => g.b.ins().fmin(a, x),
                             };
                             g.b.def_var(acc, r);
-                            Ok(())
-                        })?;
-                        let r = g.b.use_var(acc);
-                        g.vlocals.insert(*local, r);
-                    }
-                    Stage::Store {
-                        buffer,
-                        index,
-                        value,
-                        ..
-                    } => {
-                        let x = g.vexpr(value, v)?;
-                        let (addr, _) = g.address(*buffer, index, false)?;
-                        g.b.ins()
+                        }
+                        Ok(())
+                    })?;
+                    let rs = accs.iter().map(|&acc| self.b.use_var(acc)).collect();
+                    self.vlocals.insert(*local, rs);
+                }
+                Stage::Store {
+                    buffer,
+                    index,
+                    value,
+                    ..
+                } => {
+                    for (u, &start) in starts.iter().enumerate() {
+                        self.vars.insert(v, start);
+                        self.group = u;
+                        let x = self.vexpr(value, v)?;
+                        let (addr, _) = self.address(*buffer, index, false)?;
+                        self.b
+                            .ins()
                             .store(MemFlagsData::new().with_notrap(), x, addr, 0);
                     }
                 }
             }
-            Ok(())
-        })?;
-        self.vplanned.clear();
-        self.vlocals.clear();
-        self.range_loop(mid, hi, 1, |g, iv| {
-            g.vars.insert(v, iv);
-            g.stages(stages)
-        })
+        }
+        self.group = 0;
+        Ok(())
     }
 
     /// `buffer[index] = value` for `v` in `lo..hi`: four lanes at a time, then the remainder

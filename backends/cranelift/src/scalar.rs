@@ -163,12 +163,12 @@ impl FnGen<'_, '_> {
     }
 
     /// An f64 result of the interpreter's f64 computation, rounded to the float type `d`.
-    fn from_f64(&mut self, r: Value, d: DType) -> R<Value> {
+    fn round_f64_to(&mut self, r: Value, d: DType) -> R<Value> {
         self.convert(r, DType::F64, d)
     }
 
     /// The register value `x` of float type `d` widened to f64.
-    fn to_f64(&mut self, x: Value, d: DType) -> Value {
+    fn widen_to_f64(&mut self, x: Value, d: DType) -> Value {
         if d == DType::F64 {
             x
         } else {
@@ -200,9 +200,9 @@ impl FnGen<'_, '_> {
                 _ => None,
             };
             if let Some(h) = call {
-                let w = self.to_f64(x, d);
+                let w = self.widen_to_f64(x, d);
                 let r = self.helper(h, &[w])?;
-                return self.from_f64(r, d);
+                return self.round_f64_to(r, d);
             }
             let r = match op {
                 UnaryOp::Neg => self.b.ins().fneg(x),
@@ -224,13 +224,13 @@ impl FnGen<'_, '_> {
                 }
                 UnaryOp::Logistic => {
                     // 1 / (1 + e^-x) in f64, as the interpreter.
-                    let w = self.to_f64(x, d);
+                    let w = self.widen_to_f64(x, d);
                     let n = self.b.ins().fneg(w);
                     let e = self.helper(Helper::Exp, &[n])?;
                     let one = self.b.ins().f64const(1.0);
                     let den = self.b.ins().fadd(one, e);
                     let r = self.b.ins().fdiv(one, den);
-                    return self.from_f64(r, d);
+                    return self.round_f64_to(r, d);
                 }
                 UnaryOp::Floor => self.b.ins().floor(x),
                 UnaryOp::Ceil => self.b.ins().ceil(x),
@@ -305,9 +305,9 @@ impl FnGen<'_, '_> {
                     } else {
                         Helper::Pow
                     };
-                    let (a, c) = (self.to_f64(x, d), self.to_f64(y, d));
+                    let (a, c) = (self.widen_to_f64(x, d), self.widen_to_f64(y, d));
                     let r = self.helper(h, &[a, c])?;
-                    return self.from_f64(r, d);
+                    return self.round_f64_to(r, d);
                 }
                 _ => return Err(invalid(op, d)),
             };
