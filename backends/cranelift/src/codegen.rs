@@ -10,11 +10,14 @@
 //! negative), loads with a fill value check only the dims whose index interval leaves the
 //! buffer.
 //!
-//! 128-bit SIMD: where a store's innermost loop is over a variable that the stored value only
-//! reads contiguously (element offset coefficient 1) or not at all, over f32 with ops that have
-//! exact lane-wise forms (`+ - * /`, min, max, neg, abs, sqrt), the loop runs four lanes at a
-//! time (`f32x4`) and finishes the remainder one element at a time. Each element is computed
-//! by the same operations either way, so results do not depend on the split.
+//! 128-bit SIMD, over f32 with ops that have exact lane-wise forms (`+ - * /`, min, max, neg,
+//! abs, sqrt): where every stage of a nest allows it, its last space dim runs sixteen and then
+//! four lanes at a time (reductions keep one `f32x4` accumulator per group of four lanes, the
+//! epilogue stores lane-wise), else a store's own innermost loop does. Loads contiguous in the
+//! lane variable are vector loads, loads independent of it are splats, other loads (strided,
+//! bounds-checked padding) are gathered lane by lane; stores must be contiguous. The remainder
+//! runs one element at a time. Each element is computed by the same operations in the same
+//! order either way, so results do not depend on the split (nor on the thread count).
 //!
 //! Call kernels, kernels touching float8 types and kernels of the GEMM form all have their
 //! plan: the first two run through the runtime's call (the kernel interpreter), GEMM-form
@@ -229,6 +232,8 @@ enum Lanes {
     Splat,
     /// Consecutive elements.
     Contiguous,
+    /// Different elements, read one lane at a time.
+    Gather,
 }
 
 impl FnGen<'_, '_> {
@@ -733,16 +738,17 @@ impl FnGen<'_, '_> {
                 index,
                 fill,
             } => {
-                if self.p.buffer(*buffer).dtype != DType::F32
-                    || (fill.is_some() && self.needs_check(*buffer, index))
-                {
+                if self.p.buffer(*buffer).dtype != DType::F32 {
                     return None;
                 }
-                match self.offset_coeff(*buffer, index, v)? {
-                    0 => Some(Lanes::Splat),
-                    1 => Some(Lanes::Contiguous),
-                    _ => None,
-                }
+                // Lane-varying loads that are not plain contiguous ones (strided, with bounds
+                // checks, `v` under a division) are gathered one lane at a time.
+                let checked = fill.is_some() && self.needs_check(*buffer, index);
+                Some(match self.offset_coeff(*buffer, index, v) {
+                    Some(0) if !checked => Lanes::Splat,
+                    Some(1) if !checked => Lanes::Contiguous,
+                    _ => Lanes::Gather,
+                })
             }
             Expr::Const(t) => (t.dtype() == DType::F32).then_some(Lanes::Splat),
             Expr::Local(l) if self.vplanned.contains(l) => Some(Lanes::Contiguous),
@@ -793,6 +799,30 @@ impl FnGen<'_, '_> {
                 .get(l)
                 .and_then(|v| v.get(self.group))
                 .ok_or_else(|| CodegenError::Invalid(format!("local t{} undefined", l.0)))?,
+            Expr::Load {
+                buffer,
+                index,
+                fill,
+            } if lanes == Lanes::Gather => {
+                let start = *self.vars.get(&v).ok_or_else(|| {
+                    CodegenError::Invalid(format!("loop variable #{} unbound", v.0))
+                })?;
+                let mut x = None;
+                for lane in 0..4u8 {
+                    let at = match lane {
+                        0 => start,
+                        j => self.b.ins().iadd_imm_s(start, j as i64),
+                    };
+                    self.vars.insert(v, at);
+                    let y = self.load(*buffer, index, fill.as_ref())?;
+                    x = Some(match x {
+                        None => self.b.ins().splat(types::F32X4, y),
+                        Some(x) => self.b.ins().insertlane(x, y, lane),
+                    });
+                }
+                self.vars.insert(v, start);
+                x.ok_or_else(|| CodegenError::Invalid("no lanes".into()))?
+            }
             Expr::Load { buffer, index, .. } => {
                 let (addr, _) = self.address(*buffer, index, false)?;
                 self.b

@@ -53,7 +53,8 @@ fn pad_div_clif() {
 }
 
 /// A matmul with a bias and ReLU computes four output columns at a time (one f32x4 accumulator
-/// over k, lane-wise epilogue, scalar remainder for the ninth column).
+/// over k, lane-wise epilogue, scalar remainder for the ninth column); so does a padded
+/// convolution (four output pixels of a row).
 #[test]
 fn contractions_run_four_columns_at_a_time() {
     let src = "func @main(%a: f32[5,7], %b: f32[7,9], %c: f32[9]) -> (y: f32[5,9]) {
@@ -66,6 +67,14 @@ fn contractions_run_four_columns_at_a_time() {
     let text = emit_clif(&common::fuse_text(src)).unwrap();
     assert!(text.contains("splat.f32x4"), "{text}");
     assert!(text.contains("load.f32x4"), "{text}");
+    // A padded convolution: the input's bounds-checked loads are gathered lane by lane.
+    let conv = "func @main(%x: f32[1,2,6,6], %w: f32[3,2,3,3]) -> (y: f32[1,3,6,6]) {
+  %y = conv(%x, %w) {stride=[1, 1], pad_low=[1, 1], pad_high=[1, 1], lhs_dilation=[1, 1], rhs_dilation=[1, 1], groups=1} : f32[1,3,6,6]
+  return %y
+}";
+    let text = emit_clif(&common::fuse_text(conv)).unwrap();
+    assert!(text.contains("insertlane"), "{text}");
+    assert!(text.contains("splat.f32x4"), "{text}");
 }
 
 /// Every kernel of these programs is compiled (none falls back to the runtime's call).
