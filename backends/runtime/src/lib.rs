@@ -568,3 +568,136 @@ impl Loaded {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use terafab_ir::kernel::{Body, Expr, Index, Kernel, KernelKind, LoopNest, Stage, Var};
+
+    #[test]
+    fn aligned_buffers_are_aligned_and_zeroed() {
+        for n in [0, 1, 63, 64, 1000] {
+            let b = AlignedBuf::new(n).unwrap();
+            assert_eq!(b.ptr() as usize % 64, 0);
+            // SAFETY: the buffer has at least max(n, 1) bytes.
+            let s = unsafe { std::slice::from_raw_parts(b.ptr(), n.max(1)) };
+            assert!(s.iter().all(|&x| x == 0));
+        }
+        assert!(matches!(
+            AlignedBuf::new(usize::MAX - 8),
+            Err(RuntimeError::Runtime(_))
+        ));
+    }
+
+    #[test]
+    fn strided_buffers_round_trip_through_tensors() {
+        // A 2x3 buffer stored column-major (strides [1, 2]).
+        let mut buf = Buffer::new("b", DType::I32, vec![2, 3], Storage::Temp);
+        buf.strides = vec![1, 2];
+        let t = Tensor::from_vec(vec![2, 3], vec![1i32, 2, 3, 4, 5, 6]).unwrap();
+        let mut mem = vec![0i32; 6];
+        // SAFETY: `mem` has the buffer's span (6 elements).
+        unsafe { write_buffer(&buf, mem.as_mut_ptr() as *mut u8, &t) };
+        assert_eq!(mem, [1, 4, 2, 5, 3, 6]);
+        // SAFETY: as above, written.
+        let back = unsafe { read_buffer(&buf, mem.as_ptr() as *const u8) }.unwrap();
+        assert!(back.bit_eq(&t));
+    }
+
+    static HITS: [AtomicU32; 100] = [const { AtomicU32::new(0) }; 100];
+
+    unsafe extern "C" fn count(_bufs: *mut *mut u8, t: i64) {
+        HITS[t as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    #[test]
+    fn parallel_for_runs_every_task_once_on_any_pool() {
+        for threads in [1, 3] {
+            for h in &HITS {
+                h.store(0, Ordering::Relaxed);
+            }
+            let p = pool(threads).unwrap();
+            let mut table: Vec<*mut u8> = Vec::new();
+            // SAFETY: `count` reads nothing of the table.
+            unsafe {
+                parallel_for(
+                    Arc::as_ptr(&p) as *const c_void,
+                    count,
+                    table.as_mut_ptr(),
+                    100,
+                )
+            };
+            assert!(HITS.iter().all(|h| h.load(Ordering::Relaxed) == 1));
+        }
+    }
+
+    /// `y[i] = x[i]` as a one-kernel program, run with a driver that calls the kernel through
+    /// the runtime's library call (the kernel interpreter).
+    fn copy_program() -> KernelProgram {
+        let mut p = KernelProgram::new("copy");
+        let x = p.add_buffer(Buffer::new("x", DType::F32, vec![5], Storage::Input(0)));
+        let y = p.add_buffer(Buffer::new("y", DType::F32, vec![5], Storage::Temp));
+        p.inputs.push(x);
+        p.outputs.push(("y".into(), y));
+        p.kernels.push(Kernel {
+            name: "k0".into(),
+            kind: KernelKind::Movement,
+            inputs: vec![x],
+            outputs: vec![y],
+            body: Body::Loops(LoopNest {
+                space: vec![5],
+                stages: vec![Stage::Store {
+                    buffer: y,
+                    vars: vec![],
+                    index: vec![Index::Var(Var(0))],
+                    value: Expr::Load {
+                        buffer: x,
+                        index: vec![Index::Var(Var(0))],
+                        fill: None,
+                    },
+                }],
+            }),
+            sources: vec![],
+        });
+        p
+    }
+
+    #[test]
+    fn loaded_programs_check_inputs_and_run_call_kernels() {
+        let p = copy_program();
+        let plan = memory_plan(&p).unwrap();
+        let loaded = Loaded::new(&p, &plan, fixed_table(&p, 0), 1, HashMap::new()).unwrap();
+        // SAFETY: the call context and table are the run's own.
+        let driver = |t: *mut *mut u8, rt: &Rt| unsafe { (rt.call)(rt.call_ctx, 0, t) };
+        let x = Tensor::from_vec(vec![5], vec![1.0f32, 2.0, 3.0, 4.0, 5.0]).unwrap();
+        let out = loaded.run(std::slice::from_ref(&x), None, &driver).unwrap();
+        assert!(out[0].bit_eq(&x));
+        let mut times = Vec::new();
+        loaded
+            .run(std::slice::from_ref(&x), Some(&mut times), &driver)
+            .unwrap();
+        assert_eq!(times.len(), 1);
+        assert_eq!(times[0].phase, "call");
+        assert!(matches!(
+            loaded.run(&[], None, &driver),
+            Err(RuntimeError::Input(_))
+        ));
+        let bad = Tensor::from_vec(vec![4], vec![0.0f32; 4]).unwrap();
+        assert!(matches!(
+            loaded.run(&[bad], None, &driver),
+            Err(RuntimeError::Input(_))
+        ));
+        // A driver reporting a failure without a message.
+        let fail = |_: *mut *mut u8, _: &Rt| 7;
+        let err = loaded.run(&[x], None, &fail).unwrap_err();
+        assert!(err.to_string().contains("code 7"), "{err}");
+    }
+
+    #[test]
+    fn non_row_major_inputs_are_unsupported() {
+        let mut p = copy_program();
+        p.buffers[0].strides = vec![2];
+        assert!(matches!(memory_plan(&p), Err(RuntimeError::Unsupported(_))));
+    }
+}
