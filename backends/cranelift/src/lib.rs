@@ -3,15 +3,17 @@
 //! (`terafab_runtime`: the buffer table and arena, the thread pool, the library call).
 //!
 //! - [`codegen`] lowers every loop-nest kernel to one task function (scalar code with the
-//!   interpreter's semantics, [`scalar`]; f32x4 SIMD for simple contiguous stores).
+//!   interpreter's semantics, [`scalar`]; f32x4 SIMD over the last space dim, or a store's
+//!   innermost loop, where the ops allow it).
 //! - [`Executable`] holds the JIT module and runs the kernels in order: compiled kernels through
 //!   the runtime's `parallel_for`, call kernels (and float8 kernels) through its `call`.
 //! - [`emit_clif`] prints the Cranelift IR of every compiled kernel (`terafab compile --emit
 //!   clif`).
 //!
 //! Compared with the LLVM backend it trades run time for compile time: no packed GEMM
-//! (contractions run as plain loops), no function sharing between kernels of one form, and
-//! Cranelift's optimizer (`opt_level = speed`) instead of LLVM's O3.
+//! (contractions are loop nests, 16 outputs per pass over K in f32x4 where the operands
+//! allow), no function sharing between kernels of one form, f16 conversions through helper
+//! calls, and Cranelift's optimizer (`opt_level = speed`) instead of LLVM's O3.
 //!
 //! Results do not depend on the thread count: every task computes a fixed set of output
 //! elements, the same way whichever thread runs it.

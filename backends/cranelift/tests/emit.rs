@@ -85,3 +85,54 @@ fn loop_nests_are_compiled_not_called() {
         assert!(exe.stats().calls.is_empty(), "{:?}", exe.stats().calls);
     }
 }
+
+/// A kernel the backend cannot lower (here: invalid kernel IR, a loop variable out of scope)
+/// is a typed error naming the kernel, not a panic or a wrong answer.
+#[test]
+fn kernels_that_cannot_be_compiled_are_typed_errors_naming_the_kernel() {
+    use terafab_ir::DType;
+    use terafab_ir::kernel::{
+        Body, Buffer, Expr, Index, Kernel, KernelKind, KernelProgram, LoopNest, Stage, Storage, Var,
+    };
+    let mut p = KernelProgram::new("bad");
+    let x = p.add_buffer(Buffer::new("x", DType::F32, vec![4], Storage::Input(0)));
+    let y = p.add_buffer(Buffer::new("y", DType::F32, vec![4], Storage::Temp));
+    p.inputs.push(x);
+    p.outputs.push(("y".into(), y));
+    p.kernels.push(Kernel {
+        name: "broken".into(),
+        kind: KernelKind::Elementwise,
+        inputs: vec![x],
+        outputs: vec![y],
+        body: Body::Loops(LoopNest {
+            space: vec![4],
+            stages: vec![Stage::Store {
+                buffer: y,
+                vars: vec![],
+                index: vec![Index::Var(Var(0))],
+                value: Expr::Load {
+                    buffer: x,
+                    index: vec![Index::Var(Var(7))],
+                    fill: None,
+                },
+            }],
+        }),
+        sources: vec![],
+    });
+    let err = match compile(&p, &Options { threads: 1 }) {
+        Ok(_) => panic!("compiled an invalid kernel"),
+        Err(e) => e,
+    };
+    assert!(
+        matches!(
+            &err,
+            terafab_cranelift::CraneliftError::Codegen(terafab_cranelift::CodegenError::Kernel {
+                kernel,
+                ..
+            }) if kernel == "broken"
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("@broken"), "{err}");
+    assert!(emit_clif(&p).is_err());
+}
