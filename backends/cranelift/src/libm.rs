@@ -1,6 +1,5 @@
 //! The functions generated code calls: libm's f64 functions (the interpreter's transcendental
-//! functions are Rust's `f64` methods, which call the same libm), and three small helpers (f16
-//! conversions and integer powers). Every symbol is registered with the JIT by address.
+//! functions are Rust's `f64` methods, which call the same libm), and the integer power. Every symbol is registered with the JIT by address.
 
 use cranelift_codegen::ir::{AbiParam, Signature, Type, types};
 use cranelift_codegen::isa::CallConv;
@@ -24,16 +23,6 @@ unsafe extern "C" {
     fn erf(x: f64) -> f64;
     fn pow(x: f64, y: f64) -> f64;
     fn fmod(x: f64, y: f64) -> f64;
-}
-
-/// `f16` bits (low 16 bits of the argument) to f32.
-extern "C" fn tf_f16_to_f32(bits: u32) -> f32 {
-    half::f16::from_bits(bits as u16).to_f32()
-}
-
-/// An f32 rounded to the nearest f16 (ties to even), its bits in the low 16 bits.
-extern "C" fn tf_f32_to_f16(x: f32) -> u32 {
-    half::f16::from_f32(x).to_bits() as u32
 }
 
 /// `x ** y` for integers widened to 64 bits: exact by squaring with wrapping (the low bits are
@@ -79,13 +68,11 @@ pub enum Helper {
     Erf,
     Pow,
     Fmod,
-    F16ToF32,
-    F32ToF16,
     IPow,
 }
 
 impl Helper {
-    pub const ALL: [Helper; 20] = [
+    pub const ALL: [Helper; 18] = [
         Helper::Exp,
         Helper::Log,
         Helper::Sin,
@@ -103,8 +90,6 @@ impl Helper {
         Helper::Erf,
         Helper::Pow,
         Helper::Fmod,
-        Helper::F16ToF32,
-        Helper::F32ToF16,
         Helper::IPow,
     ];
 
@@ -128,8 +113,6 @@ impl Helper {
             Helper::Erf => "erf",
             Helper::Pow => "pow",
             Helper::Fmod => "fmod",
-            Helper::F16ToF32 => "tf_f16_to_f32",
-            Helper::F32ToF16 => "tf_f32_to_f16",
             Helper::IPow => "tf_ipow",
         }
     }
@@ -156,8 +139,6 @@ impl Helper {
             Helper::Erf => f1(erf),
             Helper::Pow => f2(pow),
             Helper::Fmod => f2(fmod),
-            Helper::F16ToF32 => tf_f16_to_f32 as *const u8,
-            Helper::F32ToF16 => tf_f32_to_f16 as *const u8,
             Helper::IPow => tf_ipow as *const u8,
         }
     }
@@ -166,8 +147,6 @@ impl Helper {
     pub fn signature(self, cc: CallConv) -> Signature {
         let (params, ret): (&[Type], Type) = match self {
             Helper::Pow | Helper::Fmod => (&[types::F64, types::F64], types::F64),
-            Helper::F16ToF32 => (&[types::I32], types::F32),
-            Helper::F32ToF16 => (&[types::F32], types::I32),
             Helper::IPow => (&[types::I64, types::I64, types::I32], types::I64),
             _ => (&[types::F64], types::F64),
         };
@@ -193,14 +172,5 @@ mod tests {
         // Unsigned: the exponent's bits are a large positive number.
         assert_eq!(tf_ipow(1, -1, 0), 1);
         assert_eq!(tf_ipow(3, 0, 0), 1);
-    }
-
-    #[test]
-    fn f16_helpers_round_trip() {
-        for x in [0.0f32, -0.0, 1.0, 65504.0, 1e-7, f32::INFINITY] {
-            let h = half::f16::from_f32(x);
-            assert_eq!(tf_f32_to_f16(x), h.to_bits() as u32);
-            assert_eq!(tf_f16_to_f32(h.to_bits() as u32), h.to_f32());
-        }
     }
 }

@@ -7,8 +7,8 @@
 //!   result to the type, as the interpreter does (so f32 results are the interpreter's, bit for
 //!   bit, where libm is the same).
 //! - f16 and bf16 live in registers as f32 and are rounded back to their type after every op;
-//!   in memory they are 16-bit integers (bf16 converted inline, f16 through two small runtime
-//!   helpers).
+//!   in memory they are 16-bit integers, converted inline with integer arithmetic (the
+//!   roundings of `half`).
 //! - Integers wrap; division and remainder by zero give 0 and `MIN / -1` wraps; shifts by a
 //!   count outside `0..bits` give 0 (or -1 for an arithmetic right shift of a negative value).
 //! - Float to integer truncates and saturates, NaN gives 0.
@@ -73,10 +73,7 @@ impl FnGen<'_, '_> {
         let mt = mem_type(d)?;
         let raw = self.b.ins().load(mt, Self::flags(), addr, 0);
         Ok(match d {
-            DType::F16 => {
-                let w = self.b.ins().uextend(types::I32, raw);
-                self.helper(Helper::F16ToF32, &[w])?
-            }
+            DType::F16 => self.f16_to_f32(raw),
             DType::BF16 => self.bf16_to_f32(raw),
             DType::Bool => self.b.ins().icmp_imm_s(IntCC::NotEqual, raw, 0),
             _ => raw,
@@ -86,15 +83,99 @@ impl FnGen<'_, '_> {
     /// `mem[addr] = x` (x in register form of `d`).
     pub fn store_scalar(&mut self, addr: Value, x: Value, d: DType) -> R<()> {
         let m = match d {
-            DType::F16 => {
-                let w = self.helper(Helper::F32ToF16, &[x])?;
-                self.b.ins().ireduce(types::I16, w)
-            }
+            DType::F16 => self.f16_bits(x),
             DType::BF16 => self.bf16_bits(x),
             _ => x,
         };
         self.b.ins().store(Self::flags(), m, addr, 0);
         Ok(())
+    }
+
+    fn i32c(&mut self, v: u32) -> Value {
+        self.b.ins().iconst(types::I32, v as i64)
+    }
+
+    /// The f32 of f16 bits (`i16`), exactly, without branches (after F. Giesen's
+    /// `half_to_float`): the bits moved into place and the exponent rebiased; subnormals through
+    /// one exact f32 subtraction; infinities and NaNs (made quiet, payload kept, as
+    /// `half::f16::to_f32`) rebiased once more.
+    fn f16_to_f32(&mut self, bits16: Value) -> Value {
+        let h = self.b.ins().uextend(types::I32, bits16);
+        let mag = self.b.ins().band_imm_s(h, 0x7fff);
+        let o = self.b.ins().ishl_imm_s(mag, 13);
+        let exp = self.b.ins().band_imm_s(o, 0x0f80_0000);
+        let o = self.b.ins().iadd_imm_s(o, 0x3800_0000);
+        // Infinity and NaN: the exponent all ones.
+        let is_special = self.b.ins().icmp_imm_s(IntCC::Equal, exp, 0x0f80_0000);
+        let special = self.b.ins().iadd_imm_s(o, 0x3800_0000);
+        let is_nan = self
+            .b
+            .ins()
+            .icmp_imm_s(IntCC::UnsignedGreaterThan, mag, 0x7c00);
+        let quiet = self.b.ins().bor_imm_s(special, 0x0040_0000);
+        let special = self.b.ins().select(is_nan, quiet, special);
+        // Zero and subnormals: 2^-14 * (1 + m / 1024) - 2^-14, exact.
+        let is_sub = self.b.ins().icmp_imm_s(IntCC::Equal, exp, 0);
+        let biased = self.b.ins().iadd_imm_s(o, 0x0080_0000);
+        let f = self
+            .b
+            .ins()
+            .bitcast(types::F32, MemFlagsData::new(), biased);
+        let magic = self.b.ins().f32const(f32::from_bits(0x3880_0000));
+        let sub = self.b.ins().fsub(f, magic);
+        let sub = self.b.ins().bitcast(types::I32, MemFlagsData::new(), sub);
+        let r = self.b.ins().select(is_sub, sub, o);
+        let r = self.b.ins().select(is_special, special, r);
+        let sign = self.b.ins().band_imm_s(h, 0x8000);
+        let sign = self.b.ins().ishl_imm_s(sign, 16);
+        let r = self.b.ins().bor(r, sign);
+        self.b.ins().bitcast(types::F32, MemFlagsData::new(), r)
+    }
+
+    /// The f16 bits (`i16`) of an f32, rounded to nearest even, without branches (after F.
+    /// Giesen's `float_to_half_fast3_rtne`): normal results by integer rounding of the bits,
+    /// subnormal ones by one f32 addition that rounds them in place, overflow to infinity, NaN
+    /// quiet with its payload's top bits, as `half::f16::from_f32`.
+    fn f16_bits(&mut self, x: Value) -> Value {
+        let bits = self.b.ins().bitcast(types::I32, MemFlagsData::new(), x);
+        let sign_mask = self.i32c(0x8000_0000);
+        let sign = self.b.ins().band(bits, sign_mask);
+        let a = self.b.ins().bxor(bits, sign);
+        // |x| >= 65536: infinity, or NaN (0x7e00 | the payload's top bits).
+        let big = self
+            .b
+            .ins()
+            .icmp_imm_s(IntCC::UnsignedGreaterThanOrEqual, a, 0x4780_0000);
+        let is_nan = self
+            .b
+            .ins()
+            .icmp_imm_s(IntCC::UnsignedGreaterThan, a, 0x7f80_0000);
+        let man = self.b.ins().band_imm_s(a, 0x007f_ffff);
+        let man = self.b.ins().ushr_imm_s(man, 13);
+        let nan = self.b.ins().bor_imm_s(man, 0x7e00);
+        let inf = self.i32c(0x7c00);
+        let big_r = self.b.ins().select(is_nan, nan, inf);
+        // |x| < 2^-14: the f32 sum |x| + 0.5 rounds the subnormal's bits into its mantissa.
+        let small = self
+            .b
+            .ins()
+            .icmp_imm_s(IntCC::UnsignedLessThan, a, 0x3880_0000);
+        let af = self.b.ins().bitcast(types::F32, MemFlagsData::new(), a);
+        let half_f = self.b.ins().f32const(0.5);
+        let sum = self.b.ins().fadd(af, half_f);
+        let sum = self.b.ins().bitcast(types::I32, MemFlagsData::new(), sum);
+        let small_r = self.b.ins().iadd_imm_s(sum, -0x3f00_0000);
+        // Normal: rebias the exponent, add half an ulp minus one plus the kept bit's parity.
+        let odd = self.b.ins().ushr_imm_s(a, 13);
+        let odd = self.b.ins().band_imm_s(odd, 1);
+        let n = self.b.ins().iadd_imm_s(a, 0xc800_0fffu32 as i32 as i64);
+        let n = self.b.ins().iadd(n, odd);
+        let normal_r = self.b.ins().ushr_imm_s(n, 13);
+        let r = self.b.ins().select(small, small_r, normal_r);
+        let r = self.b.ins().select(big, big_r, r);
+        let sign16 = self.b.ins().ushr_imm_s(sign, 16);
+        let r = self.b.ins().bor(r, sign16);
+        self.b.ins().ireduce(types::I16, r)
     }
 
     fn bf16_to_f32(&mut self, bits16: Value) -> Value {
@@ -123,8 +204,8 @@ impl FnGen<'_, '_> {
     pub fn round_narrow(&mut self, v: Value, d: DType) -> R<Value> {
         Ok(match d {
             DType::F16 => {
-                let h = self.helper(Helper::F32ToF16, &[v])?;
-                self.helper(Helper::F16ToF32, &[h])?
+                let h = self.f16_bits(v);
+                self.f16_to_f32(h)
             }
             DType::BF16 => {
                 let bits = self.bf16_bits(v);

@@ -331,3 +331,74 @@ fn float8_kernels_run_through_the_call() {
         exe.stats().calls
     );
 }
+
+/// The inline f16 conversions against `half` (the interpreter's): every f16 to f32 and back,
+/// and f32 values around every rounding boundary of f16 (ties, overflow to infinity at 65520,
+/// the subnormals, NaN payloads) to f16, bit for bit.
+#[test]
+fn f16_conversions_are_exact_for_every_value() {
+    let all: Vec<half::f16> = (0..=u16::MAX).map(half::f16::from_bits).collect();
+    let n = all.len();
+    let src = format!(
+        "func @main(%h: f16[{n}]) -> (f: f32[{n}], back: f16[{n}]) {{
+  %f = convert(%h) {{to=f32}} : f32[{n}]
+  %back = convert(%f) {{to=f16}} : f16[{n}]
+  return %f, %back
+}}
+"
+    );
+    check_tol(&src, vec![Tensor::from_vec(vec![n], all).unwrap()], 0.0).unwrap();
+    // Every f16 value's f32 neighbours: the value, half an f16 ulp either side (ties), and
+    // one f32 ulp off each tie; plus a spread of all f32 bit patterns.
+    let mut xs: Vec<f32> = Vec::new();
+    for b in 0..=u16::MAX {
+        let f = half::f16::from_bits(b).to_f32();
+        let next = half::f16::from_bits(b.wrapping_add(1)).to_f32();
+        if !f.is_finite() || !next.is_finite() {
+            continue;
+        }
+        let mid = (f + next) / 2.0;
+        xs.extend([
+            f,
+            mid,
+            f32::from_bits(mid.to_bits() + 1),
+            f32::from_bits(mid.to_bits() - 1),
+        ]);
+    }
+    xs.extend((0..200_000u32).map(|i| f32::from_bits(i.wrapping_mul(21_475))));
+    xs.extend([
+        65519.0,
+        65520.0,
+        65535.0,
+        65536.0,
+        1e9,
+        f32::INFINITY,
+        f32::from_bits(0x7f80_0001),
+    ]);
+    let n = xs.len();
+    let src = format!(
+        "func @main(%x: f32[{n}]) -> (h: f16[{n}]) {{
+  %h = convert(%x) {{to=f16}} : f16[{n}]
+  return %h
+}}
+"
+    );
+    let m = terafab_ir::parse::parse_module(&src).unwrap();
+    let f = m.entry().unwrap();
+    let inputs = vec![Tensor::from_vec(vec![n], xs.clone()).unwrap()];
+    let want = terafab_ir::interp::run_function(f, &inputs).unwrap();
+    let got = terafab_cranelift::run_function(f, &inputs, &Options { threads: 1 }).unwrap();
+    let (w, g) = (
+        want[0].as_slice::<half::f16>().unwrap(),
+        got[0].as_slice::<half::f16>().unwrap(),
+    );
+    for i in 0..n {
+        assert_eq!(
+            w[i].to_bits(),
+            g[i].to_bits(),
+            "f16 of {:e} ({:#x})",
+            xs[i],
+            xs[i].to_bits()
+        );
+    }
+}
