@@ -804,24 +804,40 @@ impl FnGen<'_, '_> {
                 index,
                 fill,
             } if lanes == Lanes::Gather => {
-                let start = *self.vars.get(&v).ok_or_else(|| {
-                    CodegenError::Invalid(format!("loop variable #{} unbound", v.0))
-                })?;
-                let mut x = None;
-                for lane in 0..4u8 {
-                    let at = match lane {
-                        0 => start,
-                        j => self.b.ins().iadd_imm_s(start, j as i64),
-                    };
-                    self.vars.insert(v, at);
-                    let y = self.load(*buffer, index, fill.as_ref())?;
-                    x = Some(match x {
-                        None => self.b.ins().splat(types::F32X4, y),
-                        Some(x) => self.b.ins().insertlane(x, y, lane),
-                    });
+                let contiguous = self.offset_coeff(*buffer, index, v) == Some(1);
+                if !(contiguous && fill.is_some()) {
+                    return self.gather(*buffer, index, fill.as_ref(), v);
                 }
+                // A padded row read contiguously: one vector load where the first and the last
+                // lane are inside the buffer (then all are: the index is affine in `v`), the
+                // lanes one at a time (with their fill values) near the edges.
+                let start = self.var(v)?;
+                let (_, first) = self.address(*buffer, index, true)?;
+                let last_at = self.b.ins().iadd_imm_s(start, 3);
+                self.vars.insert(v, last_at);
+                let (_, last) = self.address(*buffer, index, true)?;
                 self.vars.insert(v, start);
-                x.ok_or_else(|| CodegenError::Invalid("no lanes".into()))?
+                let (Some(first), Some(last)) = (first, last) else {
+                    return self.gather(*buffer, index, fill.as_ref(), v);
+                };
+                let inside = self.b.ins().band(first, last);
+                let fast = self.b.create_block();
+                let slow = self.b.create_block();
+                let merge = self.b.create_block();
+                let x = self.b.append_block_param(merge, types::F32X4);
+                self.b.ins().brif(inside, fast, &[], slow, &[]);
+                self.b.switch_to_block(fast);
+                let (addr, _) = self.address(*buffer, index, false)?;
+                let y = self
+                    .b
+                    .ins()
+                    .load(types::F32X4, MemFlagsData::new().with_notrap(), addr, 0);
+                self.b.ins().jump(merge, &[y.into()]);
+                self.b.switch_to_block(slow);
+                let y = self.gather(*buffer, index, fill.as_ref(), v)?;
+                self.b.ins().jump(merge, &[y.into()]);
+                self.b.switch_to_block(merge);
+                x
             }
             Expr::Load { buffer, index, .. } => {
                 let (addr, _) = self.address(*buffer, index, false)?;
@@ -977,6 +993,40 @@ impl FnGen<'_, '_> {
         }
         self.group = 0;
         Ok(())
+    }
+
+    /// The value of loop variable `v`.
+    fn var(&self, v: Var) -> R<Value> {
+        self.vars
+            .get(&v)
+            .copied()
+            .ok_or_else(|| CodegenError::Invalid(format!("loop variable #{} unbound", v.0)))
+    }
+
+    /// `buffer[index]` (with its fill value) at lanes `v .. v + 4`, one lane at a time.
+    fn gather(
+        &mut self,
+        buffer: BufferId,
+        index: &[Index],
+        fill: Option<&terafab_ir::Tensor>,
+        v: Var,
+    ) -> R<Value> {
+        let start = self.var(v)?;
+        let mut x = None;
+        for lane in 0..4u8 {
+            let at = match lane {
+                0 => start,
+                j => self.b.ins().iadd_imm_s(start, j as i64),
+            };
+            self.vars.insert(v, at);
+            let y = self.load(buffer, index, fill)?;
+            x = Some(match x {
+                None => self.b.ins().splat(types::F32X4, y),
+                Some(x) => self.b.ins().insertlane(x, y, lane),
+            });
+        }
+        self.vars.insert(v, start);
+        x.ok_or_else(|| CodegenError::Invalid("no lanes".into()))
     }
 
     /// `buffer[index] = value` for `v` in `lo..hi`: four lanes at a time, then the remainder
