@@ -6,8 +6,9 @@
 //! (then [`OPTIMIZE`]: equality saturation) and its kernel IR (fusion) are insta-snapshotted
 //! (`snapshots/stages__NAME@{imported,default,optimized,kernels}.snap`; constants of more than
 //! [`ELIDE_ABOVE`] elements are elided), and the result of every stage on the saved input (the
-//! interpreter's, then the kernel interpreter's) is compared with the output onnx's reference
-//! evaluator computed (saved next to the model, so no Python runs here). Review changed
+//! interpreter's, then the kernel interpreter's and the Cranelift backend's on 1 and 2
+//! threads) is compared with the output onnx's reference evaluator computed (saved next to the
+//! model, so no Python runs here). Review changed
 //! snapshots with `cargo insta review`.
 
 use std::path::{Path, PathBuf};
@@ -141,6 +142,24 @@ fn check_stages(name: &str) {
     assert_eq!(out.len(), 1);
     terafab_testsuite::compare(&out.remove(0), &opt, RTOL, ATOL)
         .unwrap_or_else(|e| panic!("{name}: kernels vs the optimized graph: {e}"));
+
+    // (f) The same kernel program compiled by the Cranelift backend, on 1 and 2 threads (the
+    // same bits), against the optimized graph.
+    let runs: Vec<Tensor> = [1, 2]
+        .into_iter()
+        .map(|threads| {
+            let exe = terafab_cranelift::compile(&program, &terafab_cranelift::Options { threads })
+                .unwrap_or_else(|e| panic!("{name}: cranelift: {e}"));
+            let mut out = exe
+                .run(std::slice::from_ref(&x))
+                .unwrap_or_else(|e| panic!("{name}: cranelift: {e}"));
+            assert!(exe.stats().calls.is_empty(), "{:?}", exe.stats().calls);
+            out.remove(0)
+        })
+        .collect();
+    assert!(runs[0].bit_eq(&runs[1]), "{name}: 1 and 2 threads differ");
+    terafab_testsuite::compare(&runs[0], &opt, RTOL, ATOL)
+        .unwrap_or_else(|e| panic!("{name}: cranelift vs the optimized graph: {e}"));
 }
 
 /// The passes after `default` whose result is the optimized graph.
