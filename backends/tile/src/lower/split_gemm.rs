@@ -24,11 +24,11 @@
 
 use std::collections::HashMap;
 
-use terafab_ir::kernel::interp::run_kernel;
 use terafab_ir::kernel::{
     Body, Buffer, BufferId, Expr, Index, Kernel, KernelKind, KernelProgram, Local, LoopNest, Stage,
     Storage, Var,
 };
+use terafab_ir::kernel::interp::run_kernel;
 use terafab_ir::{BinaryOp, DType, ReduceKind, Tensor};
 
 use crate::config::Config;
@@ -287,10 +287,9 @@ fn operand_form(p: &KernelProgram, e: &Expr, narrow: &HashMap<BufferId, DType>) 
     }
     if let Expr::Load { buffer, fill, .. } = e
         && let Some(&t) = narrow.get(buffer)
-        && fill.as_ref().is_none_or(|f| {
-            f.as_slice::<f32>()
-                .is_some_and(|v| v.iter().all(|&x| x == 0.0))
-        })
+        && fill
+            .as_ref()
+            .is_none_or(|f| f.as_slice::<f32>().is_some_and(|v| v.iter().all(|&x| x == 0.0)))
     {
         return (t, Expr::Convert(t, Box::new(e.clone())));
     }
