@@ -37,6 +37,8 @@ use terafab_ir::kernel::{
 };
 use terafab_ir::{BinaryOp, DType, ReduceKind, UnaryOp};
 
+use terafab_runtime::{TaskSplit, split_tasks};
+
 use crate::CodegenError;
 use crate::libm::Helper;
 use crate::scalar::{reg_type, supported};
@@ -284,34 +286,13 @@ impl FnGen<'_, '_> {
         } else {
             nest.space.len()
         };
-        // The parallel prefix: the fewest leading dims with at least 64 points (all of them
-        // when there are fewer); tasks as the LLVM backend splits them.
-        let mut prefix = 0;
-        let mut total: u64 = 1;
-        while prefix < max_prefix && total < 64 {
-            total *= nest.space[prefix] as u64;
-            prefix += 1;
-        }
-        let inner_points: u64 = nest.space[prefix..].iter().map(|&n| n as u64).product();
-        let per_point: u64 = nest
-            .stages
-            .iter()
-            .map(|s| match s {
-                Stage::Reduce { vars, body, .. }
-                | Stage::Store {
-                    vars, value: body, ..
-                } => vars.iter().map(|v| v.1 as u64).product::<u64>() * (1 + body.num_ops() as u64),
-            })
-            .sum::<u64>()
-            .max(1);
-        let work = total.saturating_mul(inner_points).saturating_mul(per_point);
-        let ntasks = if work < (1 << 15) || total == 0 {
-            1
-        } else {
-            total.min(64)
-        };
-        let chunk = total.div_ceil(ntasks).max(1);
-        let ntasks = total.div_ceil(chunk).max(1);
+        // The parallel prefix and the tasks, as the LLVM backend splits them.
+        let TaskSplit {
+            prefix,
+            total,
+            chunk,
+            ntasks,
+        } = split_tasks(nest, max_prefix);
 
         let entry = self.b.create_block();
         self.b.append_block_params_for_function_params(entry);

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 use terafab_ir::kernel::interp::run_program;
-use terafab_ir::kernel::{Buffer, BufferId, KernelProgram, Storage};
+use terafab_ir::kernel::{Buffer, BufferId, KernelProgram, LoopNest, Stage, Storage};
 use terafab_ir::{DType, Tensor, with_data, with_dtype};
 use terafab_passes::memplan::MemoryPlan;
 
@@ -54,6 +54,58 @@ pub type TaskFn = unsafe extern "C" fn(*mut *mut u8, i64);
 pub type ParallelFor = unsafe extern "C" fn(*const c_void, TaskFn, *mut *mut u8, i64);
 /// `call(ctx, kernel, bufs) -> 0 | error`.
 pub type CallFn = unsafe extern "C" fn(*const c_void, i64, *mut *mut u8) -> i32;
+
+/// How the points of a loop nest's parallel space are split into tasks: the *parallel prefix*
+/// (its first `prefix` dims, flattened into `total` points) in `ntasks` chunks of `chunk`
+/// points (the last one shorter). Task `t` runs the prefix points
+/// `t * chunk .. min((t + 1) * chunk, total)`; the other dims run inside each point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaskSplit {
+    pub prefix: usize,
+    pub total: u64,
+    pub chunk: u64,
+    pub ntasks: u64,
+}
+
+/// The task split of `nest`: the prefix is the fewest leading dims (at most `max_prefix`) with
+/// at least 64 points (all of them when there are fewer); a nest with little work (under 2^15
+/// element operations, counting each stage's loops and expression size) is one task, else
+/// there are up to 64. The split depends on the nest only, never on the thread count.
+pub fn split_tasks(nest: &LoopNest, max_prefix: usize) -> TaskSplit {
+    let max_prefix = max_prefix.min(nest.space.len());
+    let mut prefix = 0;
+    let mut total: u64 = 1;
+    while prefix < max_prefix && total < 64 {
+        total *= nest.space[prefix] as u64;
+        prefix += 1;
+    }
+    let inner_points: u64 = nest.space[prefix..].iter().map(|&n| n as u64).product();
+    let per_point: u64 = nest
+        .stages
+        .iter()
+        .map(|s| match s {
+            Stage::Reduce { vars, body, .. }
+            | Stage::Store {
+                vars, value: body, ..
+            } => vars.iter().map(|v| v.1 as u64).product::<u64>() * (1 + body.num_ops() as u64),
+        })
+        .sum::<u64>()
+        .max(1);
+    let work = total.saturating_mul(inner_points).saturating_mul(per_point);
+    let ntasks = if work < (1 << 15) || total == 0 {
+        1
+    } else {
+        total.min(64)
+    };
+    let chunk = total.div_ceil(ntasks).max(1);
+    let ntasks = total.div_ceil(chunk).max(1);
+    TaskSplit {
+        prefix,
+        total,
+        chunk,
+        ntasks,
+    }
+}
 
 /// The thread count for `threads` (0: one per core).
 pub fn resolve_threads(threads: usize) -> usize {
@@ -692,6 +744,40 @@ mod tests {
         let fail = |_: *mut *mut u8, _: &Rt| 7;
         let err = loaded.run(&[x], None, &fail).unwrap_err();
         assert!(err.to_string().contains("code 7"), "{err}");
+    }
+
+    fn nest(space: Vec<usize>, inner: usize) -> LoopNest {
+        LoopNest {
+            space,
+            stages: vec![Stage::Store {
+                buffer: BufferId(0),
+                vars: vec![(Var(9), inner)],
+                index: vec![],
+                value: Expr::Const(Tensor::scalar(0.0f32)),
+            }],
+        }
+    }
+
+    #[test]
+    fn tasks_split_the_prefix_in_at_most_64_chunks() {
+        // Little work: one task over the smallest prefix of >= 64 points.
+        assert_eq!(
+            split_tasks(&nest(vec![8, 8, 3], 1), 3),
+            TaskSplit {
+                prefix: 2,
+                total: 64,
+                chunk: 64,
+                ntasks: 1
+            }
+        );
+        // Enough work: 64 tasks (or fewer, of whole chunks).
+        let s = split_tasks(&nest(vec![1000, 7], 100), 2);
+        assert_eq!((s.prefix, s.total, s.chunk, s.ntasks), (1, 1000, 16, 63));
+        // The prefix never takes more dims than allowed; an empty space is one empty task.
+        assert_eq!(split_tasks(&nest(vec![4, 4], 1), 1).prefix, 1);
+        let e = split_tasks(&nest(vec![0, 5], 1), 2);
+        assert_eq!((e.total, e.ntasks), (0, 1));
+        assert_eq!(split_tasks(&nest(vec![], 1), 0).ntasks, 1);
     }
 
     #[test]

@@ -361,34 +361,14 @@ impl<'ctx> Gen<'_, 'ctx> {
     /// A plain loop nest kernel: returns its task function's name and task count.
     fn loop_kernel(&mut self, name: &str, k: &Kernel, nest: &LoopNest) -> R<(String, u64)> {
         let bufs = Self::kernel_buffers(k);
-        // The parallel prefix: the fewest leading dims with at least 64 points (all of them
-        // when there are fewer).
-        let mut prefix = 0;
-        let mut total: u64 = 1;
-        while prefix < nest.space.len() && total < 64 {
-            total *= nest.space[prefix] as u64;
-            prefix += 1;
-        }
-        let inner_points: u64 = nest.space[prefix..].iter().map(|&n| n as u64).product();
-        let per_point: u64 = nest
-            .stages
-            .iter()
-            .map(|s| match s {
-                Stage::Reduce { vars, body, .. }
-                | Stage::Store {
-                    vars, value: body, ..
-                } => vars.iter().map(|v| v.1 as u64).product::<u64>() * (1 + body.num_ops() as u64),
-            })
-            .sum::<u64>()
-            .max(1);
-        let work = total.saturating_mul(inner_points).saturating_mul(per_point);
-        let ntasks = if work < (1 << 15) || total == 0 {
-            1
-        } else {
-            total.min(64)
-        };
-        let chunk = total.div_ceil(ntasks).max(1);
-        let ntasks = total.div_ceil(chunk).max(1);
+        // The parallel prefix and the tasks (the runtime's split, shared with the Cranelift
+        // backend).
+        let terafab_runtime::TaskSplit {
+            prefix,
+            total,
+            chunk,
+            ntasks,
+        } = terafab_runtime::split_tasks(nest, nest.space.len());
 
         let i64t = self.ctx.i64_type();
         let mut f = self.begin_fn(name, &bufs, &[i64t.into(), i64t.into()]);
