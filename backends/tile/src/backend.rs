@@ -20,7 +20,7 @@ use terafab_passes::fuse::{RunError, run_kernels_with};
 
 use crate::config::Config;
 use crate::error::SimError;
-use crate::compile::{at_names, compile_program};
+use crate::compile::{Options, at_names, compile_program};
 use crate::lower::{NotLowered, hbm_name};
 use crate::report::Report;
 use crate::sim::Simulator;
@@ -295,6 +295,7 @@ pub fn run_program(
     cfg: &Config,
     p: &KernelProgram,
     inputs: &[Tensor],
+    opts: &Options,
     report: &mut ModelReport,
 ) -> Result<Vec<Tensor>, TileBackendError> {
     let host = |k: &str| {
@@ -303,7 +304,7 @@ pub fn run_program(
     };
     // Contractions of the GEMM form split so that the matrix engine runs them, constant packs
     // evaluated once, every kernel lowered or placed on the host.
-    let compiled = compile_program(cfg, p);
+    let compiled = compile_program(cfg, p, opts);
     report.folded.extend(compiled.folded);
     report.kept.extend(compiled.kept);
     let p = &compiled.program;
@@ -365,11 +366,21 @@ pub fn run_program(
 }
 
 /// Run a graph function on the tile backend: fused into kernel programs (in segments where
-/// shapes depend on data), each run by [`run_program`].
+/// shapes depend on data), each run by [`run_program`] with the default [`Options`].
 pub fn run_function(
     cfg: &Config,
     f: &Function,
     inputs: &[Tensor],
+) -> Result<(Vec<Tensor>, ModelReport), TileBackendError> {
+    run_function_with(cfg, f, inputs, &Options::default())
+}
+
+/// [`run_function`] with compile options.
+pub fn run_function_with(
+    cfg: &Config,
+    f: &Function,
+    inputs: &[Tensor],
+    opts: &Options,
 ) -> Result<(Vec<Tensor>, ModelReport), TileBackendError> {
     let mut report = ModelReport {
         mesh: (cfg.mesh_width, cfg.mesh_height),
@@ -379,7 +390,7 @@ pub fn run_function(
         kept: Vec::new(),
     };
     let outputs = run_kernels_with(f, inputs, &mut |p, ins| {
-        run_program(cfg, p, ins, &mut report).map_err(|e| RunError::Backend {
+        run_program(cfg, p, ins, opts, &mut report).map_err(|e| RunError::Backend {
             func: f.name.clone(),
             source: Box::new(e),
         })

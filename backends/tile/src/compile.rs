@@ -28,6 +28,21 @@ pub struct CompiledKernel {
     pub lowered: Result<Lowered, NotLowered>,
 }
 
+/// How to compile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    /// Simulate small contractions both ways (split onto the matrix engine, or whole on the
+    /// vector engine) and keep the faster ([`crate::lower::split_gemm::COST_CHECK_MACS`]);
+    /// off, every contraction the matrix engine can run is split.
+    pub cost_check: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { cost_check: true }
+    }
+}
+
 /// A kernel program compiled for one machine.
 #[derive(Debug, Clone)]
 pub struct Compiled {
@@ -45,8 +60,8 @@ pub struct Compiled {
 
 /// Compile `p` for the machine `cfg`. The split is used only when the result verifies (it
 /// always should; the original program is the fallback).
-pub fn compile_program(cfg: &Config, p: &KernelProgram) -> Compiled {
-    let split = split_contractions(cfg, p);
+pub fn compile_program(cfg: &Config, p: &KernelProgram, opts: &Options) -> Compiled {
+    let split = split_contractions(cfg, p, opts.cost_check);
     let (program, folded, kept) = if verify_program(&split.program).is_ok() {
         (split.program, split.folded, split.kept)
     } else {

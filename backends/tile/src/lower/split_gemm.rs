@@ -54,8 +54,9 @@ pub const COST_CHECK_MACS: usize = 1 << 20;
 /// The program with every kernel of the GEMM form that the matrix engine can run split into
 /// pack, GEMM and epilogue kernels (see the module doc); other kernels unchanged. Pack
 /// kernels reading only constants are evaluated here, once ([`Split::folded`]); a small
-/// contraction stays whole where that simulates faster ([`COST_CHECK_MACS`]).
-pub fn split_contractions(cfg: &Config, p: &KernelProgram) -> Split {
+/// contraction stays whole where that simulates faster ([`COST_CHECK_MACS`]; with
+/// `cost_check`, else every contraction that can is split).
+pub fn split_contractions(cfg: &Config, p: &KernelProgram, cost_check: bool) -> Split {
     let mut out = KernelProgram {
         name: p.name.clone(),
         buffers: p.buffers.clone(),
@@ -89,7 +90,7 @@ pub fn split_contractions(cfg: &Config, p: &KernelProgram) -> Split {
                 !done
             })
             .collect();
-        if macs(k).is_some_and(|n| n <= COST_CHECK_MACS) {
+        if cost_check && macs(k).is_some_and(|n| n <= COST_CHECK_MACS) {
             let whole = simulated_cycles(cfg, &out, std::slice::from_ref(k));
             let parts = simulated_cycles(cfg, &trial, &pieces);
             if whole.is_some() && (parts.is_none() || whole <= parts) {
@@ -489,32 +490,9 @@ fn split(
 
     // The GEMM writes the output directly when the only store is `C[m, n] = t` on a dense
     // f32 `[M, N]` buffer.
-    let direct = match rest {
-        [
-            Stage::Store {
-                buffer,
-                index,
-                value: Expr::Local(l),
-                ..
-            },
-        ] if l == local => {
-            let buf = p.buffer(*buffer);
-            let id = |v: Var| Index::Var(v);
-            (buf.dtype == DType::F32
-                && buf.shape == [m, n]
-                && buf.is_row_major()
-                && matches!(buf.storage, Storage::Temp)
-                && *index == [flat(&m_vars, &id), flat(&n_vars, &id)]
-                && *buffer != a_buf
-                && *buffer != b_buf)
-                .then_some(*buffer)
-        }
-        _ => None,
-    };
-    let c_buf = match direct {
-        Some(c) => c,
-        None => temp(p, "C", DType::F32, vec![m, n]),
-    };
+    // The GEMM writes the output directly when the only store is `C[m, n] = e(t)` on a dense
+    // f32 `[M, N]` buffer and `e` is the identity, or a bias along N and a ReLU that the
+    // plain GEMM applies on its accumulators.
     let (mv, nv, kv) = (Var(0), Var(1), Var(2));
     // A packed operand in f32: narrow ones converted (exact).
     let load2 = |buffer, ty: DType, i: Var, j: Var| {
@@ -533,10 +511,10 @@ fn split(
     if b_buf != a_buf {
         gemm_inputs.push(b_buf);
     }
-    pieces.push(Kernel {
+    let gemm = |c_buf: BufferId, value: Expr, inputs: Vec<BufferId>| Kernel {
         name: format!("{}.gemm", k.name),
         kind: KernelKind::Matmul,
-        inputs: gemm_inputs,
+        inputs,
         outputs: vec![c_buf],
         body: Body::Loops(LoopNest {
             space: vec![m, n],
@@ -555,11 +533,68 @@ fn split(
                     buffer: c_buf,
                     vars: Vec::new(),
                     index: vec![Index::Var(mv), Index::Var(nv)],
-                    value: Expr::Local(Local(0)),
+                    value,
                 },
             ],
         }),
         sources: k.sources.clone(),
+    };
+    let direct = match rest {
+        [
+            Stage::Store {
+                buffer,
+                index,
+                value,
+                ..
+            },
+        ] => {
+            let buf = p.buffer(*buffer);
+            let id = |v: Var| Index::Var(v);
+            let dense = buf.dtype == DType::F32
+                && buf.shape == [m, n]
+                && buf.is_row_major()
+                && matches!(buf.storage, Storage::Temp)
+                && *index == [flat(&m_vars, &id), flat(&n_vars, &id)]
+                && *buffer != a_buf
+                && *buffer != b_buf;
+            match value {
+                _ if !dense => None,
+                Expr::Local(l) if l == local => Some(gemm(
+                    *buffer,
+                    Expr::Local(Local(0)),
+                    gemm_inputs.clone(),
+                )),
+                _ => match (m_vars.as_slice(), n_vars.as_slice()) {
+                    (&[(om, _)], &[(on, _)]) => {
+                        let remap = |v: Var| {
+                            if v == om {
+                                Index::Var(mv)
+                            } else if v == on {
+                                Index::Var(nv)
+                            } else {
+                                Index::Const(0)
+                            }
+                        };
+                        let value = map_expr(value, &remap, &|_| Expr::Local(Local(0)));
+                        let mut inputs = gemm_inputs.clone();
+                        loads(&value, &mut inputs);
+                        let candidate = gemm(*buffer, value, inputs);
+                        matches!(super::contraction::lower(cfg, p, &candidate), Ok(Some(_)))
+                            .then_some(candidate)
+                    }
+                    _ => None,
+                },
+            }
+        }
+        _ => None,
+    };
+    let c_buf = match &direct {
+        Some(g) => g.outputs[0],
+        None => temp(p, "C", DType::F32, vec![m, n]),
+    };
+    pieces.push(match direct.clone() {
+        Some(g) => g,
+        None => gemm(c_buf, Expr::Local(Local(0)), gemm_inputs),
     });
     if direct.is_none() {
         let id = |v: Var| Index::Var(v);
