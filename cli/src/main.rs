@@ -19,6 +19,7 @@
 
 mod bench;
 mod bench_model;
+mod bench_tile;
 mod compile;
 mod conformance;
 mod error;
