@@ -293,13 +293,11 @@ impl TileArgs {
             }
             return Ok(passes.to_string());
         }
-        Ok(
-            match self.precision.unwrap_or(Precision::Bf16).pass() {
-                None => passes.to_string(),
-                Some(pass) if passes == "none" || passes.is_empty() => pass.to_string(),
-                Some(pass) => format!("{passes},{pass}"),
-            },
-        )
+        Ok(match self.precision.unwrap_or(Precision::Bf16).pass() {
+            None => passes.to_string(),
+            Some(pass) if passes == "none" || passes.is_empty() => pass.to_string(),
+            Some(pass) => format!("{passes},{pass}"),
+        })
     }
 
     /// The machine.

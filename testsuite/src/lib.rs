@@ -276,8 +276,8 @@ impl Backend for Tile {
         let mut rounded;
         let m = if self.bf16 {
             rounded = m.clone();
-            terafab_passes::run_pipeline(&mut rounded, "precision-bf16", Default::default())
-                .map_err(|e| format!("pass `precision-bf16`: {}", error_chain(&e)))?;
+            terafab_passes::run_pipeline(&mut rounded, "precision-bf16,dce", Default::default())
+                .map_err(|e| format!("passes `precision-bf16,dce`: {}", error_chain(&e)))?;
             &rounded
         } else {
             m

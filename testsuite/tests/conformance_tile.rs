@@ -43,7 +43,7 @@ fn conformance_on_tile_bf16() {
             },
         )
         .unwrap_or_else(|e| panic!("{e}")),
-        reference: Optimized::new("default,precision-bf16", Interpreter)
+        reference: Optimized::new("default,precision-bf16,dce", Interpreter)
             .unwrap_or_else(|e| panic!("{e}")),
     };
     common::check_expectations(&backend, "tile-bf16.txt");
