@@ -13,11 +13,11 @@
 use std::io::Write;
 use std::time::Instant;
 
+use crate::Backend;
 use crate::bench::BenchArgs;
 use crate::bench_model::table;
 use crate::compile::{load_with_random_inputs, lower};
 use crate::error::CliError;
-use crate::Backend;
 
 /// One model's figures.
 struct Row {

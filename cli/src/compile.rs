@@ -177,9 +177,11 @@ pub fn cpu(name: &Option<String>) -> terafab_llvm::Cpu {
 pub fn run(args: &CompileArgs, out: &mut dyn Write) -> Result<(), CliError> {
     use crate::Backend;
     let tile_emit = args.emit.is_some_and(Emit::is_tile);
-    let backend = args
-        .backend
-        .unwrap_or(if tile_emit { Backend::Tile } else { Backend::Llvm });
+    let backend = args.backend.unwrap_or(if tile_emit {
+        Backend::Tile
+    } else {
+        Backend::Llvm
+    });
     match (backend, args.emit) {
         (Backend::Llvm, _) if !tile_emit => {}
         (Backend::Tile, Some(e)) if e.is_tile() || e == Emit::Kernels => {}

@@ -136,11 +136,25 @@ fn compile_emits_tile_programs_that_simulate() {
     assert!(kernels.contains("kernels @main"), "{kernels}");
 
     let err = user_error(&terafab(&[
-        "compile", &model, "--dim", "batch=4", "--backend", "llvm", "--emit", "tile-asm",
+        "compile",
+        &model,
+        "--dim",
+        "batch=4",
+        "--backend",
+        "llvm",
+        "--emit",
+        "tile-asm",
     ]));
     assert!(err.contains("--backend tile"), "{err}");
     let err = user_error(&terafab(&[
-        "compile", &model, "--dim", "batch=4", "--backend", "tile", "-o", "x.so",
+        "compile",
+        &model,
+        "--dim",
+        "batch=4",
+        "--backend",
+        "tile",
+        "-o",
+        "x.so",
     ]));
     assert!(err.contains("--emit"), "{err}");
 }

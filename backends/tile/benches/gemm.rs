@@ -9,6 +9,7 @@ use terafab_tile::{Config, ElemType, GemmSpec, Simulator, gemm_plan, gemm_progra
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let spec = GemmSpec {
+        batch: 1,
         m: 1024,
         n: 1024,
         k: 1024,

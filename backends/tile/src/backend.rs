@@ -18,9 +18,9 @@ use terafab_ir::kernel::{Buffer, BufferId, KernelProgram};
 use terafab_ir::{DType, Function, Tensor};
 use terafab_passes::fuse::{RunError, run_kernels_with};
 
+use crate::compile::{Compiled, Options, at_names, compile_program};
 use crate::config::Config;
 use crate::error::SimError;
-use crate::compile::{Compiled, Options, at_names, compile_program};
 use crate::lower::{NotLowered, hbm_name};
 use crate::report::Report;
 use crate::sim::Simulator;

@@ -145,11 +145,13 @@ impl Compiled {
                     let _ = writeln!(s, "# {}", l.summary);
                     let show = |bs: &[BufferId]| {
                         bs.iter()
-                            .map(|&b| format!(
+                            .map(|&b| {
+                                format!(
                                     "{} = %{}",
                                     hbm_name(b),
                                     self.program.buffer(b).name.escape_debug()
-                                ))
+                                )
+                            })
                             .collect::<Vec<_>>()
                             .join(", ")
                     };

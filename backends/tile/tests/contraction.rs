@@ -134,9 +134,10 @@ fn convolution_with_bn_relu_and_residual_epilogue() {
     on_matrix_engine(&src, &inputs, 6 * 49 * 54);
 }
 
-/// A batched matmul (a batch variable of extent over one) stays on the vector path, correct.
+/// A batched matmul (a batch variable of extent over one): one batched GEMM on the matrix
+/// engine, as it is (already plain); with a transposed operand, split into pack + GEMM.
 #[test]
-fn batched_matmul_stays_correct_on_the_vector_path() {
+fn batched_matmul_runs_on_the_matrix_engine() {
     let src = "func @main(%x: f32[3,5,8], %w: f32[3,8,6]) -> (y: f32[3,5,6]) {
   %y = dot_general(%x, %w) {lhs_batch=[0], rhs_batch=[0], lhs_contract=[2], rhs_contract=[1]} : f32[3,5,6]
   return %y
@@ -146,7 +147,35 @@ fn batched_matmul_stays_correct_on_the_vector_path() {
     for preset in ["1x1", "2x2", "4x4"] {
         let report = run(src, &inputs, preset);
         assert_eq!(report.host_kernels(), 0, "{report}");
-        assert_eq!(matrix_macs(&report, ""), 0, "{report}");
+        assert_eq!(matrix_macs(&report, ""), 3 * 5 * 6 * 8, "{report}");
+        assert!(report.to_string().contains("gemm 3x(5x6x8)"), "{report}");
+    }
+    let src = "func @main(%x: f32[3,5,8], %w: f32[3,6,8]) -> (y: f32[3,5,6]) {
+  %y = dot_general(%x, %w) {lhs_batch=[0], rhs_batch=[0], lhs_contract=[2], rhs_contract=[2]} : f32[3,5,6]
+  return %y
+}
+";
+    let inputs = [tensor(&[3, 5, 8], 14), tensor(&[3, 6, 8], 15)];
+    on_matrix_engine(src, &inputs, 3 * 5 * 6 * 8);
+}
+
+/// Attention's context product with the heads merged back into one dim (`o[i, h·4 + d]`):
+/// the merged variable is split into (head, d) and the heads become the GEMM's batch.
+#[test]
+fn merged_attention_heads_become_a_batch() {
+    let src = "func @main(%p: f32[2,6,5], %v: f32[2,5,4]) -> (o: f32[6,8]) {
+  %c = dot_general(%p, %v) {lhs_batch=[0], rhs_batch=[0], lhs_contract=[2], rhs_contract=[1]} : f32[2,6,4]
+  %t = transpose(%c) {perm=[1, 0, 2]} : f32[6,2,4]
+  %o = reshape(%t) {shape=[6, 8]} : f32[6,8]
+  return %o
+}
+";
+    let inputs = [tensor(&[2, 6, 5], 31), tensor(&[2, 5, 4], 32)];
+    for preset in ["1x1", "2x2"] {
+        let report = run(src, &inputs, preset);
+        assert_eq!(report.host_kernels(), 0, "{report}");
+        assert_eq!(matrix_macs(&report, ".gemm"), 2 * 6 * 4 * 5, "{report}");
+        assert!(report.to_string().contains("gemm 2x("), "{report}");
     }
 }
 
@@ -168,7 +197,8 @@ fn depthwise_convolution_stays_correct_on_the_vector_path() {
 
 /// `src` parsed, with the `precision-*` pass `pass` run when given.
 fn module(src: &str, pass: Option<&str>) -> Module {
-    let mut m: Module = terafab_ir::parse::parse_module(src).unwrap_or_else(|e| panic!("{e}\n{src}"));
+    let mut m: Module =
+        terafab_ir::parse::parse_module(src).unwrap_or_else(|e| panic!("{e}\n{src}"));
     if let Some(pass) = pass {
         terafab_passes::run_pipeline(&mut m, pass, Default::default()).unwrap();
     }
@@ -179,7 +209,11 @@ fn module(src: &str, pass: Option<&str>) -> Module {
 fn constant(name: &str, shape: &[usize], seed: u64) -> String {
     let t = tensor(shape, seed);
     let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let vals: Vec<String> = t.to_f64_vec().iter().map(|v| format!("{:?}", *v as f32)).collect();
+    let vals: Vec<String> = t
+        .to_f64_vec()
+        .iter()
+        .map(|v| format!("{:?}", *v as f32))
+        .collect();
     format!(
         "  %{name} = constant() {{value=dense<f32[{d}]>[{v}]}} : f32[{d}]\n",
         d = dims.join(","),

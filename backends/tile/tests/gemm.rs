@@ -43,6 +43,7 @@ impl Rng {
 
 fn spec(m: u64, n: u64, k: u64, t: ElemType) -> GemmSpec {
     GemmSpec {
+        batch: 1,
         m,
         n,
         k,
@@ -60,8 +61,9 @@ fn check(cfg: &Config, spec: &GemmSpec, seed: u64) -> Report {
     program.encode().expect("encode");
     let mut rng = Rng(seed);
     let (m, n, k) = (spec.m as usize, spec.n as usize, spec.k as usize);
-    let a = rng.values(spec.m * spec.k, spec.a_type);
-    let b = rng.values(spec.k * spec.n, spec.b_type);
+    let batch = spec.batch as usize;
+    let a = rng.values(spec.batch * spec.m * spec.k, spec.a_type);
+    let b = rng.values(spec.batch * spec.k * spec.n, spec.b_type);
     let bias = rng.values(spec.n, ElemType::F32);
     let mut sim = Simulator::new(cfg.clone(), program).expect("simulator");
     sim.load_hbm_f32("A", &a).unwrap();
@@ -74,8 +76,11 @@ fn check(cfg: &Config, spec: &GemmSpec, seed: u64) -> Report {
     let u = f64::from(f32::EPSILON) / 2.0;
     let nu = (k + 2) as f64 * u;
     let gamma = nu / (1.0 - nu);
-    for i in 0..m {
-        for j in 0..n {
+    for (bi, i, j) in
+        (0..batch).flat_map(|bi| (0..m).flat_map(move |i| (0..n).map(move |j| (bi, i, j))))
+    {
+        let (a, b, c) = (&a[bi * m * k..], &b[bi * k * n..], &c[bi * m * n..]);
+        {
             let (mut exact, mut mag) = (0.0f64, 0.0f64);
             for kk in 0..k {
                 let p = f64::from(a[i * k + kk]) * f64::from(b[kk * n + j]);
@@ -99,13 +104,40 @@ fn check(cfg: &Config, spec: &GemmSpec, seed: u64) -> Report {
             );
         }
     }
-    let macs = spec.m * spec.n * spec.k;
+    let macs = spec.batch * spec.m * spec.n * spec.k;
     assert_eq!(report.macs + report.macs_f32, macs, "{spec:?}");
     report
 }
 
 fn preset(name: &str) -> Config {
     Config::preset(name).unwrap()
+}
+
+/// Batched products (attention heads): every product right, odd shapes, bf16 and f32, bias
+/// and ReLU, on 1x1 and 2x2; a batch of 0 is an error.
+#[test]
+fn batched_products() {
+    for name in ["1x1", "2x2"] {
+        let cfg = preset(name);
+        for (batch, m, n, k, t, bias) in [
+            (3, 37, 29, 70, ElemType::Bf16, false),
+            (4, 16, 16, 8, ElemType::F32, true),
+            (2, 1, 5, 3, ElemType::Bf16, true),
+        ] {
+            let s = GemmSpec {
+                batch,
+                bias,
+                relu: bias,
+                ..spec(m, n, k, t)
+            };
+            check(&cfg, &s, batch * 1000 + m);
+        }
+    }
+    let s = GemmSpec {
+        batch: 0,
+        ..spec(4, 4, 4, ElemType::F32)
+    };
+    assert!(gemm_program(&preset("1x1"), &s).is_err());
 }
 
 #[test]

@@ -8,14 +8,10 @@
 //! schedule takes. The rewrite is exact: the new nest visits the same points in the same order
 //! and computes the same values.
 
-use terafab_ir::kernel::{BufferId, Expr, Index, LoopNest, Stage, Var};
+use super::{BufferId, Expr, Index, LoopNest, Stage, Var};
 
 /// Rewrite `e`'s index expressions with `f` and its buffers with `fb`.
-pub(crate) fn map_expr(
-    e: &Expr,
-    f: &dyn Fn(&Index) -> Index,
-    fb: &dyn Fn(BufferId) -> BufferId,
-) -> Expr {
+pub fn map_expr(e: &Expr, f: &dyn Fn(&Index) -> Index, fb: &dyn Fn(BufferId) -> BufferId) -> Expr {
     e.map(f, fb, &Expr::Local)
 }
 
@@ -61,7 +57,7 @@ fn map_nest(
 }
 
 /// `nest` with its buffers renamed by `fb`.
-pub(crate) fn map_buffers(nest: &LoopNest, fb: &dyn Fn(BufferId) -> BufferId) -> LoopNest {
+pub fn map_buffers(nest: &LoopNest, fb: &dyn Fn(BufferId) -> BufferId) -> LoopNest {
     map_nest(nest, nest.space.clone(), &|i| i.clone(), fb, &|v| v)
 }
 
@@ -81,7 +77,7 @@ fn terms(i: &Index, scale: i64, out: &mut Vec<(i64, Index)>, konst: &mut i64) {
 
 /// `i` simplified: `(h*c + j) / c` to `h` and `(h*c + j) % c` to `j` where `j`'s interval lies
 /// in `[0, c)`, bottom up.
-pub(crate) fn simplify(i: &Index, extent: &dyn Fn(Var) -> Option<usize>) -> Index {
+pub fn simplify(i: &Index, extent: &dyn Fn(Var) -> Option<usize>) -> Index {
     match i {
         Index::Var(_) | Index::Const(_) => i.clone(),
         Index::Add(a, b) => merge_div_rem(simplify(a, extent).plus(simplify(b, extent))),
@@ -143,7 +139,7 @@ fn merge_div_rem(i: Index) -> Index {
 /// `(flat, [(v0, e0), (v1, e1), ...])` (row-major, the last fastest), `v_d` becomes
 /// `(flat / (e_{d+1} * ...)) % e_d`, then simplified, so that an index that recombines the group
 /// (`v0 * e1 + v1`) is `flat` again. `extent` gives every variable's extent (the flat ones too).
-pub(crate) fn flatten_vars(
+pub fn flatten_vars(
     stages: &[Stage],
     groups: &[(Var, Vec<(Var, usize)>)],
     extent: &dyn Fn(Var) -> Option<usize>,
@@ -238,7 +234,7 @@ fn split(nest: &LoopNest, v: Var, c: i64) -> LoopNest {
 }
 
 /// The nests made by splitting one variable of `nest` (each candidate once).
-pub(crate) fn splits(nest: &LoopNest) -> Vec<LoopNest> {
+pub fn splits(nest: &LoopNest) -> Vec<LoopNest> {
     candidates(nest)
         .into_iter()
         .map(|(v, c)| split(nest, v, c))

@@ -48,9 +48,11 @@ use crate::dtype::ElemType;
 use crate::isa::{Bcast, BinOp, Dest, DmaKind, Engine, Matmul, Op, Send, VBinary};
 use crate::program::{Buffer, Program, Role};
 
-/// The GEMM to generate.
+/// The GEMM to generate: `batch` independent products `C[b] = A[b]·B[b]`, one after another.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GemmSpec {
+    /// Products (at least 1); with more than one, A, B and C are `[batch, ..]` in HBM.
+    pub batch: u64,
     /// Rows of A and C.
     pub m: u64,
     /// Columns of B and C.
@@ -211,7 +213,12 @@ fn layout(
 /// Chooses the partition and tiles for `spec` on `cfg` (what [`gemm_program`] generates).
 pub fn gemm_plan(cfg: &Config, spec: &GemmSpec) -> Result<GemmPlan, GenError> {
     cfg.validate()?;
-    for (name, d) in [("m", spec.m), ("n", spec.n), ("k", spec.k)] {
+    for (name, d) in [
+        ("batch", spec.batch),
+        ("m", spec.m),
+        ("n", spec.n),
+        ("k", spec.k),
+    ] {
         if d == 0 {
             return Err(GenError::ZeroDim(name));
         }
@@ -336,10 +343,22 @@ pub fn gemm_program(cfg: &Config, spec: &GemmSpec) -> Result<Program, GenError> 
         });
         Ok::<u64, GenError>(addr)
     };
+    let batched = |dims: Vec<u64>| {
+        if spec.batch > 1 {
+            [vec![spec.batch], dims].concat()
+        } else {
+            dims
+        }
+    };
     let hbm = Hbm {
-        a: place("A", spec.a_type, vec![spec.m, spec.k], Role::Input)?,
-        b: place("B", spec.b_type, vec![spec.k, spec.n], Role::Input)?,
-        c: place("C", ElemType::F32, vec![spec.m, spec.n], Role::Output)?,
+        a: place("A", spec.a_type, batched(vec![spec.m, spec.k]), Role::Input)?,
+        b: place("B", spec.b_type, batched(vec![spec.k, spec.n]), Role::Input)?,
+        c: place(
+            "C",
+            ElemType::F32,
+            batched(vec![spec.m, spec.n]),
+            Role::Output,
+        )?,
         bias: if spec.bias {
             place("BIAS", ElemType::F32, vec![spec.n], Role::Input)?
         } else {
@@ -360,8 +379,12 @@ pub fn gemm_program(cfg: &Config, spec: &GemmSpec) -> Result<Program, GenError> 
         for &(_, cl) in &plan.col_blocks {
             let tiles = div_ceil(bl, plan.tile_m).saturating_mul(div_ceil(cl, plan.tile_n));
             let per_step = 12u64.saturating_add(plan.tile_m.saturating_add(plan.tile_k));
-            estimate =
-                estimate.saturating_add(tiles.saturating_mul(k_count).saturating_mul(per_step));
+            estimate = estimate.saturating_add(
+                tiles
+                    .saturating_mul(k_count)
+                    .saturating_mul(per_step)
+                    .saturating_mul(spec.batch),
+            );
         }
     }
     if estimate > MAX_INSTRUCTIONS.saturating_mul(4) {
@@ -420,6 +443,8 @@ struct NodeGen<'a> {
 
 /// A store waiting to be queued on the DMA engine.
 struct PendingStore {
+    /// The product of the batch.
+    batch: u64,
     tile: u64,
     due_step: u64,
     slot: usize,
@@ -443,15 +468,32 @@ impl NodeGen<'_> {
         let epilogue = self.spec.bias || self.spec.relu;
         let n_steps = (self.rows.len() as u64)
             .saturating_mul(self.cols.len() as u64)
-            .saturating_mul(self.k_chunks.len() as u64);
+            .saturating_mul(self.k_chunks.len() as u64)
+            .saturating_mul(self.spec.batch);
         let last_k = self.k_chunks.len().saturating_sub(1);
 
         let mut pending: VecDeque<PendingStore> = VecDeque::new();
         let mut store_counts: Vec<u64> = Vec::new();
         let mut s = 0u64;
         let mut t = 0u64;
-        for &row in &self.rows {
-            for &col in &self.cols {
+        let (mm_, nn, kk) = (self.spec.m, self.spec.n, self.spec.k);
+        for (bi, &row, &col) in (0..self.spec.batch).flat_map(|bi| {
+            self.rows
+                .iter()
+                .flat_map(move |row| self.cols.iter().map(move |col| (bi, row, col)))
+        }) {
+            {
+                // This product's A, B and C in HBM.
+                let a_base = add(
+                    "A",
+                    self.hbm.a,
+                    mul("A", mul("A", bi, mul("A", mm_, kk)?)?, ea)?,
+                )?;
+                let b_base = add(
+                    "B",
+                    self.hbm.b,
+                    mul("B", mul("B", bi, mul("B", kk, nn)?)?, eb)?,
+                )?;
                 let c = (t % 2) as usize;
                 let (m0, tm) = row;
                 let (n0, tn) = col;
@@ -485,7 +527,7 @@ impl NodeGen<'_> {
                     if a_self {
                         let src = add(
                             "A",
-                            self.hbm.a,
+                            a_base,
                             mul("A", add("A", mul("A", m0, self.spec.k)?, k0)?, ea)?,
                         )?;
                         let row_len = mul("A", tk, ea)?;
@@ -509,7 +551,7 @@ impl NodeGen<'_> {
                     if b_self {
                         let src = add(
                             "B",
-                            self.hbm.b,
+                            b_base,
                             mul("B", add("B", mul("B", k0, self.spec.n)?, n0)?, eb)?,
                         )?;
                         let row_len = mul("B", tn, eb)?;
@@ -592,6 +634,7 @@ impl NodeGen<'_> {
                             self.epilogue(&mut q, c, tm, tn)?;
                         }
                         pending.push_back(PendingStore {
+                            batch: bi,
                             tile: t,
                             due_step: s + 2,
                             slot: c,
@@ -735,9 +778,18 @@ impl NodeGen<'_> {
         let (m0, tm) = ps.row;
         let (n0, tn) = ps.col;
         let epilogue = self.spec.bias || self.spec.relu;
-        let dst = add(
+        let c_base = add(
             "C",
             self.hbm.c,
+            mul(
+                "C",
+                mul("C", ps.batch, mul("C", self.spec.m, self.spec.n)?)?,
+                4,
+            )?,
+        )?;
+        let dst = add(
+            "C",
+            c_base,
             mul("C", add("C", mul("C", m0, self.spec.n)?, n0)?, 4)?,
         )?;
         let row_len = mul("C", tn, 4)?;

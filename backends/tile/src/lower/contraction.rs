@@ -113,8 +113,11 @@ pub fn lower(cfg: &Config, p: &KernelProgram, k: &Kernel) -> Result<Option<Lower
     let Body::Loops(nest) = &k.body else {
         return Ok(None);
     };
-    let &[m, n] = nest.space.as_slice() else {
-        return Ok(None);
+    // `[m, n]`, or `[batch, m, n]` (independent products, one after another).
+    let (batch, m, n) = match *nest.space.as_slice() {
+        [m, n] => (None, m, n),
+        [b, m, n] => (Some(b), m, n),
+        _ => return Ok(None),
     };
     let [
         Stage::Reduce {
@@ -139,9 +142,19 @@ pub fn lower(cfg: &Config, p: &KernelProgram, k: &Kernel) -> Result<Option<Lower
     if !store_vars.is_empty() {
         return Ok(None);
     }
-    let (mv, nv) = (Var(0), Var(1));
-    let a_index = [Index::Var(mv), Index::Var(kv)];
-    let b_index = [Index::Var(kv), Index::Var(nv)];
+    let first = u32::from(batch.is_some());
+    let (mv, nv) = (Var(first), Var(first + 1));
+    // An index with the batch variable in front when there is one.
+    let batched = |rest: [Var; 2]| -> Vec<Index> {
+        batch
+            .map(|_| Var(0))
+            .into_iter()
+            .chain(rest)
+            .map(Index::Var)
+            .collect()
+    };
+    let a_index = batched([mv, kv]);
+    let b_index = batched([kv, nv]);
     let (a, b) = match (load_at(p, x, &a_index), load_at(p, y, &b_index)) {
         (Some(a), Some(b)) => (a, b),
         _ => match (load_at(p, y, &a_index), load_at(p, x, &b_index)) {
@@ -149,7 +162,7 @@ pub fn lower(cfg: &Config, p: &KernelProgram, k: &Kernel) -> Result<Option<Lower
             _ => return Ok(None),
         },
     };
-    if c_index.as_slice() != [Index::Var(mv), Index::Var(nv)] || a == b {
+    if *c_index != batched([mv, nv]) || a == b {
         return Ok(None);
     }
     let Some((bias, relu)) = epilogue(p, value, *local, nv, n) else {
@@ -157,7 +170,8 @@ pub fn lower(cfg: &Config, p: &KernelProgram, k: &Kernel) -> Result<Option<Lower
     };
     let (ba, bb, bc) = (p.buffer(a), p.buffer(b), p.buffer(*c));
     let dense = |buf: &terafab_ir::kernel::Buffer, shape: [usize; 2]| {
-        buf.shape == shape && buf.is_row_major()
+        let want: Vec<usize> = batch.into_iter().chain(shape).collect();
+        buf.shape == want && buf.is_row_major()
     };
     if !dense(ba, [m, kk]) || !dense(bb, [kk, n]) || !dense(bc, [m, n]) || bc.dtype != DType::F32 {
         return Ok(None);
@@ -166,6 +180,7 @@ pub fn lower(cfg: &Config, p: &KernelProgram, k: &Kernel) -> Result<Option<Lower
         return Ok(None);
     };
     let spec = GemmSpec {
+        batch: batch.unwrap_or(1) as u64,
         m: m as u64,
         n: n as u64,
         k: kk as u64,
@@ -174,7 +189,11 @@ pub fn lower(cfg: &Config, p: &KernelProgram, k: &Kernel) -> Result<Option<Lower
         bias: bias.is_some(),
         relu,
     };
-    let fail = |e: crate::r#gen::GenError| NotLowered(format!("gemm {m}x{n}x{kk}: {e}"));
+    let shape = match batch {
+        Some(b) => format!("{b}x({m}x{n}x{kk})"),
+        None => format!("{m}x{n}x{kk}"),
+    };
+    let fail = |e: crate::r#gen::GenError| NotLowered(format!("gemm {shape}: {e}"));
     let plan = gemm_plan(cfg, &spec).map_err(fail)?;
     let mut program = gemm_program(cfg, &spec).map_err(fail)?;
     let mut reads = vec![a, b];
@@ -203,7 +222,7 @@ pub fn lower(cfg: &Config, p: &KernelProgram, k: &Kernel) -> Result<Option<Lower
         reads,
         writes: vec![*c],
         summary: format!(
-            "gemm {m}x{n}x{kk} {a_type}·{b_type}{epi} on {}x{} nodes",
+            "gemm {shape} {a_type}·{b_type}{epi} on {}x{} nodes",
             plan.col_blocks.len(),
             plan.row_blocks.len()
         ),

@@ -4,31 +4,40 @@
 //!
 //! A loop-nest kernel has the *GEMM form* when its stages are one f32 sum
 //! `t = Σ_r a(…) · b(…)` followed by stores at the outer point (reading `t`). Its outer
-//! variables split into those used by `a` only, by `b` only, and by both or neither (batch);
-//! the reduce variables flatten into K. [`split_contractions`] replaces such a kernel `@k` by
+//! variables split into those used by `a` only, by `b` only, and by both (the batch: a
+//! batched matmul, attention heads); the reduce variables flatten into K. A variable both
+//! operands use only through `v / c` and `v % c` (merged attention heads) is split first
+//! (`terafab_ir::kernel::split`). [`split_contractions`] replaces such a kernel `@k` by
 //!
 //! 1. `@k.packA` / `@k.packB`: a movement loop nest evaluating the operand expression into a
-//!    dense row-major f32 temp `[M, K]` / `[K, N]` (a transpose, im2col with padding fills, a
-//!    prologue), skipped when the operand is already such a load;
-//! 2. `@k.gemm`: `C'[m, n] = Σ_k A'[m, k] · B'[k, n]`, the plain form of
+//!    dense row-major temp `[(batch,) M, K]` / `[(batch,) K, N]` (a transpose, im2col with
+//!    padding fills, a prologue), skipped when the operand is already such a load. A
+//!    narrow operand (`convert[f32]` of bf16/CFP8, or a temp holding only such values) is
+//!    packed narrow, so the matrix engine runs at its narrow rate. A pack reading only
+//!    constants (weights) is evaluated here, once: its temp becomes a constant buffer;
+//! 2. `@k.gemm`: `C'[(b,) m, n] = Σ_k A'[(b,) m, k] · B'[(b,) k, n]`, the plain form of
 //!    [`super::contraction`] (the matrix engine), writing the kernel's output directly when
-//!    its only store is `C[m, n] = t` on a dense `[M, N]` f32 buffer;
+//!    its only store is `C[m, n] = t`, `t + bias[n]` or a ReLU of either on a dense f32
+//!    buffer of that shape (bias and ReLU on the accumulators);
 //! 3. `@k.epilogue`: otherwise, the kernel's stores over its own space, reading `C'[m, n]`
 //!    in place of `t` (BN, residual adds, activations, the output layout such as NCHW).
 //!
 //! The operand without the innermost output variable is A (so a convolution is
 //! `C'[oc, pixel]` and its NCHW epilogue is contiguous). Outer and reduce variables of extent
-//! one are dropped (index 0). Left unchanged: kernels already plain, and (the vector path) batch variables of extent
-//! over one (batched matmuls, merged attention heads), M, N or K of 1 (matrix-vector and outer products), several reductions in one kernel,
-//! non-f32 operands or stores inside loops, and GEMMs [`gemm_plan`] rejects.
+//! one are dropped (index 0). Left unchanged (the vector path): kernels already plain, M, N
+//! or K of 1 (matrix-vector and outer products), outer variables neither operand uses,
+//! several reductions in one kernel, stores inside loops, and GEMMs [`gemm_plan`] rejects.
+//! Contractions of up to [`COST_CHECK_MACS`] multiply-adds are simulated both ways and
+//! stay whole where that is faster.
 
 use std::collections::HashMap;
 
+use terafab_ir::kernel::interp::run_kernel;
+use terafab_ir::kernel::split::splits;
 use terafab_ir::kernel::{
     Body, Buffer, BufferId, Expr, Index, Kernel, KernelKind, KernelProgram, Local, LoopNest, Stage,
     Storage, Var,
 };
-use terafab_ir::kernel::interp::run_kernel;
 use terafab_ir::{BinaryOp, DType, ReduceKind, Tensor};
 
 use crate::config::Config;
@@ -75,7 +84,21 @@ pub fn split_contractions(cfg: &Config, p: &KernelProgram, cost_check: bool) -> 
             outputs: out.outputs.clone(),
             kernels: Vec::new(),
         };
-        let Some(pieces) = split(cfg, &mut trial, k, &narrow) else {
+        // A variable both operands use only through `v / c` and `v % c` (merged attention
+        // heads) hides a batch: the nest with it split is tried too.
+        let pieces = split(cfg, &mut trial, k, &narrow).or_else(|| {
+            let Body::Loops(nest) = &k.body else {
+                return None;
+            };
+            splits(nest).into_iter().find_map(|s| {
+                let k2 = Kernel {
+                    body: Body::Loops(s),
+                    ..k.clone()
+                };
+                split(cfg, &mut trial, &k2, &narrow)
+            })
+        });
+        let Some(pieces) = pieces else {
             out.kernels.push(k.clone());
             continue;
         };
@@ -288,23 +311,35 @@ fn operand_form(p: &KernelProgram, e: &Expr, narrow: &HashMap<BufferId, DType>) 
     }
     if let Expr::Load { buffer, fill, .. } = e
         && let Some(&t) = narrow.get(buffer)
-        && fill
-            .as_ref()
-            .is_none_or(|f| f.as_slice::<f32>().is_some_and(|v| v.iter().all(|&x| x == 0.0)))
+        && fill.as_ref().is_none_or(|f| {
+            f.as_slice::<f32>()
+                .is_some_and(|v| v.iter().all(|&x| x == 0.0))
+        })
     {
         return (t, Expr::Convert(t, Box::new(e.clone())));
     }
     (DType::F32, e.clone())
 }
 
-/// A dense row-major `[rows, cols]` load `buf[row_var, col_var]` of element type `ty` that
-/// `e` already is.
+/// The batch group (absent without a batch) in front of an operand's or result's groups.
+fn with_batch<'a>(
+    batch: &'a [(Var, usize)],
+    rest: [&'a [(Var, usize)]; 2],
+) -> Vec<&'a [(Var, usize)]> {
+    (!batch.is_empty())
+        .then_some(batch)
+        .into_iter()
+        .chain(rest)
+        .collect()
+}
+
+/// A dense row-major load of element type `ty`, one dim per group of `groups` (each group
+/// one variable), indexed by those variables in order, that `e` already is.
 fn plain_load(
     p: &KernelProgram,
     e: &Expr,
     ty: DType,
-    rows: &[(Var, usize)],
-    cols: &[(Var, usize)],
+    groups: &[&[(Var, usize)]],
 ) -> Option<BufferId> {
     let Expr::Load {
         buffer,
@@ -314,15 +349,17 @@ fn plain_load(
     else {
         return None;
     };
-    let (&[(r, nr)], &[(c, nc)]) = (rows, cols) else {
-        return None;
-    };
+    let mut shape = Vec::new();
+    let mut want = Vec::new();
+    for g in groups {
+        let &[(v, n)] = *g else {
+            return None;
+        };
+        shape.push(n);
+        want.push(Index::Var(v));
+    }
     let b = p.buffer(*buffer);
-    (b.dtype == ty
-        && b.shape == [nr, nc]
-        && b.is_row_major()
-        && index.as_slice() == [Index::Var(r), Index::Var(c)])
-    .then_some(*buffer)
+    (b.dtype == ty && b.shape == shape && b.is_row_major() && *index == want).then_some(*buffer)
 }
 
 /// The pieces replacing `k`, with their temps added to `p`; `None` when `k` stays as it is.
@@ -367,6 +404,8 @@ fn split(
     let (vx, vy) = (x.vars(), y.vars());
     let mut x_vars = Vec::new();
     let mut y_vars = Vec::new();
+    // Variables of both operands: a batch of independent products.
+    let mut batch_vars = Vec::new();
     for (d, &n) in nest.space.iter().enumerate() {
         let v = Var(d as u32);
         if n == 1 {
@@ -375,8 +414,9 @@ fn split(
         match (vx.contains(&v), vy.contains(&v)) {
             (true, false) => x_vars.push((v, n)),
             (false, true) => y_vars.push((v, n)),
-            // Batch variables: left to the vector path.
-            _ => return None,
+            (true, true) => batch_vars.push((v, n)),
+            // Used by neither operand (a broadcast of the result): left to the vector path.
+            (false, false) => return None,
         }
     }
     let red: Vec<(Var, usize)> = k_vars.iter().copied().filter(|&(_, n)| n != 1).collect();
@@ -394,12 +434,20 @@ fn split(
         ((&**x, x_vars), (&**y, y_vars))
     };
     let (m, n, kk) = (product(&m_vars)?, product(&n_vars)?, product(&red)?);
+    let bt = product(&batch_vars)?;
+    let with_bt = |rest: [usize; 2]| -> Vec<usize> {
+        (!batch_vars.is_empty())
+            .then_some(bt)
+            .into_iter()
+            .chain(rest)
+            .collect()
+    };
     // Matrix-vector products and outer products (M, N or K of 1): the vector path, one
     // kernel instead of up to four.
     if m == 1 || n == 1 || kk == 1 {
         return None;
     }
-    if i64::try_from(m.max(n).max(kk)).is_err() {
+    if i64::try_from(m.max(n).max(kk).max(bt)).is_err() {
         return None;
     }
     // Narrow operands packed narrow when the matrix engine takes that pair of types, else
@@ -411,6 +459,7 @@ fn split(
             return false;
         };
         let spec = GemmSpec {
+            batch: bt as u64,
             m: m as u64,
             n: n as u64,
             k: kk as u64,
@@ -437,20 +486,20 @@ fn split(
             Storage::Temp,
         ))
     };
-    // Pack an operand whose rows are `rows` and columns `cols` (original variables).
+    // Pack an operand whose dims are the variable groups `groups` (original variables),
+    // flattened one dim each.
     let mut pack = |p: &mut KernelProgram,
                     e: &Expr,
                     ty: DType,
-                    rows: &[(Var, usize)],
-                    cols: &[(Var, usize)],
-                    shape: [usize; 2],
+                    groups: &[&[(Var, usize)]],
+                    shape: Vec<usize>,
                     what: &str|
      -> BufferId {
-        if let Some(buf) = plain_load(p, e, ty, rows, cols) {
+        if let Some(buf) = plain_load(p, e, ty, groups) {
             return buf;
         }
-        let dst = temp(p, what, ty, shape.to_vec());
-        let all: Vec<(Var, usize)> = rows.iter().chain(cols).copied().collect();
+        let dst = temp(p, what, ty, shape);
+        let all: Vec<(Var, usize)> = groups.iter().flat_map(|g| g.iter()).copied().collect();
         let new_var: HashMap<Var, Var> = all
             .iter()
             .enumerate()
@@ -477,7 +526,7 @@ fn split(
                 stages: vec![Stage::Store {
                     buffer: dst,
                     vars: Vec::new(),
-                    index: vec![flat(rows, &f), flat(cols, &f)],
+                    index: groups.iter().map(|g| flat(g, &f)).collect(),
                     value,
                 }],
             }),
@@ -485,20 +534,43 @@ fn split(
         });
         dst
     };
-    let a_buf = pack(p, &ea, ta, &m_vars, &red, [m, kk], "A");
-    let b_buf = pack(p, &eb, tb, &red, &n_vars, [kk, n], "B");
+    let a_buf = pack(
+        p,
+        &ea,
+        ta,
+        &with_batch(&batch_vars, [&m_vars, &red]),
+        with_bt([m, kk]),
+        "A",
+    );
+    let b_buf = pack(
+        p,
+        &eb,
+        tb,
+        &with_batch(&batch_vars, [&red, &n_vars]),
+        with_bt([kk, n]),
+        "B",
+    );
 
-    // The GEMM writes the output directly when the only store is `C[m, n] = t` on a dense
-    // f32 `[M, N]` buffer.
     // The GEMM writes the output directly when the only store is `C[m, n] = e(t)` on a dense
     // f32 `[M, N]` buffer and `e` is the identity, or a bias along N and a ReLU that the
     // plain GEMM applies on its accumulators.
-    let (mv, nv, kv) = (Var(0), Var(1), Var(2));
+    // The GEMM's variables: batch (when there is one), m, n, k.
+    let first = u32::from(!batch_vars.is_empty());
+    let bv = Var(0);
+    let (mv, nv, kv) = (Var(first), Var(first + 1), Var(first + 2));
+    let gemm_index = |i: Var, j: Var| -> Vec<Index> {
+        (!batch_vars.is_empty())
+            .then_some(bv)
+            .into_iter()
+            .chain([i, j])
+            .map(Index::Var)
+            .collect()
+    };
     // A packed operand in f32: narrow ones converted (exact).
     let load2 = |buffer, ty: DType, i: Var, j: Var| {
         let load = Expr::Load {
             buffer,
-            index: vec![Index::Var(i), Index::Var(j)],
+            index: gemm_index(i, j),
             fill: None,
         };
         if ty == DType::F32 {
@@ -517,7 +589,7 @@ fn split(
         inputs,
         outputs: vec![c_buf],
         body: Body::Loops(LoopNest {
-            space: vec![m, n],
+            space: with_bt([m, n]),
             stages: vec![
                 Stage::Reduce {
                     local: Local(0),
@@ -532,7 +604,7 @@ fn split(
                 Stage::Store {
                     buffer: c_buf,
                     vars: Vec::new(),
-                    index: vec![Index::Var(mv), Index::Var(nv)],
+                    index: gemm_index(mv, nv),
                     value,
                 },
             ],
@@ -550,27 +622,32 @@ fn split(
         ] => {
             let buf = p.buffer(*buffer);
             let id = |v: Var| Index::Var(v);
+            let c_index: Vec<Index> = with_batch(&batch_vars, [&m_vars, &n_vars])
+                .iter()
+                .map(|g| flat(g, &id))
+                .collect();
             let dense = buf.dtype == DType::F32
-                && buf.shape == [m, n]
+                && buf.shape == with_bt([m, n])
                 && buf.is_row_major()
                 && matches!(buf.storage, Storage::Temp)
-                && *index == [flat(&m_vars, &id), flat(&n_vars, &id)]
+                && *index == c_index
                 && *buffer != a_buf
                 && *buffer != b_buf;
             match value {
                 _ if !dense => None,
-                Expr::Local(l) if l == local => Some(gemm(
-                    *buffer,
-                    Expr::Local(Local(0)),
-                    gemm_inputs.clone(),
-                )),
-                _ => match (m_vars.as_slice(), n_vars.as_slice()) {
-                    (&[(om, _)], &[(on, _)]) => {
+                Expr::Local(l) if l == local => {
+                    Some(gemm(*buffer, Expr::Local(Local(0)), gemm_inputs.clone()))
+                }
+                _ => match (m_vars.as_slice(), n_vars.as_slice(), batch_vars.as_slice()) {
+                    (&[(om, _)], &[(on, _)], [] | [_]) => {
+                        let ob = batch_vars.first().map(|b| b.0);
                         let remap = |v: Var| {
                             if v == om {
                                 Index::Var(mv)
                             } else if v == on {
                                 Index::Var(nv)
+                            } else if Some(v) == ob {
+                                Index::Var(bv)
                             } else {
                                 Index::Const(0)
                             }
@@ -590,7 +667,7 @@ fn split(
     };
     let c_buf = match &direct {
         Some(g) => g.outputs[0],
-        None => temp(p, "C", DType::F32, vec![m, n]),
+        None => temp(p, "C", DType::F32, with_bt([m, n])),
     };
     pieces.push(match direct.clone() {
         Some(g) => g,
@@ -600,7 +677,10 @@ fn split(
         let id = |v: Var| Index::Var(v);
         let c_load = Expr::Load {
             buffer: c_buf,
-            index: vec![flat(&m_vars, &id), flat(&n_vars, &id)],
+            index: with_batch(&batch_vars, [&m_vars, &n_vars])
+                .iter()
+                .map(|g| flat(g, &id))
+                .collect(),
             fill: None,
         };
         let stages: Vec<Stage> = rest
