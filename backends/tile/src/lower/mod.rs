@@ -15,8 +15,11 @@
 //!   GEMM and epilogue kernels.
 //! * [`vector`]: elementwise, movement and reduction loop nests with affine loads and stores
 //!   on the DMA and vector engines, tiled, double-buffered, partitioned over the mesh.
+//! * [`retile`]: variants of a kernel with better vector tiles (small windows unrolled, the
+//!   longest variable as the tile's rows); the fastest that lowers is kept.
 
 pub mod contraction;
+pub mod retile;
 pub mod split_gemm;
 pub mod vector;
 
@@ -63,6 +66,16 @@ pub struct Lowered {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct NotLowered(pub String);
+
+/// The cycles of `program` on `cfg`, simulated timing only (no arithmetic); `None` when it
+/// does not simulate. For choosing between lowerings.
+pub fn timing_cycles(cfg: &Config, program: &Program) -> Option<u64> {
+    let mut timing = cfg.clone();
+    timing.timing_only = true;
+    timing.trace = false;
+    let mut sim = crate::sim::Simulator::new(timing, program.clone()).ok()?;
+    sim.run().ok().map(|r| r.cycles)
+}
 
 /// Lower one kernel of `p` for the machine `cfg`.
 pub fn lower_kernel(cfg: &Config, p: &KernelProgram, k: &Kernel) -> Result<Lowered, NotLowered> {

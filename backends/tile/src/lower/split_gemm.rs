@@ -42,7 +42,6 @@ use terafab_ir::{BinaryOp, DType, ReduceKind, Tensor};
 
 use crate::config::Config;
 use crate::r#gen::{GemmSpec, gemm_plan};
-use crate::sim::Simulator;
 
 /// A program after [`split_contractions`].
 #[derive(Debug, Clone)]
@@ -151,15 +150,8 @@ fn macs(k: &Kernel) -> Option<usize> {
 /// The simulated cycles (timing only) of `ks` lowered one by one; `None` when one of them
 /// is not lowered or does not simulate.
 fn simulated_cycles(cfg: &Config, p: &KernelProgram, ks: &[Kernel]) -> Option<u64> {
-    let mut timing = cfg.clone();
-    timing.timing_only = true;
-    timing.trace = false;
     ks.iter()
-        .map(|k| {
-            let lowered = super::lower_kernel(&timing, p, k).ok()?;
-            let mut sim = Simulator::new(timing.clone(), lowered.program).ok()?;
-            sim.run().ok().map(|r| r.cycles)
-        })
+        .map(|k| super::timing_cycles(cfg, &super::lower_kernel(cfg, p, k).ok()?.program))
         .sum()
 }
 
