@@ -11,7 +11,7 @@ use terafab_ir::{BinaryOp, DType, ReduceKind};
 
 use super::{Lowered, NotLowered, elem_type, hbm_name};
 use crate::config::Config;
-use crate::r#gen::{GemmSpec, gemm_plan, gemm_program};
+use crate::r#gen::{Epilogue, GemmSpec, gemm_plan, gemm_program};
 
 /// A load of a whole element (no fill) with exactly the index `want`: of an f32 buffer, or
 /// of a bf16/CFP8 buffer under `convert[f32]` (the matrix engine's narrow operands; their
@@ -188,6 +188,7 @@ pub fn lower(cfg: &Config, p: &KernelProgram, k: &Kernel) -> Result<Option<Lower
         b_type,
         bias: bias.is_some(),
         relu,
+        epilogue: Epilogue::NONE,
     };
     let shape = match batch {
         Some(b) => format!("{b}x({m}x{n}x{kk})"),

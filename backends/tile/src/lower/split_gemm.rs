@@ -41,7 +41,7 @@ use terafab_ir::kernel::{
 use terafab_ir::{BinaryOp, DType, ReduceKind, Tensor};
 
 use crate::config::Config;
-use crate::r#gen::{GemmSpec, gemm_plan};
+use crate::r#gen::{Epilogue, GemmSpec, gemm_plan};
 
 /// A program after [`split_contractions`].
 #[derive(Debug, Clone)]
@@ -459,6 +459,7 @@ fn split(
             b_type,
             bias: false,
             relu: false,
+            epilogue: Epilogue::NONE,
         };
         gemm_plan(cfg, &spec).is_ok()
     };
