@@ -33,7 +33,7 @@
 use std::collections::HashMap;
 
 use terafab_ir::kernel::interp::run_kernel;
-use terafab_ir::kernel::split::splits;
+use terafab_ir::kernel::split::{flatten_vars, splits};
 use terafab_ir::kernel::{
     Body, Buffer, BufferId, Expr, Index, Kernel, KernelKind, KernelProgram, Local, LoopNest, Stage,
     Storage, Var,
@@ -576,7 +576,7 @@ fn split(
     if b_buf != a_buf {
         gemm_inputs.push(b_buf);
     }
-    let gemm = |c_buf: BufferId, value: Expr, inputs: Vec<BufferId>| Kernel {
+    let gemm_at = |c_buf: BufferId, index: Vec<Index>, value: Expr, inputs: Vec<BufferId>| Kernel {
         name: format!("{}.gemm", k.name),
         kind: KernelKind::Matmul,
         inputs,
@@ -597,12 +597,60 @@ fn split(
                 Stage::Store {
                     buffer: c_buf,
                     vars: Vec::new(),
-                    index: gemm_index(mv, nv),
+                    index,
                     value,
                 },
             ],
         }),
         sources: k.sources.clone(),
+    };
+    let gemm = |c_buf: BufferId, value: Expr, inputs: Vec<BufferId>| {
+        gemm_at(c_buf, gemm_index(mv, nv), value, inputs)
+    };
+    // One product: the store with the M and N variables flattened into the GEMM's (an NCHW
+    // convolution output is `C[m·N + n]` again), taken when the plain GEMM takes it (its
+    // layout and a fused epilogue: batch norm, residual add, ReLU).
+    let flattened = |buffer: BufferId| -> Option<Kernel> {
+        let buf = p.buffer(buffer);
+        if !batch_vars.is_empty()
+            || buf.dtype != DType::F32
+            || !buf.is_row_major()
+            || !matches!(buf.storage, Storage::Temp)
+            || buf.span() != m * n
+            || buffer == a_buf
+            || buffer == b_buf
+        {
+            return None;
+        }
+        let (mf, nf) = (Var(u32::MAX - 2), Var(u32::MAX - 1));
+        let all: Vec<(Var, usize)> = nest
+            .space
+            .iter()
+            .enumerate()
+            .map(|(d, &e)| (Var(d as u32), e))
+            .chain([(mf, m), (nf, n)])
+            .collect();
+        let extent = |v: Var| all.iter().find(|x| x.0 == v).map(|x| x.1);
+        let stages = flatten_vars(rest, &[(mf, m_vars.clone()), (nf, n_vars.clone())], &extent);
+        let [Stage::Store { index, value, .. }] = stages.as_slice() else {
+            return None;
+        };
+        // Every other variable has extent 1.
+        let rename = |v: Var| {
+            if v == mf {
+                Index::Var(mv)
+            } else if v == nf {
+                Index::Var(nv)
+            } else {
+                Index::Const(0)
+            }
+        };
+        let index: Vec<Index> = index.iter().map(|i| i.subst(&rename)).collect();
+        let value = value.map(&|i| i.subst(&rename), &|b| b, &|_| Expr::Local(Local(0)));
+        let mut inputs = gemm_inputs.clone();
+        loads(&value, &mut inputs);
+        let candidate = gemm_at(buffer, index, value, inputs);
+        matches!(super::contraction::lower(cfg, p, &candidate), Ok(Some(_))).then_some(candidate)
     };
     let direct = match rest {
         [
@@ -627,6 +675,7 @@ fn split(
                 && *buffer != a_buf
                 && *buffer != b_buf;
             match value {
+                _ if batch_vars.is_empty() => flattened(*buffer),
                 _ if !dense => None,
                 Expr::Local(l) if l == local => {
                     Some(gemm(*buffer, Expr::Local(Local(0)), gemm_inputs.clone()))
