@@ -259,11 +259,11 @@ mod tests {
             space: vec![8],
             stages: vec![
                 Stage::Reduce {
-                    local: terafab_ir::kernel::Local(0),
-                    kind: terafab_ir::ReduceKind::Sum,
+                    local: crate::kernel::Local(0),
+                    kind: crate::ReduceKind::Sum,
                     vars: vec![(r, 3)],
                     body: Expr::binary(
-                        terafab_ir::BinaryOp::Mul,
+                        crate::BinaryOp::Mul,
                         load(0, vec![Index::Var(v).floor_div(4), Index::Var(r)]),
                         load(
                             1,
@@ -279,7 +279,7 @@ mod tests {
                     buffer: BufferId(2),
                     vars: vec![],
                     index: vec![Index::Var(v)],
-                    value: Expr::Local(terafab_ir::kernel::Local(0)),
+                    value: Expr::Local(crate::kernel::Local(0)),
                 },
             ],
         };
@@ -320,7 +320,7 @@ mod tests {
             buffer: BufferId(0),
             vars: vec![],
             index,
-            value: Expr::Index(Index::Var(h), terafab_ir::DType::I64),
+            value: Expr::Index(Index::Var(h), crate::DType::I64),
         };
         let ext = |v: Var| match v.0 {
             0 => Some(4),
@@ -346,7 +346,7 @@ mod tests {
         );
         assert_eq!(
             value,
-            &Expr::Index(Index::Var(n).floor_div(56), terafab_ir::DType::I64)
+            &Expr::Index(Index::Var(n).floor_div(56), crate::DType::I64)
         );
         let flat = Index::Var(c)
             .times(3136)

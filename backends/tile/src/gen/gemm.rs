@@ -250,12 +250,15 @@ fn layout(
     tm: u64,
     tn: u64,
     tk: u64,
-    ea: u64,
-    eb: u64,
-    bias: bool,
-    epi: &Epilogue,
+    spec: &GemmSpec,
     mesh: (u64, u64),
 ) -> Result<Layout, GenError> {
+    let (ea, eb, bias, epi) = (
+        spec.a_type.size(),
+        spec.b_type.size(),
+        spec.bias,
+        &spec.epilogue,
+    );
     let mut s = SramAlloc::new();
     let a_bytes = mul("A chunk", mul("A chunk", tm, tk)?, ea)?;
     let b_bytes = mul("B chunk", mul("B chunk", tk, tn)?, eb)?;
@@ -313,7 +316,6 @@ pub fn gemm_plan(cfg: &Config, spec: &GemmSpec) -> Result<GemmPlan, GenError> {
     let col_blocks = split_blocks(spec.n, w, cfg.mx_n);
     let bm = row_blocks.first().map_or(1, |b| b.1);
     let bn = col_blocks.first().map_or(1, |b| b.1);
-    let (ea, eb) = (spec.a_type.size(), spec.b_type.size());
     let mesh = (col_blocks.len() as u64, row_blocks.len() as u64);
     let gran = cfg.mx_m.max(cfg.mx_n);
     // K chunk: 32 engine blocks deep amortizes mm's latency; halve it only for tiny SRAMs.
@@ -321,16 +323,7 @@ pub fn gemm_plan(cfg: &Config, spec: &GemmSpec) -> Result<GemmPlan, GenError> {
     let mut smallest = None;
     loop {
         let fits = |t: u64| -> Result<Option<Layout>, GenError> {
-            let l = layout(
-                t.min(bm),
-                t.min(bn),
-                tk,
-                ea,
-                eb,
-                spec.bias,
-                &spec.epilogue,
-                mesh,
-            )?;
+            let l = layout(t.min(bm), t.min(bn), tk, spec, mesh)?;
             Ok((l.used <= cfg.sram_bytes).then_some(l))
         };
         if fits(1)?.is_some() {
@@ -366,7 +359,7 @@ pub fn gemm_plan(cfg: &Config, spec: &GemmSpec) -> Result<GemmPlan, GenError> {
                 .map(|&(_, l)| tile_size(l, t, cfg.mx_n))
                 .max()
                 .unwrap_or(1);
-            let l = layout(tile_m, tile_n, tk, ea, eb, spec.bias, &spec.epilogue, mesh)?;
+            let l = layout(tile_m, tile_n, tk, spec, mesh)?;
             return Ok(GemmPlan {
                 tile_m,
                 tile_n,
@@ -378,7 +371,7 @@ pub fn gemm_plan(cfg: &Config, spec: &GemmSpec) -> Result<GemmPlan, GenError> {
             });
         }
         if smallest.is_none() || tk == 1 {
-            smallest = Some(layout(1, 1, 1, ea, eb, spec.bias, &spec.epilogue, mesh)?.used);
+            smallest = Some(layout(1, 1, 1, spec, mesh)?.used);
         }
         if tk == 1 {
             return Err(GenError::SramTooSmall {
@@ -405,18 +398,8 @@ struct Hbm {
 /// one stream per node used. See the module documentation for the schedule.
 pub fn gemm_program(cfg: &Config, spec: &GemmSpec) -> Result<Program, GenError> {
     let plan = gemm_plan(cfg, spec)?;
-    let (ea, eb) = (spec.a_type.size(), spec.b_type.size());
     let mesh = (plan.col_blocks.len() as u64, plan.row_blocks.len() as u64);
-    let lay = layout(
-        plan.tile_m,
-        plan.tile_n,
-        plan.tile_k,
-        ea,
-        eb,
-        spec.bias,
-        &spec.epilogue,
-        mesh,
-    )?;
+    let lay = layout(plan.tile_m, plan.tile_n, plan.tile_k, spec, mesh)?;
     if spec.batch > 1 && !spec.epilogue.is_empty() {
         return Err(GenError::Unsupported("a fused epilogue on a batched GEMM"));
     }
