@@ -85,7 +85,8 @@ pub fn split_contractions(cfg: &Config, p: &KernelProgram, cost_check: bool) -> 
         };
         // A variable both operands use only through `v / c` and `v % c` (merged attention
         // heads) hides a batch: the nest with it split is tried too.
-        let pieces = split(cfg, &mut trial, k, &narrow).or_else(|| {
+        // Real GEMMs first (as it is, then with a variable split), matrix-vector products last.
+        let pieces = split(cfg, &mut trial, k, &narrow, false).or_else(|| {
             let Body::Loops(nest) = &k.body else {
                 return None;
             };
@@ -94,9 +95,10 @@ pub fn split_contractions(cfg: &Config, p: &KernelProgram, cost_check: bool) -> 
                     body: Body::Loops(s),
                     ..k.clone()
                 };
-                split(cfg, &mut trial, &k2, &narrow)
+                split(cfg, &mut trial, &k2, &narrow, false)
             })
         });
+        let pieces = pieces.or_else(|| split(cfg, &mut trial, k, &narrow, true));
         let Some(pieces) = pieces else {
             out.kernels.push(k.clone());
             continue;
@@ -112,7 +114,17 @@ pub fn split_contractions(cfg: &Config, p: &KernelProgram, cost_check: bool) -> 
                 !done
             })
             .collect();
-        if cost_check && macs(k).is_some_and(|n| n <= COST_CHECK_MACS) {
+        // A matrix-vector product (one of the GEMM's dims 1) uses a sliver of the matrix
+        // engine: split only where that simulates faster, whatever its size.
+        let gemv = pieces.iter().any(|g| {
+            matches!(&g.body, Body::Loops(n) if g.name.ends_with(".gemm")
+                && n.space.iter().rev().take(2).any(|&d| d == 1))
+        });
+        if gemv && !cost_check {
+            out.kernels.push(k.clone());
+            continue;
+        }
+        if cost_check && (gemv || macs(k).is_some_and(|n| n <= COST_CHECK_MACS)) {
             let whole = simulated_cycles(cfg, &out, std::slice::from_ref(k));
             let parts = simulated_cycles(cfg, &trial, &pieces);
             if whole.is_some() && (parts.is_none() || whole <= parts) {
@@ -360,6 +372,7 @@ fn split(
     p: &mut KernelProgram,
     k: &Kernel,
     narrow: &HashMap<BufferId, DType>,
+    gemv: bool,
 ) -> Option<Vec<Kernel>> {
     let Body::Loops(nest) = &k.body else {
         return None;
@@ -434,9 +447,10 @@ fn split(
             .chain(rest)
             .collect()
     };
-    // Matrix-vector products and outer products (M, N or K of 1): the vector path, one
-    // kernel instead of up to four.
-    if m == 1 || n == 1 || kk == 1 {
+    // Outer products (K of 1): the vector path. Matrix-vector products (M or N of 1) are
+    // split here (with `gemv`; not for a variable split, which must find a real GEMM) and
+    // kept whole unless the split simulates faster (see the caller).
+    if kk == 1 || (!gemv && (m == 1 || n == 1)) {
         return None;
     }
     if i64::try_from(m.max(n).max(kk).max(bt)).is_err() {
