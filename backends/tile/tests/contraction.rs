@@ -313,3 +313,23 @@ fn small_contractions_keep_the_faster_lowering() {
         }
     }
 }
+
+/// Matrix-vector products (batch-1 dense layers, both orientations): the matrix engine or the
+/// vector path, whichever simulates faster, and the interpreter's result either way.
+#[test]
+fn matrix_vector_products() {
+    let src = format!(
+        "func @main(%x: f32[1,200], %v: f32[300,1]) -> (y: f32[1,300], z: f32[1,1]) {{
+{w}  %y = dot_general(%x, %w) {{lhs_batch=[], rhs_batch=[], lhs_contract=[1], rhs_contract=[1]}} : f32[1,300]
+  %z = dot_general(%y, %v) {{lhs_batch=[], rhs_batch=[], lhs_contract=[1], rhs_contract=[0]}} : f32[1,1]
+  return %y, %z
+}}
+",
+        w = constant("w", &[300, 200], 51)
+    );
+    let inputs = [tensor(&[1, 200], 52), tensor(&[300, 1], 53)];
+    for preset in ["1x1", "4x4"] {
+        let report = run_with(&src, &inputs, preset, &Options::default());
+        assert_eq!(report.host_kernels(), 0, "{report}");
+    }
+}
