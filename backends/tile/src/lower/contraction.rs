@@ -197,15 +197,7 @@ fn chain(
     match e {
         Expr::Local(l) if *l == local => Some(Vec::new()),
         Expr::Binary(op, x, y) => {
-            let op2 = match op {
-                BinaryOp::Add => BinOp::Add,
-                BinaryOp::Sub => BinOp::Sub,
-                BinaryOp::Mul => BinOp::Mul,
-                BinaryOp::Div => BinOp::Div,
-                BinaryOp::Max => BinOp::Max,
-                BinaryOp::Min => BinOp::Min,
-                _ => return None,
-            };
+            let op2 = super::vector_binop(*op)?;
             let commutes = matches!(op2, BinOp::Add | BinOp::Mul | BinOp::Max | BinOp::Min);
             let (acc, other) = match (has_acc(x), has_acc(y)) {
                 (true, false) => (x, y),

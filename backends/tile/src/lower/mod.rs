@@ -50,6 +50,22 @@ pub fn elem_type(d: DType) -> Option<ElemType> {
     }
 }
 
+/// The vector engine's instruction for an IR binary op (`+ - * / max min`, computed in f32
+/// with one rounding as the interpreter computes them); `None` for the others.
+pub fn vector_binop(op: terafab_ir::BinaryOp) -> Option<crate::isa::BinOp> {
+    use crate::isa::BinOp;
+    use terafab_ir::BinaryOp as B;
+    Some(match op {
+        B::Add => BinOp::Add,
+        B::Sub => BinOp::Sub,
+        B::Mul => BinOp::Mul,
+        B::Div => BinOp::Div,
+        B::Max => BinOp::Max,
+        B::Min => BinOp::Min,
+        _ => return None,
+    })
+}
+
 /// A kernel as a tile program.
 #[derive(Debug, Clone)]
 pub struct Lowered {
