@@ -42,6 +42,11 @@ fn the_mlp_runs_on_the_accelerator_in_every_precision() {
         assert_eq!(outputs(&text).len(), 1, "{text}");
         assert!(text.contains("on the accelerator"), "{text}");
     }
+    // `cfp8` names CFP8 1-4-3.
+    assert_eq!(
+        outputs(&run_tile(&["--config", "4x4", "--precision", "cfp8"])),
+        outputs(&run_tile(&["--config", "4x4", "--precision", "cf8e4m3"]))
+    );
     // The default is bf16.
     assert_eq!(
         outputs(&run_tile(&["--config", "4x4"])),
