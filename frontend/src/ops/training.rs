@@ -70,7 +70,7 @@ struct Operands {
 fn operands(c: &mut NodeCtx, groups: usize) -> Result<Operands, ImportError> {
     check_version(c)?;
     let k = c.num_inputs();
-    if k < 2 + groups || (k - 2) % groups != 0 {
+    if k < 2 + groups || !(k - 2).is_multiple_of(groups) {
         return Err(c.invalid(format!(
             "takes R, T and {groups} groups of equally many tensors, got {k} inputs"
         )));
