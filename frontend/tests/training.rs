@@ -192,12 +192,12 @@ g (float r, int64 t, float[2] x, float[2] gr, float[2] h) => (float[2] x2, float
     let e = import(version).unwrap_err();
     assert!(e.contains("version 2"), "{e}");
 
-    // Sort (from TopK) on the path from x to y has no VJP rule: a typed error naming it.
+    // A multiplying scatter on the path from x to y has no VJP rule: a typed error naming it.
     let topk = r#"
 <ir_version: 8, opset_import: ["" : 18, "ai.onnx.preview.training" : 1]>
-g (float[4] a) => (float[4] ga) {
-  k = Constant <value: tensor = int64[1] {2}> ()
-  v, i = TopK (a, k)
+g (float[4] a, float[2] u) => (float[4] ga) {
+  i = Constant <value: tensor = int64[2] {0, 2}> ()
+  v = ScatterElements <reduction: string = "mul"> (a, i, u)
   s = ReduceSum <keepdims: int = 0> (v)
   ga = ai.onnx.preview.training.Gradient <xs: strings = ["a"], y: string = "s"> (a)
 }

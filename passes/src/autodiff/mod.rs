@@ -23,7 +23,8 @@
 //!   `convert` (float to float), `broadcast`, `reshape`, `transpose`, `slice`, `reverse`,
 //!   `concat`, `pad`, `gather` (scatter-add back), `scatter` (`replace` and `add`),
 //!   `reduce_sum` / `max` / `min` / `prod`, `cumsum`, `dot_general`, `conv` (stride, padding,
-//!   dilations, groups), `reduce_window_sum` / `max` / `min`: exact rules.
+//!   dilations, groups), `reduce_window_sum` / `max` / `min`, `sort` (the sorted values'
+//!   adjoint scattered back through the indices): exact rules.
 //! - ties: `max`/`min` (binary) split the gradient evenly between equal operands,
 //!   `reduce_max`/`reduce_min` evenly among the equal maxima, `reduce_window_max`/`min` give
 //!   it to the first maximum of each window (as XLA's select-and-scatter).
@@ -33,7 +34,7 @@
 //! - composite ops: through their decomposition (recomputed in the gradient part; the forward
 //!   node stays a composite).
 //! - not differentiable (an [`AutodiffError::NotDifferentiable`] naming the node when it lies on
-//!   a path from a chosen value to the output): `sort`, `scatter` with mode `mul`/`max`/`min`,
+//!   a path from a chosen value to the output): `scatter` with mode `mul`/`max`/`min`,
 //!   `cumprod`/`cummax`/`cummin`, `reduce_window_prod`, `if` and `loop`.
 //!
 //! The `autodiff` pass of the registry ([`Autodiff`]) differentiates a function with one float
@@ -380,7 +381,7 @@ impl Grad {
                     })
                     .collect())
             }
-            Op::Sort { .. } => Err(self.not_diff("the permutation of a sort has no VJP rule here")),
+            Op::Sort { axis, .. } => Ok(vec![Some(self.sort_vjp(x[0], y[1], g(g0)?, *axis)?)]),
             Op::If | Op::Loop => Err(self.not_diff(
                 "control flow is not differentiated; gradients through regions are not supported",
             )),

@@ -279,3 +279,56 @@ impl Grad {
         }
     }
 }
+
+impl Grad {
+    /// `sort`: the adjoint of the sorted values goes back to the positions they came from,
+    /// `gx[.., idx[.., j], ..] = g[.., j, ..]` along `axis`, as one flat scatter-add.
+    pub(super) fn sort_vjp(
+        &mut self,
+        x: ValueId,
+        idx: ValueId,
+        g: ValueId,
+        axis: usize,
+    ) -> Result<ValueId, AutodiffError> {
+        let xt = self.ty(x);
+        let d = self.dims(x)?;
+        if d.contains(&0) {
+            return self.splat(0.0, &xt);
+        }
+        let r = d.len();
+        let perm: Vec<usize> = (0..r).filter(|&a| a != axis).chain([axis]).collect();
+        let k = d[axis];
+        let n: usize = d.iter().product();
+        let b = n / k;
+        let gt = self.transpose(g, perm.clone())?;
+        let moved = self.ty(gt).shape;
+        let gflat = self.reshape(gt, Shape::from_static(&[n]))?;
+        let it = self.transpose(idx, perm.clone())?;
+        let it = self.reshape(it, Shape::from_static(&[b, k]))?;
+        let rows = self.op1(
+            Op::Iota {
+                dtype: DType::I64,
+                shape: Shape::from_static(&[b, k]),
+                axis: 0,
+            },
+            &[],
+        )?;
+        let kk = self.scalar(k as f64, DType::I64)?;
+        let base = self.mul(rows, kk)?;
+        let lin = self.bin(terafab_ir::BinaryOp::Add, base, it)?;
+        let lin = self.reshape(lin, Shape::from_static(&[n]))?;
+        let z = self.splat(0.0, &TensorType::from_static(xt.dtype, &[n]))?;
+        let s = self.op1(
+            Op::Scatter {
+                mode: ScatterMode::Add,
+            },
+            &[z, lin, gflat],
+        )?;
+        let s = self.reshape(s, moved)?;
+        let mut inv = vec![0; r];
+        for (i, &p) in perm.iter().enumerate() {
+            inv[p] = i;
+        }
+        self.transpose(s, inv)
+    }
+}
