@@ -229,6 +229,9 @@ fn activity(f: &Function, wrt: &[ValueId], out: ValueId) -> HashSet<ValueId> {
         .collect()
 }
 
+const CONTROL_FLOW: &str =
+    "control flow is not differentiated; gradients through regions are not supported";
+
 /// The gradient function under construction.
 pub(crate) struct Grad {
     /// The original function, gradient nodes appended to its body.
@@ -307,18 +310,24 @@ impl Grad {
         gs: &[Option<ValueId>],
         need: &[bool],
     ) -> Result<Contribs, AutodiffError> {
-        let g0 = gs[0];
+        if matches!(n.op, Op::If | Op::Loop) {
+            return Err(self.not_diff(CONTROL_FLOW));
+        }
+        // Every other op has at most one float result, its first.
+        let Some(g0) = gs[0] else {
+            return Ok(vec![None; n.inputs.len()]);
+        };
         let x = &n.inputs;
         let y = &n.outputs;
         match &n.op {
             Op::Constant { .. } | Op::Iota { .. } => Ok(vec![]),
-            Op::Unary(u) => Ok(vec![self.unary_vjp(*u, x[0], y[0], g(g0)?)?]),
-            Op::Binary(b) => self.binary_vjp(*b, x[0], x[1], y[0], g(g0)?, need),
+            Op::Unary(u) => Ok(vec![self.unary_vjp(*u, x[0], y[0], g0)?]),
+            Op::Binary(b) => self.binary_vjp(*b, x[0], x[1], y[0], g0, need),
             Op::Compare(_) | Op::ArgReduce { .. } => Ok(vec![None; x.len()]),
-            Op::Select => self.select_vjp(x, g(g0)?, need),
+            Op::Select => self.select_vjp(x, g0, need),
             Op::Convert { .. } => {
                 let dt = self.ty(x[0]).dtype;
-                Ok(vec![Some(self.op1(Op::Convert { to: dt }, &[g(g0)?])?)])
+                Ok(vec![Some(self.op1(Op::Convert { to: dt }, &[g0])?)])
             }
             Op::Broadcast { .. }
             | Op::Reshape { .. }
@@ -328,10 +337,10 @@ impl Grad {
             | Op::Concat { .. }
             | Op::Pad { .. }
             | Op::Gather { .. }
-            | Op::Scatter { .. } => self.movement_vjp(&n.op, x, g(g0)?, need),
-            Op::Reduce { .. } | Op::Cumulative { .. } => self.reduce_vjp(&n.op, x[0], y[0], g(g0)?),
+            | Op::Scatter { .. } => self.movement_vjp(&n.op, x, g0, need),
+            Op::Reduce { .. } | Op::Cumulative { .. } => self.reduce_vjp(&n.op, x[0], y[0], g0),
             Op::DotGeneral { .. } | Op::Conv { .. } | Op::ReduceWindow { .. } => {
-                self.linalg_vjp(&n.op, x, y[0], g(g0)?, need)
+                self.linalg_vjp(&n.op, x, y[0], g0, need)
             }
             Op::Composite(c) => {
                 let tys: Vec<TensorType> = x.iter().map(|&v| self.ty(v)).collect();
@@ -358,7 +367,7 @@ impl Grad {
                     || empty,
                 )?;
                 let (saved_node, saved_op) = (self.node.clone(), self.op.clone());
-                let mut adj = HashMap::from([(r, g(g0)?)]);
+                let mut adj = HashMap::from([(r, g0)]);
                 let values = self.f.values.clone();
                 let need_in: HashMap<ValueId, bool> =
                     x.iter().copied().zip(need.iter().copied()).collect();
@@ -381,10 +390,8 @@ impl Grad {
                     })
                     .collect())
             }
-            Op::Sort { axis, .. } => Ok(vec![Some(self.sort_vjp(x[0], y[1], g(g0)?, *axis)?)]),
-            Op::If | Op::Loop => Err(self.not_diff(
-                "control flow is not differentiated; gradients through regions are not supported",
-            )),
+            Op::Sort { axis, .. } => Ok(vec![Some(self.sort_vjp(x[0], y[1], g0, *axis)?)]),
+            Op::If | Op::Loop => Err(self.not_diff(CONTROL_FLOW)),
         }
     }
 
@@ -580,15 +587,6 @@ impl Grad {
             .collect();
         self.reshape(g, Shape(dims))
     }
-}
-
-/// The adjoint of a result the rule needs (always present for single-result ops).
-fn g(v: Option<ValueId>) -> Result<ValueId, AutodiffError> {
-    v.ok_or_else(|| AutodiffError::Build {
-        op: String::new(),
-        node: String::new(),
-        message: "missing adjoint".into(),
-    })
 }
 
 /// `` `op` %first_result (node "name") `` for errors.

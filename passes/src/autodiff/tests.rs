@@ -794,3 +794,28 @@ fn autodiff_pass_in_a_pipeline() {
     let mut m2 = terafab_ir::Module::new(vec![f2]);
     assert!(crate::run_pipeline(&mut m2, "autodiff", crate::PipelineOptions::default()).is_err());
 }
+
+#[test]
+fn control_flow_on_the_path_is_a_typed_error() {
+    // x reaches the output only through values captured by the regions of an `if`.
+    let src = "\
+func @main(%c: bool[], %x: f32[2]) -> (r: f32[2]) {
+  %r = if(%c) : f32[2] region() {
+    %t = neg(%x) : f32[2]
+    yield %t
+  } region() {
+    %one = constant() {value=dense<f32[]>[1.0]} : f32[]
+    %e = add(%x, %one) : f32[2]
+    yield %e
+  }
+  return %r
+}";
+    let f = terafab_ir::parse::parse_function(src).unwrap();
+    match grad_by_name(&f, &["x"], "r") {
+        Err(AutodiffError::NotDifferentiable { op, node, .. }) => {
+            assert_eq!(op, "if");
+            assert!(node.contains("%r"), "{node}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
