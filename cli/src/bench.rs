@@ -45,7 +45,11 @@ EXAMPLES:
   terafab bench model.onnx --backend cranelift --threads 1 --iters 50
 
   # terafab against onnxruntime on five networks, 1 and 2 threads
-  scripts/bench-ort.sh";
+  scripts/bench-ort.sh
+
+  # Simulated performance on the tile accelerator (4x4 mesh, bf16 contractions): cycles,
+  # engine utilization, roofline fraction, HBM traffic, host compile and simulation time
+  terafab bench testsuite/models/*.onnx --backend tile --config 4x4";
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -79,6 +83,8 @@ pub struct BenchArgs {
     /// run of each kernel, from --iters extra runs, slowest first)
     #[arg(long, requires = "backend")]
     pub profile: bool,
+    #[command(flatten)]
+    pub tile: crate::TileArgs,
     /// Runs of the pipeline per model, each on a fresh copy of the loaded model
     #[arg(long, value_name = "N", default_value_t = 5,
           value_parser = clap::value_parser!(u32).range(1..))]

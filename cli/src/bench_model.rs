@@ -114,7 +114,43 @@ fn profile(
     w(out, String::new())
 }
 
+/// A text table: the first column left-aligned, the others right-aligned, two spaces apart.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| {
+            rows.iter()
+                .filter_map(|r| r.get(i).map(String::len))
+                .chain([header[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cols: Vec<&str>| -> String {
+        let parts: Vec<String> = cols
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let w = widths.get(i).copied().unwrap_or(0);
+                if i == 0 {
+                    format!("{s:<w$}")
+                } else {
+                    format!("{s:>w$}")
+                }
+            })
+            .collect();
+        format!("{}\n", parts.join("  ").trim_end())
+    };
+    let mut text = line(header.to_vec());
+    for r in rows {
+        text.push_str(&line(r.iter().map(String::as_str).collect()));
+    }
+    text
+}
+
 pub fn run(args: &BenchArgs, backend: Backend, out: &mut dyn Write) -> Result<(), CliError> {
+    if backend == Backend::Tile {
+        return crate::bench_tile::run(args, out);
+    }
     let pipeline = args.passes.as_deref().unwrap_or("default");
     terafab_passes::parse_pipeline(pipeline).map_err(crate::opt::pipeline_error(pipeline))?;
     let opts = terafab_llvm::Options {
@@ -130,13 +166,7 @@ pub fn run(args: &BenchArgs, backend: Backend, out: &mut dyn Write) -> Result<()
         let (module, inputs) = load_with_random_inputs(path, &args.shapes)?;
         let model = path.display().to_string();
         let timing = match backend {
-            Backend::Tile => {
-                return Err(CliError::Usage(
-                    "bench --backend tile is not available yet: `terafab run --backend tile` \
-                     prints the simulated cycles of each kernel"
-                        .into(),
-                ));
-            }
+            Backend::Tile => return crate::bench_tile::run(args, out),
             Backend::Interp => {
                 let f = module
                     .entry()
@@ -278,35 +308,8 @@ pub fn run(args: &BenchArgs, backend: Backend, out: &mut dyn Write) -> Result<()
             ]
         })
         .collect();
-    let widths: Vec<usize> = (0..header.len())
-        .map(|i| {
-            cells
-                .iter()
-                .map(|c| c[i].len())
-                .chain([header[i].len()])
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let line = |cols: Vec<&str>| -> String {
-        let parts: Vec<String> = cols
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                let w = widths[i];
-                if i == 0 {
-                    format!("{s:<w$}")
-                } else {
-                    format!("{s:>w$}")
-                }
-            })
-            .collect();
-        format!("{}\n", parts.join("  ").trim_end())
-    };
-    let mut text = line(header.to_vec());
-    for c in &cells {
-        text.push_str(&line(c.iter().map(String::as_str).collect()));
-    }
+    let cells: Vec<Vec<String>> = cells.into_iter().map(Vec::from).collect();
+    let text = table(&header, &cells);
     out.write_all(text.as_bytes()).map_err(CliError::Stdout)?;
     if args.json {
         for r in &rows {

@@ -238,6 +238,7 @@ pub fn run(args: &CompileArgs, out: &mut dyn Write) -> Result<(), CliError> {
             Ok(terafab_tile::compile::compile_program(
                 &args.tile.machine(false)?,
                 p,
+                &Default::default(),
             ))
         };
         let text = match emit {

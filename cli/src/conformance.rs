@@ -46,6 +46,11 @@ pub struct ConformanceArgs {
     /// The tile backend's machine: a preset (`1x1`, `2x2`, `4x4`, `d1`) or a config file.
     #[arg(long, value_name = "PRESET|FILE", default_value = "1x1")]
     config: String,
+    /// With --backend tile: the contractions' operand type. bf16 (the backend's default mode
+    /// for models) is compared with a bf16 tolerance (rtol and atol 2^-6) and has its own
+    /// expectations list (`tile-bf16.txt`); default f32
+    #[arg(long, value_enum)]
+    precision: Option<crate::Precision>,
     /// Worker threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
@@ -80,6 +85,20 @@ pub fn run(args: &ConformanceArgs, out: &mut dyn Write) -> Result<(), CliError> 
         )
         .map_err(|e| err(format!("--passes: {e}")))
     };
+    let bf16 = match (args.precision, args.backend) {
+        (None | Some(crate::Precision::F32), _) => false,
+        (Some(crate::Precision::Bf16), Backend::Tile) => true,
+        (Some(_), Backend::Tile) => {
+            return Err(CliError::Usage(
+                "conformance on the tile backend: --precision f32 or bf16".into(),
+            ));
+        }
+        (Some(_), _) => {
+            return Err(CliError::Usage(
+                "--precision applies to --backend tile only".into(),
+            ));
+        }
+    };
     let backend: Box<dyn terafab_testsuite::Backend> = match (args.backend, &args.passes) {
         (Backend::Interp, None) => Box::new(Interpreter),
         (Backend::Kernels, None) => Box::new(Kernels),
@@ -102,6 +121,7 @@ pub fn run(args: &ConformanceArgs, out: &mut dyn Write) -> Result<(), CliError> 
                 args.passes.as_deref().unwrap_or("default"),
                 Tile {
                     config: crate::sim::machine(&args.config, &[], false, false)?,
+                    bf16,
                 },
             )
             .map_err(|e| err(format!("--passes: {e}")))?,
@@ -126,14 +146,23 @@ pub fn run(args: &ConformanceArgs, out: &mut dyn Write) -> Result<(), CliError> 
         }
     }
     w(out, Summary(&results).to_string())?;
-    let exp_path = args.expectations.clone().unwrap_or_else(|| {
-        PathBuf::from(format!(
-            "testsuite/expectations/{}.txt",
-            backend_name(args.backend)
-        ))
-    });
+    let list = match backend_name(args.backend) {
+        "tile" if bf16 => "tile-bf16",
+        name => name,
+    };
+    let exp_path = args
+        .expectations
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("testsuite/expectations/{list}.txt")));
     if args.update_expectations {
-        write_expectations(&exp_path, backend_name(args.backend), &results)
+        let mut flags = backend_name(args.backend).to_string();
+        if args.backend == Backend::Tile {
+            flags.push_str(&format!(" --config {}", args.config));
+            if bf16 {
+                flags.push_str(" --precision bf16");
+            }
+        }
+        write_expectations(&exp_path, list, &flags, &results)
             .map_err(|e| err(format!("{}: {e}", exp_path.display())))?;
         return w(out, format!("wrote {}", exp_path.display()));
     }

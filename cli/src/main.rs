@@ -20,6 +20,7 @@
 
 mod bench;
 mod bench_model;
+mod bench_tile;
 mod compile;
 mod conformance;
 mod error;
@@ -316,7 +317,8 @@ pub enum Precision {
     F32,
     /// bf16 operands, f32 accumulation
     Bf16,
-    /// CFP8 1-4-3 operands (bias 7), f32 accumulation
+    /// CFP8 1-4-3 operands (bias 7), f32 accumulation (also `cfp8`)
+    #[value(alias = "cfp8")]
     Cf8e4m3,
     /// CFP8 1-5-2 operands (bias 15), f32 accumulation
     Cf8e5m2,

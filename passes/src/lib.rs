@@ -13,8 +13,10 @@
 //! rewrite rules, [`eqsat`]; `eqsat-exact` with the exact rules only, `eqsat-dag` with exact
 //! extraction; not in `default` yet), `memplan` (memory planning, an
 //! analysis), `precision-bf16` / `precision-cf8e4m3` / `precision-cf8e5m2` (contraction
-//! operands rounded to a narrow type, [`precision`]). Helpers shared by passes live in [`util`].
+//! operands rounded to a narrow type, [`precision`]), `autodiff` (reverse-mode gradients,
+//! [`autodiff`]; its API [`autodiff::grad`] chooses the values and the output). Helpers shared by passes live in [`util`].
 
+pub mod autodiff;
 pub mod canonicalize;
 pub mod cse;
 mod dce;
@@ -118,6 +120,11 @@ pub const REGISTRY: &[PassInfo] = &[
         name: "precision-cf8e5m2",
         description: "round the operands of f32 dot_general and conv to CFP8 1-5-2 (cf8e5m2) and back",
         create: || Box::new(precision::Precision { to: DType::CF8E5M2 }),
+    },
+    PassInfo {
+        name: "autodiff",
+        description: "reverse-mode autodiff: a function with one float output gets the gradient of it with respect to each float input as extra outputs (grad_<input>)",
+        create: || Box::new(autodiff::Autodiff),
     },
     PassInfo {
         name: "eqsat-dag",

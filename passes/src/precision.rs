@@ -10,7 +10,9 @@
 //! alone, so the pass is idempotent.
 //!
 //! The rounding is the IR's `convert`: to nearest even; into the CFP8 types, saturating, NaN to
-//! +0 (see `terafab_ir::float8`).
+//! +0 (see `terafab_ir::float8`). A constant operand (weights) is rounded by the pass itself:
+//! `convert(c_narrow, f32)` of a new constant of the narrow type, so the weights are stored
+//! narrow (half the bytes for bf16) and the unused f32 constant goes with `dce`.
 
 use std::collections::HashMap;
 
@@ -61,9 +63,14 @@ fn round_region(values: &mut ValueTable, r: &mut Region, to: DType) -> bool {
         if is_contraction(&node.op) && f32_operands {
             for i in 0..2 {
                 let v = node.inputs[i];
-                // Already `convert(convert(_, to), f32)`.
+                // Already `convert(convert(_, to), f32)`, or `convert(c, f32)` of a constant of
+                // the narrow type.
                 let done = matches!(def.get(&v), Some((Op::Convert { to: DType::F32 }, Some(inner)))
-                    if matches!(def.get(inner), Some((Op::Convert { to: t }, _)) if *t == to));
+                if match def.get(inner) {
+                    Some((Op::Convert { to: t }, _)) => *t == to,
+                    Some((Op::Constant { value }, _)) => value.dtype() == to,
+                    _ => false,
+                });
                 if done {
                     continue;
                 }
@@ -78,16 +85,42 @@ fn round_region(values: &mut ValueTable, r: &mut Region, to: DType) -> bool {
                             &format!("{narrow_name}.f32"),
                             TensorType::new(DType::F32, shape),
                         );
-                        for (input, output, dtype) in [(v, n, to), (n, w, DType::F32)] {
+                        // A constant (weights) is rounded here, once: the narrow constant
+                        // takes half the memory, or a quarter for CFP8.
+                        let narrow = match def.get(&v) {
+                            Some((Op::Constant { value }, _)) => {
+                                terafab_ir::interp::elementwise::convert(value, to).ok()
+                            }
+                            _ => None,
+                        };
+                        if let Some(value) = narrow {
+                            let op = Op::Constant { value };
+                            def.insert(n, (op.clone(), None));
                             out.push(Node {
-                                op: Op::Convert { to: dtype },
-                                inputs: vec![input],
-                                outputs: vec![output],
+                                op,
+                                inputs: Vec::new(),
+                                outputs: vec![n],
                                 regions: Vec::new(),
                                 name: node.name.clone(),
                             });
-                            def.insert(output, (Op::Convert { to: dtype }, Some(input)));
+                        } else {
+                            out.push(Node {
+                                op: Op::Convert { to },
+                                inputs: vec![v],
+                                outputs: vec![n],
+                                regions: Vec::new(),
+                                name: node.name.clone(),
+                            });
+                            def.insert(n, (Op::Convert { to }, Some(v)));
                         }
+                        out.push(Node {
+                            op: Op::Convert { to: DType::F32 },
+                            inputs: vec![n],
+                            outputs: vec![w],
+                            regions: Vec::new(),
+                            name: node.name.clone(),
+                        });
+                        def.insert(w, (Op::Convert { to: DType::F32 }, Some(n)));
                         rounded.insert(v, w);
                         w
                     }
@@ -145,6 +178,60 @@ mod tests {
         assert_eq!(converts(f), 6);
         let text = terafab_ir::print::print_function(f);
         assert!(text.contains("convert(%x) {to=bf16}"), "{text}");
+    }
+
+    /// A constant operand becomes a constant of the narrow type (rounded once, at compile
+    /// time) widened by one convert; the pass stays idempotent and the results are the same as
+    /// with the convert pair.
+    #[test]
+    fn constant_operands_are_stored_narrow() {
+        let src = "func @main(%x: f32[2,3]) -> (y: f32[2,2]) {
+  %w = constant() {value=dense<f32[3,2]>[0.1, 0.2, 0.3, 0.4, 0.5, 0.6]} : f32[3,2]
+  %y = dot_general(%x, %w) {lhs_batch=[], rhs_batch=[], lhs_contract=[1], rhs_contract=[0]} : f32[2,2]
+  return %y
+}";
+        for to in [DType::BF16, DType::CF8E4M3] {
+            let mut m = parse_module(src).unwrap();
+            let f = &mut m.functions[0];
+            let pass = Precision { to };
+            assert!(pass.run(f).unwrap());
+            terafab_ir::verify::verify_function(f).unwrap();
+            let mut narrow_constants = 0;
+            f.walk(&mut |n| {
+                if let Op::Constant { value } = &n.op {
+                    narrow_constants += usize::from(value.dtype() == to);
+                }
+            });
+            assert_eq!(narrow_constants, 1);
+            let text = terafab_ir::print::print_function(f);
+            assert!(!pass.run(f).unwrap(), "not idempotent:\n{text}");
+            // The same values as rounding at run time.
+            let x = Tensor::from_vec(vec![2, 3], values(6, 9)).unwrap();
+            let got = terafab_ir::interp::run_function(f, std::slice::from_ref(&x)).unwrap();
+            let w = Tensor::from_vec(vec![3, 2], vec![0.1f32, 0.2, 0.3, 0.4, 0.5, 0.6]).unwrap();
+            let wr = terafab_ir::interp::elementwise::convert(
+                &terafab_ir::interp::elementwise::convert(&w, to).unwrap(),
+                DType::F32,
+            )
+            .unwrap();
+            let xr = terafab_ir::interp::elementwise::convert(
+                &terafab_ir::interp::elementwise::convert(&x, to).unwrap(),
+                DType::F32,
+            )
+            .unwrap();
+            let plain = parse_module(
+                src.replace("%w = constant", "%unused = constant")
+                    .replace("(%x, %w)", "(%x, %w2)")
+                    .replace(
+                        "func @main(%x: f32[2,3])",
+                        "func @main(%x: f32[2,3], %w2: f32[3,2])",
+                    )
+                    .as_str(),
+            )
+            .unwrap();
+            let want = terafab_ir::interp::run_function(&plain.functions[0], &[xr, wr]).unwrap();
+            assert!(got[0].bit_eq(&want[0]), "{to:?}");
+        }
     }
 
     /// The rewritten function computes exactly what the original computes on operands rounded

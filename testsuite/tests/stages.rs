@@ -8,7 +8,9 @@
 //! [`ELIDE_ABOVE`] elements are elided), and the result of every stage on the saved input (the
 //! interpreter's, then the kernel interpreter's and the Cranelift backend's on 1 and 2
 //! threads) is compared with the output onnx's reference evaluator computed (saved next to the
-//! model, so no Python runs here). Review changed
+//! model, so no Python runs here). The tile backend's stages on the 2x2 preset are snapshotted
+//! too (`@tile-kernels` for every model, `@tile-asm` for the MLP and the CNN block) and its
+//! simulated result compared. Review changed
 //! snapshots with `cargo insta review`.
 
 use std::path::{Path, PathBuf};
@@ -160,7 +162,27 @@ fn check_stages(name: &str) {
     assert!(runs[0].bit_eq(&runs[1]), "{name}: 1 and 2 threads differ");
     terafab_testsuite::compare(&runs[0], &opt, RTOL, ATOL)
         .unwrap_or_else(|e| panic!("{name}: cranelift vs the optimized graph: {e}"));
+
+    // (g) The tile backend on the 2x2 preset (f32 operands): the kernel IR after its
+    // contraction split with each kernel's placement, and for the two smallest models the
+    // tile programs themselves (`terafab compile --backend tile --emit tile-kernels|tile-asm`);
+    // the simulated result against the optimized graph's.
+    let cfg = terafab_tile::Config::preset("2x2").expect("the 2x2 preset");
+    let compiled = terafab_tile::compile::compile_program(&cfg, &program, &Default::default());
+    insta::assert_snapshot!(format!("{name}@tile-kernels"), compiled.kernels_text());
+    if matches!(name, "mlp" | "cnn_bn") {
+        insta::assert_snapshot!(format!("{name}@tile-asm"), compiled.asm_text());
+    }
+    let (mut out, _) = terafab_tile::backend::run_function(&cfg, f, std::slice::from_ref(&x))
+        .unwrap_or_else(|e| panic!("{name}: the tile backend failed: {e}"));
+    terafab_testsuite::compare(&out.remove(0), &opt, TILE_RTOL, ATOL)
+        .unwrap_or_else(|e| panic!("{name}: tile (2x2) vs the optimized graph: {e}"));
 }
+
+/// The tile backend sums contractions in f32 in its own chunk order (the interpreter in f64):
+/// a looser relative tolerance than [`RTOL`] for the same reason, with room for the vector
+/// engine's f32 reductions (softmax, layer norm) of the transformer block.
+const TILE_RTOL: f64 = 1e-3;
 
 /// The passes after `default` whose result is the optimized graph.
 const OPTIMIZE: &str = "eqsat,default";

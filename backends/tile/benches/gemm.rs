@@ -5,10 +5,11 @@
 //!
 //! `cargo bench -p terafab-tile --bench gemm`
 
-use terafab_tile::{Config, ElemType, GemmSpec, Simulator, gemm_plan, gemm_program};
+use terafab_tile::{Config, ElemType, Epilogue, GemmSpec, Simulator, gemm_plan, gemm_program};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let spec = GemmSpec {
+        batch: 1,
         m: 1024,
         n: 1024,
         k: 1024,
@@ -16,6 +17,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         b_type: ElemType::Bf16,
         bias: false,
         relu: false,
+        epilogue: Epilogue::NONE,
     };
     for preset in ["1x1", "2x2", "4x4"] {
         let mut cfg = Config::preset(preset)?;

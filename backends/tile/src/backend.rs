@@ -18,9 +18,9 @@ use terafab_ir::kernel::{Buffer, BufferId, KernelProgram};
 use terafab_ir::{DType, Function, Tensor};
 use terafab_passes::fuse::{RunError, run_kernels_with};
 
+use crate::compile::{Compiled, Options, at_names, compile_program};
 use crate::config::Config;
 use crate::error::SimError;
-use crate::compile::{at_names, compile_program};
 use crate::lower::{NotLowered, hbm_name};
 use crate::report::Report;
 use crate::sim::Simulator;
@@ -71,6 +71,27 @@ pub struct KernelRun {
     pub placement: Placement,
 }
 
+/// A model run's figures summed over its accelerator kernels (run one after another).
+#[derive(Debug, Clone, Default)]
+pub struct Totals {
+    pub cycles: u64,
+    /// Simulated seconds at the clock.
+    pub seconds: f64,
+    /// Multiply-adds on the matrix engine (narrow and f32).
+    pub macs: u64,
+    /// Busy cycles of the matrix and vector engines, all nodes.
+    pub mx_busy: u64,
+    pub vx_busy: u64,
+    /// Busy cycles over cycles × nodes.
+    pub mx_util: f64,
+    pub vx_util: f64,
+    pub hbm_read_bytes: u64,
+    pub hbm_write_bytes: u64,
+    /// The kernels' roofline bounds summed, and that over the cycles.
+    pub bound_cycles: f64,
+    pub achieved: f64,
+}
+
 /// The report of a model run on the tile backend.
 #[derive(Debug, Clone)]
 pub struct ModelReport {
@@ -87,6 +108,17 @@ pub struct ModelReport {
 }
 
 impl ModelReport {
+    /// An empty report for the machine `cfg`.
+    pub fn new(cfg: &Config) -> ModelReport {
+        ModelReport {
+            mesh: (cfg.mesh_width, cfg.mesh_height),
+            clock_ghz: cfg.clock_ghz,
+            kernels: Vec::new(),
+            folded: Vec::new(),
+            kept: Vec::new(),
+        }
+    }
+
     /// The accelerator kernels' reports.
     pub fn device_reports(&self) -> impl Iterator<Item = &Report> {
         self.kernels.iter().filter_map(|k| match &k.placement {
@@ -98,6 +130,36 @@ impl ModelReport {
     /// Simulated cycles of all accelerator kernels (run one after another).
     pub fn cycles(&self) -> u64 {
         self.device_reports().map(|r| r.cycles).sum()
+    }
+
+    /// Whole-model figures over the accelerator kernels.
+    pub fn totals(&self) -> Totals {
+        let nodes = u64::from(self.mesh.0) * u64::from(self.mesh.1);
+        let mut t = Totals::default();
+        for r in self.device_reports() {
+            t.cycles += r.cycles;
+            t.macs += r.macs + r.macs_f32;
+            t.hbm_read_bytes += r.hbm_read_bytes;
+            t.hbm_write_bytes += r.hbm_write_bytes;
+            t.bound_cycles += r.roofline.bound_cycles;
+            for e in &r.engines {
+                match e.engine {
+                    crate::isa::Engine::Mx => t.mx_busy += e.busy_cycles,
+                    crate::isa::Engine::Vx => t.vx_busy += e.busy_cycles,
+                    _ => {}
+                }
+            }
+        }
+        let all = (t.cycles * nodes).max(1) as f64;
+        t.mx_util = t.mx_busy as f64 / all;
+        t.vx_util = t.vx_busy as f64 / all;
+        t.achieved = if t.cycles == 0 {
+            0.0
+        } else {
+            t.bound_cycles / t.cycles as f64
+        };
+        t.seconds = t.cycles as f64 / (self.clock_ghz * 1e9);
+        t
     }
 
     /// How many kernels ran on the host.
@@ -295,26 +357,38 @@ pub fn run_program(
     cfg: &Config,
     p: &KernelProgram,
     inputs: &[Tensor],
+    opts: &Options,
+    report: &mut ModelReport,
+) -> Result<Vec<Tensor>, TileBackendError> {
+    // Contractions of the GEMM form split so that the matrix engine runs them, constant packs
+    // evaluated once, every kernel lowered or placed on the host.
+    let compiled = compile_program(cfg, p, opts);
+    run_compiled(cfg, &compiled, inputs, report)
+}
+
+/// Run a program compiled by [`compile_program`] for `cfg` on `inputs`; appends one entry
+/// per kernel to `report` (and the compile-time decisions).
+pub fn run_compiled(
+    cfg: &Config,
+    compiled: &Compiled,
+    inputs: &[Tensor],
     report: &mut ModelReport,
 ) -> Result<Vec<Tensor>, TileBackendError> {
     let host = |k: &str| {
         let kernel = k.to_string();
         move |source| TileBackendError::Host { kernel, source }
     };
-    // Contractions of the GEMM form split so that the matrix engine runs them, constant packs
-    // evaluated once, every kernel lowered or placed on the host.
-    let compiled = compile_program(cfg, p);
-    report.folded.extend(compiled.folded);
-    report.kept.extend(compiled.kept);
+    report.folded.extend(compiled.folded.iter().cloned());
+    report.kept.extend(compiled.kept.iter().cloned());
     let p = &compiled.program;
     let mut mem = initial_memory(p, inputs).map_err(host(&p.name))?;
-    for (k, ck) in p.kernels.iter().zip(compiled.kernels) {
+    for (k, ck) in p.kernels.iter().zip(&compiled.kernels) {
         let data_err = |b: BufferId, msg: &str| TileBackendError::Data {
             kernel: k.name.clone(),
             buffer: p.buffer(b).name.clone(),
             msg: msg.to_string(),
         };
-        let placement = match ck.lowered {
+        let placement = match &ck.lowered {
             Ok(lowered) => {
                 let sim_err = |source| TileBackendError::Sim {
                     kernel: k.name.clone(),
@@ -339,7 +413,7 @@ pub fn run_program(
                     mem[b.index()] = Some(t);
                 }
                 Placement::Accelerator {
-                    summary: lowered.summary,
+                    summary: lowered.summary.clone(),
                     report: Box::new(report),
                 }
             }
@@ -350,7 +424,7 @@ pub fn run_program(
                     mem[b.index()] = Some(t);
                 }
                 Placement::Host {
-                    reason,
+                    reason: reason.clone(),
                     time: start.elapsed(),
                 }
             }
@@ -365,21 +439,25 @@ pub fn run_program(
 }
 
 /// Run a graph function on the tile backend: fused into kernel programs (in segments where
-/// shapes depend on data), each run by [`run_program`].
+/// shapes depend on data), each run by [`run_program`] with the default [`Options`].
 pub fn run_function(
     cfg: &Config,
     f: &Function,
     inputs: &[Tensor],
 ) -> Result<(Vec<Tensor>, ModelReport), TileBackendError> {
-    let mut report = ModelReport {
-        mesh: (cfg.mesh_width, cfg.mesh_height),
-        clock_ghz: cfg.clock_ghz,
-        kernels: Vec::new(),
-        folded: Vec::new(),
-        kept: Vec::new(),
-    };
+    run_function_with(cfg, f, inputs, &Options::default())
+}
+
+/// [`run_function`] with compile options.
+pub fn run_function_with(
+    cfg: &Config,
+    f: &Function,
+    inputs: &[Tensor],
+    opts: &Options,
+) -> Result<(Vec<Tensor>, ModelReport), TileBackendError> {
+    let mut report = ModelReport::new(cfg);
     let outputs = run_kernels_with(f, inputs, &mut |p, ins| {
-        run_program(cfg, p, ins, &mut report).map_err(|e| RunError::Backend {
+        run_program(cfg, p, ins, opts, &mut report).map_err(|e| RunError::Backend {
             func: f.name.clone(),
             source: Box::new(e),
         })

@@ -13,11 +13,12 @@ use std::fmt::Write;
 
 use terafab_ir::kernel::print::print_program as print_kernels;
 use terafab_ir::kernel::verify::verify_program;
-use terafab_ir::kernel::{BufferId, KernelProgram};
+use terafab_ir::kernel::{BufferId, Kernel, KernelProgram};
 
 use crate::config::Config;
+use crate::lower::retile::{unroll_small_reduction, widen_rows};
 use crate::lower::split_gemm::split_contractions;
-use crate::lower::{Lowered, NotLowered, hbm_name, lower_kernel};
+use crate::lower::{Lowered, NotLowered, hbm_name, lower_kernel, timing_cycles};
 
 /// One kernel of a compiled program.
 #[derive(Debug, Clone)]
@@ -26,6 +27,21 @@ pub struct CompiledKernel {
     pub kind: &'static str,
     /// The tile program, or why the kernel runs on the host.
     pub lowered: Result<Lowered, NotLowered>,
+}
+
+/// How to compile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    /// Simulate small contractions both ways (split onto the matrix engine, or whole on the
+    /// vector engine) and keep the faster ([`crate::lower::split_gemm::COST_CHECK_MACS`]);
+    /// off, every contraction the matrix engine can run is split.
+    pub cost_check: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { cost_check: true }
+    }
 }
 
 /// A kernel program compiled for one machine.
@@ -45,22 +61,24 @@ pub struct Compiled {
 
 /// Compile `p` for the machine `cfg`. The split is used only when the result verifies (it
 /// always should; the original program is the fallback).
-pub fn compile_program(cfg: &Config, p: &KernelProgram) -> Compiled {
-    let split = split_contractions(cfg, p);
+pub fn compile_program(cfg: &Config, p: &KernelProgram, opts: &Options) -> Compiled {
+    let split = split_contractions(cfg, p, opts.cost_check);
     let (program, folded, kept) = if verify_program(&split.program).is_ok() {
         (split.program, split.folded, split.kept)
     } else {
         (p.clone(), Vec::new(), Vec::new())
     };
-    let kernels = program
-        .kernels
-        .iter()
-        .map(|k| CompiledKernel {
+    let mut program = program;
+    let mut kernels = Vec::new();
+    for i in 0..program.kernels.len() {
+        let (k, lowered) = lower_best(cfg, &program, &program.kernels[i]);
+        kernels.push(CompiledKernel {
             name: k.name.clone(),
             kind: k.kind.name(),
-            lowered: lower_kernel(cfg, &program, k),
-        })
-        .collect();
+            lowered,
+        });
+        program.kernels[i] = k;
+    }
     Compiled {
         mesh: (cfg.mesh_width, cfg.mesh_height),
         clock_ghz: cfg.clock_ghz,
@@ -69,6 +87,42 @@ pub fn compile_program(cfg: &Config, p: &KernelProgram) -> Compiled {
         kept,
         kernels,
     }
+}
+
+/// `k` lowered, or one of its [`crate::lower::retile`] variants where that simulates faster
+/// (timing only); the kernel as lowered, so the program shows what runs.
+fn lower_best(
+    cfg: &Config,
+    p: &KernelProgram,
+    k: &Kernel,
+) -> (Kernel, Result<Lowered, NotLowered>) {
+    let mut variants = Vec::new();
+    if let Some(u) = unroll_small_reduction(k) {
+        variants.extend(widen_rows(&u));
+        variants.push(u);
+    }
+    variants.extend(widen_rows(k));
+    let original = lower_kernel(cfg, p, k);
+    if variants.is_empty() {
+        return (k.clone(), original);
+    }
+    let mut best_cycles = original
+        .as_ref()
+        .ok()
+        .and_then(|l| timing_cycles(cfg, &l.program));
+    let mut best = (k.clone(), original);
+    for v in variants {
+        let Ok(l) = lower_kernel(cfg, p, &v) else {
+            continue;
+        };
+        if let Some(c) = timing_cycles(cfg, &l.program)
+            && best_cycles.is_none_or(|b| c < b)
+        {
+            best_cycles = Some(c);
+            best = (v, Ok(l));
+        }
+    }
+    best
 }
 
 impl Compiled {
@@ -130,11 +184,13 @@ impl Compiled {
                     let _ = writeln!(s, "# {}", l.summary);
                     let show = |bs: &[BufferId]| {
                         bs.iter()
-                            .map(|&b| format!(
+                            .map(|&b| {
+                                format!(
                                     "{} = %{}",
                                     hbm_name(b),
                                     self.program.buffer(b).name.escape_debug()
-                                ))
+                                )
+                            })
                             .collect::<Vec<_>>()
                             .join(", ")
                     };

@@ -52,7 +52,9 @@ pub mod trace;
 pub use config::Config;
 pub use dtype::ElemType;
 pub use error::{AsmError, ConfigError, DecodeError, EncodeError, SimError, Site};
-pub use r#gen::{GemmPlan, GemmSpec, GenError, gemm_plan, gemm_program};
+pub use r#gen::{
+    EpiOperand, EpiStep, Epilogue, GemmPlan, GemmSpec, GenError, gemm_plan, gemm_program,
+};
 pub use isa::{Engine, Instruction, Op};
 pub use numerics::{Cfp8, Cfp8Layout, Rounding};
 pub use program::{Buffer, Program, Role, Stream};

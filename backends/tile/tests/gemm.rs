@@ -13,8 +13,8 @@
 use proptest::prelude::*;
 use terafab_tile::numerics::Cfp8;
 use terafab_tile::{
-    Config, ElemType, Engine, GemmSpec, GenError, Report, Rounding, Simulator, gemm_plan,
-    gemm_program,
+    Config, ElemType, Engine, EpiOperand, EpiStep, Epilogue, GemmSpec, GenError, Report, Rounding,
+    Simulator, gemm_plan, gemm_program,
 };
 
 /// SplitMix64: deterministic test inputs.
@@ -43,6 +43,7 @@ impl Rng {
 
 fn spec(m: u64, n: u64, k: u64, t: ElemType) -> GemmSpec {
     GemmSpec {
+        batch: 1,
         m,
         n,
         k,
@@ -50,6 +51,7 @@ fn spec(m: u64, n: u64, k: u64, t: ElemType) -> GemmSpec {
         b_type: t,
         bias: false,
         relu: false,
+        epilogue: Epilogue::NONE,
     }
 }
 
@@ -60,8 +62,9 @@ fn check(cfg: &Config, spec: &GemmSpec, seed: u64) -> Report {
     program.encode().expect("encode");
     let mut rng = Rng(seed);
     let (m, n, k) = (spec.m as usize, spec.n as usize, spec.k as usize);
-    let a = rng.values(spec.m * spec.k, spec.a_type);
-    let b = rng.values(spec.k * spec.n, spec.b_type);
+    let batch = spec.batch as usize;
+    let a = rng.values(spec.batch * spec.m * spec.k, spec.a_type);
+    let b = rng.values(spec.batch * spec.k * spec.n, spec.b_type);
     let bias = rng.values(spec.n, ElemType::F32);
     let mut sim = Simulator::new(cfg.clone(), program).expect("simulator");
     sim.load_hbm_f32("A", &a).unwrap();
@@ -74,8 +77,11 @@ fn check(cfg: &Config, spec: &GemmSpec, seed: u64) -> Report {
     let u = f64::from(f32::EPSILON) / 2.0;
     let nu = (k + 2) as f64 * u;
     let gamma = nu / (1.0 - nu);
-    for i in 0..m {
-        for j in 0..n {
+    for (bi, i, j) in
+        (0..batch).flat_map(|bi| (0..m).flat_map(move |i| (0..n).map(move |j| (bi, i, j))))
+    {
+        let (a, b, c) = (&a[bi * m * k..], &b[bi * k * n..], &c[bi * m * n..]);
+        {
             let (mut exact, mut mag) = (0.0f64, 0.0f64);
             for kk in 0..k {
                 let p = f64::from(a[i * k + kk]) * f64::from(b[kk * n + j]);
@@ -99,13 +105,40 @@ fn check(cfg: &Config, spec: &GemmSpec, seed: u64) -> Report {
             );
         }
     }
-    let macs = spec.m * spec.n * spec.k;
+    let macs = spec.batch * spec.m * spec.n * spec.k;
     assert_eq!(report.macs + report.macs_f32, macs, "{spec:?}");
     report
 }
 
 fn preset(name: &str) -> Config {
     Config::preset(name).unwrap()
+}
+
+/// Batched products (attention heads): every product right, odd shapes, bf16 and f32, bias
+/// and ReLU, on 1x1 and 2x2; a batch of 0 is an error.
+#[test]
+fn batched_products() {
+    for name in ["1x1", "2x2"] {
+        let cfg = preset(name);
+        for (batch, m, n, k, t, bias) in [
+            (3, 37, 29, 70, ElemType::Bf16, false),
+            (4, 16, 16, 8, ElemType::F32, true),
+            (2, 1, 5, 3, ElemType::Bf16, true),
+        ] {
+            let s = GemmSpec {
+                batch,
+                bias,
+                relu: bias,
+                ..spec(m, n, k, t)
+            };
+            check(&cfg, &s, batch * 1000 + m);
+        }
+    }
+    let s = GemmSpec {
+        batch: 0,
+        ..spec(4, 4, 4, ElemType::F32)
+    };
+    assert!(gemm_program(&preset("1x1"), &s).is_err());
 }
 
 #[test]
@@ -290,4 +323,96 @@ fn utilization_targets_1024() {
             assert_eq!(r.hbm_read_bytes, 2 * 1024 * 1024 * 2);
         }
     }
+}
+
+/// A fused epilogue (a convolution's batch norm along M, a scale along N, a residual tile, an
+/// immediate max, a division along M, then ReLU) on the accumulators: every element against
+/// the f64 reference of the same steps, on 1x1, 2x2 and 4x4, with tiles that do not divide
+/// the shape; a batched GEMM with an epilogue is refused.
+#[test]
+fn fused_epilogue_steps() {
+    use terafab_tile::isa::BinOp;
+    let steps = [
+        EpiStep {
+            op: BinOp::Sub,
+            operand: EpiOperand::AlongM,
+        },
+        EpiStep {
+            op: BinOp::Mul,
+            operand: EpiOperand::AlongN,
+        },
+        EpiStep {
+            op: BinOp::Add,
+            operand: EpiOperand::Tile,
+        },
+        EpiStep {
+            op: BinOp::Max,
+            operand: EpiOperand::Imm((-0.25f32).to_bits()),
+        },
+        EpiStep {
+            op: BinOp::Div,
+            operand: EpiOperand::AlongM,
+        },
+    ];
+    let epilogue = Epilogue::new(&steps).unwrap();
+    for (name, (m, n, k)) in [
+        ("1x1", (37, 45, 29)),
+        ("2x2", (70, 33, 64)),
+        ("4x4", (129, 97, 40)),
+    ] {
+        let cfg = preset(name);
+        let s = GemmSpec {
+            relu: true,
+            epilogue,
+            ..spec(m, n, k, ElemType::Bf16)
+        };
+        let program = gemm_program(&cfg, &s).expect("generate");
+        program.encode().expect("encode");
+        let mut rng = Rng(m * 7 + n);
+        let a = rng.values(m * k, ElemType::Bf16);
+        let b = rng.values(k * n, ElemType::Bf16);
+        // Operands: E0 along M, E1 along N, E2 a tile, E4 along M (divisors away from 0).
+        let e0 = rng.values(m, ElemType::F32);
+        let e1 = rng.values(n, ElemType::F32);
+        let e2 = rng.values(m * n, ElemType::F32);
+        let e4: Vec<f32> = rng
+            .values(m, ElemType::F32)
+            .iter()
+            .map(|x| 1.0 + x.abs())
+            .collect();
+        let mut sim = Simulator::new(cfg.clone(), program).expect("simulator");
+        sim.load_hbm_f32("A", &a).unwrap();
+        sim.load_hbm_f32("B", &b).unwrap();
+        sim.load_hbm_f32("E0", &e0).unwrap();
+        sim.load_hbm_f32("E1", &e1).unwrap();
+        sim.load_hbm_f32("E2", &e2).unwrap();
+        sim.load_hbm_f32("E4", &e4).unwrap();
+        sim.run().unwrap_or_else(|e| panic!("{name}: {e}"));
+        let c = sim.read_hbm_f32("C").unwrap();
+        let (m, n, k) = (m as usize, n as usize, k as usize);
+        for i in 0..m {
+            for j in 0..n {
+                let mut x: f64 = (0..k)
+                    .map(|kk| f64::from(a[i * k + kk]) * f64::from(b[kk * n + j]))
+                    .sum();
+                x -= f64::from(e0[i]);
+                x *= f64::from(e1[j]);
+                x += f64::from(e2[i * n + j]);
+                x = x.max(-0.25);
+                x /= f64::from(e4[i]);
+                x = x.max(0.0);
+                let got = f64::from(c[i * n + j]);
+                assert!(
+                    (got - x).abs() <= 1e-5 * (1.0 + x.abs()) * k as f64,
+                    "{name}: C[{i}][{j}] = {got}, reference {x}"
+                );
+            }
+        }
+    }
+    let batched = GemmSpec {
+        batch: 2,
+        epilogue,
+        ..spec(8, 8, 8, ElemType::F32)
+    };
+    assert!(gemm_program(&preset("1x1"), &batched).is_err());
 }

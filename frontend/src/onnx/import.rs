@@ -17,8 +17,8 @@ use prost::Message;
 use terafab_ir::graph::push_node;
 use terafab_ir::interp::{Bindings, eval_op};
 use terafab_ir::{
-    BinaryOp, CompareOp, DType, Function, Module, Op, ReduceKind, Region, Shape, Tensor,
-    TensorType, UnaryOp, ValueId,
+    BinaryOp, CompareOp, DType, Function, Module, Node, Op, ReduceKind, Region, Shape, Tensor,
+    TensorType, UnaryOp, ValueId, ValueTable,
 };
 
 use super::proto::{
@@ -457,7 +457,7 @@ impl<'m> Builder<'m> {
         let importer = if domain.is_empty() {
             ops::lookup(&node.op_type)
         } else {
-            None
+            ops::lookup_in(&domain, &node.op_type)
         };
         let first_new = self.func.values.len();
         let outputs = if let Some(importer) = importer {
@@ -810,6 +810,25 @@ impl NodeCtx<'_, '_> {
         (0..self.num_inputs())
             .filter_map(|i| self.opt_input(i).transpose())
             .collect()
+    }
+
+    /// The value an ONNX name stands for in the node's scope (any enclosing graph included).
+    pub fn value_named(&self, name: &str) -> Result<ValueId, ImportError> {
+        match self.b.lookup(name) {
+            Some(Slot::Value(v)) => Ok(v),
+            Some(Slot::Poisoned) => Err(ImportError::Poisoned),
+            None => Err(self.invalid(format!("`{name}` is not defined"))),
+        }
+    }
+
+    /// The nodes built so far in the regions enclosing this node, outermost first, in order.
+    pub fn nodes_in_scope(&self) -> impl Iterator<Item = &Node> {
+        self.b.regions.iter().flat_map(|r| r.nodes.iter())
+    }
+
+    /// The values built so far (names and types).
+    pub fn values(&self) -> &ValueTable {
+        &self.b.func.values
     }
 
     /// Number of outputs the node declares.

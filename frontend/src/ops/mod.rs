@@ -5,7 +5,9 @@
 //! [`linalg`] (matmul, gemm, einsum, attention, softmax, losses), [`array`] (shape and data movement), [`index`] (gather/scatter and
 //! friends), [`reduce`] (reductions, arg-reductions, cumulative ops, top-k), [`rec`] (RNN, GRU,
 //! LSTM) and [`control`] (If, Loop, Scan). Each family exports `OPS`, a list of
-//! `(op_type, importer)`; [`lookup`] searches them all. An importer reads its node through
+//! `(op_type, importer)`; [`lookup`] searches them all. Ops of other domains have their own
+//! tables in [`DOMAINS`], searched by [`lookup_in`]: [`training`] (`ai.onnx.preview.training`:
+//! Gradient, Momentum, Adam, Adagrad). An importer reads its node through
 //! [`NodeCtx`] and decomposes it into core IR ops, following the node's opset version
 //! (`ctx.opset`).
 
@@ -17,6 +19,7 @@ pub mod math;
 pub mod nn;
 pub mod rec;
 pub mod reduce;
+pub mod training;
 
 use crate::onnx::import::Importer;
 #[allow(unused_imports)]
@@ -33,6 +36,19 @@ const FAMILIES: &[&[(&str, Importer)]] = &[
     rec::OPS,
     reduce::OPS,
 ];
+
+/// The op tables of the other domains, by domain name.
+pub const DOMAINS: &[(&str, &[(&str, Importer)])] = &[(training::DOMAIN, training::OPS)];
+
+/// The importer of an op of a domain other than the default one.
+pub fn lookup_in(domain: &str, op_type: &str) -> Option<Importer> {
+    DOMAINS
+        .iter()
+        .filter(|(d, _)| *d == domain)
+        .flat_map(|(_, ops)| ops.iter())
+        .find(|(n, _)| *n == op_type)
+        .map(|(_, i)| *i)
+}
 
 /// The importer of a default-domain op.
 pub fn lookup(op_type: &str) -> Option<Importer> {

@@ -37,6 +37,7 @@
 
 pub mod interp;
 pub mod print;
+pub mod split;
 pub mod verify;
 
 use crate::dtype::DType;

@@ -752,9 +752,7 @@ fn fill_through_converts(e: &Expr, fill: &Tensor) -> Option<Expr> {
     else {
         return None;
     };
-    if chain.is_empty()
-        || !chain.iter().all(|d| d.is_float())
-        || load_fill.dtype() != fill.dtype()
+    if chain.is_empty() || !chain.iter().all(|d| d.is_float()) || load_fill.dtype() != fill.dtype()
     {
         return None;
     }

@@ -278,8 +278,7 @@ fn settle(g: &mut Graph<'_>) {
             }
             for &x in &n.inputs {
                 if !g.materialized.contains(&x) && !movement_only(g, x) {
-                    g.materialized.insert(x);
-                    changed = true;
+                    changed |= g.materialized.insert(operand_root(g, x));
                 }
             }
         }
@@ -288,6 +287,28 @@ fn settle(g: &mut Graph<'_>) {
             return;
         }
     }
+}
+
+/// The value to store for a contraction or window operand `x` that computes something: `x`
+/// itself, or, where `x` is a chain of casts over a computed value, that value, so the casts
+/// fold into the operand's indexing and the value is stored once. (A precision pass's
+/// rounding `convert(convert(y))` of a `y` also used by a residual add would otherwise store
+/// the rounded copy and recompute `y`, with everything inlined into it, in every other
+/// consumer.) Transposes and reshapes stay materialized with the operand: they give
+/// attention's per-head operands their own layout.
+fn operand_root(g: &Graph<'_>, x: ValueId) -> ValueId {
+    let mut v = x;
+    while let Some(n) = g.node_of(v) {
+        let folds = matches!(n.op, Op::Convert { .. });
+        let &[input] = n.inputs.as_slice() else {
+            break;
+        };
+        if !folds || g.materialized.contains(&input) || g.splats.contains_key(&input) {
+            break;
+        }
+        v = input;
+    }
+    v
 }
 
 /// Whether `n` is a contraction (a matmul or convolution computed as a reduction stage).

@@ -230,7 +230,7 @@ pub(crate) fn try_gemm(
     let nest = if form(g, nest).is_some() {
         nest
     } else {
-        split = super::split::splits(nest)
+        split = terafab_ir::kernel::split::splits(nest)
             .into_iter()
             .find(|s| form(g, s).is_some());
         match &split {
@@ -732,7 +732,7 @@ fn compute_fn<'ctx>(
         .chain([(m_flat, d.m), (n_flat, d.n)])
         .collect();
     let extent = |v: Var| all_vars.iter().find(|x| x.0 == v).map(|x| x.1);
-    let epilogue_stages = super::split::flatten_vars(
+    let epilogue_stages = terafab_ir::kernel::split::flatten_vars(
         form.epilogue,
         &[(m_flat, form.m_vars.clone()), (n_flat, form.n_vars.clone())],
         &extent,

@@ -29,7 +29,6 @@
 
 pub mod gemm;
 pub mod scalar;
-pub(crate) mod split;
 
 use std::collections::HashMap;
 
@@ -886,7 +885,11 @@ fn kernel_key(p: &KernelProgram, k: &Kernel, nest: &LoopNest) -> String {
             buf.dtype, buf.shape, buf.strides
         );
     }
-    let _ = write!(key, "{:?}", split::map_buffers(nest, &pos));
+    let _ = write!(
+        key,
+        "{:?}",
+        terafab_ir::kernel::split::map_buffers(nest, &pos)
+    );
     key
 }
 

@@ -48,9 +48,79 @@ use crate::dtype::ElemType;
 use crate::isa::{Bcast, BinOp, Dest, DmaKind, Engine, Matmul, Op, Send, VBinary};
 use crate::program::{Buffer, Program, Role};
 
-/// The GEMM to generate.
+/// Most steps of a fused epilogue ([`Epilogue`]).
+pub const MAX_EPILOGUE: usize = 8;
+
+/// What one step of a fused epilogue combines the accumulator with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EpiOperand {
+    /// An f32 immediate (its bits).
+    Imm(u32),
+    /// An f32 vector along N (HBM `[N]`, one value per column), like the bias.
+    AlongN,
+    /// An f32 vector along M (HBM `[M]`, one value per row: a convolution's per-channel
+    /// scale and shift, since its output channels are the rows).
+    AlongM,
+    /// An f32 `[M, N]` row-major tensor (a residual).
+    Tile,
+}
+
+/// One step of a fused epilogue: `acc = acc OP operand` on the f32 accumulator tile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EpiStep {
+    pub op: BinOp,
+    pub operand: EpiOperand,
+}
+
+/// A fused vector epilogue: steps applied in order to each finished accumulator tile (after
+/// the bias, before the ReLU of [`GemmSpec`]), while `mm` goes on with the other accumulator.
+/// Step `i`'s vector operand (not an immediate) is the HBM input `E<i>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Epilogue {
+    pub steps: [Option<EpiStep>; MAX_EPILOGUE],
+}
+
+impl Epilogue {
+    /// No steps.
+    pub const NONE: Epilogue = Epilogue {
+        steps: [None; MAX_EPILOGUE],
+    };
+
+    /// The epilogue of `steps`; `None` when there are more than [`MAX_EPILOGUE`].
+    pub fn new(steps: &[EpiStep]) -> Option<Epilogue> {
+        if steps.len() > MAX_EPILOGUE {
+            return None;
+        }
+        let mut e = Epilogue::NONE;
+        for (slot, &step) in e.steps.iter_mut().zip(steps) {
+            *slot = Some(step);
+        }
+        Some(e)
+    }
+
+    /// The steps in order, with their indices.
+    pub fn iter(&self) -> impl Iterator<Item = (usize, EpiStep)> + '_ {
+        self.steps
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.map(|s| (i, s)))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.iter().next().is_none()
+    }
+
+    /// The name of step `i`'s HBM operand.
+    pub fn hbm_name(i: usize) -> String {
+        format!("E{i}")
+    }
+}
+
+/// The GEMM to generate: `batch` independent products `C[b] = A[b]·B[b]`, one after another.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GemmSpec {
+    /// Products (at least 1); with more than one, A, B and C are `[batch, ..]` in HBM.
+    pub batch: u64,
     /// Rows of A and C.
     pub m: u64,
     /// Columns of B and C.
@@ -63,8 +133,10 @@ pub struct GemmSpec {
     pub b_type: ElemType,
     /// Add `BIAS[N]` (f32) to every row of C.
     pub bias: bool,
-    /// Apply ReLU (`max(x, 0)`) to C, after the bias.
+    /// Apply ReLU (`max(x, 0)`) to C, after the bias and the epilogue.
     pub relu: bool,
+    /// Further epilogue steps (one product only: with a batch, none).
+    pub epilogue: Epilogue,
 }
 
 /// The tiling and partition the generator chose.
@@ -101,6 +173,7 @@ const CRED_A: u8 = 12; // [p] credits from A receivers
 const CRED_B: u8 = 14; // [p] credits from B receivers
 const CREDIT_GO: u8 = 16; // [p] mm done: net may send credits
 const BIAS_LOADED: u8 = 18; // [c] bias row of a tile arrived
+const EPI_LOADED: u8 = 20; // [c] epilogue operands of a tile arrived
 
 /// `ceil(a / b)` for `b > 0`.
 fn div_ceil(a: u64, b: u64) -> u64 {
@@ -166,6 +239,8 @@ struct Layout {
     b: [u64; 2],
     c: [u64; 2],
     bias: [u64; 2],
+    /// Per epilogue step with a vector operand, its two slots (by accumulator).
+    epi: [[u64; 2]; MAX_EPILOGUE],
     credit_src: u64,
     credit_land: u64,
     used: u64,
@@ -175,11 +250,15 @@ fn layout(
     tm: u64,
     tn: u64,
     tk: u64,
-    ea: u64,
-    eb: u64,
-    bias: bool,
+    spec: &GemmSpec,
     mesh: (u64, u64),
 ) -> Result<Layout, GenError> {
+    let (ea, eb, bias, epi) = (
+        spec.a_type.size(),
+        spec.b_type.size(),
+        spec.bias,
+        &spec.epilogue,
+    );
     let mut s = SramAlloc::new();
     let a_bytes = mul("A chunk", mul("A chunk", tm, tk)?, ea)?;
     let b_bytes = mul("B chunk", mul("B chunk", tk, tn)?, eb)?;
@@ -189,6 +268,16 @@ fn layout(
     let c = [s.alloc(c_bytes)?, s.alloc(c_bytes)?];
     let bias_bytes = if bias { mul("bias", tn, 4)? } else { 0 };
     let bias = [s.alloc(bias_bytes)?, s.alloc(bias_bytes)?];
+    let mut epi_slots = [[0u64; 2]; MAX_EPILOGUE];
+    for (i, step) in epi.iter() {
+        let bytes = match step.operand {
+            EpiOperand::Imm(_) => continue,
+            EpiOperand::AlongN => mul("epilogue", tn, 4)?,
+            EpiOperand::AlongM => mul("epilogue", tm, 4)?,
+            EpiOperand::Tile => mul("epilogue", mul("epilogue", tm, tn)?, 4)?,
+        };
+        epi_slots[i] = [s.alloc(bytes)?, s.alloc(bytes)?];
+    }
     let (credit_src, credit_land) = if mesh.0 * mesh.1 > 1 {
         // One 4-byte landing slot per (sender index, parity); senders are indexed by x for
         // A credits and by W + y for B credits.
@@ -202,6 +291,7 @@ fn layout(
         b,
         c,
         bias,
+        epi: epi_slots,
         credit_src,
         credit_land,
         used: s.used(),
@@ -211,7 +301,12 @@ fn layout(
 /// Chooses the partition and tiles for `spec` on `cfg` (what [`gemm_program`] generates).
 pub fn gemm_plan(cfg: &Config, spec: &GemmSpec) -> Result<GemmPlan, GenError> {
     cfg.validate()?;
-    for (name, d) in [("m", spec.m), ("n", spec.n), ("k", spec.k)] {
+    for (name, d) in [
+        ("batch", spec.batch),
+        ("m", spec.m),
+        ("n", spec.n),
+        ("k", spec.k),
+    ] {
         if d == 0 {
             return Err(GenError::ZeroDim(name));
         }
@@ -221,7 +316,6 @@ pub fn gemm_plan(cfg: &Config, spec: &GemmSpec) -> Result<GemmPlan, GenError> {
     let col_blocks = split_blocks(spec.n, w, cfg.mx_n);
     let bm = row_blocks.first().map_or(1, |b| b.1);
     let bn = col_blocks.first().map_or(1, |b| b.1);
-    let (ea, eb) = (spec.a_type.size(), spec.b_type.size());
     let mesh = (col_blocks.len() as u64, row_blocks.len() as u64);
     let gran = cfg.mx_m.max(cfg.mx_n);
     // K chunk: 32 engine blocks deep amortizes mm's latency; halve it only for tiny SRAMs.
@@ -229,7 +323,7 @@ pub fn gemm_plan(cfg: &Config, spec: &GemmSpec) -> Result<GemmPlan, GenError> {
     let mut smallest = None;
     loop {
         let fits = |t: u64| -> Result<Option<Layout>, GenError> {
-            let l = layout(t.min(bm), t.min(bn), tk, ea, eb, spec.bias, mesh)?;
+            let l = layout(t.min(bm), t.min(bn), tk, spec, mesh)?;
             Ok((l.used <= cfg.sram_bytes).then_some(l))
         };
         if fits(1)?.is_some() {
@@ -265,7 +359,7 @@ pub fn gemm_plan(cfg: &Config, spec: &GemmSpec) -> Result<GemmPlan, GenError> {
                 .map(|&(_, l)| tile_size(l, t, cfg.mx_n))
                 .max()
                 .unwrap_or(1);
-            let l = layout(tile_m, tile_n, tk, ea, eb, spec.bias, mesh)?;
+            let l = layout(tile_m, tile_n, tk, spec, mesh)?;
             return Ok(GemmPlan {
                 tile_m,
                 tile_n,
@@ -277,7 +371,7 @@ pub fn gemm_plan(cfg: &Config, spec: &GemmSpec) -> Result<GemmPlan, GenError> {
             });
         }
         if smallest.is_none() || tk == 1 {
-            smallest = Some(layout(1, 1, 1, ea, eb, spec.bias, mesh)?.used);
+            smallest = Some(layout(1, 1, 1, spec, mesh)?.used);
         }
         if tk == 1 {
             return Err(GenError::SramTooSmall {
@@ -295,6 +389,8 @@ struct Hbm {
     b: u64,
     c: u64,
     bias: u64,
+    /// Per epilogue step with a vector operand, its address.
+    epi: [u64; MAX_EPILOGUE],
 }
 
 /// Generates the program for `spec` on `cfg`: HBM buffers `A` (M×K, `a_type`), `B` (K×N,
@@ -302,19 +398,13 @@ struct Hbm {
 /// one stream per node used. See the module documentation for the schedule.
 pub fn gemm_program(cfg: &Config, spec: &GemmSpec) -> Result<Program, GenError> {
     let plan = gemm_plan(cfg, spec)?;
-    let (ea, eb) = (spec.a_type.size(), spec.b_type.size());
     let mesh = (plan.col_blocks.len() as u64, plan.row_blocks.len() as u64);
-    let lay = layout(
-        plan.tile_m,
-        plan.tile_n,
-        plan.tile_k,
-        ea,
-        eb,
-        spec.bias,
-        mesh,
-    )?;
+    let lay = layout(plan.tile_m, plan.tile_n, plan.tile_k, spec, mesh)?;
+    if spec.batch > 1 && !spec.epilogue.is_empty() {
+        return Err(GenError::Unsupported("a fused epilogue on a batched GEMM"));
+    }
 
-    // HBM layout: A, B, C, BIAS, each 64-byte aligned.
+    // HBM layout: A, B, C, BIAS, E<i>, each 64-byte aligned.
     let mut buffers = Vec::new();
     let mut at = 0u64;
     let mut place = |name: &str, dtype: ElemType, shape: Vec<u64>, role: Role| {
@@ -336,14 +426,39 @@ pub fn gemm_program(cfg: &Config, spec: &GemmSpec) -> Result<Program, GenError> 
         });
         Ok::<u64, GenError>(addr)
     };
+    let batched = |dims: Vec<u64>| {
+        if spec.batch > 1 {
+            [vec![spec.batch], dims].concat()
+        } else {
+            dims
+        }
+    };
     let hbm = Hbm {
-        a: place("A", spec.a_type, vec![spec.m, spec.k], Role::Input)?,
-        b: place("B", spec.b_type, vec![spec.k, spec.n], Role::Input)?,
-        c: place("C", ElemType::F32, vec![spec.m, spec.n], Role::Output)?,
+        a: place("A", spec.a_type, batched(vec![spec.m, spec.k]), Role::Input)?,
+        b: place("B", spec.b_type, batched(vec![spec.k, spec.n]), Role::Input)?,
+        c: place(
+            "C",
+            ElemType::F32,
+            batched(vec![spec.m, spec.n]),
+            Role::Output,
+        )?,
         bias: if spec.bias {
             place("BIAS", ElemType::F32, vec![spec.n], Role::Input)?
         } else {
             0
+        },
+        epi: {
+            let mut addrs = [0u64; MAX_EPILOGUE];
+            for (i, step) in spec.epilogue.iter() {
+                let shape = match step.operand {
+                    EpiOperand::Imm(_) => continue,
+                    EpiOperand::AlongN => vec![spec.n],
+                    EpiOperand::AlongM => vec![spec.m],
+                    EpiOperand::Tile => vec![spec.m, spec.n],
+                };
+                addrs[i] = place(&Epilogue::hbm_name(i), ElemType::F32, shape, Role::Input)?;
+            }
+            addrs
         },
     };
     if at > cfg.hbm_bytes {
@@ -360,8 +475,12 @@ pub fn gemm_program(cfg: &Config, spec: &GemmSpec) -> Result<Program, GenError> 
         for &(_, cl) in &plan.col_blocks {
             let tiles = div_ceil(bl, plan.tile_m).saturating_mul(div_ceil(cl, plan.tile_n));
             let per_step = 12u64.saturating_add(plan.tile_m.saturating_add(plan.tile_k));
-            estimate =
-                estimate.saturating_add(tiles.saturating_mul(k_count).saturating_mul(per_step));
+            estimate = estimate.saturating_add(
+                tiles
+                    .saturating_mul(k_count)
+                    .saturating_mul(per_step)
+                    .saturating_mul(spec.batch),
+            );
         }
     }
     if estimate > MAX_INSTRUCTIONS.saturating_mul(4) {
@@ -420,6 +539,8 @@ struct NodeGen<'a> {
 
 /// A store waiting to be queued on the DMA engine.
 struct PendingStore {
+    /// The product of the batch.
+    batch: u64,
     tile: u64,
     due_step: u64,
     slot: usize,
@@ -440,18 +561,42 @@ impl NodeGen<'_> {
         let a_recv = mc && x > 0;
         let b_recv = mc && y > 0;
         let credits = u64::from(a_recv) + u64::from(b_recv);
-        let epilogue = self.spec.bias || self.spec.relu;
+        let epilogue = self.spec.bias || self.spec.relu || !self.spec.epilogue.is_empty();
+        let epi_vectors = self
+            .spec
+            .epilogue
+            .iter()
+            .any(|(_, st)| !matches!(st.operand, EpiOperand::Imm(_)));
+        // Per tile, the DMA descriptors of its epilogue operands.
+        let mut epi_counts: Vec<u64> = Vec::new();
         let n_steps = (self.rows.len() as u64)
             .saturating_mul(self.cols.len() as u64)
-            .saturating_mul(self.k_chunks.len() as u64);
+            .saturating_mul(self.k_chunks.len() as u64)
+            .saturating_mul(self.spec.batch);
         let last_k = self.k_chunks.len().saturating_sub(1);
 
         let mut pending: VecDeque<PendingStore> = VecDeque::new();
         let mut store_counts: Vec<u64> = Vec::new();
         let mut s = 0u64;
         let mut t = 0u64;
-        for &row in &self.rows {
-            for &col in &self.cols {
+        let (mm_, nn, kk) = (self.spec.m, self.spec.n, self.spec.k);
+        for (bi, &row, &col) in (0..self.spec.batch).flat_map(|bi| {
+            self.rows
+                .iter()
+                .flat_map(move |row| self.cols.iter().map(move |col| (bi, row, col)))
+        }) {
+            {
+                // This product's A, B and C in HBM.
+                let a_base = add(
+                    "A",
+                    self.hbm.a,
+                    mul("A", mul("A", bi, mul("A", mm_, kk)?)?, ea)?,
+                )?;
+                let b_base = add(
+                    "B",
+                    self.hbm.b,
+                    mul("B", mul("B", bi, mul("B", kk, nn)?)?, eb)?,
+                )?;
                 let c = (t % 2) as usize;
                 let (m0, tm) = row;
                 let (n0, tn) = col;
@@ -460,12 +605,16 @@ impl NodeGen<'_> {
                     let pu = p as u8;
                     let mut loaded = 0u64;
                     // ---- DMA: bias of a new tile (after the store of tile t - 2).
-                    if kc == 0 && self.spec.bias {
+                    if kc == 0 && (self.spec.bias || epi_vectors) {
+                        // The slots of accumulator c are free once tile t - 2 is stored
+                        // (its store waits for its epilogue; the DMA queue is in order).
                         while pending.front().is_some_and(|ps| ps.tile + 2 <= t) {
                             if let Some(ps) = pending.pop_front() {
                                 self.store(&mut q, &ps, &mut store_counts)?;
                             }
                         }
+                    }
+                    if kc == 0 && self.spec.bias {
                         let bias = dma_2d(
                             DmaKind::Load,
                             self.lay.bias[c],
@@ -479,13 +628,53 @@ impl NodeGen<'_> {
                             q.push(Engine::Dma, Op::Dma(d), None, Some(BIAS_LOADED + c as u8))?;
                         }
                     }
+                    if kc == 0 && epi_vectors {
+                        let mut count = 0u64;
+                        let n4 = mul("E", self.spec.n, 4)?;
+                        for (i, step) in self.spec.epilogue.iter() {
+                            let base = self.hbm.epi[i];
+                            let (src, row_len, rows, stride) = match step.operand {
+                                EpiOperand::Imm(_) => continue,
+                                EpiOperand::AlongN => {
+                                    (add("E", base, mul("E", n0, 4)?)?, mul("E", tn, 4)?, 1, 0)
+                                }
+                                EpiOperand::AlongM => {
+                                    (add("E", base, mul("E", m0, 4)?)?, mul("E", tm, 4)?, 1, 0)
+                                }
+                                EpiOperand::Tile => (
+                                    add(
+                                        "E",
+                                        base,
+                                        mul("E", add("E", mul("E", m0, self.spec.n)?, n0)?, 4)?,
+                                    )?,
+                                    mul("E", tn, 4)?,
+                                    tm,
+                                    n4,
+                                ),
+                            };
+                            let ds = dma_2d(
+                                DmaKind::Load,
+                                self.lay.epi[i][c],
+                                src,
+                                row_len,
+                                rows,
+                                stride,
+                                row_len,
+                            )?;
+                            count += ds.len() as u64;
+                            for d in ds {
+                                q.push(Engine::Dma, Op::Dma(d), None, Some(EPI_LOADED + c as u8))?;
+                            }
+                        }
+                        epi_counts.push(count);
+                    }
                     // ---- DMA: operand chunks into slot p (after mm(s - 2) read it).
                     let mut first_wait = (s >= 2).then_some(FREE + pu);
                     let mut n_a = 0u64;
                     if a_self {
                         let src = add(
                             "A",
-                            self.hbm.a,
+                            a_base,
                             mul("A", add("A", mul("A", m0, self.spec.k)?, k0)?, ea)?,
                         )?;
                         let row_len = mul("A", tk, ea)?;
@@ -509,7 +698,7 @@ impl NodeGen<'_> {
                     if b_self {
                         let src = add(
                             "B",
-                            self.hbm.b,
+                            b_base,
                             mul("B", add("B", mul("B", k0, self.spec.n)?, n0)?, eb)?,
                         )?;
                         let row_len = mul("B", tn, eb)?;
@@ -589,9 +778,11 @@ impl NodeGen<'_> {
                     if kc == last_k {
                         q.sem_signal(Engine::Mx, TDONE, 1)?;
                         if epilogue {
-                            self.epilogue(&mut q, c, tm, tn)?;
+                            let loads = epi_counts.get(t as usize).copied().unwrap_or(0);
+                            self.epilogue(&mut q, c, tm, tn, loads)?;
                         }
                         pending.push_back(PendingStore {
+                            batch: bi,
                             tile: t,
                             due_step: s + 2,
                             slot: c,
@@ -678,8 +869,16 @@ impl NodeGen<'_> {
         Ok(())
     }
 
-    /// The vector epilogue of accumulator `c` (`tm × tn`): bias row, ReLU.
-    fn epilogue(&self, q: &mut Queues, c: usize, tm: u64, tn: u64) -> Result<(), GenError> {
+    /// The vector epilogue of accumulator `c` (`tm × tn`): bias row, the epilogue's steps
+    /// (after `loads` descriptors of their operands arrived), ReLU.
+    fn epilogue(
+        &self,
+        q: &mut Queues,
+        c: usize,
+        tm: u64,
+        tn: u64,
+        loads: u64,
+    ) -> Result<(), GenError> {
         let cs = field("C slot", self.lay.c[c], MAX_24)?;
         let pitch = field("C pitch", mul("C pitch", tn, 4)?, MAX_24)?;
         let rows = field("vector rows", tm, MAX_12)?;
@@ -709,6 +908,39 @@ impl NodeGen<'_> {
                 ..base
             });
         }
+        if loads > 0 {
+            q.sem_wait(Engine::Vx, EPI_LOADED + c as u8, loads)?;
+        }
+        for (i, step) in self.spec.epilogue.iter() {
+            let slot = field("epilogue slot", self.lay.epi[i][c], MAX_24)?;
+            ops.push(match step.operand {
+                EpiOperand::Imm(bits) => VBinary {
+                    op: step.op,
+                    imm: bits,
+                    ..base
+                },
+                EpiOperand::AlongN => VBinary {
+                    op: step.op,
+                    src2: slot,
+                    bcast: Bcast::Row,
+                    ..base
+                },
+                EpiOperand::AlongM => VBinary {
+                    op: step.op,
+                    src2: slot,
+                    bcast: Bcast::Col,
+                    pitch2: 0,
+                    ..base
+                },
+                EpiOperand::Tile => VBinary {
+                    op: step.op,
+                    src2: slot,
+                    bcast: Bcast::Tile,
+                    pitch2: pitch,
+                    ..base
+                },
+            });
+        }
         if self.spec.relu {
             ops.push(VBinary {
                 op: BinOp::Max,
@@ -734,10 +966,19 @@ impl NodeGen<'_> {
     ) -> Result<(), GenError> {
         let (m0, tm) = ps.row;
         let (n0, tn) = ps.col;
-        let epilogue = self.spec.bias || self.spec.relu;
-        let dst = add(
+        let epilogue = self.spec.bias || self.spec.relu || !self.spec.epilogue.is_empty();
+        let c_base = add(
             "C",
             self.hbm.c,
+            mul(
+                "C",
+                mul("C", ps.batch, mul("C", self.spec.m, self.spec.n)?)?,
+                4,
+            )?,
+        )?;
+        let dst = add(
+            "C",
+            c_base,
             mul("C", add("C", mul("C", m0, self.spec.n)?, n0)?, 4)?,
         )?;
         let row_len = mul("C", tn, 4)?;

@@ -8,7 +8,9 @@
 pub mod builder;
 pub mod gemm;
 
-pub use gemm::{GemmPlan, GemmSpec, gemm_plan, gemm_program};
+pub use gemm::{
+    EpiOperand, EpiStep, Epilogue, GemmPlan, GemmSpec, MAX_EPILOGUE, gemm_plan, gemm_program,
+};
 
 use crate::error::ConfigError;
 
@@ -33,6 +35,9 @@ pub enum GenError {
     /// The program would have more instructions than the generator accepts.
     #[error("the program would have about {count} instructions (limit {limit})")]
     TooManyInstructions { count: u64, limit: u64 },
+    /// A combination the generator does not produce.
+    #[error("not supported: {0}")]
+    Unsupported(&'static str),
     /// A field does not fit its encoding (an internal limit the generator checks).
     #[error("{what} = {value} does not fit its instruction field")]
     Field { what: &'static str, value: u64 },

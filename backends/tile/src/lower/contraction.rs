@@ -11,7 +11,9 @@ use terafab_ir::{BinaryOp, DType, ReduceKind};
 
 use super::{Lowered, NotLowered, elem_type, hbm_name};
 use crate::config::Config;
-use crate::r#gen::{GemmSpec, gemm_plan, gemm_program};
+use crate::r#gen::{EpiOperand, EpiStep, Epilogue, GemmSpec, gemm_plan, gemm_program};
+use crate::isa::BinOp;
+use terafab_ir::kernel::split::simplify;
 
 /// A load of a whole element (no fill) with exactly the index `want`: of an f32 buffer, or
 /// of a bf16/CFP8 buffer under `convert[f32]` (the matrix engine's narrow operands; their
@@ -109,12 +111,117 @@ fn epilogue(
 }
 
 /// The kernel as a GEMM program, `Ok(None)` when it does not have the plain GEMM form.
+/// The element offset of `buf[index]` (its strides) as `[coefficient of mv, coefficient of
+/// nv, constant]`, when it is affine in the two after simplification (an index that splits
+/// `nv` by division and remainder and recombines it, `(nv / W)·W + nv % W`, is `nv`).
+fn linear(
+    buf: &terafab_ir::kernel::Buffer,
+    index: &[Index],
+    mv: Var,
+    nv: Var,
+    extent: &dyn Fn(Var) -> Option<usize>,
+) -> Option<[i64; 3]> {
+    if index.len() != buf.strides.len() {
+        return None;
+    }
+    let mut sum = Index::Const(0);
+    for (i, &st) in index.iter().zip(&buf.strides) {
+        sum = sum.plus(i.clone().times(i64::try_from(st).ok()?));
+    }
+    fn terms(i: &Index, scale: i64, mv: Var, nv: Var, out: &mut [i64; 3]) -> Option<()> {
+        match i {
+            Index::Var(v) if *v == mv => out[0] += scale,
+            Index::Var(v) if *v == nv => out[1] += scale,
+            Index::Const(c) => out[2] += c.checked_mul(scale)?,
+            Index::Add(a, b) => {
+                terms(a, scale, mv, nv, out)?;
+                terms(b, scale, mv, nv, out)?;
+            }
+            Index::Mul(a, c) => terms(a, scale.checked_mul(*c)?, mv, nv, out)?,
+            _ => return None,
+        }
+        Some(())
+    }
+    let mut out = [0i64; 3];
+    terms(&simplify(&sum, extent), 1, mv, nv, &mut out)?;
+    Some(out)
+}
+
+/// A fused epilogue: `e` as a chain of steps applied to the sum `local` (`acc OP operand`,
+/// or `operand OP acc` for `+ * max min`), each operand an f32 immediate or a load of a
+/// row-major f32 buffer along M (`[M]` elements, offset `m`), along N (offset `n`) or an
+/// `[M, N]` tile (offset `m·N + n`); with the buffer of each vector operand.
+#[allow(clippy::too_many_arguments)]
+fn chain(
+    p: &KernelProgram,
+    e: &Expr,
+    local: Local,
+    mv: Var,
+    m: usize,
+    nv: Var,
+    n: usize,
+    extent: &dyn Fn(Var) -> Option<usize>,
+) -> Option<Vec<(EpiStep, Option<BufferId>)>> {
+    let has_acc = |x: &Expr| {
+        let mut found = false;
+        x.walk(&mut |y| found |= matches!(y, Expr::Local(l) if *l == local));
+        found
+    };
+    let operand = |x: &Expr| -> Option<(EpiOperand, Option<BufferId>)> {
+        match x {
+            Expr::Const(t) if t.dtype() == DType::F32 => {
+                let v = t.as_slice::<f32>()?;
+                (v.len() == 1).then(|| (EpiOperand::Imm(v[0].to_bits()), None))
+            }
+            Expr::Load {
+                buffer,
+                index,
+                fill: None,
+            } => {
+                let buf = p.buffer(*buffer);
+                if buf.dtype != DType::F32 || !buf.is_row_major() {
+                    return None;
+                }
+                let (mi, ni) = (m as i64, n as i64);
+                let kind = match linear(buf, index, mv, nv, extent)? {
+                    [1, 0, 0] if buf.span() == m => EpiOperand::AlongM,
+                    [0, 1, 0] if buf.span() == n => EpiOperand::AlongN,
+                    [a, 1, 0] if a == ni && buf.span() as i64 == mi * ni => EpiOperand::Tile,
+                    _ => return None,
+                };
+                Some((kind, Some(*buffer)))
+            }
+            _ => None,
+        }
+    };
+    match e {
+        Expr::Local(l) if *l == local => Some(Vec::new()),
+        Expr::Binary(op, x, y) => {
+            let op2 = super::vector_binop(*op)?;
+            let commutes = matches!(op2, BinOp::Add | BinOp::Mul | BinOp::Max | BinOp::Min);
+            let (acc, other) = match (has_acc(x), has_acc(y)) {
+                (true, false) => (x, y),
+                (false, true) if commutes => (y, x),
+                _ => return None,
+            };
+            let mut steps = chain(p, acc, local, mv, m, nv, n, extent)?;
+            let (operand, buf) = operand(other)?;
+            steps.push((EpiStep { op: op2, operand }, buf));
+            Some(steps)
+        }
+        _ => None,
+    }
+}
+
 pub fn lower(cfg: &Config, p: &KernelProgram, k: &Kernel) -> Result<Option<Lowered>, NotLowered> {
     let Body::Loops(nest) = &k.body else {
         return Ok(None);
     };
-    let &[m, n] = nest.space.as_slice() else {
-        return Ok(None);
+    // `[m, n]`, or `[batch, m, n]` (independent products, one after another).
+    let (batch, m, n) = match *nest.space.as_slice() {
+        [m, n] => (None, m, n),
+        [b, m, n] => (Some(b), m, n),
+        _ => return Ok(None),
     };
     let [
         Stage::Reduce {
@@ -139,9 +246,19 @@ pub fn lower(cfg: &Config, p: &KernelProgram, k: &Kernel) -> Result<Option<Lower
     if !store_vars.is_empty() {
         return Ok(None);
     }
-    let (mv, nv) = (Var(0), Var(1));
-    let a_index = [Index::Var(mv), Index::Var(kv)];
-    let b_index = [Index::Var(kv), Index::Var(nv)];
+    let first = u32::from(batch.is_some());
+    let (mv, nv) = (Var(first), Var(first + 1));
+    // An index with the batch variable in front when there is one.
+    let batched = |rest: [Var; 2]| -> Vec<Index> {
+        batch
+            .map(|_| Var(0))
+            .into_iter()
+            .chain(rest)
+            .map(Index::Var)
+            .collect()
+    };
+    let a_index = batched([mv, kv]);
+    let b_index = batched([kv, nv]);
     let (a, b) = match (load_at(p, x, &a_index), load_at(p, y, &b_index)) {
         (Some(a), Some(b)) => (a, b),
         _ => match (load_at(p, y, &a_index), load_at(p, x, &b_index)) {
@@ -149,23 +266,66 @@ pub fn lower(cfg: &Config, p: &KernelProgram, k: &Kernel) -> Result<Option<Lower
             _ => return Ok(None),
         },
     };
-    if c_index.as_slice() != [Index::Var(mv), Index::Var(nv)] || a == b {
+    if a == b {
         return Ok(None);
     }
-    let Some((bias, relu)) = epilogue(p, value, *local, nv, n) else {
-        return Ok(None);
-    };
     let (ba, bb, bc) = (p.buffer(a), p.buffer(b), p.buffer(*c));
     let dense = |buf: &terafab_ir::kernel::Buffer, shape: [usize; 2]| {
-        buf.shape == shape && buf.is_row_major()
+        let want: Vec<usize> = batch.into_iter().chain(shape).collect();
+        buf.shape == want && buf.is_row_major()
     };
-    if !dense(ba, [m, kk]) || !dense(bb, [kk, n]) || !dense(bc, [m, n]) || bc.dtype != DType::F32 {
+    if !dense(ba, [m, kk]) || !dense(bb, [kk, n]) || bc.dtype != DType::F32 {
         return Ok(None);
     }
+    // C: `[(batch,) M, N]` indexed by the variables, or (one product) any row-major f32
+    // buffer of M·N elements whose element offset is `m·N + n` (a convolution's NCHW output).
+    let extent = |v: Var| {
+        if v == mv {
+            Some(m)
+        } else if v == nv {
+            Some(n)
+        } else {
+            None
+        }
+    };
+    let c_ok = if batch.is_some() {
+        dense(bc, [m, n]) && *c_index == batched([mv, nv])
+    } else {
+        bc.is_row_major()
+            && bc.span() == m * n
+            && linear(bc, c_index, mv, nv, &extent) == Some([n as i64, 1, 0])
+    };
+    if !c_ok {
+        return Ok(None);
+    }
+    // The epilogue: bias along N and ReLU, or (one product) a chain of steps.
+    let (bias, relu, steps) = match epilogue(p, value, *local, nv, n) {
+        Some((bias, relu)) => (bias, relu, Vec::new()),
+        None if batch.is_none() => {
+            let Some(steps) = chain(p, value, *local, mv, m, nv, n, &extent) else {
+                return Ok(None);
+            };
+            (None, false, steps)
+        }
+        None => return Ok(None),
+    };
+    let mut taken = vec![a, b, *c];
+    for (_, buf) in &steps {
+        match buf {
+            Some(x) if taken.contains(x) => return Ok(None),
+            Some(x) => taken.push(*x),
+            None => {}
+        }
+    }
+    let Some(epilogue_steps) = Epilogue::new(&steps.iter().map(|(s, _)| *s).collect::<Vec<_>>())
+    else {
+        return Ok(None);
+    };
     let (Some(a_type), Some(b_type)) = (elem_type(ba.dtype), elem_type(bb.dtype)) else {
         return Ok(None);
     };
     let spec = GemmSpec {
+        batch: batch.unwrap_or(1) as u64,
         m: m as u64,
         n: n as u64,
         k: kk as u64,
@@ -173,12 +333,18 @@ pub fn lower(cfg: &Config, p: &KernelProgram, k: &Kernel) -> Result<Option<Lower
         b_type,
         bias: bias.is_some(),
         relu,
+        epilogue: epilogue_steps,
     };
-    let fail = |e: crate::r#gen::GenError| NotLowered(format!("gemm {m}x{n}x{kk}: {e}"));
+    let shape = match batch {
+        Some(b) => format!("{b}x({m}x{n}x{kk})"),
+        None => format!("{m}x{n}x{kk}"),
+    };
+    let fail = |e: crate::r#gen::GenError| NotLowered(format!("gemm {shape}: {e}"));
     let plan = gemm_plan(cfg, &spec).map_err(fail)?;
     let mut program = gemm_program(cfg, &spec).map_err(fail)?;
     let mut reads = vec![a, b];
     reads.extend(bias);
+    reads.extend(steps.iter().filter_map(|(_, buf)| *buf));
     for buf in &mut program.buffers {
         let id = match buf.name.as_str() {
             "A" => a,
@@ -188,22 +354,31 @@ pub fn lower(cfg: &Config, p: &KernelProgram, k: &Kernel) -> Result<Option<Lower
                 Some(x) => x,
                 None => continue,
             },
-            _ => continue,
+            e => match e
+                .strip_prefix('E')
+                .and_then(|i| i.parse::<usize>().ok())
+                .and_then(|i| steps.get(i))
+                .and_then(|(_, buf)| *buf)
+            {
+                Some(x) => x,
+                None => continue,
+            },
         };
         buf.name = hbm_name(id);
     }
     let epi = match (bias.is_some(), relu) {
-        (false, false) => "",
-        (true, false) => " + bias",
-        (false, true) => ", relu",
-        (true, true) => " + bias, relu",
+        _ if !steps.is_empty() => format!(" + {}-step epilogue", steps.len()),
+        (false, false) => String::new(),
+        (true, false) => " + bias".into(),
+        (false, true) => ", relu".into(),
+        (true, true) => " + bias, relu".into(),
     };
     Ok(Some(Lowered {
         program,
         reads,
         writes: vec![*c],
         summary: format!(
-            "gemm {m}x{n}x{kk} {a_type}·{b_type}{epi} on {}x{} nodes",
+            "gemm {shape} {a_type}·{b_type}{epi} on {}x{} nodes",
             plan.col_blocks.len(),
             plan.row_blocks.len()
         ),

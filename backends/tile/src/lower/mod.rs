@@ -15,8 +15,11 @@
 //!   GEMM and epilogue kernels.
 //! * [`vector`]: elementwise, movement and reduction loop nests with affine loads and stores
 //!   on the DMA and vector engines, tiled, double-buffered, partitioned over the mesh.
+//! * [`retile`]: variants of a kernel with better vector tiles (small windows unrolled, the
+//!   longest variable as the tile's rows); the fastest that lowers is kept.
 
 pub mod contraction;
+pub mod retile;
 pub mod split_gemm;
 pub mod vector;
 
@@ -47,6 +50,22 @@ pub fn elem_type(d: DType) -> Option<ElemType> {
     }
 }
 
+/// The vector engine's instruction for an IR binary op (`+ - * / max min`, computed in f32
+/// with one rounding as the interpreter computes them); `None` for the others.
+pub fn vector_binop(op: terafab_ir::BinaryOp) -> Option<crate::isa::BinOp> {
+    use crate::isa::BinOp;
+    use terafab_ir::BinaryOp as B;
+    Some(match op {
+        B::Add => BinOp::Add,
+        B::Sub => BinOp::Sub,
+        B::Mul => BinOp::Mul,
+        B::Div => BinOp::Div,
+        B::Max => BinOp::Max,
+        B::Min => BinOp::Min,
+        _ => return None,
+    })
+}
+
 /// A kernel as a tile program.
 #[derive(Debug, Clone)]
 pub struct Lowered {
@@ -63,6 +82,16 @@ pub struct Lowered {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct NotLowered(pub String);
+
+/// The cycles of `program` on `cfg`, simulated timing only (no arithmetic); `None` when it
+/// does not simulate. For choosing between lowerings.
+pub fn timing_cycles(cfg: &Config, program: &Program) -> Option<u64> {
+    let mut timing = cfg.clone();
+    timing.timing_only = true;
+    timing.trace = false;
+    let mut sim = crate::sim::Simulator::new(timing, program.clone()).ok()?;
+    sim.run().ok().map(|r| r.cycles)
+}
 
 /// Lower one kernel of `p` for the machine `cfg`.
 pub fn lower_kernel(cfg: &Config, p: &KernelProgram, k: &Kernel) -> Result<Lowered, NotLowered> {

@@ -4,36 +4,44 @@
 //!
 //! A loop-nest kernel has the *GEMM form* when its stages are one f32 sum
 //! `t = Σ_r a(…) · b(…)` followed by stores at the outer point (reading `t`). Its outer
-//! variables split into those used by `a` only, by `b` only, and by both or neither (batch);
-//! the reduce variables flatten into K. [`split_contractions`] replaces such a kernel `@k` by
+//! variables split into those used by `a` only, by `b` only, and by both (the batch: a
+//! batched matmul, attention heads); the reduce variables flatten into K. A variable both
+//! operands use only through `v / c` and `v % c` (merged attention heads) is split first
+//! (`terafab_ir::kernel::split`). [`split_contractions`] replaces such a kernel `@k` by
 //!
 //! 1. `@k.packA` / `@k.packB`: a movement loop nest evaluating the operand expression into a
-//!    dense row-major f32 temp `[M, K]` / `[K, N]` (a transpose, im2col with padding fills, a
-//!    prologue), skipped when the operand is already such a load;
-//! 2. `@k.gemm`: `C'[m, n] = Σ_k A'[m, k] · B'[k, n]`, the plain form of
+//!    dense row-major temp `[(batch,) M, K]` / `[(batch,) K, N]` (a transpose, im2col with
+//!    padding fills, a prologue), skipped when the operand is already such a load. A
+//!    narrow operand (`convert[f32]` of bf16/CFP8, or a temp holding only such values) is
+//!    packed narrow, so the matrix engine runs at its narrow rate. A pack reading only
+//!    constants (weights) is evaluated here, once: its temp becomes a constant buffer;
+//! 2. `@k.gemm`: `C'[(b,) m, n] = Σ_k A'[(b,) m, k] · B'[(b,) k, n]`, the plain form of
 //!    [`super::contraction`] (the matrix engine), writing the kernel's output directly when
-//!    its only store is `C[m, n] = t` on a dense `[M, N]` f32 buffer;
+//!    its only store is `C[m, n] = t`, `t + bias[n]` or a ReLU of either on a dense f32
+//!    buffer of that shape (bias and ReLU on the accumulators);
 //! 3. `@k.epilogue`: otherwise, the kernel's stores over its own space, reading `C'[m, n]`
 //!    in place of `t` (BN, residual adds, activations, the output layout such as NCHW).
 //!
 //! The operand without the innermost output variable is A (so a convolution is
 //! `C'[oc, pixel]` and its NCHW epilogue is contiguous). Outer and reduce variables of extent
-//! one are dropped (index 0). Left unchanged: kernels already plain, and (the vector path) batch variables of extent
-//! over one (batched matmuls, merged attention heads), M, N or K of 1 (matrix-vector and outer products), several reductions in one kernel,
-//! non-f32 operands or stores inside loops, and GEMMs [`gemm_plan`] rejects.
+//! one are dropped (index 0). Left unchanged (the vector path): kernels already plain, M, N
+//! or K of 1 (matrix-vector and outer products), outer variables neither operand uses,
+//! several reductions in one kernel, stores inside loops, and GEMMs [`gemm_plan`] rejects.
+//! Contractions of up to [`COST_CHECK_MACS`] multiply-adds are simulated both ways and
+//! stay whole where that is faster.
 
 use std::collections::HashMap;
 
+use terafab_ir::kernel::interp::run_kernel;
+use terafab_ir::kernel::split::{flatten_vars, splits};
 use terafab_ir::kernel::{
     Body, Buffer, BufferId, Expr, Index, Kernel, KernelKind, KernelProgram, Local, LoopNest, Stage,
     Storage, Var,
 };
-use terafab_ir::kernel::interp::run_kernel;
 use terafab_ir::{BinaryOp, DType, ReduceKind, Tensor};
 
 use crate::config::Config;
-use crate::r#gen::{GemmSpec, gemm_plan};
-use crate::sim::Simulator;
+use crate::r#gen::{Epilogue, GemmSpec, gemm_plan};
 
 /// A program after [`split_contractions`].
 #[derive(Debug, Clone)]
@@ -54,8 +62,9 @@ pub const COST_CHECK_MACS: usize = 1 << 20;
 /// The program with every kernel of the GEMM form that the matrix engine can run split into
 /// pack, GEMM and epilogue kernels (see the module doc); other kernels unchanged. Pack
 /// kernels reading only constants are evaluated here, once ([`Split::folded`]); a small
-/// contraction stays whole where that simulates faster ([`COST_CHECK_MACS`]).
-pub fn split_contractions(cfg: &Config, p: &KernelProgram) -> Split {
+/// contraction stays whole where that simulates faster ([`COST_CHECK_MACS`]; with
+/// `cost_check`, else every contraction that can is split).
+pub fn split_contractions(cfg: &Config, p: &KernelProgram, cost_check: bool) -> Split {
     let mut out = KernelProgram {
         name: p.name.clone(),
         buffers: p.buffers.clone(),
@@ -74,7 +83,23 @@ pub fn split_contractions(cfg: &Config, p: &KernelProgram) -> Split {
             outputs: out.outputs.clone(),
             kernels: Vec::new(),
         };
-        let Some(pieces) = split(cfg, &mut trial, k, &narrow) else {
+        // A variable both operands use only through `v / c` and `v % c` (merged attention
+        // heads) hides a batch: the nest with it split is tried too.
+        // Real GEMMs first (as it is, then with a variable split), matrix-vector products last.
+        let pieces = split(cfg, &mut trial, k, &narrow, false).or_else(|| {
+            let Body::Loops(nest) = &k.body else {
+                return None;
+            };
+            splits(nest).into_iter().find_map(|s| {
+                let k2 = Kernel {
+                    body: Body::Loops(s),
+                    ..k.clone()
+                };
+                split(cfg, &mut trial, &k2, &narrow, false)
+            })
+        });
+        let pieces = pieces.or_else(|| split(cfg, &mut trial, k, &narrow, true));
+        let Some(pieces) = pieces else {
             out.kernels.push(k.clone());
             continue;
         };
@@ -89,7 +114,17 @@ pub fn split_contractions(cfg: &Config, p: &KernelProgram) -> Split {
                 !done
             })
             .collect();
-        if macs(k).is_some_and(|n| n <= COST_CHECK_MACS) {
+        // A matrix-vector product (one of the GEMM's dims 1) uses a sliver of the matrix
+        // engine: split only where that simulates faster, whatever its size.
+        let gemv = pieces.iter().any(|g| {
+            matches!(&g.body, Body::Loops(n) if g.name.ends_with(".gemm")
+                && n.space.iter().rev().take(2).any(|&d| d == 1))
+        });
+        if gemv && !cost_check {
+            out.kernels.push(k.clone());
+            continue;
+        }
+        if cost_check && (gemv || macs(k).is_some_and(|n| n <= COST_CHECK_MACS)) {
             let whole = simulated_cycles(cfg, &out, std::slice::from_ref(k));
             let parts = simulated_cycles(cfg, &trial, &pieces);
             if whole.is_some() && (parts.is_none() || whole <= parts) {
@@ -127,15 +162,8 @@ fn macs(k: &Kernel) -> Option<usize> {
 /// The simulated cycles (timing only) of `ks` lowered one by one; `None` when one of them
 /// is not lowered or does not simulate.
 fn simulated_cycles(cfg: &Config, p: &KernelProgram, ks: &[Kernel]) -> Option<u64> {
-    let mut timing = cfg.clone();
-    timing.timing_only = true;
-    timing.trace = false;
     ks.iter()
-        .map(|k| {
-            let lowered = super::lower_kernel(&timing, p, k).ok()?;
-            let mut sim = Simulator::new(timing.clone(), lowered.program).ok()?;
-            sim.run().ok().map(|r| r.cycles)
-        })
+        .map(|k| super::timing_cycles(cfg, &super::lower_kernel(cfg, p, k).ok()?.program))
         .sum()
 }
 
@@ -287,23 +315,35 @@ fn operand_form(p: &KernelProgram, e: &Expr, narrow: &HashMap<BufferId, DType>) 
     }
     if let Expr::Load { buffer, fill, .. } = e
         && let Some(&t) = narrow.get(buffer)
-        && fill
-            .as_ref()
-            .is_none_or(|f| f.as_slice::<f32>().is_some_and(|v| v.iter().all(|&x| x == 0.0)))
+        && fill.as_ref().is_none_or(|f| {
+            f.as_slice::<f32>()
+                .is_some_and(|v| v.iter().all(|&x| x == 0.0))
+        })
     {
         return (t, Expr::Convert(t, Box::new(e.clone())));
     }
     (DType::F32, e.clone())
 }
 
-/// A dense row-major `[rows, cols]` load `buf[row_var, col_var]` of element type `ty` that
-/// `e` already is.
+/// The batch group (absent without a batch) in front of an operand's or result's groups.
+fn with_batch<'a>(
+    batch: &'a [(Var, usize)],
+    rest: [&'a [(Var, usize)]; 2],
+) -> Vec<&'a [(Var, usize)]> {
+    (!batch.is_empty())
+        .then_some(batch)
+        .into_iter()
+        .chain(rest)
+        .collect()
+}
+
+/// A dense row-major load of element type `ty`, one dim per group of `groups` (each group
+/// one variable), indexed by those variables in order, that `e` already is.
 fn plain_load(
     p: &KernelProgram,
     e: &Expr,
     ty: DType,
-    rows: &[(Var, usize)],
-    cols: &[(Var, usize)],
+    groups: &[&[(Var, usize)]],
 ) -> Option<BufferId> {
     let Expr::Load {
         buffer,
@@ -313,15 +353,17 @@ fn plain_load(
     else {
         return None;
     };
-    let (&[(r, nr)], &[(c, nc)]) = (rows, cols) else {
-        return None;
-    };
+    let mut shape = Vec::new();
+    let mut want = Vec::new();
+    for g in groups {
+        let &[(v, n)] = *g else {
+            return None;
+        };
+        shape.push(n);
+        want.push(Index::Var(v));
+    }
     let b = p.buffer(*buffer);
-    (b.dtype == ty
-        && b.shape == [nr, nc]
-        && b.is_row_major()
-        && index.as_slice() == [Index::Var(r), Index::Var(c)])
-    .then_some(*buffer)
+    (b.dtype == ty && b.shape == shape && b.is_row_major() && *index == want).then_some(*buffer)
 }
 
 /// The pieces replacing `k`, with their temps added to `p`; `None` when `k` stays as it is.
@@ -330,6 +372,7 @@ fn split(
     p: &mut KernelProgram,
     k: &Kernel,
     narrow: &HashMap<BufferId, DType>,
+    gemv: bool,
 ) -> Option<Vec<Kernel>> {
     let Body::Loops(nest) = &k.body else {
         return None;
@@ -366,6 +409,8 @@ fn split(
     let (vx, vy) = (x.vars(), y.vars());
     let mut x_vars = Vec::new();
     let mut y_vars = Vec::new();
+    // Variables of both operands: a batch of independent products.
+    let mut batch_vars = Vec::new();
     for (d, &n) in nest.space.iter().enumerate() {
         let v = Var(d as u32);
         if n == 1 {
@@ -374,8 +419,9 @@ fn split(
         match (vx.contains(&v), vy.contains(&v)) {
             (true, false) => x_vars.push((v, n)),
             (false, true) => y_vars.push((v, n)),
-            // Batch variables: left to the vector path.
-            _ => return None,
+            (true, true) => batch_vars.push((v, n)),
+            // Used by neither operand (a broadcast of the result): left to the vector path.
+            (false, false) => return None,
         }
     }
     let red: Vec<(Var, usize)> = k_vars.iter().copied().filter(|&(_, n)| n != 1).collect();
@@ -393,12 +439,21 @@ fn split(
         ((&**x, x_vars), (&**y, y_vars))
     };
     let (m, n, kk) = (product(&m_vars)?, product(&n_vars)?, product(&red)?);
-    // Matrix-vector products and outer products (M, N or K of 1): the vector path, one
-    // kernel instead of up to four.
-    if m == 1 || n == 1 || kk == 1 {
+    let bt = product(&batch_vars)?;
+    let with_bt = |rest: [usize; 2]| -> Vec<usize> {
+        (!batch_vars.is_empty())
+            .then_some(bt)
+            .into_iter()
+            .chain(rest)
+            .collect()
+    };
+    // Outer products (K of 1): the vector path. Matrix-vector products (M or N of 1) are
+    // split here (with `gemv`; not for a variable split, which must find a real GEMM) and
+    // kept whole unless the split simulates faster (see the caller).
+    if kk == 1 || (!gemv && (m == 1 || n == 1)) {
         return None;
     }
-    if i64::try_from(m.max(n).max(kk)).is_err() {
+    if i64::try_from(m.max(n).max(kk).max(bt)).is_err() {
         return None;
     }
     // Narrow operands packed narrow when the matrix engine takes that pair of types, else
@@ -410,6 +465,7 @@ fn split(
             return false;
         };
         let spec = GemmSpec {
+            batch: bt as u64,
             m: m as u64,
             n: n as u64,
             k: kk as u64,
@@ -417,6 +473,7 @@ fn split(
             b_type,
             bias: false,
             relu: false,
+            epilogue: Epilogue::NONE,
         };
         gemm_plan(cfg, &spec).is_ok()
     };
@@ -436,20 +493,20 @@ fn split(
             Storage::Temp,
         ))
     };
-    // Pack an operand whose rows are `rows` and columns `cols` (original variables).
+    // Pack an operand whose dims are the variable groups `groups` (original variables),
+    // flattened one dim each.
     let mut pack = |p: &mut KernelProgram,
                     e: &Expr,
                     ty: DType,
-                    rows: &[(Var, usize)],
-                    cols: &[(Var, usize)],
-                    shape: [usize; 2],
+                    groups: &[&[(Var, usize)]],
+                    shape: Vec<usize>,
                     what: &str|
      -> BufferId {
-        if let Some(buf) = plain_load(p, e, ty, rows, cols) {
+        if let Some(buf) = plain_load(p, e, ty, groups) {
             return buf;
         }
-        let dst = temp(p, what, ty, shape.to_vec());
-        let all: Vec<(Var, usize)> = rows.iter().chain(cols).copied().collect();
+        let dst = temp(p, what, ty, shape);
+        let all: Vec<(Var, usize)> = groups.iter().flat_map(|g| g.iter()).copied().collect();
         let new_var: HashMap<Var, Var> = all
             .iter()
             .enumerate()
@@ -476,7 +533,7 @@ fn split(
                 stages: vec![Stage::Store {
                     buffer: dst,
                     vars: Vec::new(),
-                    index: vec![flat(rows, &f), flat(cols, &f)],
+                    index: groups.iter().map(|g| flat(g, &f)).collect(),
                     value,
                 }],
             }),
@@ -484,43 +541,43 @@ fn split(
         });
         dst
     };
-    let a_buf = pack(p, &ea, ta, &m_vars, &red, [m, kk], "A");
-    let b_buf = pack(p, &eb, tb, &red, &n_vars, [kk, n], "B");
+    let a_buf = pack(
+        p,
+        &ea,
+        ta,
+        &with_batch(&batch_vars, [&m_vars, &red]),
+        with_bt([m, kk]),
+        "A",
+    );
+    let b_buf = pack(
+        p,
+        &eb,
+        tb,
+        &with_batch(&batch_vars, [&red, &n_vars]),
+        with_bt([kk, n]),
+        "B",
+    );
 
-    // The GEMM writes the output directly when the only store is `C[m, n] = t` on a dense
-    // f32 `[M, N]` buffer.
-    let direct = match rest {
-        [
-            Stage::Store {
-                buffer,
-                index,
-                value: Expr::Local(l),
-                ..
-            },
-        ] if l == local => {
-            let buf = p.buffer(*buffer);
-            let id = |v: Var| Index::Var(v);
-            (buf.dtype == DType::F32
-                && buf.shape == [m, n]
-                && buf.is_row_major()
-                && matches!(buf.storage, Storage::Temp)
-                && *index == [flat(&m_vars, &id), flat(&n_vars, &id)]
-                && *buffer != a_buf
-                && *buffer != b_buf)
-                .then_some(*buffer)
-        }
-        _ => None,
+    // The GEMM writes the output directly when the only store is `C[m, n] = e(t)` on a dense
+    // f32 `[M, N]` buffer and `e` is the identity, or a bias along N and a ReLU that the
+    // plain GEMM applies on its accumulators.
+    // The GEMM's variables: batch (when there is one), m, n, k.
+    let first = u32::from(!batch_vars.is_empty());
+    let bv = Var(0);
+    let (mv, nv, kv) = (Var(first), Var(first + 1), Var(first + 2));
+    let gemm_index = |i: Var, j: Var| -> Vec<Index> {
+        (!batch_vars.is_empty())
+            .then_some(bv)
+            .into_iter()
+            .chain([i, j])
+            .map(Index::Var)
+            .collect()
     };
-    let c_buf = match direct {
-        Some(c) => c,
-        None => temp(p, "C", DType::F32, vec![m, n]),
-    };
-    let (mv, nv, kv) = (Var(0), Var(1), Var(2));
     // A packed operand in f32: narrow ones converted (exact).
     let load2 = |buffer, ty: DType, i: Var, j: Var| {
         let load = Expr::Load {
             buffer,
-            index: vec![Index::Var(i), Index::Var(j)],
+            index: gemm_index(i, j),
             fill: None,
         };
         if ty == DType::F32 {
@@ -533,13 +590,13 @@ fn split(
     if b_buf != a_buf {
         gemm_inputs.push(b_buf);
     }
-    pieces.push(Kernel {
+    let gemm_at = |c_buf: BufferId, index: Vec<Index>, value: Expr, inputs: Vec<BufferId>| Kernel {
         name: format!("{}.gemm", k.name),
         kind: KernelKind::Matmul,
-        inputs: gemm_inputs,
+        inputs,
         outputs: vec![c_buf],
         body: Body::Loops(LoopNest {
-            space: vec![m, n],
+            space: with_bt([m, n]),
             stages: vec![
                 Stage::Reduce {
                     local: Local(0),
@@ -554,18 +611,132 @@ fn split(
                 Stage::Store {
                     buffer: c_buf,
                     vars: Vec::new(),
-                    index: vec![Index::Var(mv), Index::Var(nv)],
-                    value: Expr::Local(Local(0)),
+                    index,
+                    value,
                 },
             ],
         }),
         sources: k.sources.clone(),
+    };
+    let gemm = |c_buf: BufferId, value: Expr, inputs: Vec<BufferId>| {
+        gemm_at(c_buf, gemm_index(mv, nv), value, inputs)
+    };
+    // One product: the store with the M and N variables flattened into the GEMM's (an NCHW
+    // convolution output is `C[m·N + n]` again), taken when the plain GEMM takes it (its
+    // layout and a fused epilogue: batch norm, residual add, ReLU).
+    let flattened = |buffer: BufferId| -> Option<Kernel> {
+        let buf = p.buffer(buffer);
+        if !batch_vars.is_empty()
+            || buf.dtype != DType::F32
+            || !buf.is_row_major()
+            || !matches!(buf.storage, Storage::Temp)
+            || buf.span() != m * n
+            || buffer == a_buf
+            || buffer == b_buf
+        {
+            return None;
+        }
+        let (mf, nf) = (Var(u32::MAX - 2), Var(u32::MAX - 1));
+        let all: Vec<(Var, usize)> = nest
+            .space
+            .iter()
+            .enumerate()
+            .map(|(d, &e)| (Var(d as u32), e))
+            .chain([(mf, m), (nf, n)])
+            .collect();
+        let extent = |v: Var| all.iter().find(|x| x.0 == v).map(|x| x.1);
+        let stages = flatten_vars(rest, &[(mf, m_vars.clone()), (nf, n_vars.clone())], &extent);
+        let [Stage::Store { index, value, .. }] = stages.as_slice() else {
+            return None;
+        };
+        // Every other variable has extent 1.
+        let rename = |v: Var| {
+            if v == mf {
+                Index::Var(mv)
+            } else if v == nf {
+                Index::Var(nv)
+            } else {
+                Index::Const(0)
+            }
+        };
+        let index: Vec<Index> = index.iter().map(|i| i.subst(&rename)).collect();
+        let value = value.map(&|i| i.subst(&rename), &|b| b, &|_| Expr::Local(Local(0)));
+        let mut inputs = gemm_inputs.clone();
+        loads(&value, &mut inputs);
+        let candidate = gemm_at(buffer, index, value, inputs);
+        matches!(super::contraction::lower(cfg, p, &candidate), Ok(Some(_))).then_some(candidate)
+    };
+    let direct = match rest {
+        [
+            Stage::Store {
+                buffer,
+                index,
+                value,
+                ..
+            },
+        ] => {
+            let buf = p.buffer(*buffer);
+            let id = |v: Var| Index::Var(v);
+            let c_index: Vec<Index> = with_batch(&batch_vars, [&m_vars, &n_vars])
+                .iter()
+                .map(|g| flat(g, &id))
+                .collect();
+            let dense = buf.dtype == DType::F32
+                && buf.shape == with_bt([m, n])
+                && buf.is_row_major()
+                && matches!(buf.storage, Storage::Temp)
+                && *index == c_index
+                && *buffer != a_buf
+                && *buffer != b_buf;
+            match value {
+                _ if batch_vars.is_empty() => flattened(*buffer),
+                _ if !dense => None,
+                Expr::Local(l) if l == local => {
+                    Some(gemm(*buffer, Expr::Local(Local(0)), gemm_inputs.clone()))
+                }
+                _ => match (m_vars.as_slice(), n_vars.as_slice(), batch_vars.as_slice()) {
+                    (&[(om, _)], &[(on, _)], [] | [_]) => {
+                        let ob = batch_vars.first().map(|b| b.0);
+                        let remap = |v: Var| {
+                            if v == om {
+                                Index::Var(mv)
+                            } else if v == on {
+                                Index::Var(nv)
+                            } else if Some(v) == ob {
+                                Index::Var(bv)
+                            } else {
+                                Index::Const(0)
+                            }
+                        };
+                        let value = map_expr(value, &remap, &|_| Expr::Local(Local(0)));
+                        let mut inputs = gemm_inputs.clone();
+                        loads(&value, &mut inputs);
+                        let candidate = gemm(*buffer, value, inputs);
+                        matches!(super::contraction::lower(cfg, p, &candidate), Ok(Some(_)))
+                            .then_some(candidate)
+                    }
+                    _ => None,
+                },
+            }
+        }
+        _ => None,
+    };
+    let c_buf = match &direct {
+        Some(g) => g.outputs[0],
+        None => temp(p, "C", DType::F32, with_bt([m, n])),
+    };
+    pieces.push(match direct.clone() {
+        Some(g) => g,
+        None => gemm(c_buf, Expr::Local(Local(0)), gemm_inputs),
     });
     if direct.is_none() {
         let id = |v: Var| Index::Var(v);
         let c_load = Expr::Load {
             buffer: c_buf,
-            index: vec![flat(&m_vars, &id), flat(&n_vars, &id)],
+            index: with_batch(&batch_vars, [&m_vars, &n_vars])
+                .iter()
+                .map(|g| flat(g, &id))
+                .collect(),
             fill: None,
         };
         let stages: Vec<Stage> = rest

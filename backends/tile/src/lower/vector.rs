@@ -41,7 +41,7 @@
 //! results (locals) live in their own region, touched only by the in-order vector queue.
 
 use terafab_ir::kernel::{Body, BufferId, Expr, Index, Kernel, KernelProgram, Local, Stage, Var};
-use terafab_ir::{BinaryOp, CompareOp, DType, ReduceKind, UnaryOp};
+use terafab_ir::{CompareOp, DType, ReduceKind, UnaryOp};
 
 use super::{Lowered, NotLowered, elem_type, hbm_name};
 use crate::config::Config;
@@ -597,17 +597,8 @@ impl StepGen<'_> {
             }
             Expr::Binary(op, a, b) => {
                 self.need_f32(a, &format!("{op:?}"))?;
-                let bop = match op {
-                    BinaryOp::Add => BinOp::Add,
-                    BinaryOp::Sub => BinOp::Sub,
-                    BinaryOp::Mul => BinOp::Mul,
-                    BinaryOp::Div => BinOp::Div,
-                    BinaryOp::Max => BinOp::Max,
-                    BinaryOp::Min => BinOp::Min,
-                    other => {
-                        return Err(no(format!("binary op {other:?} has no vector instruction")));
-                    }
-                };
+                let bop = super::vector_binop(*op)
+                    .ok_or_else(|| no(format!("binary op {op:?} has no vector instruction")))?;
                 let (x, y) = (self.expr(a)?, self.expr(b)?);
                 self.binary(bop, x, y)
             }

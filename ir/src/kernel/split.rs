@@ -8,14 +8,10 @@
 //! schedule takes. The rewrite is exact: the new nest visits the same points in the same order
 //! and computes the same values.
 
-use terafab_ir::kernel::{BufferId, Expr, Index, LoopNest, Stage, Var};
+use super::{BufferId, Expr, Index, LoopNest, Stage, Var};
 
 /// Rewrite `e`'s index expressions with `f` and its buffers with `fb`.
-pub(crate) fn map_expr(
-    e: &Expr,
-    f: &dyn Fn(&Index) -> Index,
-    fb: &dyn Fn(BufferId) -> BufferId,
-) -> Expr {
+pub fn map_expr(e: &Expr, f: &dyn Fn(&Index) -> Index, fb: &dyn Fn(BufferId) -> BufferId) -> Expr {
     e.map(f, fb, &Expr::Local)
 }
 
@@ -61,7 +57,7 @@ fn map_nest(
 }
 
 /// `nest` with its buffers renamed by `fb`.
-pub(crate) fn map_buffers(nest: &LoopNest, fb: &dyn Fn(BufferId) -> BufferId) -> LoopNest {
+pub fn map_buffers(nest: &LoopNest, fb: &dyn Fn(BufferId) -> BufferId) -> LoopNest {
     map_nest(nest, nest.space.clone(), &|i| i.clone(), fb, &|v| v)
 }
 
@@ -81,7 +77,7 @@ fn terms(i: &Index, scale: i64, out: &mut Vec<(i64, Index)>, konst: &mut i64) {
 
 /// `i` simplified: `(h*c + j) / c` to `h` and `(h*c + j) % c` to `j` where `j`'s interval lies
 /// in `[0, c)`, bottom up.
-pub(crate) fn simplify(i: &Index, extent: &dyn Fn(Var) -> Option<usize>) -> Index {
+pub fn simplify(i: &Index, extent: &dyn Fn(Var) -> Option<usize>) -> Index {
     match i {
         Index::Var(_) | Index::Const(_) => i.clone(),
         Index::Add(a, b) => merge_div_rem(simplify(a, extent).plus(simplify(b, extent))),
@@ -143,7 +139,7 @@ fn merge_div_rem(i: Index) -> Index {
 /// `(flat, [(v0, e0), (v1, e1), ...])` (row-major, the last fastest), `v_d` becomes
 /// `(flat / (e_{d+1} * ...)) % e_d`, then simplified, so that an index that recombines the group
 /// (`v0 * e1 + v1`) is `flat` again. `extent` gives every variable's extent (the flat ones too).
-pub(crate) fn flatten_vars(
+pub fn flatten_vars(
     stages: &[Stage],
     groups: &[(Var, Vec<(Var, usize)>)],
     extent: &dyn Fn(Var) -> Option<usize>,
@@ -238,7 +234,7 @@ fn split(nest: &LoopNest, v: Var, c: i64) -> LoopNest {
 }
 
 /// The nests made by splitting one variable of `nest` (each candidate once).
-pub(crate) fn splits(nest: &LoopNest) -> Vec<LoopNest> {
+pub fn splits(nest: &LoopNest) -> Vec<LoopNest> {
     candidates(nest)
         .into_iter()
         .map(|(v, c)| split(nest, v, c))
@@ -263,11 +259,11 @@ mod tests {
             space: vec![8],
             stages: vec![
                 Stage::Reduce {
-                    local: terafab_ir::kernel::Local(0),
-                    kind: terafab_ir::ReduceKind::Sum,
+                    local: crate::kernel::Local(0),
+                    kind: crate::ReduceKind::Sum,
                     vars: vec![(r, 3)],
                     body: Expr::binary(
-                        terafab_ir::BinaryOp::Mul,
+                        crate::BinaryOp::Mul,
                         load(0, vec![Index::Var(v).floor_div(4), Index::Var(r)]),
                         load(
                             1,
@@ -283,7 +279,7 @@ mod tests {
                     buffer: BufferId(2),
                     vars: vec![],
                     index: vec![Index::Var(v)],
-                    value: Expr::Local(terafab_ir::kernel::Local(0)),
+                    value: Expr::Local(crate::kernel::Local(0)),
                 },
             ],
         };
@@ -324,7 +320,7 @@ mod tests {
             buffer: BufferId(0),
             vars: vec![],
             index,
-            value: Expr::Index(Index::Var(h), terafab_ir::DType::I64),
+            value: Expr::Index(Index::Var(h), crate::DType::I64),
         };
         let ext = |v: Var| match v.0 {
             0 => Some(4),
@@ -350,7 +346,7 @@ mod tests {
         );
         assert_eq!(
             value,
-            &Expr::Index(Index::Var(n).floor_div(56), terafab_ir::DType::I64)
+            &Expr::Index(Index::Var(n).floor_div(56), crate::DType::I64)
         );
         let flat = Index::Var(c)
             .times(3136)
