@@ -18,6 +18,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         bias: false,
         relu: false,
         epilogue: Epilogue::NONE,
+        b_gather: None,
     };
     for preset in ["1x1", "2x2", "4x4"] {
         let mut cfg = Config::preset(preset)?;

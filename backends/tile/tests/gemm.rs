@@ -52,6 +52,7 @@ fn spec(m: u64, n: u64, k: u64, t: ElemType) -> GemmSpec {
         bias: false,
         relu: false,
         epilogue: Epilogue::NONE,
+        b_gather: None,
     }
 }
 

@@ -203,3 +203,67 @@ pub fn dma_2d(
         })
         .collect()
 }
+
+/// A 3-D copy: `n2` planes of `n1` rows of `len` bytes, row `(i2, i1)` from
+/// `src + i2·ss2 + i1·ss1` to `dst + i2·ds2 + i1·ds1` (`dim1 = (n1, ss1, ds1)`, `dim2 = (n2,
+/// ss2, ds2)`), as DMA descriptors: one when the counts and strides fit their fields, else
+/// one per plane ([`dma_2d`]).
+pub fn dma_3d(
+    kind: DmaKind,
+    dst: u64,
+    src: u64,
+    len: u64,
+    dim1: (u64, u64, u64),
+    dim2: (u64, u64, u64),
+) -> Result<Vec<Dma>, GenError> {
+    let (n1, ss1, ds1) = dim1;
+    let (n2, ss2, ds2) = dim2;
+    if n2 == 0 {
+        return Err(GenError::ZeroDim("DMA planes"));
+    }
+    if n2 == 1 {
+        return dma_2d(kind, dst, src, len, n1, ss1, ds1);
+    }
+    let fits = n1 <= MAX_12 && n2 <= MAX_12 && [ss1, ds1, ss2, ds2].iter().all(|&s| s <= MAX_24);
+    if fits && n1 >= 1 {
+        // The last row's ends, checked like dma_2d's.
+        let last = |base: u64, s1: u64, s2: u64| {
+            add(
+                "DMA",
+                base,
+                add(
+                    "DMA",
+                    add("DMA", mul("DMA", n1 - 1, s1)?, mul("DMA", n2 - 1, s2)?)?,
+                    len,
+                )?,
+            )
+        };
+        field::<u64>("DMA source end", last(src, ss1, ss2)?, MAX_40 + 1)?;
+        field::<u64>("DMA destination end", last(dst, ds1, ds2)?, MAX_40 + 1)?;
+        return Ok(vec![Dma {
+            kind,
+            dst,
+            src,
+            len: field("DMA row length", len, MAX_24)?,
+            n1: field("DMA rows", n1, MAX_12)?,
+            n2: field("DMA planes", n2, MAX_12)?,
+            src_stride1: field("DMA source stride", ss1, MAX_24)?,
+            dst_stride1: field("DMA destination stride", ds1, MAX_24)?,
+            src_stride2: field("DMA source stride", ss2, MAX_24)?,
+            dst_stride2: field("DMA destination stride", ds2, MAX_24)?,
+        }]);
+    }
+    let mut out = Vec::new();
+    for i in 0..n2 {
+        out.extend(dma_2d(
+            kind,
+            add("DMA", dst, mul("DMA", i, ds2)?)?,
+            add("DMA", src, mul("DMA", i, ss2)?)?,
+            len,
+            n1,
+            ss1,
+            ds1,
+        )?);
+    }
+    Ok(out)
+}

@@ -42,10 +42,10 @@
 use std::collections::VecDeque;
 
 use super::GenError;
-use super::builder::{MAX_12, MAX_24, Queues, SramAlloc, add, dma_2d, field, mul};
+use super::builder::{MAX_12, MAX_24, Queues, SramAlloc, add, dma_2d, dma_3d, field, mul};
 use crate::config::Config;
 use crate::dtype::ElemType;
-use crate::isa::{Bcast, BinOp, Dest, DmaKind, Engine, Matmul, Op, Send, VBinary};
+use crate::isa::{Bcast, BinOp, Dest, Dma, DmaKind, Engine, Matmul, Op, Send, VBinary};
 use crate::program::{Buffer, Program, Role};
 
 /// Most steps of a fused epilogue ([`Epilogue`]).
@@ -137,6 +137,185 @@ pub struct GemmSpec {
     pub relu: bool,
     /// Further epilogue steps (one product only: with a batch, none).
     pub epilogue: Epilogue,
+    /// B read in place from another tensor (implicit GEMM, one product only): HBM `B` is
+    /// then that tensor, `[span]` elements, and `B[k, n]` is at the element offset
+    /// [`Gather::offset_of`]; `None`: HBM `B` is the dense row-major `[K, N]` matrix.
+    pub b_gather: Option<Gather>,
+}
+
+/// Most digits of a [`Gather`] index.
+pub const MAX_DIGITS: usize = 4;
+
+/// A mixed-radix decomposition of a GEMM index (K or N) with an element stride per digit:
+/// index `i` has digits `d_j = (i / P_j) mod R_j` (`P_0 = 1`, `P_{j+1} = P_j · R_j`; the
+/// outermost digit taken without the modulo) and contributes `Σ_j d_j · stride_j` elements.
+/// A convolution's K `(c, kh, kw)` has strides `(dw, dh·W, H·W)` innermost first, its N
+/// `(oh, ow)` the strides `(sw, sh·W)`: the im2col matrix, read where it lies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Digits {
+    /// `(radix, stride)`, innermost first; `len` of them are used.
+    pub digits: [(u64, u64); MAX_DIGITS],
+    pub len: usize,
+}
+
+impl Digits {
+    /// The digits of `list` (`(radix, stride)`, innermost first); `None` when there are more
+    /// than [`MAX_DIGITS`] or a radix is 0.
+    pub fn new(list: &[(u64, u64)]) -> Option<Digits> {
+        if list.is_empty() || list.len() > MAX_DIGITS || list.iter().any(|&(r, _)| r == 0) {
+            return None;
+        }
+        let mut digits = [(1, 0); MAX_DIGITS];
+        digits[..list.len()].copy_from_slice(list);
+        Some(Digits {
+            digits,
+            len: list.len(),
+        })
+    }
+
+    /// `(radix, stride)`, innermost first.
+    pub fn list(&self) -> &[(u64, u64)] {
+        &self.digits[..self.len]
+    }
+
+    /// The element offset of index `i` (saturating).
+    pub fn offset_of(&self, i: u64) -> u64 {
+        let mut rest = i;
+        let mut off = 0u64;
+        for (j, &(radix, stride)) in self.list().iter().enumerate() {
+            let d = if j + 1 == self.len {
+                rest
+            } else {
+                rest % radix
+            };
+            rest /= radix;
+            off = off.saturating_add(d.saturating_mul(stride));
+        }
+        off
+    }
+
+    /// The innermost radix (the length of a run along the innermost digit).
+    fn inner(&self) -> (u64, u64) {
+        self.digits[0]
+    }
+
+    /// The radix and stride of the second digit (`(u64::MAX, 0)` without one).
+    fn second(&self) -> (u64, u64) {
+        if self.len > 1 {
+            self.digits[1]
+        } else {
+            (u64::MAX, 0)
+        }
+    }
+
+    /// Runs of `[start, start + len)` along the innermost digit: `(first, count)` with the
+    /// indices `first..first + count` sharing every digit but the innermost.
+    fn runs(&self, start: u64, len: u64) -> Vec<(u64, u64)> {
+        let r0 = if self.len > 1 {
+            self.inner().0
+        } else {
+            u64::MAX
+        };
+        let mut out = Vec::new();
+        let (mut at, end) = (start, start.saturating_add(len));
+        while at < end {
+            let next = (at / r0).saturating_add(1).saturating_mul(r0).min(end);
+            out.push((at, next - at));
+            at = next;
+        }
+        out
+    }
+}
+
+/// B of a GEMM read in place (see [`GemmSpec::b_gather`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gather {
+    /// Elements of the source tensor (HBM `B`).
+    pub span: u64,
+    /// The element offset of `B[0, 0]`.
+    pub offset: u64,
+    /// K's digits.
+    pub k: Digits,
+    /// N's digits; the innermost has stride 1 (runs along N are contiguous).
+    pub n: Digits,
+}
+
+impl Gather {
+    /// The element offset of `B[k, n]`.
+    pub fn offset_of(&self, k: u64, n: u64) -> u64 {
+        self.offset
+            .saturating_add(self.k.offset_of(k))
+            .saturating_add(self.n.offset_of(n))
+    }
+
+    /// The DMA loads of the chunk `B[k0 .. k0 + tk, n0 .. n0 + tn]` of element size `eb`
+    /// from HBM `base` into the row-major `tk × tn` slot at `slot`: per run of K along its
+    /// innermost digit and per group of N (a partial row of N's innermost digit, or
+    /// consecutive whole rows), one 3-D copy (row bytes contiguous along N, rows along N's
+    /// second digit, planes along K's innermost digit).
+    #[allow(clippy::too_many_arguments)]
+    pub fn chunk_loads(
+        &self,
+        base: u64,
+        slot: u64,
+        eb: u64,
+        k0: u64,
+        tk: u64,
+        n0: u64,
+        tn: u64,
+    ) -> Result<Vec<Dma>, GenError> {
+        let (r0, s0) = self.n.inner();
+        if s0 != 1 {
+            return Err(GenError::Unsupported(
+                "a gathered B whose rows are not contiguous",
+            ));
+        }
+        let (_, s1) = self.n.second();
+        let r1 = self.n.second().0;
+        // Groups of N: `(first, row length, rows)`.
+        let mut groups: Vec<(u64, u64, u64)> = Vec::new();
+        for (first, count) in self.n.runs(n0, tn) {
+            let row = first / r0.max(1);
+            match groups.last_mut() {
+                // A whole row following whole rows of the same second-digit run.
+                Some((g0, len, rows))
+                    if count == r0
+                        && *len == r0
+                        && *g0 % r0 == 0
+                        && (*g0 / r0 + *rows) == row
+                        && (*g0 / r0) / r1 == row / r1 =>
+                {
+                    *rows += 1
+                }
+                _ => groups.push((first, count, 1)),
+            }
+        }
+        let (_, ks) = self.k.inner();
+        let mut out = Vec::new();
+        for (kf, kc) in self.k.runs(k0, tk) {
+            for &(nf, len, rows) in &groups {
+                let src = add("gather", base, mul("gather", self.offset_of(kf, nf), eb)?)?;
+                let dst = add(
+                    "gather",
+                    slot,
+                    mul(
+                        "gather",
+                        add("gather", mul("gather", kf - k0, tn)?, nf - n0)?,
+                        eb,
+                    )?,
+                )?;
+                out.extend(dma_3d(
+                    DmaKind::Load,
+                    dst,
+                    src,
+                    mul("gather", len, eb)?,
+                    (rows, mul("gather", s1, eb)?, mul("gather", r0, eb)?),
+                    (kc, mul("gather", ks, eb)?, mul("gather", tn, eb)?),
+                )?);
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// The tiling and partition the generator chose.
@@ -337,38 +516,47 @@ pub fn gemm_plan(cfg: &Config, spec: &GemmSpec) -> Result<GemmPlan, GenError> {
                     hi = mid - 1;
                 }
             }
-            let t = if lo >= gran { lo - lo % gran } else { lo };
-            let row_tiles: Vec<u64> = row_blocks
-                .iter()
-                .map(|&(_, l)| tile_count(l, t, cfg.mx_m))
-                .collect();
-            let col_tiles: Vec<u64> = col_blocks
-                .iter()
-                .map(|&(_, l)| tile_count(l, t, cfg.mx_n))
-                .collect();
-            let uniform = row_tiles.iter().all(|&c| c == row_tiles[0])
-                && col_tiles.iter().all(|&c| c == col_tiles[0]);
-            // The layout holds the largest actual tile (at most `t`, so it fits).
-            let tile_m = row_blocks
-                .iter()
-                .map(|&(_, l)| tile_size(l, t, cfg.mx_m))
-                .max()
-                .unwrap_or(1);
-            let tile_n = col_blocks
-                .iter()
-                .map(|&(_, l)| tile_size(l, t, cfg.mx_n))
-                .max()
-                .unwrap_or(1);
-            let l = layout(tile_m, tile_n, tk, spec, mesh)?;
-            return Ok(GemmPlan {
-                tile_m,
-                tile_n,
-                tile_k: tk,
-                multicast: uniform && mesh.0 * mesh.1 > 1,
-                sram_used: l.used,
-                row_blocks,
-                col_blocks,
-            });
+            // The largest tile actually cut (a tile is at most its block); `t` shrinks in the
+            // unlikely case the rounding to the engine block still overflows the SRAM.
+            let mut t = if lo >= gran { lo - lo % gran } else { lo };
+            loop {
+                let row_tiles: Vec<u64> = row_blocks
+                    .iter()
+                    .map(|&(_, l)| tile_count(l, t, cfg.mx_m))
+                    .collect();
+                let col_tiles: Vec<u64> = col_blocks
+                    .iter()
+                    .map(|&(_, l)| tile_count(l, t, cfg.mx_n))
+                    .collect();
+                let uniform = row_tiles.iter().all(|&c| c == row_tiles[0])
+                    && col_tiles.iter().all(|&c| c == col_tiles[0]);
+                let tile_m = row_blocks
+                    .iter()
+                    .map(|&(_, l)| tile_size(l, t, cfg.mx_m).min(l))
+                    .max()
+                    .unwrap_or(1);
+                let tile_n = col_blocks
+                    .iter()
+                    .map(|&(_, l)| tile_size(l, t, cfg.mx_n).min(l))
+                    .max()
+                    .unwrap_or(1);
+                let l = layout(tile_m, tile_n, tk, spec, mesh)?;
+                if l.used <= cfg.sram_bytes {
+                    return Ok(GemmPlan {
+                        tile_m,
+                        tile_n,
+                        tile_k: tk,
+                        multicast: uniform && mesh.0 * mesh.1 > 1,
+                        sram_used: l.used,
+                        row_blocks,
+                        col_blocks,
+                    });
+                }
+                if t == 1 {
+                    break;
+                }
+                t -= 1;
+            }
         }
         if smallest.is_none() || tk == 1 {
             smallest = Some(layout(1, 1, 1, spec, mesh)?.used);
@@ -403,6 +591,31 @@ pub fn gemm_program(cfg: &Config, spec: &GemmSpec) -> Result<Program, GenError> 
     if spec.batch > 1 && !spec.epilogue.is_empty() {
         return Err(GenError::Unsupported("a fused epilogue on a batched GEMM"));
     }
+    if let Some(g) = spec.b_gather {
+        if spec.batch > 1 {
+            return Err(GenError::Unsupported("a gathered B on a batched GEMM"));
+        }
+        // The largest element offset the digits reach, against the source's size.
+        let reach = |d: &Digits, extent: u64| {
+            let mut p = 1u64;
+            let mut top = 0u64;
+            for &(radix, stride) in d.list() {
+                let hi = extent.div_ceil(p).min(radix).saturating_sub(1);
+                top = top.saturating_add(hi.saturating_mul(stride));
+                p = p.saturating_mul(radix);
+            }
+            top
+        };
+        let last = g
+            .offset
+            .saturating_add(reach(&g.k, spec.k))
+            .saturating_add(reach(&g.n, spec.n));
+        if last >= g.span || g.n.inner().1 != 1 {
+            return Err(GenError::Unsupported(
+                "a gathered B outside its source or not contiguous along N",
+            ));
+        }
+    }
 
     // HBM layout: A, B, C, BIAS, E<i>, each 64-byte aligned.
     let mut buffers = Vec::new();
@@ -435,7 +648,10 @@ pub fn gemm_program(cfg: &Config, spec: &GemmSpec) -> Result<Program, GenError> 
     };
     let hbm = Hbm {
         a: place("A", spec.a_type, batched(vec![spec.m, spec.k]), Role::Input)?,
-        b: place("B", spec.b_type, batched(vec![spec.k, spec.n]), Role::Input)?,
+        b: match spec.b_gather {
+            Some(g) => place("B", spec.b_type, vec![g.span], Role::Input)?,
+            None => place("B", spec.b_type, batched(vec![spec.k, spec.n]), Role::Input)?,
+        },
         c: place(
             "C",
             ElemType::F32,
@@ -474,7 +690,14 @@ pub fn gemm_program(cfg: &Config, spec: &GemmSpec) -> Result<Program, GenError> 
     for &(_, bl) in &plan.row_blocks {
         for &(_, cl) in &plan.col_blocks {
             let tiles = div_ceil(bl, plan.tile_m).saturating_mul(div_ceil(cl, plan.tile_n));
-            let per_step = 12u64.saturating_add(plan.tile_m.saturating_add(plan.tile_k));
+            let mut per_step = 12u64.saturating_add(plan.tile_m.saturating_add(plan.tile_k));
+            if let Some(g) = &spec.b_gather {
+                // Per run of K, one copy per group of N (a partial row at each end, whole
+                // rows between, split where N's second digit wraps).
+                let rows = g.n.inner().0.max(1).saturating_mul(g.n.second().0.max(1));
+                let groups = 3 + plan.tile_n / rows;
+                per_step = per_step.saturating_add(plan.tile_k.saturating_mul(groups));
+            }
             estimate = estimate.saturating_add(
                 tiles
                     .saturating_mul(k_count)
@@ -696,21 +919,26 @@ impl NodeGen<'_> {
                     }
                     let mut n_b = 0u64;
                     if b_self {
-                        let src = add(
-                            "B",
-                            b_base,
-                            mul("B", add("B", mul("B", k0, self.spec.n)?, n0)?, eb)?,
-                        )?;
-                        let row_len = mul("B", tn, eb)?;
-                        let ds = dma_2d(
-                            DmaKind::Load,
-                            self.lay.b[p],
-                            src,
-                            row_len,
-                            tk,
-                            mul("B", self.spec.n, eb)?,
-                            row_len,
-                        )?;
+                        let ds = match &self.spec.b_gather {
+                            Some(g) => g.chunk_loads(b_base, self.lay.b[p], eb, k0, tk, n0, tn)?,
+                            None => {
+                                let src = add(
+                                    "B",
+                                    b_base,
+                                    mul("B", add("B", mul("B", k0, self.spec.n)?, n0)?, eb)?,
+                                )?;
+                                let row_len = mul("B", tn, eb)?;
+                                dma_2d(
+                                    DmaKind::Load,
+                                    self.lay.b[p],
+                                    src,
+                                    row_len,
+                                    tk,
+                                    mul("B", self.spec.n, eb)?,
+                                    row_len,
+                                )?
+                            }
+                        };
                         n_b = ds.len() as u64;
                         let sig = if b_send { B_READY + pu } else { LOADED + pu };
                         for d in ds {

@@ -9,7 +9,8 @@ pub mod builder;
 pub mod gemm;
 
 pub use gemm::{
-    EpiOperand, EpiStep, Epilogue, GemmPlan, GemmSpec, MAX_EPILOGUE, gemm_plan, gemm_program,
+    Digits, EpiOperand, EpiStep, Epilogue, Gather, GemmPlan, GemmSpec, MAX_DIGITS, MAX_EPILOGUE,
+    gemm_plan, gemm_program,
 };
 
 use crate::error::ConfigError;

@@ -3,15 +3,22 @@
 //! The form: a 2-D space `[M, N]`, one f32 sum `t = Σ_k A[m, k] · B[k, n]` over one variable,
 //! then one store `C[m, n] = e(t)` where the epilogue `e` is `t`, `t + bias[n]`, `max(·, 0)`
 //! of either (ReLU), with A `[M, K]`, B `[K, N]`, C `[M, N]` (f32) and the bias row-major,
-//! A and B of an accelerator element type (f32, bf16, CFP8), no fill values. Other
-//! contractions (batched, transposed or im2col operands) are not lowered here.
+//! A and B of an accelerator element type (f32, bf16, CFP8), no fill values. With one product,
+//! B may also be read in place (*implicit GEMM*): a load whose element offset is a sum of
+//! mixed-radix digits of `k` and `n` with a stride each, contiguous along `n`'s innermost
+//! digit (a convolution's input indexed through `(c, kh, kw) = digits(k)`, `(oh, ow) =
+//! digits(n)`): the generator gathers each B chunk with strided DMA ([`Gather`]) instead of
+//! reading a materialized im2col matrix. Other contractions (batched with transposed or
+//! im2col operands) are split first by [`super::split_gemm`].
 
 use terafab_ir::kernel::{Body, BufferId, Expr, Index, Kernel, KernelProgram, Local, Stage, Var};
 use terafab_ir::{BinaryOp, DType, ReduceKind};
 
 use super::{Lowered, NotLowered, elem_type, hbm_name};
 use crate::config::Config;
-use crate::r#gen::{EpiOperand, EpiStep, Epilogue, GemmSpec, gemm_plan, gemm_program};
+use crate::r#gen::{
+    Digits, EpiOperand, EpiStep, Epilogue, Gather, GemmSpec, gemm_plan, gemm_program,
+};
 use crate::isa::BinOp;
 use terafab_ir::kernel::split::simplify;
 
@@ -39,6 +46,145 @@ fn load_at(p: &KernelProgram, e: &Expr, want: &[Index]) -> Option<BufferId> {
         }
         _ => None,
     }
+}
+
+/// One term of an element offset: `coefficient · ((var / divisor) mod modulus)`.
+type Term = (Var, i64, Option<i64>, i64);
+
+/// The terms of `i · scale` added to `terms` (same digit merged) and its constant to `off`;
+/// `None` for an index not of that form.
+fn collect_terms(i: &Index, scale: i64, terms: &mut Vec<Term>, off: &mut i64) -> Option<()> {
+    let mut push = |v: Var, div: i64, modulus: Option<i64>| {
+        match terms
+            .iter_mut()
+            .find(|t| t.0 == v && t.1 == div && t.2 == modulus)
+        {
+            Some(t) => t.3 = t.3.checked_add(scale)?,
+            None => terms.push((v, div, modulus, scale)),
+        }
+        Some(())
+    };
+    match i {
+        Index::Const(c) => *off = off.checked_add(c.checked_mul(scale)?)?,
+        Index::Add(a, b) => {
+            collect_terms(a, scale, terms, off)?;
+            collect_terms(b, scale, terms, off)?;
+        }
+        Index::Mul(a, c) => collect_terms(a, scale.checked_mul(*c)?, terms, off)?,
+        Index::Var(v) => push(*v, 1, None)?,
+        Index::Div(a, d) => match &**a {
+            Index::Var(v) => push(*v, *d, None)?,
+            _ => return None,
+        },
+        Index::Rem(a, r) => match &**a {
+            Index::Var(v) => push(*v, 1, Some(*r))?,
+            Index::Div(b, d) => match &**b {
+                Index::Var(v) => push(*v, *d, Some(*r))?,
+                _ => return None,
+            },
+            _ => return None,
+        },
+    }
+    Some(())
+}
+
+/// The digits of variable `v` (extent `extent`) among `terms`: mixed-radix digits with
+/// divisors `1, R_0, R_0·R_1, ..` (digits the offset does not use get stride 0).
+fn digits_of(terms: &[Term], v: Var, extent: usize) -> Option<Digits> {
+    let mut ts: Vec<&Term> = terms.iter().filter(|t| t.0 == v).collect();
+    ts.sort_by_key(|t| t.1);
+    let extent = extent as i64;
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    let mut expect = 1i64;
+    let mut open = false;
+    for &&(_, div, modulus, coef) in &ts {
+        if coef < 0 || div < expect || open || div <= 0 {
+            return None;
+        }
+        if div > expect {
+            if div % expect != 0 {
+                return None;
+            }
+            out.push(((div / expect) as u64, 0));
+            expect = div;
+        }
+        let radix = match modulus {
+            Some(r) if r > 0 => r,
+            Some(_) => return None,
+            None => {
+                open = true;
+                (extent as u64).div_ceil(div as u64).max(1) as i64
+            }
+        };
+        out.push((radix as u64, coef as u64));
+        expect = expect.checked_mul(radix)?;
+    }
+    if expect < extent {
+        out.push(((extent as u64).div_ceil(expect as u64), 0));
+    }
+    Digits::new(&out)
+}
+
+/// B read in place (implicit GEMM): the element offset of `buf[index]` as digits of the
+/// K variable `kv` and the N variable `nv` ([`Gather`]), contiguous along N's innermost
+/// digit; `None` when it is not of that form.
+pub(crate) fn gather_of(
+    buf: &terafab_ir::kernel::Buffer,
+    index: &[Index],
+    (kv, kk): (Var, usize),
+    (nv, n): (Var, usize),
+) -> Option<Gather> {
+    if index.len() != buf.strides.len() {
+        return None;
+    }
+    let mut terms = Vec::new();
+    let mut off = 0i64;
+    for (i, &st) in index.iter().zip(&buf.strides) {
+        collect_terms(i, i64::try_from(st).ok()?, &mut terms, &mut off)?;
+    }
+    terms.retain(|t| t.3 != 0);
+    if off < 0 || terms.iter().any(|t| t.0 != kv && t.0 != nv) {
+        return None;
+    }
+    let g = Gather {
+        span: buf.span() as u64,
+        offset: off as u64,
+        k: digits_of(&terms, kv, kk)?,
+        n: digits_of(&terms, nv, n)?,
+    };
+    (g.n.list()[0].1 == 1).then_some(g)
+}
+
+/// A load (no fill) of an accelerator-typed buffer, as [`load_at`] takes it, whose index is
+/// a [`gather_of`] the GEMM's K and N variables.
+fn gather_at(
+    p: &KernelProgram,
+    e: &Expr,
+    k: (Var, usize),
+    n: (Var, usize),
+) -> Option<(BufferId, Gather)> {
+    let (e, narrow) = match e {
+        Expr::Convert(DType::F32, x) => (&**x, true),
+        e => (e, false),
+    };
+    let Expr::Load {
+        buffer,
+        index,
+        fill: None,
+    } = e
+    else {
+        return None;
+    };
+    let buf = p.buffer(*buffer);
+    let ok = if narrow {
+        matches!(buf.dtype, DType::BF16 | DType::CF8E4M3 | DType::CF8E5M2)
+    } else {
+        buf.dtype == DType::F32
+    };
+    if !ok {
+        return None;
+    }
+    Some((*buffer, gather_of(buf, index, k, n)?))
 }
 
 fn biased(
@@ -259,12 +405,20 @@ pub fn lower(cfg: &Config, p: &KernelProgram, k: &Kernel) -> Result<Option<Lower
     };
     let a_index = batched([mv, kv]);
     let b_index = batched([kv, nv]);
-    let (a, b) = match (load_at(p, x, &a_index), load_at(p, y, &b_index)) {
-        (Some(a), Some(b)) => (a, b),
-        _ => match (load_at(p, y, &a_index), load_at(p, x, &b_index)) {
-            (Some(a), Some(b)) => (a, b),
-            _ => return Ok(None),
-        },
+    // B plain (`[K, N]`), or (one product) read in place: implicit GEMM.
+    let operands = |x: &Expr, y: &Expr| -> Option<(BufferId, BufferId, Option<Gather>)> {
+        let a = load_at(p, x, &a_index)?;
+        if let Some(b) = load_at(p, y, &b_index) {
+            return Some((a, b, None));
+        }
+        if batch.is_some() {
+            return None;
+        }
+        let (b, g) = gather_at(p, y, (kv, kk), (nv, n))?;
+        Some((a, b, Some(g)))
+    };
+    let Some((a, b, gather)) = operands(x, y).or_else(|| operands(y, x)) else {
+        return Ok(None);
     };
     if a == b {
         return Ok(None);
@@ -274,7 +428,7 @@ pub fn lower(cfg: &Config, p: &KernelProgram, k: &Kernel) -> Result<Option<Lower
         let want: Vec<usize> = batch.into_iter().chain(shape).collect();
         buf.shape == want && buf.is_row_major()
     };
-    if !dense(ba, [m, kk]) || !dense(bb, [kk, n]) || bc.dtype != DType::F32 {
+    if !dense(ba, [m, kk]) || (gather.is_none() && !dense(bb, [kk, n])) || bc.dtype != DType::F32 {
         return Ok(None);
     }
     // C: `[(batch,) M, N]` indexed by the variables, or (one product) any row-major f32
@@ -334,9 +488,11 @@ pub fn lower(cfg: &Config, p: &KernelProgram, k: &Kernel) -> Result<Option<Lower
         bias: bias.is_some(),
         relu,
         epilogue: epilogue_steps,
+        b_gather: gather,
     };
     let shape = match batch {
         Some(b) => format!("{b}x({m}x{n}x{kk})"),
+        None if gather.is_some() => format!("{m}x{n}x{kk} (implicit)"),
         None => format!("{m}x{n}x{kk}"),
     };
     let fail = |e: crate::r#gen::GenError| NotLowered(format!("gemm {shape}: {e}"));

@@ -41,7 +41,8 @@ use terafab_ir::kernel::{
 use terafab_ir::{BinaryOp, DType, ReduceKind, Tensor};
 
 use crate::config::Config;
-use crate::r#gen::{Epilogue, GemmSpec, gemm_plan};
+use crate::dtype::ElemType;
+use crate::r#gen::{Epilogue, Gather, GemmSpec, gemm_plan};
 
 /// A program after [`split_contractions`].
 #[derive(Debug, Clone)]
@@ -474,6 +475,7 @@ fn split(
             bias: false,
             relu: false,
             epilogue: Epilogue::NONE,
+            b_gather: None,
         };
         gemm_plan(cfg, &spec).is_ok()
     };
@@ -549,18 +551,6 @@ fn split(
         with_bt([m, kk]),
         "A",
     );
-    let b_buf = pack(
-        p,
-        &eb,
-        tb,
-        &with_batch(&batch_vars, [&red, &n_vars]),
-        with_bt([kk, n]),
-        "B",
-    );
-
-    // The GEMM writes the output directly when the only store is `C[m, n] = e(t)` on a dense
-    // f32 `[M, N]` buffer and `e` is the identity, or a bias along N and a ReLU that the
-    // plain GEMM applies on its accumulators.
     // The GEMM's variables: batch (when there is one), m, n, k.
     let first = u32::from(!batch_vars.is_empty());
     let bv = Var(0);
@@ -586,6 +576,42 @@ fn split(
             Expr::Convert(DType::F32, Box::new(load))
         }
     };
+    // B read in place by the GEMM (implicit GEMM) where it is a load the generator can
+    // gather, else packed.
+    let extent = |v: Var| {
+        nest.space
+            .get(v.0 as usize)
+            .copied()
+            .or_else(|| k_vars.iter().find(|x| x.0 == v).map(|x| x.1))
+    };
+    let in_place = if batch_vars.is_empty() && plain_load(p, &eb, tb, &[&red, &n_vars]).is_none() {
+        gather_b(p, k, &eb, tb, &red, &n_vars, &extent, (kv, kk), (nv, n))
+            .filter(|g| gather_pays(cfg, g, (m, n, kk), (ta, tb)))
+            .and_then(|g| gather_b_apply(p, k, g))
+    } else {
+        None
+    };
+    let (b_buf, b_expr) = match in_place {
+        Some((buf, expr, prep)) => {
+            pieces.extend(prep);
+            (buf, expr)
+        }
+        None => {
+            let b_buf = pack(
+                p,
+                &eb,
+                tb,
+                &with_batch(&batch_vars, [&red, &n_vars]),
+                with_bt([kk, n]),
+                "B",
+            );
+            (b_buf, load2(b_buf, tb, kv, nv))
+        }
+    };
+
+    // The GEMM writes the output directly when the only store is `C[m, n] = e(t)` on a dense
+    // f32 `[M, N]` buffer and `e` is the identity, or a bias along N and a ReLU that the
+    // plain GEMM applies on its accumulators.
     let mut gemm_inputs = vec![a_buf];
     if b_buf != a_buf {
         gemm_inputs.push(b_buf);
@@ -602,11 +628,7 @@ fn split(
                     local: Local(0),
                     kind: ReduceKind::Sum,
                     vars: vec![(kv, kk)],
-                    body: Expr::binary(
-                        BinaryOp::Mul,
-                        load2(a_buf, ta, mv, kv),
-                        load2(b_buf, tb, kv, nv),
-                    ),
+                    body: Expr::binary(BinaryOp::Mul, load2(a_buf, ta, mv, kv), b_expr.clone()),
                 },
                 Stage::Store {
                     buffer: c_buf,
@@ -775,4 +797,249 @@ fn split(
         });
     }
     Some(pieces)
+}
+
+/// Whether an index is affine in its variables (no division or remainder).
+fn affine(i: &Index) -> bool {
+    match i {
+        Index::Var(_) | Index::Const(_) => true,
+        Index::Add(a, b) => affine(a) && affine(b),
+        Index::Mul(a, _) => affine(a),
+        Index::Div(..) | Index::Rem(..) => false,
+    }
+}
+
+/// Implicit GEMM: B (`eb`, of element type `tb`, over the reduce variables `red` and the N
+/// variables `n_vars`) read in place by the GEMM instead of packed into `[K, N]`. `eb` must
+/// be a load with an affine index, or a conversion of one. Where it has a fill value
+/// (padding) or a conversion (a narrow operand held in f32), a `@k.padB` movement kernel
+/// first writes the box the index ranges over (padded and converted: a copy the size of
+/// the input, where an im2col matrix is `KH·KW` times that) and the GEMM reads that box.
+/// Returns the buffer the GEMM reads, its B expression over the GEMM's `k` and `n`
+/// variables (their digits standing for the original variables) converted to f32, and the
+/// `padB` kernel; `None` when the generator could not gather it (not contiguous along the
+/// innermost N variable: a strided convolution, a transpose), so B is packed instead.
+#[allow(clippy::too_many_arguments)]
+fn gather_b(
+    p: &KernelProgram,
+    k: &Kernel,
+    eb: &Expr,
+    tb: DType,
+    red: &[(Var, usize)],
+    n_vars: &[(Var, usize)],
+    extent: &dyn Fn(Var) -> Option<usize>,
+    (kv, kk): (Var, usize),
+    (nv, n): (Var, usize),
+) -> Option<InPlace> {
+    let (load, convert) = match eb {
+        Expr::Load { .. } => (eb, None),
+        Expr::Convert(t, x) if matches!(**x, Expr::Load { .. }) => (&**x, Some(*t)),
+        _ => return None,
+    };
+    let Expr::Load {
+        buffer,
+        index,
+        fill,
+    } = load
+    else {
+        return None;
+    };
+    if !index.iter().all(affine) {
+        return None;
+    }
+    // Variables of extent one (dropped from the groups) are 0.
+    let kept = |v: Var| {
+        if extent(v) == Some(1) {
+            Index::Const(0)
+        } else {
+            Index::Var(v)
+        }
+    };
+    let index: Vec<Index> = index.iter().map(|i| i.subst(&kept)).collect();
+    // The digits of the GEMM's flat `k` and `n` for the original variables.
+    let mut digit: HashMap<Var, Index> = HashMap::new();
+    for (vars, flat_var) in [(red, kv), (n_vars, nv)] {
+        let mut div = 1i64;
+        for (i, &(v, ext)) in vars.iter().enumerate().rev() {
+            let mut d = Index::Var(flat_var).floor_div(div);
+            if i > 0 {
+                d = d.modulo(ext as i64);
+            }
+            digit.insert(v, d);
+            div = div.checked_mul(ext as i64)?;
+        }
+    }
+    let by_digits = |v: Var| digit.get(&v).cloned().unwrap_or(Index::Const(0));
+    let src = p.buffer(*buffer).clone();
+    let prep = fill.is_some() || convert.is_some();
+    // The box the index ranges over (its low corner and shape), read by the GEMM.
+    let (lo, shape): (Vec<i64>, Vec<usize>) = if prep {
+        let mut lo = Vec::new();
+        let mut shape = Vec::new();
+        for i in &index {
+            let (a, b) = i.interval(extent)?;
+            lo.push(a);
+            shape.push(usize::try_from(b.checked_sub(a)?.checked_add(1)?).ok()?);
+        }
+        (lo, shape)
+    } else {
+        (vec![0; index.len()], src.shape.clone())
+    };
+    let read = if prep {
+        Buffer::new(format!("{}.srcB", k.name), tb, shape.clone(), Storage::Temp)
+    } else {
+        if src.dtype != tb {
+            return None;
+        }
+        src.clone()
+    };
+    let gemm_index: Vec<Index> = index
+        .iter()
+        .zip(&lo)
+        .map(|(i, &l)| i.clone().offset(-l).subst(&by_digits))
+        .collect();
+    let gather = super::contraction::gather_of(&read, &gemm_index, (kv, kk), (nv, n))?;
+    Some(InPlace {
+        gather,
+        source: *buffer,
+        read: prep.then_some(read),
+        lo,
+        fill: fill.clone(),
+        convert,
+        gemm_index,
+        tb,
+    })
+}
+
+/// B read in place, as [`gather_b`] found it.
+struct InPlace {
+    gather: Gather,
+    /// The buffer B loads.
+    source: BufferId,
+    /// The box `padB` writes, when there is one.
+    read: Option<Buffer>,
+    /// The box's low corner in the source.
+    lo: Vec<i64>,
+    fill: Option<Tensor>,
+    convert: Option<DType>,
+    /// B's index over the GEMM's `k` and `n` (in the box when there is one).
+    gemm_index: Vec<Index>,
+    tb: DType,
+}
+
+/// The buffer the GEMM reads, its B expression (in f32) and the `padB` kernel, with the
+/// box added to `p`.
+fn gather_b_apply(
+    p: &mut KernelProgram,
+    k: &Kernel,
+    g: InPlace,
+) -> Option<(BufferId, Expr, Option<Kernel>)> {
+    let (read_id, prep_kernel) = match g.read {
+        Some(read) => {
+            let shape = read.shape.clone();
+            let id = p.add_buffer(read);
+            let load = Expr::Load {
+                buffer: g.source,
+                index: g
+                    .lo
+                    .iter()
+                    .enumerate()
+                    .map(|(d, &l)| Index::Var(Var(d as u32)).offset(l))
+                    .collect(),
+                fill: g.fill,
+            };
+            let value = match g.convert {
+                Some(t) => Expr::Convert(t, Box::new(load)),
+                None => load,
+            };
+            let kernel = Kernel {
+                name: format!("{}.padB", k.name),
+                kind: KernelKind::Movement,
+                inputs: vec![g.source],
+                outputs: vec![id],
+                body: Body::Loops(LoopNest {
+                    space: shape.clone(),
+                    stages: vec![Stage::Store {
+                        buffer: id,
+                        vars: Vec::new(),
+                        index: (0..shape.len())
+                            .map(|d| Index::Var(Var(d as u32)))
+                            .collect(),
+                        value,
+                    }],
+                }),
+                sources: k.sources.clone(),
+            };
+            (id, Some(kernel))
+        }
+        None => (g.source, None),
+    };
+    let load = Expr::Load {
+        buffer: read_id,
+        index: g.gemm_index,
+        fill: None,
+    };
+    let expr = if g.tb == DType::F32 {
+        load
+    } else {
+        Expr::Convert(DType::F32, Box::new(load))
+    };
+    Some((read_id, expr, prep_kernel))
+}
+
+/// Whether reading B in place pays: the gathered chunk of a step takes one DMA per run of
+/// K and group of N (each at least `dma_setup` cycles to issue, and the HBM latency over the
+/// transfers in flight), which must not outlast the step's `mm` (else the DMA queue, not
+/// the matrix engine, sets the pace and packing B is faster).
+fn gather_pays(
+    cfg: &Config,
+    g: &InPlace,
+    (m, n, kk): (usize, usize, usize),
+    (ta, tb): (DType, DType),
+) -> bool {
+    let (Some(a_type), Some(b_type)) = (super::elem_type(ta), super::elem_type(tb)) else {
+        return false;
+    };
+    let spec = GemmSpec {
+        batch: 1,
+        m: m as u64,
+        n: n as u64,
+        k: kk as u64,
+        a_type,
+        b_type,
+        bias: false,
+        relu: false,
+        epilogue: Epilogue::NONE,
+        b_gather: Some(g.gather),
+    };
+    let Ok(plan) = gemm_plan(cfg, &spec) else {
+        return false;
+    };
+    let Ok(loads) = g
+        .gather
+        .chunk_loads(0, 0, b_type.size(), 0, plan.tile_k, 0, plan.tile_n)
+    else {
+        return false;
+    };
+    let rate = if a_type == ElemType::F32 || b_type == ElemType::F32 {
+        cfg.mx_f32_divisor
+    } else {
+        1
+    };
+    let mm = plan.tile_m.div_ceil(cfg.mx_m)
+        * plan.tile_n.div_ceil(cfg.mx_n)
+        * plan.tile_k.div_ceil(cfg.mx_k)
+        * rate;
+    // A DMA engine keeps `dma_max_outstanding` transfers in flight, each at least the HBM
+    // latency long: small gathered copies are latency-bound.
+    let per_copy = cfg
+        .dma_setup
+        .max(cfg.hbm_latency.div_ceil(cfg.dma_max_outstanding.max(1)));
+    // With a `padB` copy, only where the im2col matrix it replaces is at least twice its
+    // size (else the pack is the same copy, with a simpler read for the GEMM).
+    let blowup = g
+        .read
+        .as_ref()
+        .is_none_or(|b| (kk as u64).saturating_mul(n as u64) >= 2 * b.len() as u64);
+    blowup && (loads.len() as u64).saturating_mul(per_copy) <= mm
 }
