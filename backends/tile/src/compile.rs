@@ -34,7 +34,8 @@ pub struct CompiledKernel {
 pub struct Options {
     /// Simulate small contractions both ways (split onto the matrix engine, or whole on the
     /// vector engine) and keep the faster ([`crate::lower::split_gemm::COST_CHECK_MACS`]);
-    /// off, every contraction the matrix engine can run is split.
+    /// off, every contraction the matrix engine can run is split, and every convolution input
+    /// it can read in place is (implicit GEMM, whether or not its gathers keep pace).
     pub cost_check: bool,
 }
 

@@ -333,3 +333,82 @@ fn matrix_vector_products() {
         assert_eq!(report.host_kernels(), 0, "{report}");
     }
 }
+
+/// The source of a convolution `x[n, c, h, w] * w[o, c, kh, kw]` with the given stride,
+/// padding and dilation, and its output shape; `None` when the output would be empty.
+#[allow(clippy::too_many_arguments)]
+fn conv_src(
+    (n, c, h, w): (usize, usize, usize, usize),
+    (o, kh, kw): (usize, usize, usize),
+    stride: (usize, usize),
+    pad: (usize, usize),
+    dil: (usize, usize),
+) -> Option<(String, [usize; 4])> {
+    let span = |k: usize, d: usize| (k - 1) * d + 1;
+    let out = |len: usize, k: usize, d: usize, s: usize, p: usize| {
+        (len + 2 * p).checked_sub(span(k, d)).map(|x| x / s + 1)
+    };
+    let oh = out(h, kh, dil.0, stride.0, pad.0)?;
+    let ow = out(w, kw, dil.1, stride.1, pad.1)?;
+    let src = format!(
+        "func @main(%x: f32[{n},{c},{h},{w}], %w: f32[{o},{c},{kh},{kw}]) -> (o: f32[{n},{o},{oh},{ow}]) {{
+  %o = conv(%x, %w) {{stride=[{}, {}], pad_low=[{}, {}], pad_high=[{}, {}], lhs_dilation=[1, 1], rhs_dilation=[{}, {}], groups=1}} : f32[{n},{o},{oh},{ow}]
+  return %o
+}}
+",
+        stride.0, stride.1, pad.0, pad.1, pad.0, pad.1, dil.0, dil.1
+    );
+    Some((src, [n, o, oh, ow]))
+}
+
+/// Implicit GEMM: convolutions whose input is read in place by the GEMM (`(implicit)` in
+/// the report: a 3-D strided gather per B chunk, after a `padB` copy where there is
+/// padding), against the interpreter on every preset, with every MAC on the matrix engine.
+#[test]
+fn implicit_gemm_convolutions() {
+    // (input, (out channels, kh, kw), stride, pad, dilation)
+    let cases = [
+        ((1, 3, 9, 11), (8, 3, 3), (1, 1), (1, 1), (1, 1)),
+        ((2, 5, 7, 6), (7, 3, 2), (1, 1), (0, 1), (1, 1)),
+        ((1, 4, 13, 5), (3, 1, 1), (1, 1), (0, 0), (1, 1)),
+        ((1, 2, 8, 9), (9, 3, 3), (2, 1), (2, 1), (2, 2)),
+        ((1, 16, 17, 17), (20, 3, 3), (1, 1), (1, 1), (1, 1)),
+    ];
+    for (i, (x, wt, stride, pad, dil)) in cases.into_iter().enumerate() {
+        let (src, out) = conv_src(x, wt, stride, pad, dil).unwrap();
+        let inputs = [
+            tensor(&[x.0, x.1, x.2, x.3], 40 + i as u64),
+            tensor(&[wt.0, x.1, wt.1, wt.2], 50 + i as u64),
+        ];
+        let macs = (out.iter().product::<usize>() * x.1 * wt.1 * wt.2) as u64;
+        on_matrix_engine(&src, &inputs, macs);
+        let report = run(&src, &inputs, "2x2");
+        assert!(report.to_string().contains("(implicit)"), "{report}");
+        assert!(
+            !report.kernels.iter().any(|k| k.name.ends_with(".packB")),
+            "{report}"
+        );
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 24, ..Default::default() })]
+    /// Random convolutions (odd sizes, 1, strides, padding, dilation, batches): implicit
+    /// GEMM where the stride along W is 1, im2col packs otherwise; always the interpreter's
+    /// result.
+    #[test]
+    fn random_convolutions(
+        n in 1usize..3, c in 1usize..6, h in 1usize..12, w in 1usize..12,
+        o in 1usize..10, kh in 1usize..4, kw in 1usize..4,
+        sh in 1usize..3, sw in 1usize..3, ph in 0usize..3, pw in 0usize..3,
+        dh in 1usize..3, dw in 1usize..3, two in proptest::bool::ANY,
+    ) {
+        if let Some((src, _)) = conv_src((n, c, h, w), (o, kh, kw), (sh, sw), (ph, pw), (dh, dw)) {
+            let inputs = [
+                tensor(&[n, c, h, w], (n * 31 + c * 7 + h) as u64),
+                tensor(&[o, c, kh, kw], (o * 13 + kh * 3 + kw) as u64),
+            ];
+            run(&src, &inputs, if two { "2x2" } else { "1x1" });
+        }
+    }
+}

@@ -11,7 +11,15 @@
 //!
 //! 1. `@k.packA` / `@k.packB`: a movement loop nest evaluating the operand expression into a
 //!    dense row-major temp `[(batch,) M, K]` / `[(batch,) K, N]` (a transpose, im2col with
-//!    padding fills, a prologue), skipped when the operand is already such a load. A
+//!    padding fills, a prologue), skipped when the operand is already such a load. B is not
+//!    packed where the GEMM can read it in place (*implicit GEMM*, one product): a load with
+//!    an affine index, contiguous along the innermost N variable (a convolution's input with
+//!    stride 1 along W), becomes a load indexed by the digits of the GEMM's `k` and `n`
+//!    (`(c, kh, kw)` and `(oh, ow)`), which the generator gathers chunk by chunk with 3-D
+//!    strided DMA; where the load has padding fills or a narrowing conversion, `@k.padB`
+//!    first writes the padded (converted) box the index ranges over. With the cost check it
+//!    is taken only where the gathered copies keep pace with `mm` and, with a `padB`, the
+//!    im2col matrix would be at least twice the box. A
 //!    narrow operand (`convert[f32]` of bf16/CFP8, or a temp holding only such values) is
 //!    packed narrow, so the matrix engine runs at its narrow rate. A pack reading only
 //!    constants (weights) is evaluated here, once: its temp becomes a constant buffer;
@@ -87,7 +95,7 @@ pub fn split_contractions(cfg: &Config, p: &KernelProgram, cost_check: bool) -> 
         // A variable both operands use only through `v / c` and `v % c` (merged attention
         // heads) hides a batch: the nest with it split is tried too.
         // Real GEMMs first (as it is, then with a variable split), matrix-vector products last.
-        let pieces = split(cfg, &mut trial, k, &narrow, false).or_else(|| {
+        let pieces = split(cfg, &mut trial, k, &narrow, false, cost_check).or_else(|| {
             let Body::Loops(nest) = &k.body else {
                 return None;
             };
@@ -96,10 +104,10 @@ pub fn split_contractions(cfg: &Config, p: &KernelProgram, cost_check: bool) -> 
                     body: Body::Loops(s),
                     ..k.clone()
                 };
-                split(cfg, &mut trial, &k2, &narrow, false)
+                split(cfg, &mut trial, &k2, &narrow, false, cost_check)
             })
         });
-        let pieces = pieces.or_else(|| split(cfg, &mut trial, k, &narrow, true));
+        let pieces = pieces.or_else(|| split(cfg, &mut trial, k, &narrow, true, cost_check));
         let Some(pieces) = pieces else {
             out.kernels.push(k.clone());
             continue;
@@ -374,6 +382,7 @@ fn split(
     k: &Kernel,
     narrow: &HashMap<BufferId, DType>,
     gemv: bool,
+    cost_check: bool,
 ) -> Option<Vec<Kernel>> {
     let Body::Loops(nest) = &k.body else {
         return None;
@@ -586,7 +595,7 @@ fn split(
     };
     let in_place = if batch_vars.is_empty() && plain_load(p, &eb, tb, &[&red, &n_vars]).is_none() {
         gather_b(p, k, &eb, tb, &red, &n_vars, &extent, (kv, kk), (nv, n))
-            .filter(|g| gather_pays(cfg, g, (m, n, kk), (ta, tb)))
+            .filter(|g| !cost_check || gather_pays(cfg, g, (m, n, kk), (ta, tb)))
             .and_then(|g| gather_b_apply(p, k, g))
     } else {
         None
