@@ -5,9 +5,9 @@
 //! The program's memory is the kernel interpreter's (`initial_memory`: every buffer's flat
 //! contents). A lowered kernel's reads are copied into a fresh simulator's HBM, the program
 //! runs, and its writes are copied back; so host and accelerator kernels interleave freely.
-//! Each kernel is simulated on its own: activations go back to HBM between kernels (keeping
-//! them in SRAM across kernels is future work), and the model's cycles are the sum of the
-//! kernels' cycles. Host kernels take no simulated time; the report lists them with the
+//! Each kernel is simulated on its own, except pairs linked with their activation resident
+//! in SRAM ([`crate::link`], [`crate::compile::Link`]), which run as one program and are
+//! reported as one entry (`@a + @b`); the model's cycles are the sum of the programs'. Host kernels take no simulated time; the report lists them with the
 //! reason they are not lowered.
 
 use std::fmt;
@@ -66,7 +66,10 @@ pub enum Placement {
 /// One kernel of a run.
 #[derive(Debug, Clone)]
 pub struct KernelRun {
+    /// The kernel's name; for a linked pair, `a + @b`.
     pub name: String,
+    /// The kernels it ran: 1, or 2 for a pair linked with its activation in SRAM.
+    pub count: usize,
     pub kind: &'static str,
     pub placement: Placement,
 }
@@ -167,6 +170,15 @@ impl ModelReport {
         self.kernels.len() - self.device_reports().count()
     }
 
+    /// How many kernels ran on the accelerator (a linked pair counts two).
+    pub fn accelerator_kernels(&self) -> usize {
+        self.kernels
+            .iter()
+            .filter(|k| matches!(k.placement, Placement::Accelerator { .. }))
+            .map(|k| k.count)
+            .sum()
+    }
+
     /// One Chrome trace (see [`crate::trace`]) of every accelerator kernel, one after another
     /// on a shared time line; `None` when no kernel ran on the accelerator. The events are
     /// there only when the machine was configured with `trace = true`.
@@ -202,8 +214,8 @@ impl fmt::Display for ModelReport {
             self.mesh.0,
             self.mesh.1,
             self.clock_ghz,
-            self.kernels.len(),
-            self.kernels.len() - self.host_kernels(),
+            self.accelerator_kernels() + self.host_kernels(),
+            self.accelerator_kernels(),
             self.host_kernels()
         )?;
         if !self.folded.is_empty() {
@@ -382,16 +394,33 @@ pub fn run_compiled(
     report.kept.extend(compiled.kept.iter().cloned());
     let p = &compiled.program;
     let mut mem = initial_memory(p, inputs).map_err(host(&p.name))?;
-    for (k, ck) in p.kernels.iter().zip(&compiled.kernels) {
+    let mut skip = false;
+    for (i, (k, ck)) in p.kernels.iter().zip(&compiled.kernels).enumerate() {
+        if std::mem::take(&mut skip) {
+            continue;
+        }
+        // A linked pair runs as one program (the second kernel with the first).
+        let link = compiled.links.iter().find(|l| l.first == i);
+        let name = match link {
+            Some(_) => {
+                skip = true;
+                format!("{} + @{}", k.name, p.kernels[i + 1].name)
+            }
+            None => k.name.clone(),
+        };
         let data_err = |b: BufferId, msg: &str| TileBackendError::Data {
-            kernel: k.name.clone(),
+            kernel: name.clone(),
             buffer: p.buffer(b).name.clone(),
             msg: msg.to_string(),
         };
-        let placement = match &ck.lowered {
+        let lowered = match link {
+            Some(l) => Ok(&l.lowered),
+            None => ck.lowered.as_ref(),
+        };
+        let placement = match lowered {
             Ok(lowered) => {
                 let sim_err = |source| TileBackendError::Sim {
-                    kernel: k.name.clone(),
+                    kernel: name.clone(),
                     summary: lowered.summary.clone(),
                     source: Box::new(source),
                 };
@@ -430,7 +459,8 @@ pub fn run_compiled(
             }
         };
         report.kernels.push(KernelRun {
-            name: k.name.clone(),
+            count: 1 + usize::from(link.is_some()),
+            name,
             kind: k.kind.name(),
             placement,
         });

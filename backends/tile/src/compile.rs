@@ -9,6 +9,7 @@
 //! buffers are given), separated by `#` comment blocks naming the kernel, how it was lowered
 //! and which kernel-IR buffer each HBM buffer holds.
 
+use std::collections::HashMap;
 use std::fmt::Write;
 
 use terafab_ir::kernel::print::print_program as print_kernels;
@@ -37,12 +38,29 @@ pub struct Options {
     /// off, every contraction the matrix engine can run is split, and every convolution input
     /// it can read in place is (implicit GEMM, whether or not its gathers keep pace).
     pub cost_check: bool,
+    /// Link consecutive accelerator kernels into one program where the activation between
+    /// them can stay in SRAM ([`crate::link`]), when that simulates faster.
+    pub resident: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { cost_check: true }
+        Options {
+            cost_check: true,
+            resident: true,
+        }
     }
+}
+
+/// Two consecutive kernels run as one linked program, the buffer between them in SRAM.
+#[derive(Debug, Clone)]
+pub struct Link {
+    /// The index of the first kernel (the second follows it).
+    pub first: usize,
+    /// The kernel-IR buffer kept in SRAM.
+    pub resident: BufferId,
+    /// The linked program, its HBM reads and writes.
+    pub lowered: Lowered,
 }
 
 /// A kernel program compiled for one machine.
@@ -58,6 +76,8 @@ pub struct Compiled {
     /// Small contractions kept on the vector path (simulated faster than split).
     pub kept: Vec<String>,
     pub kernels: Vec<CompiledKernel>,
+    /// Pairs of kernels linked with their activation resident in SRAM.
+    pub links: Vec<Link>,
 }
 
 /// Compile `p` for the machine `cfg`. The split is used only when the result verifies (it
@@ -80,6 +100,11 @@ pub fn compile_program(cfg: &Config, p: &KernelProgram, opts: &Options) -> Compi
         });
         program.kernels[i] = k;
     }
+    let links = if opts.resident {
+        plan_links(cfg, &program, &kernels)
+    } else {
+        Vec::new()
+    };
     Compiled {
         mesh: (cfg.mesh_width, cfg.mesh_height),
         clock_ghz: cfg.clock_ghz,
@@ -87,7 +112,124 @@ pub fn compile_program(cfg: &Config, p: &KernelProgram, opts: &Options) -> Compi
         folded,
         kept,
         kernels,
+        links,
     }
+}
+
+/// A timing-only run of `program`: its cycles and each node's SRAM high-water mark.
+fn timing_run(cfg: &Config, program: &crate::Program) -> Option<Timing> {
+    let mut timing = cfg.clone();
+    timing.timing_only = true;
+    timing.trace = false;
+    let mut sim = crate::sim::Simulator::new(timing, program.clone()).ok()?;
+    let r = sim.run().ok()?;
+    Some((
+        r.cycles,
+        r.nodes
+            .iter()
+            .map(|n| (n.node, n.sram_high_water))
+            .collect(),
+    ))
+}
+
+/// Pairs of consecutive accelerator kernels `(i, i + 1)`, left to right, where a buffer only
+/// `i` writes and only `i + 1` reads (not a program output) can stay in SRAM
+/// ([`crate::link::link`]) and the linked program simulates faster than the two apart.
+fn plan_links(cfg: &Config, p: &KernelProgram, kernels: &[CompiledKernel]) -> Vec<Link> {
+    let mut links = Vec::new();
+    let mut runs: HashMap<usize, Option<Timing>> = HashMap::new();
+    let mut i = 0;
+    while i + 1 < kernels.len() {
+        if let (Ok(a), Ok(b)) = (&kernels[i].lowered, &kernels[i + 1].lowered)
+            && let Some(link) = try_link(cfg, p, i, a, b, &mut runs)
+        {
+            links.push(link);
+            i += 2;
+        } else {
+            i += 1;
+        }
+    }
+    links
+}
+
+/// A timing-only run's cycles and per-node SRAM high-water marks.
+type Timing = (u64, HashMap<(u8, u8), u64>);
+
+fn try_link(
+    cfg: &Config,
+    p: &KernelProgram,
+    i: usize,
+    a: &Lowered,
+    b: &Lowered,
+    runs: &mut HashMap<usize, Option<Timing>>,
+) -> Option<Link> {
+    let only = |x: BufferId| {
+        !p.outputs.iter().any(|(_, o)| *o == x)
+            && p.kernels.iter().enumerate().all(|(j, k)| {
+                (j == i || !k.outputs.contains(&x)) && (j == i + 1 || !k.inputs.contains(&x))
+            })
+    };
+    // The activation fits a node's SRAM (a node may load all of it) with room to spare.
+    let fits = |x: BufferId| {
+        let buf = p.buffer(x);
+        (buf.len() as u64).saturating_mul(buf.dtype.size_bytes() as u64) <= cfg.sram_bytes / 2
+    };
+    let x = *a
+        .writes
+        .iter()
+        .find(|&&x| b.reads.contains(&x) && !a.reads.contains(&x) && fits(x) && only(x))?;
+    let (ca, ha) = runs
+        .entry(i)
+        .or_insert_with(|| timing_run(cfg, &a.program))
+        .clone()?;
+    let (cb, hb) = runs
+        .entry(i + 1)
+        .or_insert_with(|| timing_run(cfg, &b.program))
+        .clone()?;
+    let linked = crate::link::link(
+        cfg,
+        &crate::link::Part {
+            program: &a.program,
+            sram_high: &ha,
+        },
+        &crate::link::Part {
+            program: &b.program,
+            sram_high: &hb,
+        },
+        &hbm_name(x),
+    )
+    .ok()?;
+    let (c, _) = timing_run(cfg, &linked)?;
+    if c >= ca + cb {
+        return None;
+    }
+    let mut reads = a.reads.clone();
+    for &r in &b.reads {
+        if r != x && !a.writes.contains(&r) && !reads.contains(&r) {
+            reads.push(r);
+        }
+    }
+    let mut writes: Vec<BufferId> = a.writes.iter().copied().filter(|&w| w != x).collect();
+    for &w in &b.writes {
+        if !writes.contains(&w) {
+            writes.push(w);
+        }
+    }
+    Some(Link {
+        first: i,
+        resident: x,
+        lowered: Lowered {
+            program: linked,
+            reads,
+            writes,
+            summary: format!(
+                "{}; then {} ({} kept in SRAM)",
+                a.summary,
+                b.summary,
+                hbm_name(x)
+            ),
+        },
+    })
 }
 
 /// `k` lowered, or one of its [`crate::lower::retile`] variants where that simulates faster
@@ -170,17 +312,47 @@ impl Compiled {
                 Err(why) => writeln!(s, "# @{}: on the host: {why}", k.name),
             };
         }
+        for l in &self.links {
+            let _ = writeln!(
+                s,
+                "# @{} + @{}: linked, %{} kept in SRAM",
+                self.kernels[l.first].name,
+                self.kernels[l.first + 1].name,
+                self.program.buffer(l.resident).name.escape_debug()
+            );
+        }
         s.push_str(&print_kernels(&self.program));
         s
     }
 
-    /// The tile programs, one per kernel, in execution order.
+    /// The tile programs, one per kernel (one per linked pair), in execution order.
     pub fn asm_text(&self) -> String {
         let mut s = String::new();
         self.header(&mut s);
-        for k in &self.kernels {
-            let _ = writeln!(s, "\n# ==== @{} ({})", k.name, k.kind);
-            match &k.lowered {
+        let mut skip = false;
+        for (i, k) in self.kernels.iter().enumerate() {
+            if std::mem::take(&mut skip) {
+                continue;
+            }
+            let link = self.links.iter().find(|l| l.first == i);
+            let lowered = match link {
+                Some(l) => {
+                    skip = true;
+                    let _ = writeln!(
+                        s,
+                        "\n# ==== @{} + @{} (linked: %{} kept in SRAM)",
+                        k.name,
+                        self.kernels[i + 1].name,
+                        self.program.buffer(l.resident).name.escape_debug()
+                    );
+                    Ok(&l.lowered)
+                }
+                None => {
+                    let _ = writeln!(s, "\n# ==== @{} ({})", k.name, k.kind);
+                    k.lowered.as_ref()
+                }
+            };
+            match lowered {
                 Ok(l) => {
                     let _ = writeln!(s, "# {}", l.summary);
                     let show = |bs: &[BufferId]| {

@@ -42,6 +42,7 @@ pub mod encode;
 pub mod error;
 pub mod r#gen;
 pub mod isa;
+pub mod link;
 pub mod lower;
 pub mod numerics;
 pub mod program;

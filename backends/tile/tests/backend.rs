@@ -10,7 +10,7 @@ mod common;
 use common::{tensor, values};
 use terafab_ir::{Module, Tensor};
 use terafab_tile::Config;
-use terafab_tile::backend::{Placement, run_function};
+use terafab_tile::backend::run_function;
 
 /// Run `src` on the interpreter and on the tile backend; returns how many kernels ran on the
 /// accelerator.
@@ -34,11 +34,7 @@ fn check(src: &str, inputs: Vec<Tensor>, preset: &str) -> Result<usize, TestCase
             );
         }
     }
-    Ok(report
-        .kernels
-        .iter()
-        .filter(|k| matches!(k.placement, Placement::Accelerator { .. }))
-        .count())
+    Ok(report.accelerator_kernels())
 }
 
 /// `relu(x @ w + b)` with x and w inputs and the bias a constant.

@@ -15,9 +15,18 @@ use terafab_tile::backend::{ModelReport, Placement, run_function_with};
 use terafab_tile::compile::Options;
 
 /// Runs `src` on the interpreter and on the tile backend with `preset`, compares, and returns
-/// the report. Every contraction that can is split (no cost check: these are small).
+/// the report. Every contraction that can is split (no cost check: these are small), and
+/// kernels are not linked (`resident`: the kernels' structure is what these tests check).
 fn run(src: &str, inputs: &[Tensor], preset: &str) -> ModelReport {
-    run_with(src, inputs, preset, &Options { cost_check: false })
+    run_with(
+        src,
+        inputs,
+        preset,
+        &Options {
+            cost_check: false,
+            resident: false,
+        },
+    )
 }
 
 fn run_with(src: &str, inputs: &[Tensor], preset: &str, opts: &Options) -> ModelReport {
@@ -301,7 +310,11 @@ fn small_contractions_keep_the_faster_lowering() {
 "
         );
         let inputs = [tensor(&[m, k], 23), tensor(&[n, k], 24)];
-        let checked = run_with(&src, &inputs, "2x2", &Options::default());
+        let opts = Options {
+            cost_check: true,
+            resident: false,
+        };
+        let checked = run_with(&src, &inputs, "2x2", &opts);
         let split = run(&src, &inputs, "2x2");
         assert!(checked.cycles() <= split.cycles(), "{checked}\n{split}");
         if whole {
