@@ -5,9 +5,9 @@
 //! The program's memory is the kernel interpreter's (`initial_memory`: every buffer's flat
 //! contents). A lowered kernel's reads are copied into a fresh simulator's HBM, the program
 //! runs, and its writes are copied back; so host and accelerator kernels interleave freely.
-//! Each kernel is simulated on its own, except pairs linked with their activation resident
+//! Each kernel is simulated on its own, except chains linked with their activations resident
 //! in SRAM ([`crate::link`], [`crate::compile::Link`]), which run as one program and are
-//! reported as one entry (`@a + @b`); the model's cycles are the sum of the programs'. Host kernels take no simulated time; the report lists them with the
+//! reported as one entry (`@a + @b + ..`); the model's cycles are the sum of the programs'. Host kernels take no simulated time; the report lists them with the
 //! reason they are not lowered.
 
 use std::fmt;
@@ -66,9 +66,9 @@ pub enum Placement {
 /// One kernel of a run.
 #[derive(Debug, Clone)]
 pub struct KernelRun {
-    /// The kernel's name; for a linked pair, `a + @b`.
+    /// The kernel's name; for a linked chain, `a + @b + ..`.
     pub name: String,
-    /// The kernels it ran: 1, or 2 for a pair linked with its activation in SRAM.
+    /// The kernels it ran: 1, or a linked chain's length.
     pub count: usize,
     pub kind: &'static str,
     pub placement: Placement,
@@ -170,7 +170,7 @@ impl ModelReport {
         self.kernels.len() - self.device_reports().count()
     }
 
-    /// How many kernels ran on the accelerator (a linked pair counts two).
+    /// How many kernels ran on the accelerator (a linked chain counts each of its kernels).
     pub fn accelerator_kernels(&self) -> usize {
         self.kernels
             .iter()
@@ -394,17 +394,18 @@ pub fn run_compiled(
     report.kept.extend(compiled.kept.iter().cloned());
     let p = &compiled.program;
     let mut mem = initial_memory(p, inputs).map_err(host(&p.name))?;
-    let mut skip = false;
+    let mut skip = 0;
     for (i, (k, ck)) in p.kernels.iter().zip(&compiled.kernels).enumerate() {
-        if std::mem::take(&mut skip) {
+        if skip > 0 {
+            skip -= 1;
             continue;
         }
-        // A linked pair runs as one program (the second kernel with the first).
+        // A linked chain runs as one program (its other kernels with the first).
         let link = compiled.links.iter().find(|l| l.first == i);
         let name = match link {
-            Some(_) => {
-                skip = true;
-                format!("{} + @{}", k.name, p.kernels[i + 1].name)
+            Some(l) => {
+                skip = l.count - 1;
+                compiled.chain_name(l)[1..].to_string()
             }
             None => k.name.clone(),
         };
@@ -459,7 +460,7 @@ pub fn run_compiled(
             }
         };
         report.kernels.push(KernelRun {
-            count: 1 + usize::from(link.is_some()),
+            count: link.map_or(1, |l| l.count),
             name,
             kind: k.kind.name(),
             placement,

@@ -52,13 +52,15 @@ impl Default for Options {
     }
 }
 
-/// Two consecutive kernels run as one linked program, the buffer between them in SRAM.
+/// Consecutive kernels run as one linked program, the buffers between them in SRAM.
 #[derive(Debug, Clone)]
 pub struct Link {
-    /// The index of the first kernel (the second follows it).
+    /// The index of the first kernel.
     pub first: usize,
-    /// The kernel-IR buffer kept in SRAM.
-    pub resident: BufferId,
+    /// How many kernels (at least 2), from `first` on.
+    pub count: usize,
+    /// The kernel-IR buffers kept in SRAM, one per boundary.
+    pub resident: Vec<BufferId>,
     /// The linked program, its HBM reads and writes.
     pub lowered: Lowered,
 }
@@ -132,21 +134,62 @@ fn timing_run(cfg: &Config, program: &crate::Program) -> Option<Timing> {
     ))
 }
 
-/// Pairs of consecutive accelerator kernels `(i, i + 1)`, left to right, where a buffer only
-/// `i` writes and only `i + 1` reads (not a program output) can stay in SRAM
-/// ([`crate::link::link`]) and the linked program simulates faster than the two apart.
+/// Chains of consecutive accelerator kernels, left to right: kernel `j` joins the chain
+/// before it when a buffer only the chain writes and only `j` reads (not a program output)
+/// can stay in SRAM ([`crate::link::link`]) and the linked program simulates faster than the
+/// chain and `j` apart.
 fn plan_links(cfg: &Config, p: &KernelProgram, kernels: &[CompiledKernel]) -> Vec<Link> {
     let mut links = Vec::new();
     let mut runs: HashMap<usize, Option<Timing>> = HashMap::new();
+    let mut timing = |i: usize, l: &Lowered| {
+        runs.entry(i)
+            .or_insert_with(|| timing_run(cfg, &l.program))
+            .clone()
+    };
     let mut i = 0;
     while i + 1 < kernels.len() {
-        if let (Ok(a), Ok(b)) = (&kernels[i].lowered, &kernels[i + 1].lowered)
-            && let Some(link) = try_link(cfg, p, i, a, b, &mut runs)
-        {
-            links.push(link);
-            i += 2;
-        } else {
+        let Ok(first) = &kernels[i].lowered else {
             i += 1;
+            continue;
+        };
+        let Some(mut cur_timing) = timing(i, first) else {
+            i += 1;
+            continue;
+        };
+        let mut chain: Option<Link> = None;
+        for (j, next) in kernels.iter().enumerate().skip(i + 1) {
+            let Ok(b) = &next.lowered else {
+                break;
+            };
+            let Some(b_timing) = timing(j, b) else {
+                break;
+            };
+            let a = chain.as_ref().map_or(first, |l| &l.lowered);
+            let Some((lowered, x, t)) = try_link(cfg, p, i..j, (a, &cur_timing), (b, &b_timing))
+            else {
+                break;
+            };
+            let resident = chain
+                .take()
+                .map(|l| l.resident)
+                .unwrap_or_default()
+                .into_iter()
+                .chain([x])
+                .collect();
+            chain = Some(Link {
+                first: i,
+                count: j - i + 1,
+                resident,
+                lowered,
+            });
+            cur_timing = t;
+        }
+        match chain {
+            Some(l) => {
+                i += l.count;
+                links.push(l);
+            }
+            None => i += 1,
         }
     }
     links
@@ -155,18 +198,22 @@ fn plan_links(cfg: &Config, p: &KernelProgram, kernels: &[CompiledKernel]) -> Ve
 /// A timing-only run's cycles and per-node SRAM high-water marks.
 type Timing = (u64, HashMap<(u8, u8), u64>);
 
+/// The chain `a` (kernels `chain`) linked with the next kernel `b`: the linked program, the
+/// buffer kept in SRAM and the linked program's timing; `None` where it does not link or
+/// is not faster.
 fn try_link(
     cfg: &Config,
     p: &KernelProgram,
-    i: usize,
-    a: &Lowered,
-    b: &Lowered,
-    runs: &mut HashMap<usize, Option<Timing>>,
-) -> Option<Link> {
+    chain: std::ops::Range<usize>,
+    (a, (ca, ha)): (&Lowered, &Timing),
+    (b, (cb, hb)): (&Lowered, &Timing),
+) -> Option<(Lowered, BufferId, Timing)> {
+    let j = chain.end;
     let only = |x: BufferId| {
         !p.outputs.iter().any(|(_, o)| *o == x)
-            && p.kernels.iter().enumerate().all(|(j, k)| {
-                (j == i || !k.outputs.contains(&x)) && (j == i + 1 || !k.inputs.contains(&x))
+            && p.kernels.iter().enumerate().all(|(k, kernel)| {
+                (chain.contains(&k) || !kernel.outputs.contains(&x))
+                    && (k == j || !kernel.inputs.contains(&x))
             })
     };
     // The activation fits a node's SRAM (a node may load all of it) with room to spare.
@@ -178,29 +225,21 @@ fn try_link(
         .writes
         .iter()
         .find(|&&x| b.reads.contains(&x) && !a.reads.contains(&x) && fits(x) && only(x))?;
-    let (ca, ha) = runs
-        .entry(i)
-        .or_insert_with(|| timing_run(cfg, &a.program))
-        .clone()?;
-    let (cb, hb) = runs
-        .entry(i + 1)
-        .or_insert_with(|| timing_run(cfg, &b.program))
-        .clone()?;
     let linked = crate::link::link(
         cfg,
         &crate::link::Part {
             program: &a.program,
-            sram_high: &ha,
+            sram_high: ha,
         },
         &crate::link::Part {
             program: &b.program,
-            sram_high: &hb,
+            sram_high: hb,
         },
         &hbm_name(x),
     )
     .ok()?;
-    let (c, _) = timing_run(cfg, &linked)?;
-    if c >= ca + cb {
+    let t = timing_run(cfg, &linked)?;
+    if t.0 >= ca + cb {
         return None;
     }
     let mut reads = a.reads.clone();
@@ -215,21 +254,18 @@ fn try_link(
             writes.push(w);
         }
     }
-    Some(Link {
-        first: i,
-        resident: x,
-        lowered: Lowered {
-            program: linked,
-            reads,
-            writes,
-            summary: format!(
-                "{}; then {} ({} kept in SRAM)",
-                a.summary,
-                b.summary,
-                hbm_name(x)
-            ),
-        },
-    })
+    let lowered = Lowered {
+        program: linked,
+        reads,
+        writes,
+        summary: format!(
+            "{}; then {} ({} kept in SRAM)",
+            a.summary,
+            b.summary,
+            hbm_name(x)
+        ),
+    };
+    Some((lowered, x, t))
 }
 
 /// `k` lowered, or one of its [`crate::lower::retile`] variants where that simulates faster
@@ -269,6 +305,23 @@ fn lower_best(
 }
 
 impl Compiled {
+    /// `@a + @b + ..`: the kernels of a link.
+    pub fn chain_name(&self, l: &Link) -> String {
+        self.kernels[l.first..l.first + l.count]
+            .iter()
+            .map(|k| format!("@{}", k.name))
+            .collect::<Vec<_>>()
+            .join(" + ")
+    }
+
+    fn resident_names(&self, l: &Link) -> String {
+        l.resident
+            .iter()
+            .map(|&b| format!("%{}", self.program.buffer(b).name.escape_debug()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// How many kernels run on the accelerator.
     pub fn lowered_count(&self) -> usize {
         self.kernels.iter().filter(|k| k.lowered.is_ok()).count()
@@ -315,10 +368,9 @@ impl Compiled {
         for l in &self.links {
             let _ = writeln!(
                 s,
-                "# @{} + @{}: linked, %{} kept in SRAM",
-                self.kernels[l.first].name,
-                self.kernels[l.first + 1].name,
-                self.program.buffer(l.resident).name.escape_debug()
+                "# {}: linked, {} kept in SRAM",
+                self.chain_name(l),
+                self.resident_names(l)
             );
         }
         s.push_str(&print_kernels(&self.program));
@@ -329,21 +381,21 @@ impl Compiled {
     pub fn asm_text(&self) -> String {
         let mut s = String::new();
         self.header(&mut s);
-        let mut skip = false;
+        let mut skip = 0;
         for (i, k) in self.kernels.iter().enumerate() {
-            if std::mem::take(&mut skip) {
+            if skip > 0 {
+                skip -= 1;
                 continue;
             }
             let link = self.links.iter().find(|l| l.first == i);
             let lowered = match link {
                 Some(l) => {
-                    skip = true;
+                    skip = l.count - 1;
                     let _ = writeln!(
                         s,
-                        "\n# ==== @{} + @{} (linked: %{} kept in SRAM)",
-                        k.name,
-                        self.kernels[i + 1].name,
-                        self.program.buffer(l.resident).name.escape_debug()
+                        "\n# ==== {} (linked: {} kept in SRAM)",
+                        self.chain_name(l),
+                        self.resident_names(l)
                     );
                     Ok(&l.lowered)
                 }

@@ -20,9 +20,10 @@
 //! 5. **B**, with each load from `X` turned into a `dma.cp` from the in-stage, its engines
 //!    started once the node's in-stage is complete.
 //!
-//! The stages sit at the top of each node's SRAM, above what A (out-stage) and B (in-stage)
-//! use (their SRAM high-water marks, from a timing run); when they do not fit, the programs
-//! are not linked. Semaphores 58–63 are the linker's; programs using them are not linked.
+//! The stages sit above what A (out-stage) and B (in-stage) use on each node (their SRAM
+//! high-water marks, from a timing run); when they do not fit, the programs are not linked.
+//! Semaphores 58–63 are the linker's: B must not use them, and A only as a linked program
+//! does (balanced at its end), so a linked program links on with the next kernel (a chain).
 //! Mesh links carry 256 B/cycle each, where all of HBM gives 400 B/cycle to the whole chip:
 //! a resident activation costs a few mesh hops instead of a write and a read of HBM.
 
@@ -231,10 +232,14 @@ fn sem_wait(engine: Engine, sem: u8, count: u64) -> Vec<Instruction> {
 
 /// The linked program of `a` then `b` with the buffer named `x` resident in SRAM.
 pub fn link(cfg: &Config, a: &Part, b: &Part, x: &str) -> Result<Program, NotLinked> {
-    for p in [a.program, b.program] {
-        if sems_used(p).iter().any(|&s| s >= JOIN) {
-            return Err(no("a program uses the linker's semaphores"));
-        }
+    // A may be a linked program itself (a longer chain): its own uses of the linker's
+    // semaphores are balanced when it ends.
+    let a_bal = balances(a.program);
+    let a_ok = a_bal
+        .values()
+        .all(|m| m.iter().all(|(&s, &v)| s < JOIN || v == 0));
+    if !a_ok || sems_used(b.program).iter().any(|&s| s >= JOIN) {
+        return Err(no("a program uses the linker's semaphores"));
     }
     let xa = a
         .program
@@ -367,22 +372,19 @@ pub fn link(cfg: &Config, a: &Part, b: &Part, x: &str) -> Result<Program, NotLin
     let mut nodes: BTreeSet<(u8, u8)> = BTreeSet::new();
     nodes.extend(a.program.streams.iter().map(|s| s.node));
     nodes.extend(b.program.streams.iter().map(|s| s.node));
-    let align = |v: u64| v & !63;
+    let align = |v: u64| v.checked_next_multiple_of(64);
     for &n in &nodes {
         let out_len = out_range.get(&n).map_or(0, |r| r.1 - r.0);
         let in_len = in_range.get(&n).map_or(0, |r| r.1 - r.0);
         let hw_a = a.sram_high.get(&n).copied().unwrap_or(0);
         let hw_b = b.sram_high.get(&n).copied().unwrap_or(0);
-        // Out-stage at the top, in-stage below it; or the other way round.
-        let o1 = sram.checked_sub(out_len).map(align);
-        let i1 = o1.and_then(|o| o.checked_sub(in_len)).map(align);
-        let i2 = sram.checked_sub(in_len).map(align);
-        let o2 = i2.and_then(|i| i.checked_sub(out_len)).map(align);
-        let (o, i) = match (o1, i1, o2, i2) {
-            (Some(o), Some(i), _, _) if o >= hw_a && i >= hw_b => (o, i),
-            (_, _, Some(o), Some(i)) if o >= hw_a && i >= hw_b => (o, i),
-            _ => return Err(no(format!("the stages do not fit node {n:?}'s SRAM"))),
-        };
+        // The out-stage right above what A uses; the in-stage above what B uses and the
+        // out-stage (both are live during the redistribution).
+        let o = align(hw_a).ok_or_else(|| no("SRAM addresses overflow"))?;
+        let i = align(hw_b.max(o + out_len)).ok_or_else(|| no("SRAM addresses overflow"))?;
+        if i + in_len > sram {
+            return Err(no(format!("the stages do not fit node {n:?}'s SRAM")));
+        }
         out_base.insert(n, o);
         in_base.insert(n, i);
     }
@@ -401,7 +403,6 @@ pub fn link(cfg: &Config, a: &Part, b: &Part, x: &str) -> Result<Program, NotLin
             .collect()
     };
     let (a_streams, b_streams) = (by_node(a.program), by_node(b.program));
-    let a_bal = balances(a.program);
     let mut streams = Vec::new();
     // Pieces of X to move: (from, to, from SRAM address, to SRAM address, len, rows, stride).
     let mut arrivals: HashMap<(u8, u8), u64> = HashMap::new();

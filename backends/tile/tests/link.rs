@@ -115,15 +115,30 @@ fn the_linker_refuses_what_it_cannot_link() {
         .collect();
     let err = link(&cfg, &part(&a, &full), &part(&b, &full), "X").unwrap_err();
     assert!(err.to_string().contains("do not fit"), "{err}");
-    // A program using the linker's semaphores.
+    // A consumer using the linker's semaphores, a producer leaving tokens on one (a linked
+    // producer uses them too, balanced, and links on).
     let greedy = Program::parse(
+        &CONSUMER
+            .replace("signal=1", "signal=60")
+            .replace("sem=1", "sem=60"),
+    )
+    .unwrap();
+    let err = link(&cfg, &part(&a, &ha), &part(&greedy, &hb), "X").unwrap_err();
+    assert!(err.to_string().contains("semaphores"), "{err}");
+    let leaky = Program::parse(&PRODUCER.replace(
+        "sem.wait engine=dma, sem=2",
+        "sem.signal engine=dma, sem=60",
+    ))
+    .unwrap();
+    let err = link(&cfg, &part(&leaky, &ha), &part(&b, &hb), "X").unwrap_err();
+    assert!(err.to_string().contains("semaphores"), "{err}");
+    let balanced = Program::parse(
         &PRODUCER
             .replace("signal=2", "signal=60")
             .replace("sem=2", "sem=60"),
     )
     .unwrap();
-    let err = link(&cfg, &part(&greedy, &ha), &part(&b, &hb), "X").unwrap_err();
-    assert!(err.to_string().contains("semaphores"), "{err}");
+    assert!(link(&cfg, &part(&balanced, &ha), &part(&b, &hb), "X").is_ok());
     // A consumer reading bytes the producer never stored.
     let half = Program::parse(&PRODUCER.replace(".nodes 0..2, 0..1", ".nodes 0..1, 0..1")).unwrap();
     let hh = high_water(&cfg, &half);
