@@ -873,12 +873,19 @@ impl FnGen<'_, '_> {
                     ok = self.vector_lanes(body, v).is_some();
                     self.vplanned.insert(*local);
                 }
+                // A store the lanes cannot compute together (an op without an exact lane-wise
+                // form, a strided store) is computed lane by lane from the reductions' lanes:
+                // the contraction still runs four lanes at a time.
                 Stage::Store {
                     buffer,
                     vars,
                     index,
                     value,
-                } => ok = vars.is_empty() && self.vectorizable(*buffer, index, value, v),
+                } => {
+                    ok = vars.is_empty()
+                        && (!self.vplanned.is_empty()
+                            || self.vectorizable(*buffer, index, value, v))
+                }
             }
         }
         if !ok {
@@ -959,7 +966,7 @@ impl FnGen<'_, '_> {
                     index,
                     value,
                     ..
-                } => {
+                } if self.vectorizable(*buffer, index, value, v) => {
                     for (u, &start) in starts.iter().enumerate() {
                         self.vars.insert(v, start);
                         self.group = u;
@@ -969,6 +976,36 @@ impl FnGen<'_, '_> {
                             .ins()
                             .store(MemFlagsData::new().with_notrap(), x, addr, 0);
                     }
+                }
+                Stage::Store {
+                    buffer,
+                    index,
+                    value,
+                    ..
+                } => {
+                    // Lane by lane: the reductions' lanes as scalar locals, then the value as
+                    // the scalar code computes it.
+                    let planned: Vec<(Local, Vec<Value>)> = self
+                        .vlocals
+                        .iter()
+                        .map(|(l, xs)| (*l, xs.clone()))
+                        .collect();
+                    for (u, &start) in starts.iter().enumerate() {
+                        for lane in 0..4u8 {
+                            let at = match lane {
+                                0 => start,
+                                j => self.b.ins().iadd_imm_s(start, j as i64),
+                            };
+                            self.vars.insert(v, at);
+                            for (l, xs) in &planned {
+                                let x = self.b.ins().extractlane(xs[u], lane);
+                                self.locals.insert(*l, (x, DType::F32));
+                            }
+                            let x = self.expr(value)?;
+                            self.store(*buffer, index, x)?;
+                        }
+                    }
+                    self.vars.insert(v, iv);
                 }
             }
         }
