@@ -15,9 +15,15 @@
 //! four lanes at a time (reductions keep one `f32x4` accumulator per group of four lanes, the
 //! epilogue stores lane-wise), else a store's own innermost loop does. Loads contiguous in the
 //! lane variable are vector loads, loads independent of it are splats, other loads (strided,
-//! bounds-checked padding) are gathered lane by lane; stores must be contiguous. The remainder
-//! runs one element at a time. Each element is computed by the same operations in the same
-//! order either way, so results do not depend on the split (nor on the thread count).
+//! bounds-checked padding) are gathered lane by lane; vector stores are contiguous, and a store
+//! that cannot be computed four lanes at once (an op without a lane-wise form such as `erf`,
+//! a strided store) after lane-wise reductions is computed lane by lane from the reductions'
+//! lanes. A contraction whose lane loads do not depend on the last dim of the parallel prefix
+//! (a matmul's right operand along the rows of the left, a convolution's input along the
+//! output channels) computes [`ROWS`] values of that dim together (a *row block*: the task
+//! split counts blocks), each with its own accumulators, the loads they share made once. The
+//! remainder runs one element at a time. Each element is computed by the same operations in
+//! the same order either way, so results do not depend on the split (nor on the thread count).
 //!
 //! Call kernels, kernels touching float8 types and kernels of the GEMM form all have their
 //! plan: the first two run through the runtime's call (the kernel interpreter), GEMM-form
