@@ -299,7 +299,11 @@ impl FnGen<'_, '_> {
         // never part of the parallel prefix, unless it is the only dim).
         let last = Var(nest.space.len().saturating_sub(1) as u32);
         let lanes = !nest.space.is_empty() && self.lane_stages(&nest.stages, last);
-        let max_prefix = if lanes && nest.space.len() > 1 {
+        // A nest whose other dims are all 1 (a matrix-vector product, `[1, N]`) runs like a
+        // one-dim one: its tasks split the lane dim (so it runs on every thread).
+        let (outer_dims, _) = nest.space.split_at(nest.space.len().saturating_sub(1));
+        let flat = lanes && outer_dims.iter().all(|&n| n == 1);
+        let max_prefix = if lanes && !flat {
             nest.space.len() - 1
         } else {
             nest.space.len()
@@ -308,7 +312,7 @@ impl FnGen<'_, '_> {
         // the prefix's last dim counts blocks of rows.
         let mut split = split_tasks(nest, max_prefix);
         let mut space = nest.space.clone();
-        let block = if lanes && nest.space.len() > 1 {
+        let block = if lanes && !flat {
             self.row_block(nest, &split, last)
         } else {
             None
@@ -353,7 +357,11 @@ impl FnGen<'_, '_> {
             .map(|d| (Var(d as u32), nest.space[d]))
             .collect();
         match lanes {
-            true if nest.space.len() == 1 => {
+            true if flat => {
+                for d in 0..last.0 {
+                    let z = self.iconst(0);
+                    self.vars.insert(Var(d), z);
+                }
                 self.lane_loop(lo, hi, last, &nest.stages, None)?;
             }
             true => {
