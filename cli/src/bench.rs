@@ -44,6 +44,11 @@ EXAMPLES:
   # The same on the Cranelift backend (compile time against LLVM's, and run latency)
   terafab bench model.onnx --backend cranelift --threads 1 --iters 50
 
+  # Tiered (--backend auto): the first result on Cranelift's code, runs while LLVM compiles in
+  # the background, then 50 runs on LLVM's code; scripts/bench-compile.sh compares the two
+  # backends' compile and run times on five networks
+  terafab bench model.onnx --backend auto --threads 1 --iters 50
+
   # terafab against onnxruntime on five networks, 1 and 2 threads
   scripts/bench-ort.sh
 

@@ -22,6 +22,8 @@ struct Timing {
     threads: usize,
     /// Passes + fusion + code generation.
     compile: Duration,
+    /// The backend's part of `compile`: kernel IR to loaded machine code.
+    backend: Duration,
     kernels: usize,
     times: Vec<Duration>,
 }
@@ -151,6 +153,9 @@ pub fn run(args: &BenchArgs, backend: Backend, out: &mut dyn Write) -> Result<()
     if backend == Backend::Tile {
         return crate::bench_tile::run(args, out);
     }
+    if backend == Backend::Auto {
+        return bench_auto(args, out);
+    }
     let pipeline = args.passes.as_deref().unwrap_or("default");
     terafab_passes::parse_pipeline(pipeline).map_err(crate::opt::pipeline_error(pipeline))?;
     let opts = terafab_llvm::Options {
@@ -167,6 +172,7 @@ pub fn run(args: &BenchArgs, backend: Backend, out: &mut dyn Write) -> Result<()
         let model = path.display().to_string();
         let timing = match backend {
             Backend::Tile => return crate::bench_tile::run(args, out),
+            Backend::Auto => return bench_auto(args, out),
             Backend::Interp => {
                 let f = module
                     .entry()
@@ -183,6 +189,7 @@ pub fn run(args: &BenchArgs, backend: Backend, out: &mut dyn Write) -> Result<()
                     model,
                     threads,
                     compile: Duration::ZERO,
+                    backend: Duration::ZERO,
                     kernels: 0,
                     times,
                 }
@@ -202,6 +209,7 @@ pub fn run(args: &BenchArgs, backend: Backend, out: &mut dyn Write) -> Result<()
                     model,
                     threads,
                     compile: lowered.passes_time + lowered.fuse_time,
+                    backend: Duration::ZERO,
                     kernels: p.kernels.len(),
                     times,
                 }
@@ -234,6 +242,7 @@ pub fn run(args: &BenchArgs, backend: Backend, out: &mut dyn Write) -> Result<()
                     model,
                     threads,
                     compile: lowered.passes_time + lowered.fuse_time + codegen,
+                    backend: codegen,
                     kernels: lowered.program.kernels.len(),
                     times,
                 }
@@ -266,6 +275,7 @@ pub fn run(args: &BenchArgs, backend: Backend, out: &mut dyn Write) -> Result<()
                     model,
                     threads,
                     compile: lowered.passes_time + lowered.fuse_time + codegen,
+                    backend: codegen,
                     kernels: lowered.program.kernels.len(),
                     times,
                 }
@@ -279,6 +289,7 @@ pub fn run(args: &BenchArgs, backend: Backend, out: &mut dyn Write) -> Result<()
         Backend::Llvm => "llvm",
         Backend::Cranelift => "cranelift",
         Backend::Tile => "tile",
+        Backend::Auto => "auto",
     };
     writeln!(
         out,
@@ -316,15 +327,168 @@ pub fn run(args: &BenchArgs, backend: Backend, out: &mut dyn Write) -> Result<()
             let secs = |d: Option<Duration>| d.map_or(f64::NAN, |d| d.as_secs_f64() * 1e3);
             writeln!(
                 out,
-                "{{\"model\": {:?}, \"backend\": \"{backend_name}\", \"threads\": {}, \"compile_ms\": {:.3}, \"median_ms\": {:.4}, \"min_ms\": {:.4}, \"max_ms\": {:.4}, \"iters\": {}, \"kernels\": {}}}",
+                "{{\"model\": {:?}, \"backend\": \"{backend_name}\", \"threads\": {}, \"compile_ms\": {:.3}, \"backend_ms\": {:.3}, \"median_ms\": {:.4}, \"min_ms\": {:.4}, \"max_ms\": {:.4}, \"iters\": {}, \"kernels\": {}}}",
                 r.model,
                 r.threads,
                 secs(Some(r.compile)),
+                secs(Some(r.backend)),
                 secs(median(&r.times)),
                 secs(r.times.iter().min().copied()),
                 secs(r.times.iter().max().copied()),
                 r.times.len(),
                 r.kernels
+            )
+            .map_err(CliError::Stdout)?;
+        }
+    }
+    Ok(())
+}
+
+/// One model's figures under tiered compilation.
+struct AutoTiming {
+    model: String,
+    kernels: usize,
+    /// Passes and fusion, before either compiler starts.
+    lower: Duration,
+    /// Since the compilers started: the Cranelift code ready, the first result, the LLVM code
+    /// ready (or failed).
+    cranelift_ready: Duration,
+    first_result: Duration,
+    llvm_ready: Option<Duration>,
+    llvm_error: Option<String>,
+    /// The time of every run after the first, by tier.
+    cranelift: Vec<Duration>,
+    llvm: Vec<Duration>,
+}
+
+/// `terafab bench --backend auto`: per model, compile tiered (Cranelift at once, LLVM in the
+/// background), time the first result, then run back to back while LLVM compiles (these runs
+/// are Cranelift's) and `--iters` more once the LLVM code is ready (or, if LLVM fails, once it
+/// has failed). `--warmup` does not apply: the point is what happens from the start.
+fn bench_auto(args: &BenchArgs, out: &mut dyn Write) -> Result<(), CliError> {
+    use terafab_tiered::{LlvmStatus, Tier, Tiered};
+    if args.profile {
+        return Err(CliError::Usage(
+            "--profile: profile each tier with --backend cranelift or --backend llvm".into(),
+        ));
+    }
+    let pipeline = args.passes.as_deref().unwrap_or("default");
+    terafab_passes::parse_pipeline(pipeline).map_err(crate::opt::pipeline_error(pipeline))?;
+    let opts = terafab_tiered::Options {
+        threads: args.threads,
+        ..Default::default()
+    };
+    let threads = terafab_runtime::resolve_threads(args.threads);
+    let mut rows = Vec::new();
+    for path in &args.models {
+        let (module, inputs) = load_with_random_inputs(path, &args.shapes)?;
+        let lowered = lower(path, module, pipeline, inputs)?;
+        let t0 = Instant::now();
+        let exe = Tiered::compile(&lowered.program, &opts)?;
+        let cranelift_ready = t0.elapsed();
+        drop(exe.run(&lowered.inputs)?);
+        let first_result = t0.elapsed();
+        let (mut cranelift, mut llvm) = (Vec::new(), Vec::new());
+        let mut after_llvm = 0;
+        loop {
+            if !matches!(exe.llvm_status(), LlvmStatus::Compiling) {
+                if after_llvm >= args.iters {
+                    break;
+                }
+                after_llvm += 1;
+            }
+            let t = Instant::now();
+            let o = exe.run(&lowered.inputs)?;
+            let dt = t.elapsed();
+            match o.tier {
+                Tier::Cranelift => cranelift.push(dt),
+                Tier::Llvm => llvm.push(dt),
+            }
+        }
+        let (llvm_ready, llvm_error) = match exe.wait_for_llvm() {
+            LlvmStatus::Ready { after } => (Some(after), None),
+            LlvmStatus::Failed { error, after } => {
+                (Some(after), Some(terafab_tiered::error_chain(error)))
+            }
+            LlvmStatus::Compiling => (None, None),
+        };
+        rows.push(AutoTiming {
+            model: path.display().to_string(),
+            kernels: lowered.program.kernels.len(),
+            lower: lowered.passes_time + lowered.fuse_time,
+            cranelift_ready,
+            first_result,
+            llvm_ready,
+            llvm_error,
+            cranelift,
+            llvm,
+        });
+    }
+    writeln!(
+        out,
+        "backend auto (Cranelift first, LLVM in the background), {threads} thread(s), passes `{pipeline}`; \
+         times in ms from the start of compilation (after passes and fusion); runs back to back \
+         while LLVM compiles, then {} on LLVM's code\n",
+        args.iters
+    )
+    .map_err(CliError::Stdout)?;
+    let header = [
+        "model",
+        "kernels",
+        "passes+fusion",
+        "cranelift ready",
+        "first result",
+        "llvm ready",
+        "cranelift runs",
+        "cranelift median",
+        "llvm runs",
+        "llvm median",
+    ];
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.model.clone(),
+                r.kernels.to_string(),
+                ms(Some(r.lower)),
+                ms(Some(r.cranelift_ready)),
+                ms(Some(r.first_result)),
+                match &r.llvm_error {
+                    Some(_) => "failed".into(),
+                    None => ms(r.llvm_ready),
+                },
+                r.cranelift.len().to_string(),
+                ms(median(&r.cranelift)),
+                r.llvm.len().to_string(),
+                ms(median(&r.llvm)),
+            ]
+        })
+        .collect();
+    out.write_all(table(&header, &cells).as_bytes())
+        .map_err(CliError::Stdout)?;
+    for r in &rows {
+        if let Some(e) = &r.llvm_error {
+            writeln!(out, "{}: LLVM failed in the background: {e}", r.model)
+                .map_err(CliError::Stdout)?;
+        }
+    }
+    if args.json {
+        let secs = |d: Option<Duration>| d.map_or(f64::NAN, |d| d.as_secs_f64() * 1e3);
+        for r in &rows {
+            writeln!(
+                out,
+                "{{\"model\": {:?}, \"backend\": \"auto\", \"threads\": {threads}, \"kernels\": {}, \"lower_ms\": {:.3}, \"cranelift_ready_ms\": {:.3}, \"first_result_ms\": {:.3}, \"llvm_ready_ms\": {:.3}, \"llvm_error\": {:?}, \"cranelift_runs\": {}, \"cranelift_median_ms\": {:.4}, \"llvm_runs\": {}, \"llvm_median_ms\": {:.4}}}",
+                r.model,
+                r.kernels,
+                secs(Some(r.lower)),
+                secs(Some(r.cranelift_ready)),
+                secs(Some(r.first_result)),
+                secs(r.llvm_ready),
+                r.llvm_error.as_deref().unwrap_or(""),
+                r.cranelift.len(),
+                secs(median(&r.cranelift)),
+                r.llvm.len(),
+                secs(median(&r.llvm)),
             )
             .map_err(CliError::Stdout)?;
         }

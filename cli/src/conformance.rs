@@ -116,6 +116,13 @@ pub fn run(args: &ConformanceArgs, out: &mut dyn Write) -> Result<(), CliError> 
             )
             .map_err(|e| err(format!("--passes: {e}")))?,
         ),
+        (Backend::Auto, _) => {
+            return Err(CliError::Usage(
+                "conformance runs each case once, on one compiler: use --backend cranelift or \
+                 llvm (--backend auto runs their code)"
+                    .into(),
+            ));
+        }
         (Backend::Tile, _) => Box::new(
             Optimized::new(
                 args.passes.as_deref().unwrap_or("default"),
@@ -198,5 +205,6 @@ fn backend_name(b: Backend) -> &'static str {
         Backend::Llvm => "llvm",
         Backend::Cranelift => "cranelift",
         Backend::Tile => "tile",
+        Backend::Auto => "auto",
     }
 }

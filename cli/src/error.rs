@@ -120,6 +120,8 @@ pub enum CliError {
     Llvm(#[from] terafab_llvm::LlvmError),
     #[error(transparent)]
     Cranelift(#[from] terafab_cranelift::CraneliftError),
+    #[error(transparent)]
+    Tiered(#[from] terafab_tiered::TieredError),
     #[error("{0}")]
     Usage(String),
     #[error("--print-ir-after takes a pass name, and `{name}` is a named pipeline")]

@@ -225,6 +225,9 @@ pub enum Backend {
     /// Fusion into kernels compiled to native code by Cranelift (JIT; compiles much faster than
     /// LLVM, runs slower), on the same runtime and thread pool
     Cranelift,
+    /// Tiered compilation: runs at once on Cranelift's code while LLVM compiles the same kernels
+    /// in the background, then later runs of the session (bench iterations) on LLVM's code
+    Auto,
     /// Fusion into kernels lowered to the simulated tile accelerator (--config); kernels it
     /// cannot run yet run on the host; prints the simulator's report
     Tile,

@@ -4,7 +4,10 @@ use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use terafab_ir::kernel::KernelProgram;
 use terafab_ir::{Tensor, TensorType};
+use terafab_passes::fuse::{RunError, run_kernels_with};
+use terafab_tiered::{LlvmStatus, Tier, Tiered, TieredError};
 
 use crate::error::CliError;
 use crate::inputs::{self, Origin, RandomSpec};
@@ -80,6 +83,9 @@ pub fn run(args: &RunArgs, out: &mut dyn Write) -> Result<(), CliError> {
 
     let pipeline = args.tile.pipeline(&args.passes, args.backend)?;
     let tensors: Vec<Tensor> = inputs.into_iter().map(|i| i.tensor).collect();
+    // With --backend auto: per kernel program run, the tier that ran and its executable (whose
+    // LLVM compilation is reported once the outputs are out).
+    let mut tiered: Vec<(Tier, Tiered)> = Vec::new();
     let results = match args.backend {
         Backend::Interp => {
             terafab_ir::interp::run_function(func, &tensors).map_err(|source| CliError::Interp {
@@ -87,7 +93,7 @@ pub fn run(args: &RunArgs, out: &mut dyn Write) -> Result<(), CliError> {
                 source: Box::new(source),
             })?
         }
-        Backend::Kernels | Backend::Llvm | Backend::Cranelift | Backend::Tile => {
+        Backend::Kernels | Backend::Llvm | Backend::Cranelift | Backend::Auto | Backend::Tile => {
             let mut module = module.clone();
             if pipeline != "none" {
                 terafab_passes::run_pipeline(&mut module, &pipeline, Default::default())
@@ -113,6 +119,22 @@ pub fn run(args: &RunArgs, out: &mut dyn Write) -> Result<(), CliError> {
                     w(out, format!("trace: {}", path.display()))?;
                 }
                 results
+            } else if args.backend == Backend::Auto {
+                let opts = terafab_tiered::Options {
+                    threads: args.threads,
+                    ..Default::default()
+                };
+                let mut exec = |p: &KernelProgram, inputs: &[Tensor]| {
+                    let backend = |e: TieredError| RunError::Backend {
+                        func: f.name.clone(),
+                        source: Box::new(e),
+                    };
+                    let exe = Tiered::compile(p, &opts).map_err(backend)?;
+                    let out = exe.run(inputs).map_err(backend)?;
+                    tiered.push((out.tier, exe));
+                    Ok(out.tensors)
+                };
+                run_kernels_with(f, &tensors, &mut exec)?
             } else if args.backend == Backend::Cranelift {
                 let opts = terafab_cranelift::Options {
                     threads: args.threads,
@@ -141,6 +163,10 @@ pub fn run(args: &RunArgs, out: &mut dyn Write) -> Result<(), CliError> {
         )?;
     }
 
+    for (tier, exe) in &tiered {
+        w(out, tier_line(*tier, exe))?;
+    }
+
     if let Some(dir) = &args.output_dir {
         std::fs::create_dir_all(dir).map_err(|source| CliError::CreateDir {
             path: dir.clone(),
@@ -159,6 +185,37 @@ pub fn run(args: &RunArgs, out: &mut dyn Write) -> Result<(), CliError> {
         }
     }
     Ok(())
+}
+
+/// `tier: cranelift (code ready after 12.3 ms); LLVM: ready after 80.1 ms (later runs would use
+/// it)`, or LLVM's error: waits for the background compilation.
+fn tier_line(tier: Tier, exe: &Tiered) -> String {
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    let llvm = match exe.wait_for_llvm() {
+        LlvmStatus::Ready { after } if tier == Tier::Llvm => {
+            format!("LLVM's code was ready after {:.1} ms", ms(after))
+        }
+        LlvmStatus::Ready { after } => format!(
+            "LLVM compiled in the background, ready after {:.1} ms (later runs would use it)",
+            ms(after)
+        ),
+        LlvmStatus::Failed { error, after } => format!(
+            "LLVM failed in the background after {:.1} ms: {}",
+            ms(after),
+            terafab_tiered::error_chain(error)
+        ),
+        LlvmStatus::Compiling => "LLVM still compiling".into(),
+    };
+    match exe.cranelift_error() {
+        None => format!(
+            "tier: {tier} (Cranelift's code ready after {:.1} ms); {llvm}",
+            ms(exe.cranelift_after())
+        ),
+        Some(e) => format!(
+            "tier: {tier} (Cranelift failed: {}); {llvm}",
+            terafab_tiered::error_chain(e)
+        ),
+    }
 }
 
 /// A name as printed: as is, or quoted and escaped if it has control characters (one line per

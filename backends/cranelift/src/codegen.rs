@@ -15,9 +15,15 @@
 //! four lanes at a time (reductions keep one `f32x4` accumulator per group of four lanes, the
 //! epilogue stores lane-wise), else a store's own innermost loop does. Loads contiguous in the
 //! lane variable are vector loads, loads independent of it are splats, other loads (strided,
-//! bounds-checked padding) are gathered lane by lane; stores must be contiguous. The remainder
-//! runs one element at a time. Each element is computed by the same operations in the same
-//! order either way, so results do not depend on the split (nor on the thread count).
+//! bounds-checked padding) are gathered lane by lane; vector stores are contiguous, and a store
+//! that cannot be computed four lanes at once (an op without a lane-wise form such as `erf`,
+//! a strided store) after lane-wise reductions is computed lane by lane from the reductions'
+//! lanes. A contraction whose lane loads do not depend on the last dim of the parallel prefix
+//! (a matmul's right operand along the rows of the left, a convolution's input along the
+//! output channels) computes [`ROWS`] values of that dim together (a *row block*: the task
+//! split counts blocks), each with its own accumulators, the loads they share made once. The
+//! remainder runs one element at a time. Each element is computed by the same operations in
+//! the same order either way, so results do not depend on the split (nor on the thread count).
 //!
 //! Call kernels, kernels touching float8 types and kernels of the GEMM form all have their
 //! plan: the first two run through the runtime's call (the kernel interpreter), GEMM-form
@@ -122,6 +128,8 @@ pub fn generate<M: Module>(module: &mut M, p: &KernelProgram, emit: bool) -> R<G
                 vplanned: HashSet::new(),
                 vlocals: HashMap::new(),
                 group: 0,
+                shared: None,
+                cache: HashMap::new(),
             };
             let ntasks = g.loop_kernel(k, nest).map_err(|e| in_kernel(&k.name, e))?;
             g.b.seal_all_blocks();
@@ -212,9 +220,19 @@ pub(crate) struct FnGen<'a, 'f> {
     /// `f32x4` values once computed.
     vplanned: HashSet<Local>,
     vlocals: HashMap<Local, Vec<Value>>,
-    /// The group of four lanes being generated (an index into `vlocals`' values).
+    /// The group of four lanes being generated (an index into `vlocals`' values: row `r` of a
+    /// row block, group `u` of `g` groups, is `r * g + u`).
     group: usize,
+    /// In a row block (see [`FnGen::row_block`]): its variable; lane values of expressions
+    /// that use neither it nor a local are computed once per block and reused by every row.
+    shared: Option<Var>,
+    /// Those values, by expression (address) and first lane's index.
+    cache: HashMap<(usize, Value), Value>,
 }
+
+/// The rows of a row block: a contraction computes this many consecutive values of one space
+/// variable together, so each row's accumulators reuse the lane loads the rows share.
+const ROWS: usize = 2;
 
 /// The one thing a function needs of its module: importing a declared function.
 pub(crate) trait ModuleRef {
@@ -281,18 +299,40 @@ impl FnGen<'_, '_> {
         // never part of the parallel prefix, unless it is the only dim).
         let last = Var(nest.space.len().saturating_sub(1) as u32);
         let lanes = !nest.space.is_empty() && self.lane_stages(&nest.stages, last);
-        let max_prefix = if lanes && nest.space.len() > 1 {
+        // A nest whose other dims are all 1 (a matrix-vector product, `[1, N]`) runs like a
+        // one-dim one: its tasks split the lane dim (so it runs on every thread).
+        let (outer_dims, _) = nest.space.split_at(nest.space.len().saturating_sub(1));
+        let flat = lanes && outer_dims.iter().all(|&n| n == 1);
+        let max_prefix = if lanes && !flat {
             nest.space.len() - 1
         } else {
             nest.space.len()
         };
-        // The parallel prefix and the tasks, as the LLVM backend splits them.
+        // The parallel prefix and the tasks, as the LLVM backend splits them; with a row block,
+        // the prefix's last dim counts blocks of rows.
+        let mut split = split_tasks(nest, max_prefix);
+        let mut space = nest.space.clone();
+        let block = if lanes && !flat {
+            self.row_block(nest, &split, last)
+        } else {
+            None
+        };
+        if let Some(w) = block {
+            let mut blocked = nest.clone();
+            blocked.space[w.0 as usize] = nest.space[w.0 as usize].div_ceil(ROWS);
+            let s = split_tasks(&blocked, split.prefix);
+            if s.prefix == split.prefix {
+                split = s;
+                space = blocked.space;
+            }
+        }
+        let block = block.filter(|_| space != nest.space);
         let TaskSplit {
             prefix,
             total,
             chunk,
             ntasks,
-        } = split_tasks(nest, max_prefix);
+        } = split;
 
         let entry = self.b.create_block();
         self.b.append_block_params_for_function_params(entry);
@@ -317,17 +357,55 @@ impl FnGen<'_, '_> {
             .map(|d| (Var(d as u32), nest.space[d]))
             .collect();
         match lanes {
-            true if nest.space.len() == 1 => {
-                self.lane_loop(lo, hi, last, &nest.stages)?;
+            true if flat => {
+                for d in 0..last.0 {
+                    let z = self.iconst(0);
+                    self.vars.insert(Var(d), z);
+                }
+                self.lane_loop(lo, hi, last, &nest.stages, None)?;
             }
             true => {
                 self.range_loop(lo, hi, 1, |g, flat| {
-                    g.split_prefix(flat, prefix, &nest.space);
+                    g.split_prefix(flat, prefix, &space);
                     let (outer, _) = rest.split_at(rest.len() - 1);
+                    let n_last = nest.space[last.0 as usize] as i64;
+                    let Some(w) = block else {
+                        return g.nest(outer, &mut |g| {
+                            let (z, n) = (g.iconst(0), g.iconst(n_last));
+                            g.lane_loop(z, n, last, &nest.stages, None)
+                        });
+                    };
+                    // A whole block of rows, or the last rows one at a time.
+                    let n_w = nest.space[w.0 as usize] as i64;
+                    let w0 = g.var(w)?;
+                    let w0 = g.b.ins().imul_imm_s(w0, ROWS as i64);
+                    g.vars.insert(w, w0);
+                    let end = g.b.ins().iadd_imm_s(w0, ROWS as i64);
+                    let n_w_v = g.iconst(n_w);
+                    let whole = g.b.ins().icmp(IntCC::SignedLessThanOrEqual, end, n_w_v);
+                    let (full, tail, merge) =
+                        (g.b.create_block(), g.b.create_block(), g.b.create_block());
+                    g.b.ins().brif(whole, full, &[], tail, &[]);
+                    g.b.switch_to_block(full);
                     g.nest(outer, &mut |g| {
-                        let (z, n) = (g.iconst(0), g.iconst(nest.space[last.0 as usize] as i64));
-                        g.lane_loop(z, n, last, &nest.stages)
-                    })
+                        let (z, n) = (g.iconst(0), g.iconst(n_last));
+                        g.vars.insert(w, w0);
+                        g.lane_loop(z, n, last, &nest.stages, Some((w, w0)))
+                    })?;
+                    g.b.ins().jump(merge, &[]);
+                    g.b.switch_to_block(tail);
+                    // `lane_loop` forgets its plan once done: plan again.
+                    g.lane_stages(&nest.stages, last);
+                    g.range_loop(w0, n_w_v, 1, |g, row| {
+                        g.vars.insert(w, row);
+                        g.nest(outer, &mut |g| {
+                            let (z, n) = (g.iconst(0), g.iconst(n_last));
+                            g.lane_loop(z, n, last, &nest.stages, None)
+                        })
+                    })?;
+                    g.b.ins().jump(merge, &[]);
+                    g.b.switch_to_block(merge);
+                    Ok(())
                 })?;
             }
             false => {
@@ -767,6 +845,22 @@ impl FnGen<'_, '_> {
 
     /// `value` at lanes `v .. v + 4` (`v` bound to the first), as an `f32x4`.
     fn vexpr(&mut self, e: &Expr, v: Var) -> R<Value> {
+        let Some(w) = self.shared else {
+            return self.vexpr_uncached(e, v);
+        };
+        if e.uses_local() || e.vars().contains(&w) {
+            return self.vexpr_uncached(e, v);
+        }
+        let key = (e as *const Expr as usize, self.var(v)?);
+        if let Some(&x) = self.cache.get(&key) {
+            return Ok(x);
+        }
+        let x = self.vexpr_uncached(e, v)?;
+        self.cache.insert(key, x);
+        Ok(x)
+    }
+
+    fn vexpr_uncached(&mut self, e: &Expr, v: Var) -> R<Value> {
         let lanes = self
             .vector_lanes(e, v)
             .ok_or_else(|| CodegenError::Invalid("expression not vectorizable".into()))?;
@@ -873,12 +967,19 @@ impl FnGen<'_, '_> {
                     ok = self.vector_lanes(body, v).is_some();
                     self.vplanned.insert(*local);
                 }
+                // A store the lanes cannot compute together (an op without an exact lane-wise
+                // form, a strided store) is computed lane by lane from the reductions' lanes:
+                // the contraction still runs four lanes at a time.
                 Stage::Store {
                     buffer,
                     vars,
                     index,
                     value,
-                } => ok = vars.is_empty() && self.vectorizable(*buffer, index, value, v),
+                } => {
+                    ok = vars.is_empty()
+                        && (!self.vplanned.is_empty()
+                            || self.vectorizable(*buffer, index, value, v))
+                }
             }
         }
         if !ok {
@@ -891,24 +992,92 @@ impl FnGen<'_, '_> {
     /// lanes at a time (four `f32x4` groups, so that reductions keep four independent
     /// accumulators), then four, then the remainder one point at a time. Every point is
     /// computed by the same operations in the same order whichever way it is reached.
-    fn lane_loop(&mut self, lo: Value, hi: Value, v: Var, stages: &[Stage]) -> R<()> {
+    /// With `rows` (a row block's variable and first value), every step computes [`ROWS`]
+    /// consecutive values of that variable.
+    fn lane_loop(
+        &mut self,
+        lo: Value,
+        hi: Value,
+        v: Var,
+        stages: &[Stage],
+        rows: Option<(Var, Value)>,
+    ) -> R<()> {
         let len = self.b.ins().isub(hi, lo);
         let whole16 = self.b.ins().band_imm_s(len, !15i64);
         let mid16 = self.b.ins().iadd(lo, whole16);
         let whole4 = self.b.ins().band_imm_s(len, !3i64);
         let mid4 = self.b.ins().iadd(lo, whole4);
-        self.range_loop(lo, mid16, 16, |g, iv| g.lane_groups(iv, 4, v, stages))?;
-        self.range_loop(mid16, mid4, 4, |g, iv| g.lane_groups(iv, 1, v, stages))?;
+        self.range_loop(lo, mid16, 16, |g, iv| g.lane_groups(iv, 4, v, stages, rows))?;
+        self.range_loop(mid16, mid4, 4, |g, iv| {
+            g.lane_groups(iv, 1, v, stages, rows)
+        })?;
         self.vplanned.clear();
         self.vlocals.clear();
         self.range_loop(mid4, hi, 1, |g, iv| {
             g.vars.insert(v, iv);
-            g.stages(stages)
+            let Some((w, w0)) = rows else {
+                return g.stages(stages);
+            };
+            for r in 0..ROWS {
+                let at = match r {
+                    0 => w0,
+                    r => g.b.ins().iadd_imm_s(w0, r as i64),
+                };
+                g.vars.insert(w, at);
+                g.stages(stages)?;
+            }
+            g.vars.insert(w, w0);
+            Ok(())
         })
     }
 
+    /// The variable of a row block for a nest run lanes of `v` at a time with the task split
+    /// `split`: the last dim of the parallel prefix (a task's points then hold whole blocks),
+    /// when the nest has a reduction whose body reads lanes of `v` that do not depend on it
+    /// (a matmul's right operand along the rows of the left, a convolution's input along the
+    /// output channels), so the rows of a block share those loads.
+    fn row_block(&self, nest: &LoopNest, split: &TaskSplit, v: Var) -> Option<Var> {
+        let w = Var(split.prefix.checked_sub(1)? as u32);
+        if w == v || nest.space[w.0 as usize] < ROWS {
+            return None;
+        }
+        let mut shares = false;
+        for s in &nest.stages {
+            if let Stage::Reduce { body, .. } = s {
+                body.walk(&mut |x| {
+                    if let Expr::Load { index, .. } = x {
+                        let mut vars = Vec::new();
+                        index.iter().for_each(|i| i.vars(&mut vars));
+                        shares |= vars.contains(&v) && !vars.contains(&w);
+                    }
+                });
+            }
+        }
+        shares.then_some(w)
+    }
+
     /// The stages for `groups` groups of four lanes starting at `v = iv`.
-    fn lane_groups(&mut self, iv: Value, groups: usize, v: Var, stages: &[Stage]) -> R<()> {
+    fn lane_groups(
+        &mut self,
+        iv: Value,
+        groups: usize,
+        v: Var,
+        stages: &[Stage],
+        rows: Option<(Var, Value)>,
+    ) -> R<()> {
+        // The row block's values of its variable (one row, unchanged, without a block).
+        let row_at: Vec<Option<(Var, Value)>> = match rows {
+            None => vec![None],
+            Some((w, w0)) => (0..ROWS)
+                .map(|r| {
+                    let at = match r {
+                        0 => w0,
+                        r => self.b.ins().iadd_imm_s(w0, r as i64),
+                    };
+                    Some((w, at))
+                })
+                .collect(),
+        };
         let starts: Vec<Value> = (0..groups)
             .map(|u| {
                 if u == 0 {
@@ -928,7 +1097,7 @@ impl FnGen<'_, '_> {
                 } => {
                     let id = self.identity(*kind, DType::F32)?;
                     let id = self.b.ins().splat(types::F32X4, id);
-                    let accs: Vec<_> = (0..groups)
+                    let accs: Vec<_> = (0..groups * row_at.len())
                         .map(|_| {
                             let acc = self.b.declare_var(types::F32X4);
                             self.b.def_var(acc, id);
@@ -936,19 +1105,29 @@ impl FnGen<'_, '_> {
                         })
                         .collect();
                     self.nest(vars, &mut |g| {
-                        for (u, &acc) in accs.iter().enumerate() {
-                            g.vars.insert(v, starts[u]);
-                            g.group = u;
-                            let x = g.vexpr(body, v)?;
-                            let a = g.b.use_var(acc);
-                            let r = match kind {
-                                ReduceKind::Sum => g.b.ins().fadd(a, x),
-                                ReduceKind::Prod => g.b.ins().fmul(a, x),
-                                ReduceKind::Max => g.b.ins().fmax(a, x),
-                                ReduceKind::Min => g.b.ins().fmin(a, x),
-                            };
-                            g.b.def_var(acc, r);
+                        g.shared = rows.map(|(w, _)| w);
+                        g.cache.clear();
+                        for (r, row) in row_at.iter().enumerate() {
+                            if let Some((w, at)) = row {
+                                g.vars.insert(*w, *at);
+                            }
+                            for (u, &start) in starts.iter().enumerate() {
+                                g.vars.insert(v, start);
+                                g.group = r * groups + u;
+                                let acc = accs[g.group];
+                                let x = g.vexpr(body, v)?;
+                                let a = g.b.use_var(acc);
+                                let y = match kind {
+                                    ReduceKind::Sum => g.b.ins().fadd(a, x),
+                                    ReduceKind::Prod => g.b.ins().fmul(a, x),
+                                    ReduceKind::Max => g.b.ins().fmax(a, x),
+                                    ReduceKind::Min => g.b.ins().fmin(a, x),
+                                };
+                                g.b.def_var(acc, y);
+                            }
                         }
+                        g.shared = None;
+                        g.cache.clear();
                         Ok(())
                     })?;
                     let rs = accs.iter().map(|&acc| self.b.use_var(acc)).collect();
@@ -959,18 +1138,61 @@ impl FnGen<'_, '_> {
                     index,
                     value,
                     ..
-                } => {
-                    for (u, &start) in starts.iter().enumerate() {
-                        self.vars.insert(v, start);
-                        self.group = u;
-                        let x = self.vexpr(value, v)?;
-                        let (addr, _) = self.address(*buffer, index, false)?;
-                        self.b
-                            .ins()
-                            .store(MemFlagsData::new().with_notrap(), x, addr, 0);
+                } if self.vectorizable(*buffer, index, value, v) => {
+                    for (r, row) in row_at.iter().enumerate() {
+                        if let Some((w, at)) = row {
+                            self.vars.insert(*w, *at);
+                        }
+                        for (u, &start) in starts.iter().enumerate() {
+                            self.vars.insert(v, start);
+                            self.group = r * groups + u;
+                            let x = self.vexpr(value, v)?;
+                            let (addr, _) = self.address(*buffer, index, false)?;
+                            self.b
+                                .ins()
+                                .store(MemFlagsData::new().with_notrap(), x, addr, 0);
+                        }
                     }
                 }
+                Stage::Store {
+                    buffer,
+                    index,
+                    value,
+                    ..
+                } => {
+                    // Lane by lane: the reductions' lanes as scalar locals, then the value as
+                    // the scalar code computes it.
+                    let planned: Vec<(Local, Vec<Value>)> = self
+                        .vlocals
+                        .iter()
+                        .map(|(l, xs)| (*l, xs.clone()))
+                        .collect();
+                    for (r, row) in row_at.iter().enumerate() {
+                        if let Some((w, at)) = row {
+                            self.vars.insert(*w, *at);
+                        }
+                        for (u, &start) in starts.iter().enumerate() {
+                            for lane in 0..4u8 {
+                                let at = match lane {
+                                    0 => start,
+                                    j => self.b.ins().iadd_imm_s(start, j as i64),
+                                };
+                                self.vars.insert(v, at);
+                                for (l, xs) in &planned {
+                                    let x = self.b.ins().extractlane(xs[r * groups + u], lane);
+                                    self.locals.insert(*l, (x, DType::F32));
+                                }
+                                let x = self.expr(value)?;
+                                self.store(*buffer, index, x)?;
+                            }
+                        }
+                    }
+                    self.vars.insert(v, iv);
+                }
             }
+        }
+        if let Some((w, w0)) = rows {
+            self.vars.insert(w, w0);
         }
         self.group = 0;
         Ok(())

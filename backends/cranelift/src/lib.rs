@@ -11,8 +11,8 @@
 //!   clif`).
 //!
 //! Compared with the LLVM backend it trades run time for compile time: no packed GEMM
-//! (contractions are loop nests, 16 outputs per pass over K in f32x4 where the operands
-//! allow), no function sharing between kernels of one form, f16 conversions through helper
+//! (contractions are loop nests, 2 rows of 16 outputs per pass over K in f32x4 where the
+//! operands allow, no packing or cache blocking), no function sharing between kernels of one form, f16 conversions through helper
 //! calls, and Cranelift's optimizer (`opt_level = speed`) instead of LLVM's O3.
 //!
 //! Results do not depend on the thread count: every task computes a fixed set of output

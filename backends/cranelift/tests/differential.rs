@@ -197,6 +197,32 @@ proptest! {
         check(&src, inputs)?;
     }
 
+    /// A matmul whose epilogue has no lane-wise form (erf, exp): the contraction runs four
+    /// lanes at a time and the epilogue lane by lane; and its transpose (a strided store).
+    #[test]
+    fn matmul_with_a_scalar_epilogue_matches_the_interpreter(
+        m in dim(), k in dim(), n in dim(), seed in any::<u64>(),
+    ) {
+        let (x, w, y, t) = (ty(&[m, k]), ty(&[k, n]), ty(&[m, n]), ty(&[n, m]));
+        let src = format!(
+            "func @main(%x: {x}, %w: {w}, %b: f32[{n}]) -> (g: {y}, t: {t}) {{
+  %p = dot_general(%x, %w) {{lhs_batch=[], rhs_batch=[], lhs_contract=[1], rhs_contract=[0]}} : {y}
+  %a = add(%p, %b) : {y}
+  %e = erf(%a) : {y}
+  %g = mul(%a, %e) : {y}
+  %q = exp(%p) : {y}
+  %t = transpose(%q) {{perm=[1, 0]}} : {t}
+  return %g, %t
+}}
+");
+        let inputs = vec![
+            Tensor::from_vec(vec![m, k], values(m * k, seed)).unwrap(),
+            Tensor::from_vec(vec![k, n], values(k * n, seed ^ 1)).unwrap(),
+            Tensor::from_vec(vec![n], values(n, seed ^ 2)).unwrap(),
+        ];
+        check(&src, inputs)?;
+    }
+
     #[test]
     fn conv_matches_the_interpreter(
         batch in 1usize..3, cin_g in prop_oneof![Just(1usize), Just(2), Just(3), Just(5)],
