@@ -471,22 +471,7 @@ fn split(
     let (mut ta, mut ea) = operand_form(p, a, narrow);
     let (mut tb, mut eb) = operand_form(p, b, narrow);
     let plan = |ta: DType, tb: DType| {
-        let (Some(a_type), Some(b_type)) = (super::elem_type(ta), super::elem_type(tb)) else {
-            return false;
-        };
-        let spec = GemmSpec {
-            batch: bt as u64,
-            m: m as u64,
-            n: n as u64,
-            k: kk as u64,
-            a_type,
-            b_type,
-            bias: false,
-            relu: false,
-            epilogue: Epilogue::NONE,
-            b_gather: None,
-        };
-        gemm_plan(cfg, &spec).is_ok()
+        bare_spec((bt, m, n, kk), (ta, tb), None).is_some_and(|spec| gemm_plan(cfg, &spec).is_ok())
     };
     if !plan(ta, tb) {
         (ta, ea, tb, eb) = (DType::F32, a.clone(), DType::F32, b.clone());
@@ -996,6 +981,27 @@ fn gather_b_apply(
     Some((read_id, expr, prep_kernel))
 }
 
+/// The GEMM of `batch` products `m × n × kk` with operands of types `ta`, `tb` (no bias,
+/// no epilogue); `None` when a type is not the matrix engine's.
+fn bare_spec(
+    (batch, m, n, kk): (usize, usize, usize, usize),
+    (ta, tb): (DType, DType),
+    b_gather: Option<Gather>,
+) -> Option<GemmSpec> {
+    Some(GemmSpec {
+        batch: batch as u64,
+        m: m as u64,
+        n: n as u64,
+        k: kk as u64,
+        a_type: super::elem_type(ta)?,
+        b_type: super::elem_type(tb)?,
+        bias: false,
+        relu: false,
+        epilogue: Epilogue::NONE,
+        b_gather,
+    })
+}
+
 /// Whether reading B in place pays: the gathered chunk of a step takes one DMA per run of
 /// K and group of N (each at least `dma_setup` cycles to issue, and the HBM latency over the
 /// transfers in flight), which must stay within twice the step's `mm` (an estimate that
@@ -1008,21 +1014,10 @@ fn gather_pays(
     (m, n, kk): (usize, usize, usize),
     (ta, tb): (DType, DType),
 ) -> bool {
-    let (Some(a_type), Some(b_type)) = (super::elem_type(ta), super::elem_type(tb)) else {
+    let Some(spec) = bare_spec((1, m, n, kk), (ta, tb), Some(g.gather)) else {
         return false;
     };
-    let spec = GemmSpec {
-        batch: 1,
-        m: m as u64,
-        n: n as u64,
-        k: kk as u64,
-        a_type,
-        b_type,
-        bias: false,
-        relu: false,
-        epilogue: Epilogue::NONE,
-        b_gather: Some(g.gather),
-    };
+    let (a_type, b_type) = (spec.a_type, spec.b_type);
     let Ok(plan) = gemm_plan(cfg, &spec) else {
         return false;
     };
