@@ -329,7 +329,8 @@ fn utilization_targets_1024() {
 /// A fused epilogue (a convolution's batch norm along M, a scale along N, a residual tile, an
 /// immediate max, a division along M, then ReLU) on the accumulators: every element against
 /// the f64 reference of the same steps, on 1x1, 2x2 and 4x4, with tiles that do not divide
-/// the shape; a batched GEMM with an epilogue is refused.
+/// the shape, and after a split-K reduction across mesh rows (M within one engine block);
+/// a batched GEMM with an epilogue is refused.
 #[test]
 fn fused_epilogue_steps() {
     use terafab_tile::isa::BinOp;
@@ -360,6 +361,10 @@ fn fused_epilogue_steps() {
         ("1x1", (37, 45, 29)),
         ("2x2", (70, 33, 64)),
         ("4x4", (129, 97, 40)),
+        // Split K (M within one engine block, K long): partial sums reduced at row 0.
+        ("2x2", (1, 40, 512)),
+        ("4x4", (5, 97, 700)),
+        ("4x4", (8, 200, 1031)),
     ] {
         let cfg = preset(name);
         let s = GemmSpec {
@@ -367,6 +372,8 @@ fn fused_epilogue_steps() {
             epilogue,
             ..spec(m, n, k, ElemType::Bf16)
         };
+        let plan = gemm_plan(&cfg, &s).unwrap();
+        assert_eq!(plan.k_groups > 1, m <= 8, "{name} {m}x{n}x{k}: {plan:?}");
         let program = gemm_program(&cfg, &s).expect("generate");
         program.encode().expect("encode");
         let mut rng = Rng(m * 7 + n);

@@ -8,6 +8,12 @@
 //! blocks); node `(x, y)` computes the output block (row block `y`, column block `x`).
 //! Nodes outside the `W' × H'` grid (tiny M or N) get no stream.
 //!
+//! **Split K.** When M is within one engine block and K is long (a batch-1 dense layer, a
+//! GEMV), M is one row block and K is cut into `H` groups instead, one per mesh row: node
+//! `(x, y)` sums K group `y` for column block `x` (reading its own B rows, so every row of
+//! nodes and every HBM port streams weights), nodes `y > 0` send their partial tiles over the
+//! mesh to `(x, 0)`, which adds them on the vector engine before the epilogue and the store.
+//!
 //! **Tiling.** Each node block is cut into output tiles of at most `T × T` (equal tiles,
 //! rounded to the engine block) and K into equal chunks of at most `TK` (`32 · mx_k` by
 //! default, smaller only when SRAM is tiny). `T` is the largest size for which two A chunks
@@ -335,6 +341,11 @@ pub struct GemmPlan {
     pub multicast: bool,
     /// SRAM bytes per node the layout uses.
     pub sram_used: u64,
+    /// Split K: with more than 1, M is one tile, and K is cut into this many groups, one per
+    /// mesh row: node `(x, y)` sums group `y` and sends its partial tile to `(x, 0)`, which
+    /// adds them up before the epilogue (a GEMV or a short GEMM uses every row of nodes and
+    /// every HBM port).
+    pub k_groups: u64,
 }
 
 /// Most instructions a generated program may have.
@@ -353,6 +364,7 @@ const CRED_B: u8 = 14; // [p] credits from B receivers
 const CREDIT_GO: u8 = 16; // [p] mm done: net may send credits
 const BIAS_LOADED: u8 = 18; // [c] bias row of a tile arrived
 const EPI_LOADED: u8 = 20; // [c] epilogue operands of a tile arrived
+const PART: u8 = 22; // split K: partial sums of the tile arrived (at node (x, 0))
 
 /// `ceil(a / b)` for `b > 0`.
 fn div_ceil(a: u64, b: u64) -> u64 {
@@ -422,6 +434,8 @@ struct Layout {
     epi: [[u64; 2]; MAX_EPILOGUE],
     credit_src: u64,
     credit_land: u64,
+    /// Split K, at `(x, 0)`: one landing tile per other K group.
+    part: u64,
     used: u64,
 }
 
@@ -431,6 +445,7 @@ fn layout(
     tk: u64,
     spec: &GemmSpec,
     mesh: (u64, u64),
+    parts: u64,
 ) -> Result<Layout, GenError> {
     let (ea, eb, bias, epi) = (
         spec.a_type.size(),
@@ -465,6 +480,15 @@ fn layout(
     } else {
         (0, 0)
     };
+    let part = if parts > 0 {
+        s.alloc(mul(
+            "partials",
+            mul("partials", parts, tm)?,
+            mul("partials", tn, 4)?,
+        )?)?
+    } else {
+        0
+    };
     Ok(Layout {
         a,
         b,
@@ -473,6 +497,7 @@ fn layout(
         epi: epi_slots,
         credit_src,
         credit_land,
+        part,
         used: s.used(),
     })
 }
@@ -491,7 +516,16 @@ pub fn gemm_plan(cfg: &Config, spec: &GemmSpec) -> Result<GemmPlan, GenError> {
         }
     }
     let (w, h) = (u64::from(cfg.mesh_width), u64::from(cfg.mesh_height));
-    let row_blocks = split_blocks(spec.m, h, cfg.mx_m);
+    // M within one engine block, K long: one row block (its rows are not worth splitting
+    // across nodes), with K split over the mesh rows instead (see `k_groups`).
+    let row_blocks = if spec.m <= cfg.mx_m
+        && spec.batch == 1
+        && spec.k >= h.saturating_mul(cfg.mx_k).saturating_mul(16)
+    {
+        vec![(0, spec.m)]
+    } else {
+        split_blocks(spec.m, h, cfg.mx_m)
+    };
     let col_blocks = split_blocks(spec.n, w, cfg.mx_n);
     let bm = row_blocks.first().map_or(1, |b| b.1);
     let bn = col_blocks.first().map_or(1, |b| b.1);
@@ -502,7 +536,7 @@ pub fn gemm_plan(cfg: &Config, spec: &GemmSpec) -> Result<GemmPlan, GenError> {
     let mut smallest = None;
     loop {
         let fits = |t: u64| -> Result<Option<Layout>, GenError> {
-            let l = layout(t.min(bm), t.min(bn), tk, spec, mesh)?;
+            let l = layout(t.min(bm), t.min(bn), tk, spec, mesh, 0)?;
             Ok((l.used <= cfg.sram_bytes).then_some(l))
         };
         if fits(1)?.is_some() {
@@ -540,16 +574,34 @@ pub fn gemm_plan(cfg: &Config, spec: &GemmSpec) -> Result<GemmPlan, GenError> {
                     .map(|&(_, l)| tile_size(l, t, cfg.mx_n).min(l))
                     .max()
                     .unwrap_or(1);
-                let l = layout(tile_m, tile_n, tk, spec, mesh)?;
+                let l = layout(tile_m, tile_n, tk, spec, mesh, 0)?;
                 if l.used <= cfg.sram_bytes {
+                    // Split K where M is one tile on one row of nodes, each node has one
+                    // tile, and each group keeps 16 engine blocks of K.
+                    let one_tile = row_tiles == [1] && col_tiles.iter().all(|&c| c == 1);
+                    let groups = split_blocks(spec.k, h, cfg.mx_k).len() as u64;
+                    let mut k_groups = 1;
+                    let mut used = l.used;
+                    if spec.batch == 1
+                        && one_tile
+                        && groups > 1
+                        && spec.k >= h.saturating_mul(cfg.mx_k).saturating_mul(16)
+                    {
+                        let lk = layout(tile_m, tile_n, tk, spec, (mesh.0, groups), groups - 1)?;
+                        if lk.used <= cfg.sram_bytes {
+                            k_groups = groups;
+                            used = lk.used;
+                        }
+                    }
                     return Ok(GemmPlan {
                         tile_m,
                         tile_n,
                         tile_k: tk,
-                        multicast: uniform && mesh.0 * mesh.1 > 1,
-                        sram_used: l.used,
+                        multicast: uniform && (mesh.0 * mesh.1 > 1 || k_groups > 1),
+                        sram_used: used,
                         row_blocks,
                         col_blocks,
+                        k_groups,
                     });
                 }
                 if t == 1 {
@@ -559,7 +611,7 @@ pub fn gemm_plan(cfg: &Config, spec: &GemmSpec) -> Result<GemmPlan, GenError> {
             }
         }
         if smallest.is_none() || tk == 1 {
-            smallest = Some(layout(1, 1, 1, spec, mesh)?.used);
+            smallest = Some(layout(1, 1, 1, spec, mesh, 0)?.used);
         }
         if tk == 1 {
             return Err(GenError::SramTooSmall {
@@ -586,8 +638,23 @@ struct Hbm {
 /// one stream per node used. See the module documentation for the schedule.
 pub fn gemm_program(cfg: &Config, spec: &GemmSpec) -> Result<Program, GenError> {
     let plan = gemm_plan(cfg, spec)?;
-    let mesh = (plan.col_blocks.len() as u64, plan.row_blocks.len() as u64);
-    let lay = layout(plan.tile_m, plan.tile_n, plan.tile_k, spec, mesh)?;
+    let split_k = plan.k_groups > 1;
+    let mesh = (
+        plan.col_blocks.len() as u64,
+        if split_k {
+            plan.k_groups
+        } else {
+            plan.row_blocks.len() as u64
+        },
+    );
+    let lay = layout(
+        plan.tile_m,
+        plan.tile_n,
+        plan.tile_k,
+        spec,
+        mesh,
+        plan.k_groups - 1,
+    )?;
     if spec.batch > 1 && !spec.epilogue.is_empty() {
         return Err(GenError::Unsupported("a fused epilogue on a batched GEMM"));
     }
@@ -713,11 +780,27 @@ pub fn gemm_program(cfg: &Config, spec: &GemmSpec) -> Result<Program, GenError> 
         });
     }
 
-    let k_chunks = split_tiles(0, spec.k, plan.tile_k, cfg.mx_k);
+    // Per mesh row: its rows of M and its K chunks (with split K, the one row block and the
+    // row's K group).
+    let groups = if split_k {
+        split_blocks(spec.k, plan.k_groups, cfg.mx_k)
+    } else {
+        vec![(0, spec.k)]
+    };
+    let mesh_rows: Vec<((u64, u64), (u64, u64))> = if split_k {
+        groups.iter().map(|&g| (plan.row_blocks[0], g)).collect()
+    } else {
+        plan.row_blocks.iter().map(|&r| (r, groups[0])).collect()
+    };
     let mut streams = Vec::new();
     let mut total = 0u64;
-    for (y, &(r0, rl)) in plan.row_blocks.iter().enumerate() {
+    for (y, &((r0, rl), (g0, gl))) in mesh_rows.iter().enumerate() {
         for (x, &(c0, cl)) in plan.col_blocks.iter().enumerate() {
+            let reduce = match (split_k, y) {
+                (false, _) => Reduce::None,
+                (true, 0) => Reduce::Receive(plan.k_groups - 1),
+                (true, y) => Reduce::Send(y as u64 - 1),
+            };
             let q = NodeGen {
                 spec,
                 plan: &plan,
@@ -727,7 +810,8 @@ pub fn gemm_program(cfg: &Config, spec: &GemmSpec) -> Result<Program, GenError> 
                 mesh,
                 rows: split_tiles(r0, rl, plan.tile_m, cfg.mx_m),
                 cols: split_tiles(c0, cl, plan.tile_n, cfg.mx_n),
-                k_chunks: &k_chunks,
+                k_chunks: split_tiles(g0, gl, plan.tile_k, cfg.mx_k),
+                reduce,
             }
             .generate()?;
             total = total.saturating_add(q.len() as u64);
@@ -757,7 +841,31 @@ struct NodeGen<'a> {
     mesh: (u64, u64),
     rows: Vec<(u64, u64)>,
     cols: Vec<(u64, u64)>,
-    k_chunks: &'a [(u64, u64)],
+    k_chunks: Vec<(u64, u64)>,
+    reduce: Reduce,
+}
+
+/// A node's part in a split-K reduction ([`GemmPlan::k_groups`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reduce {
+    None,
+    /// Send the partial tile to `(x, 0)`'s landing slot `i`.
+    Send(u64),
+    /// Add this many partial tiles before the epilogue.
+    Receive(u64),
+}
+
+impl Reduce {
+    fn sends(self) -> bool {
+        matches!(self, Reduce::Send(_))
+    }
+
+    fn received(self) -> u64 {
+        match self {
+            Reduce::Receive(n) => n,
+            _ => 0,
+        }
+    }
 }
 
 /// A store waiting to be queued on the DMA engine.
@@ -777,19 +885,24 @@ impl NodeGen<'_> {
         let (x, y) = self.node;
         let (ea, eb) = (self.spec.a_type.size(), self.spec.b_type.size());
         let mc = self.plan.multicast;
+        // With split K, every node of a column reads its own K group of B.
+        let b_mc = mc && self.plan.k_groups == 1;
         let a_self = !mc || x == 0;
-        let b_self = !mc || y == 0;
+        let b_self = !b_mc || y == 0;
         let a_send = mc && x == 0 && self.mesh.0 > 1;
-        let b_send = mc && y == 0 && self.mesh.1 > 1;
+        let b_send = b_mc && y == 0 && self.mesh.1 > 1;
         let a_recv = mc && x > 0;
-        let b_recv = mc && y > 0;
+        let b_recv = b_mc && y > 0;
         let credits = u64::from(a_recv) + u64::from(b_recv);
-        let epilogue = self.spec.bias || self.spec.relu || !self.spec.epilogue.is_empty();
-        let epi_vectors = self
-            .spec
-            .epilogue
-            .iter()
-            .any(|(_, st)| !matches!(st.operand, EpiOperand::Imm(_)));
+        let sender = self.reduce.sends();
+        let bias = self.spec.bias && !sender;
+        let epilogue = self.has_epilogue();
+        let epi_vectors = !sender
+            && self
+                .spec
+                .epilogue
+                .iter()
+                .any(|(_, st)| !matches!(st.operand, EpiOperand::Imm(_)));
         // Per tile, the DMA descriptors of its epilogue operands.
         let mut epi_counts: Vec<u64> = Vec::new();
         let n_steps = (self.rows.len() as u64)
@@ -828,7 +941,7 @@ impl NodeGen<'_> {
                     let pu = p as u8;
                     let mut loaded = 0u64;
                     // ---- DMA: bias of a new tile (after the store of tile t - 2).
-                    if kc == 0 && (self.spec.bias || epi_vectors) {
+                    if kc == 0 && (bias || epi_vectors) {
                         // The slots of accumulator c are free once tile t - 2 is stored
                         // (its store waits for its epilogue; the DMA queue is in order).
                         while pending.front().is_some_and(|ps| ps.tile + 2 <= t) {
@@ -837,7 +950,7 @@ impl NodeGen<'_> {
                             }
                         }
                     }
-                    if kc == 0 && self.spec.bias {
+                    if kc == 0 && bias {
                         let bias = dma_2d(
                             DmaKind::Load,
                             self.lay.bias[c],
@@ -1003,7 +1116,10 @@ impl NodeGen<'_> {
                     if s + 2 < n_steps {
                         q.sem_signal(Engine::Mx, CREDIT_GO + pu, credits)?;
                     }
-                    if kc == last_k {
+                    if kc == last_k && sender {
+                        q.sem_signal(Engine::Mx, TDONE, 1)?;
+                        self.send_partial(&mut q, c, tm, tn)?;
+                    } else if kc == last_k {
                         q.sem_signal(Engine::Mx, TDONE, 1)?;
                         if epilogue {
                             let loads = epi_counts.get(t as usize).copied().unwrap_or(0);
@@ -1128,6 +1244,21 @@ impl NodeGen<'_> {
             sr: false,
         };
         let mut ops = Vec::new();
+        let parts = self.reduce.received();
+        if parts > 0 {
+            // Split K: the other groups' partial tiles, in group order.
+            q.sem_wait(Engine::Vx, PART, parts)?;
+            let size = mul("partials", mul("partials", tm, tn)?, 4)?;
+            for i in 0..parts {
+                let slot = add("partials", self.lay.part, mul("partials", i, size)?)?;
+                ops.push(VBinary {
+                    src2: field("partial slot", slot, MAX_24)?,
+                    bcast: Bcast::Tile,
+                    pitch2: pitch,
+                    ..base
+                });
+            }
+        }
         if self.spec.bias {
             q.sem_wait(Engine::Vx, BIAS_LOADED + c as u8, 1)?;
             ops.push(VBinary {
@@ -1185,6 +1316,44 @@ impl NodeGen<'_> {
         Ok(())
     }
 
+    /// Whether finished tiles go through the vector engine before their store (bias, ReLU,
+    /// epilogue steps, split-K partial sums); never on a node that sends its partials.
+    fn has_epilogue(&self) -> bool {
+        !self.reduce.sends()
+            && (self.spec.bias
+                || self.spec.relu
+                || !self.spec.epilogue.is_empty()
+                || self.reduce.received() > 0)
+    }
+
+    /// Split K: the partial accumulator tile `c` sent to `(x, 0)`'s landing slot once the
+    /// tile's last `mm` is done.
+    fn send_partial(&self, q: &mut Queues, c: usize, tm: u64, tn: u64) -> Result<(), GenError> {
+        let Reduce::Send(i) = self.reduce else {
+            return Ok(());
+        };
+        let row = mul("partials", tn, 4)?;
+        let land = add(
+            "partials",
+            self.lay.part,
+            mul("partials", i, mul("partials", tm, row)?)?,
+        )?;
+        let op = Op::Send(Send {
+            dst: field("partial slot", land, MAX_24)?,
+            src: field("C slot", self.lay.c[c], MAX_24)?,
+            len: field("partial row", row, MAX_24)?,
+            n1: field("partial rows", tm, MAX_12)?,
+            src_stride: field("partial row", row, MAX_24)?,
+            dst_stride: field("partial row", row, MAX_24)?,
+            dest: Dest::Node {
+                x: field("x", self.node.0, 255)?,
+                y: 0,
+            },
+            rsem: Some(PART),
+        });
+        q.push(Engine::Net, op, Some(TDONE), None)
+    }
+
     /// The DMA store of a finished tile; records how many descriptors signal `CFREE[c]`.
     fn store(
         &self,
@@ -1194,7 +1363,7 @@ impl NodeGen<'_> {
     ) -> Result<(), GenError> {
         let (m0, tm) = ps.row;
         let (n0, tn) = ps.col;
-        let epilogue = self.spec.bias || self.spec.relu || !self.spec.epilogue.is_empty();
+        let epilogue = self.has_epilogue();
         let c_base = add(
             "C",
             self.hbm.c,
