@@ -234,7 +234,12 @@ impl Runner {
 }
 
 /// The rows `rows` of `all` (`[S, rest..]`, as f64) as a `[rows.len(), rest..]` tensor.
-fn gather_rows(all: &[f64], rest: &[usize], rows: &[usize], dtype: DType) -> Result<Tensor, CliError> {
+fn gather_rows(
+    all: &[f64],
+    rest: &[usize],
+    rows: &[usize],
+    dtype: DType,
+) -> Result<Tensor, CliError> {
     let n: usize = rest.iter().product();
     let mut dims = vec![rows.len()];
     dims.extend_from_slice(rest);
@@ -253,8 +258,12 @@ fn json_num(v: f64) -> String {
 
 pub fn run(a: &TrainArgs, out: &mut dyn Write) -> Result<(), CliError> {
     let w = |out: &mut dyn Write, line: String| writeln!(out, "{line}").map_err(CliError::Stdout);
-    let loss_kind = LossKind::parse(&a.loss)
-        .ok_or_else(|| bad(format!("unknown loss `{}` (mse, cross-entropy, nll)", a.loss)))?;
+    let loss_kind = LossKind::parse(&a.loss).ok_or_else(|| {
+        bad(format!(
+            "unknown loss `{}` (mse, cross-entropy, nll)",
+            a.loss
+        ))
+    })?;
     let reduction = match Reduction::parse(&a.reduction) {
         Some(Reduction::None) | None => {
             return Err(bad(format!(
@@ -316,7 +325,10 @@ pub fn run(a: &TrainArgs, out: &mut dyn Write) -> Result<(), CliError> {
     batch_shape.extend_from_slice(&xs[1..]);
     let first_input = match &proto {
         Some(m) => {
-            let g = m.graph.as_ref().ok_or_else(|| bad("the model has no graph"))?;
+            let g = m
+                .graph
+                .as_ref()
+                .ok_or_else(|| bad("the model has no graph"))?;
             let inits: std::collections::HashSet<&str> =
                 g.initializer.iter().map(|t| t.name.as_str()).collect();
             g.input
@@ -348,7 +360,10 @@ pub fn run(a: &TrainArgs, out: &mut dyn Write) -> Result<(), CliError> {
     let params = if !a.params.is_empty() {
         a.params.clone()
     } else if let Some(m) = &proto {
-        let g = m.graph.as_ref().ok_or_else(|| bad("the model has no graph"))?;
+        let g = m
+            .graph
+            .as_ref()
+            .ok_or_else(|| bad("the model has no graph"))?;
         g.initializer
             .iter()
             .filter(|t| {
@@ -392,7 +407,10 @@ pub fn run(a: &TrainArgs, out: &mut dyn Write) -> Result<(), CliError> {
         format!(
             "training {} parameter tensor(s) ({} values) of {} with {} and {}, batch {}, {:?} backend (compiled in {:.2} s)",
             step.params.len(),
-            step.params.iter().map(|(_, t)| t.shape().iter().product::<usize>()).sum::<usize>(),
+            step.params
+                .iter()
+                .map(|(_, t)| t.shape().iter().product::<usize>())
+                .sum::<usize>(),
             a.model.display(),
             a.loss,
             a.optimizer,

@@ -26,12 +26,7 @@ const CNN: (&str, &str, &str) = ("cnn.onnx", "images_x.npy", "images_y.npy");
 const ENCODER: (&str, &str, &str) = ("encoder.onnx", "seq_x.npy", "seq_y.npy");
 
 /// Per-step (loss, correct) of a training run.
-fn train(
-    test: &str,
-    model: (&str, &str, &str),
-    steps: usize,
-    extra: &[&str],
-) -> Vec<(f64, f64)> {
+fn train(test: &str, model: (&str, &str, &str), steps: usize, extra: &[&str]) -> Vec<(f64, f64)> {
     let dir = scratch(test);
     let log: PathBuf = dir.join("log.json");
     let (m, x, y) = (data(model.0), data(model.1), data(model.2));
@@ -93,7 +88,12 @@ fn accuracy(c: &[(f64, f64)], n: usize) -> f64 {
 #[test]
 fn mlp_and_cnn_curves_agree_on_interp_and_llvm() {
     for (name, model) in [("mlp", MLP), ("cnn", CNN)] {
-        let interp = train(&format!("curve_{name}_interp"), model, 200, &["--backend", "interp"]);
+        let interp = train(
+            &format!("curve_{name}_interp"),
+            model,
+            200,
+            &["--backend", "interp"],
+        );
         let llvm = train(
             &format!("curve_{name}_llvm"),
             model,
@@ -111,7 +111,12 @@ fn mlp_and_cnn_curves_agree_on_interp_and_llvm() {
 fn mlp_and_cnn_curves_on_tile_f32_and_bf16() {
     const STEPS: usize = 60;
     for (name, model, per_epoch) in [("mlp", MLP, 16), ("cnn", CNN, 8)] {
-        let interp = train(&format!("tile_{name}_interp"), model, STEPS, &["--backend", "interp"]);
+        let interp = train(
+            &format!("tile_{name}_interp"),
+            model,
+            STEPS,
+            &["--backend", "interp"],
+        );
         let tile = |p: &str| {
             train(
                 &format!("tile_{name}_{p}"),
@@ -156,8 +161,22 @@ fn the_trained_model_carries_the_trained_weights() {
         let log = dir.join(format!("log_{steps}.json"));
         let log_s = arg(&log);
         let mut args = vec![
-            "train", model, "--data", &x, "--labels", &y, "--batch", "32", "--epochs", "2",
-            "--steps", steps, "--lr", "0.05", "--log-json", &log_s,
+            "train",
+            model,
+            "--data",
+            &x,
+            "--labels",
+            &y,
+            "--batch",
+            "32",
+            "--epochs",
+            "2",
+            "--steps",
+            steps,
+            "--lr",
+            "0.05",
+            "--log-json",
+            &log_s,
         ];
         args.extend_from_slice(&sgd);
         args.extend_from_slice(extra);
@@ -176,10 +195,22 @@ fn the_trained_model_carries_the_trained_weights() {
     let b = run(&m, "17", &[]);
     assert_eq!(a[..], b[..16]);
     let c = run(&out_s, "1", &[]);
-    assert!((c[0] - b[16]).abs() <= 1e-6 * b[16].abs(), "{} vs {}", c[0], b[16]);
+    assert!(
+        (c[0] - b[16]).abs() <= 1e-6 * b[16].abs(),
+        "{} vs {}",
+        c[0],
+        b[16]
+    );
     // And it runs as a model.
     let xin = format!("x={x}");
-    let text = success(&terafab(&["run", &out_s, "--input", &xin, "--backend", "interp"]));
+    let text = success(&terafab(&[
+        "run",
+        &out_s,
+        "--input",
+        &xin,
+        "--backend",
+        "interp",
+    ]));
     assert!(text.contains("output logits: f32[512,4]"), "{text}");
 }
 

@@ -101,7 +101,10 @@ fn close(got: &Tensor, want: &[f64], tol: f64) {
     let got = got.to_f64_vec();
     assert_eq!(got.len(), want.len());
     for (g, w) in got.iter().zip(want) {
-        assert!((g - w).abs() <= tol * (1.0 + w.abs()), "{got:?} vs {want:?}");
+        assert!(
+            (g - w).abs() <= tol * (1.0 + w.abs()),
+            "{got:?} vs {want:?}"
+        );
     }
 }
 
@@ -170,7 +173,14 @@ fn nll_takes_log_probabilities_as_given() {
 }
 
 /// One f64 optimizer step on a flat parameter vector; `s` holds the states.
-fn reference_update(opt: &Optimizer, lr: f64, t: i64, x: &mut [f64], g: &[f64], s: &mut [Vec<f64>]) {
+fn reference_update(
+    opt: &Optimizer,
+    lr: f64,
+    t: i64,
+    x: &mut [f64],
+    g: &[f64],
+    s: &mut [Vec<f64>],
+) {
     for i in 0..x.len() {
         match *opt {
             Optimizer::Sgd { weight_decay } => x[i] -= lr * (g[i] + weight_decay * x[i]),
@@ -258,8 +268,17 @@ fn every_optimizer_matches_a_reference_over_steps() {
             ins.push(Tensor::scalar(t));
             let out = run_function(&step.func, &ins).unwrap();
             let y = lin(&x[..9], &x[9..]);
-            let loss: f64 = y.iter().zip(&target).map(|(a, b)| (a - b).powi(2)).sum::<f64>() / 12.0;
-            let dy: Vec<f64> = y.iter().zip(&target).map(|(a, b)| 2.0 * (a - b) / 12.0).collect();
+            let loss: f64 = y
+                .iter()
+                .zip(&target)
+                .map(|(a, b)| (a - b).powi(2))
+                .sum::<f64>()
+                / 12.0;
+            let dy: Vec<f64> = y
+                .iter()
+                .zip(&target)
+                .map(|(a, b)| 2.0 * (a - b) / 12.0)
+                .collect();
             let (gw, gb) = back(&dy);
             let g: Vec<f64> = gw.into_iter().chain(gb).collect();
             close(&out[0], &[loss], 1e-5);
@@ -278,7 +297,10 @@ fn every_optimizer_matches_a_reference_over_steps() {
 
 #[test]
 fn the_step_goes_through_the_pipeline_and_the_kernels() {
-    let c = cfg(LossKind::CrossEntropy, Optimizer::Adam(AdamParams::default()));
+    let c = cfg(
+        LossKind::CrossEntropy,
+        Optimizer::Adam(AdamParams::default()),
+    );
     let step = build_step(&forward(), &c).unwrap();
     let mut ins = vec![
         f32s(&[4, 3], &X),
