@@ -110,6 +110,10 @@ pub struct TrainArgs {
     pub passes: String,
     #[command(flatten)]
     pub tile: TileArgs,
+    /// Loss scaling: a fixed scale S, or `dynamic` (from 2^16: halved and the step skipped
+    /// when a gradient overflows, doubled after 200 steps without overflow)
+    #[arg(long, value_name = "S|dynamic")]
+    pub loss_scale: Option<String>,
     /// Write the trained model (ONNX models only)
     #[arg(long, value_name = "FILE.onnx")]
     pub out: Option<PathBuf>,
@@ -274,6 +278,21 @@ pub fn run(a: &TrainArgs, out: &mut dyn Write) -> Result<(), CliError> {
         Some(r) => r,
     };
     let opt = optimizer(a)?;
+    // (scale, dynamic)
+    let scaling: Option<(f64, bool)> = match a.loss_scale.as_deref() {
+        None => None,
+        Some("dynamic") => Some((65536.0, true)),
+        Some(v) => match v.parse::<f64>() {
+            Ok(s) if s > 0.0 && s <= f64::from(f32::MAX) => Some((s, false)),
+            _ => {
+                return Err(bad(format!(
+                    "--loss-scale takes a positive f32 number or `dynamic`, got `{v}`"
+                )));
+            }
+        },
+    };
+    let mut scale = scaling.map_or(1.0, |s| s.0);
+    let (mut good_run, mut skipped) = (0usize, 0usize);
     if a.batch == 0 {
         return Err(bad("--batch must be at least 1"));
     }
@@ -382,6 +401,7 @@ pub fn run(a: &TrainArgs, out: &mut dyn Write) -> Result<(), CliError> {
         params,
         optimizer: opt,
         lr: a.lr,
+        loss_scaling: scaling.is_some(),
     };
     let step = train::build_step(forward, &cfg)?;
     let lty = &step.labels;
@@ -431,7 +451,7 @@ pub fn run(a: &TrainArgs, out: &mut dyn Write) -> Result<(), CliError> {
     let po = step.params_output();
     let tty = std::io::stdout().is_terminal();
     let mut log: Vec<(usize, usize, f64, Option<f64>)> = Vec::new();
-    let mut t: i64 = 0;
+    let (mut t, mut done_steps) = (0i64, 0usize);
     'epochs: for epoch in 1..=a.epochs {
         let mut order: Vec<usize> = (0..rows).collect();
         if a.shuffle {
@@ -446,9 +466,11 @@ pub fn run(a: &TrainArgs, out: &mut dyn Write) -> Result<(), CliError> {
         let (mut mx, mut vx, mut roof) = (0.0, 0.0, 0.0);
         let start = Instant::now();
         for b in 0..per_epoch {
-            if a.steps.is_some_and(|s| t as usize >= s) {
+            if a.steps.is_some_and(|s| done_steps >= s) {
                 break;
             }
+            done_steps += 1;
+            // The optimizer's step count (skipped steps do not count).
             t += 1;
             let idx = &order[b * a.batch..(b + 1) * a.batch];
             let mut ins = vec![
@@ -458,7 +480,27 @@ pub fn run(a: &TrainArgs, out: &mut dyn Write) -> Result<(), CliError> {
             ins.extend(params.iter().cloned());
             ins.extend(states.iter().cloned());
             ins.push(Tensor::scalar(t));
+            if scaling.is_some() {
+                ins.push(Tensor::scalar(scale as f32));
+            }
             let (outs, report) = runner.run(&ins)?;
+            if let Some((_, dynamic)) = scaling {
+                let finite = outs[po - 1].to_f64_vec()[0] != 0.0;
+                if !finite {
+                    skipped += 1;
+                    t -= 1;
+                    good_run = 0;
+                    if dynamic {
+                        scale /= 2.0;
+                    }
+                } else if dynamic {
+                    good_run += 1;
+                    if good_run == 200 {
+                        scale *= 2.0;
+                        good_run = 0;
+                    }
+                }
+            }
             let loss = outs[0].to_f64_vec()[0];
             let c = step.counts_correct.then(|| outs[1].to_f64_vec()[0]);
             loss_sum += loss;
@@ -472,7 +514,7 @@ pub fn run(a: &TrainArgs, out: &mut dyn Write) -> Result<(), CliError> {
                 vx += tot.vx_util;
                 roof += tot.achieved;
             }
-            log.push((t as usize, epoch, loss, c));
+            log.push((done_steps, epoch, loss, c));
             params = outs[po..po + np].to_vec();
             states = outs[po + np..].to_vec();
             if tty {
@@ -505,6 +547,9 @@ pub fn run(a: &TrainArgs, out: &mut dyn Write) -> Result<(), CliError> {
             line += &format!(", accuracy {:.2}%", 100.0 * correct / seen as f64);
         }
         line += &format!(", {steps} steps, {:.1} steps/s", steps as f64 / secs);
+        if scaling.is_some() {
+            line += &format!(", loss scale {scale}, {skipped} step(s) skipped so far");
+        }
         if a.backend == Backend::Tile {
             let n = steps as f64;
             line += &format!(

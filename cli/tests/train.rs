@@ -215,6 +215,34 @@ fn the_trained_model_carries_the_trained_weights() {
 }
 
 #[test]
+fn static_loss_scaling_by_a_power_of_two_changes_nothing() {
+    let plain = train("scale_plain", MLP, 20, &["--backend", "interp"]);
+    let scaled = train(
+        "scale_1024",
+        MLP,
+        20,
+        &["--backend", "interp", "--loss-scale", "1024"],
+    );
+    same_curve(&plain, &scaled, 1e-6, 0.0, "loss scale 1024");
+    let dynamic = train(
+        "scale_dynamic",
+        CNN,
+        20,
+        &[
+            "--backend",
+            "tile",
+            "--config",
+            "2x2",
+            "--precision",
+            "cfp8",
+            "--loss-scale",
+            "dynamic",
+        ],
+    );
+    assert!(dynamic[19].0 < dynamic[0].0, "{dynamic:?}");
+}
+
+#[test]
 fn bad_arguments_are_typed_errors() {
     let (m, x, y) = (data(MLP.0), data(MLP.1), data(MLP.2));
     let (_, cx, cy) = (data(CNN.0), data(CNN.1), data(CNN.2));
@@ -235,6 +263,8 @@ fn bad_arguments_are_typed_errors() {
     assert!(e.contains("--labels rows"), "{e}");
     let e = base(&["--params", "w1,nope"], &x, &y);
     assert!(e.contains("no value named `nope`"), "{e}");
+    let e = base(&["--loss-scale", "1e39"], &x, &y);
+    assert!(e.contains("positive f32 number"), "{e}");
     let e = base(&["--reduction", "none"], &x, &y);
     assert!(e.contains("mean or sum"), "{e}");
 }

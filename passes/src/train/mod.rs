@@ -12,7 +12,8 @@
 //! `t > 0` select's other branch). Its outputs: the loss (a float scalar), for the
 //! classification losses the number of correctly classified targets (argmax over the class
 //! axis, in the loss's type), then the new parameters and the new states in the input order.
-//! The learning rate is a constant of the step.
+//! The learning rate is a constant of the step. With [`StepConfig::loss_scaling`], a loss scale
+//! input follows `t` and a `finite` output follows the count.
 //!
 //! The formulas: [`loss`] (ONNX's `NegativeLogLikelihoodLoss` / `SoftmaxCrossEntropyLoss`
 //! semantics with `reduction` and `ignore_index`, and MSE) and [`optim`] (ONNX's
@@ -107,6 +108,12 @@ pub struct StepConfig {
     pub params: Vec<String>,
     pub optimizer: Optimizer,
     pub lr: f64,
+    /// Loss scaling (for narrow-precision compute): the step takes one more input after `t`,
+    /// the scale `s` (an f32 scalar), differentiates `s · loss`, divides the gradients by `s`,
+    /// and outputs after the loss (and the count) `finite` (1 when every gradient is finite,
+    /// else 0); when they are not, the parameters and states come out unchanged (the step is
+    /// skipped). The caller keeps `s` fixed (static scaling) or adapts it (dynamic).
+    pub loss_scaling: bool,
 }
 
 /// A built step and its input layout.
@@ -123,6 +130,9 @@ pub struct Step {
     pub state_kinds: Vec<&'static str>,
     /// Whether the second output counts correct classifications.
     pub counts_correct: bool,
+    /// Whether the step takes a loss scale and outputs `finite` (see
+    /// [`StepConfig::loss_scaling`]).
+    pub loss_scaling: bool,
 }
 
 impl Step {
@@ -140,7 +150,7 @@ impl Step {
 
     /// Index of the first new parameter among the outputs.
     pub fn params_output(&self) -> usize {
-        1 + usize::from(self.counts_correct)
+        1 + usize::from(self.counts_correct) + usize::from(self.loss_scaling)
     }
 }
 
@@ -251,11 +261,15 @@ pub fn build_step(forward: &Function, cfg: &StepConfig) -> Result<Step, TrainErr
         }
     }
     let t = f.values.add("t", TensorType::scalar(DType::I64));
+    let scale = cfg
+        .loss_scaling
+        .then(|| f.values.add("loss_scale", TensorType::scalar(DType::F32)));
     let data_inputs = f.body.params.len();
     f.body.params.push(labels);
     f.body.params.extend(&param_ids);
     f.body.params.extend(&states);
     f.body.params.push(t);
+    f.body.params.extend(scale);
 
     // The loss (and the correct count).
     let (loss, correct) = {
@@ -287,10 +301,58 @@ pub fn build_step(forward: &Function, cfg: &StepConfig) -> Result<Step, TrainErr
     if let Some(c) = correct {
         f.add_output("correct", c);
     }
+    // The differentiated output: the loss, or the scaled loss (dropped after the backward).
+    let target = match scale {
+        Some(sc) => {
+            let mut e = FnEmitter {
+                f: &mut f,
+                hint: "scaled_loss".into(),
+            };
+            let res = (|| -> Result<ValueId, EmitError> {
+                let sc = e.conv(sc, e.dtype_of(loss))?;
+                e.bin(terafab_ir::BinaryOp::Mul, loss, sc)
+            })();
+            let v = res.map_err(|e| TrainError::Loss(e.0))?;
+            f.add_output("scaled_loss", v);
+            f.outputs().len() - 1
+        }
+        None => 0,
+    };
 
-    // The backward pass: outputs become [loss, correct?, grads...].
-    let mut g = autodiff::grad(&f, &param_ids, 0)?;
-    let grads: Vec<ValueId> = g.outputs()[g.outputs().len() - param_ids.len()..].to_vec();
+    // The backward pass: outputs become [loss, correct?, scaled_loss?, grads...].
+    let mut g = autodiff::grad(&f, &param_ids, target)?;
+    let mut grads: Vec<ValueId> = g.outputs()[g.outputs().len() - param_ids.len()..].to_vec();
+    let mut finite = None;
+    if let Some(sc) = scale {
+        let mut e = FnEmitter {
+            f: &mut g,
+            hint: "unscale".into(),
+        };
+        let res = (|| -> Result<ValueId, EmitError> {
+            use terafab_ir::{BinaryOp, CompareOp, ReduceKind};
+            // Gradients divided by the scale; `sum(g * 0)` is 0 unless some element is NaN or
+            // infinite, and then NaN, which is the only value not equal to itself.
+            let mut total = None;
+            for gr in grads.iter_mut() {
+                let dt = e.dtype_of(*gr);
+                let s = e.conv(sc, dt)?;
+                *gr = e.bin(BinaryOp::Div, *gr, s)?;
+                let zero = e.splat(0.0, dt)?;
+                let z = e.bin(BinaryOp::Mul, *gr, zero)?;
+                let rank = e.type_of(z).shape.rank();
+                let axes: Vec<usize> = (0..rank).collect();
+                let z = e.reduce_axes(ReduceKind::Sum, z, &axes, false)?;
+                let z = e.conv(z, DType::F32)?;
+                total = Some(match total {
+                    Some(t) => e.bin(BinaryOp::Add, t, z)?,
+                    None => z,
+                });
+            }
+            let total = total.expect("at least one parameter");
+            e.cmp(CompareOp::Eq, total, total)
+        })();
+        finite = Some(res.map_err(|e| TrainError::Update(e.0))?);
+    }
 
     // The update.
     let n = param_ids.len();
@@ -347,8 +409,35 @@ pub fn build_step(forward: &Function, cfg: &StepConfig) -> Result<Step, TrainErr
         })();
         res.map_err(|e| TrainError::Update(e.0))?
     };
-    g.body.results.truncate(g.outputs().len() - n);
+    // Skipped when a gradient overflowed: the old parameters and states.
+    let (new_params, new_states) = match finite {
+        Some(ok) => {
+            let mut e = FnEmitter {
+                f: &mut g,
+                hint: "skip".into(),
+            };
+            let old: Vec<ValueId> = param_ids.iter().chain(&states).copied().collect();
+            let mut res = Vec::new();
+            for (&new, &old) in new_params.iter().chain(&new_states).zip(&old) {
+                res.push(e.sel(ok, new, old).map_err(|e| TrainError::Update(e.0))?);
+            }
+            let states_new = res.split_off(n);
+            (res, states_new)
+        }
+        None => (new_params, new_states),
+    };
+    g.body.results.truncate(1 + usize::from(correct.is_some()));
     g.output_names.truncate(g.body.results.len());
+    if let Some(ok) = finite {
+        let mut e = FnEmitter {
+            f: &mut g,
+            hint: "finite".into(),
+        };
+        let v = e
+            .conv(ok, DType::F32)
+            .map_err(|e| TrainError::Update(e.0))?;
+        g.add_output("finite", v);
+    }
     for (i, &v) in new_params.iter().enumerate() {
         let name = format!("new_{}", params[i].0);
         g.add_output(&name, v);
@@ -365,5 +454,6 @@ pub fn build_step(forward: &Function, cfg: &StepConfig) -> Result<Step, TrainErr
         params,
         state_kinds: kinds.to_vec(),
         counts_correct: correct.is_some(),
+        loss_scaling: cfg.loss_scaling,
     })
 }

@@ -40,6 +40,7 @@ fn cfg(loss: LossKind, optimizer: Optimizer) -> StepConfig {
         params: vec!["W".into(), "b".into()],
         optimizer,
         lr: 0.1,
+        loss_scaling: false,
     }
 }
 
@@ -351,4 +352,39 @@ fn typed_errors() {
         TrainError::NoOutput { index: 3, count: 1 }
     ));
     assert_eq!(float_constants(&f), ["W", "b"]);
+}
+
+#[test]
+fn loss_scaling_unscales_and_skips_overflowing_steps() {
+    let opt = Optimizer::Adam(AdamParams::default());
+    let plain = build_step(&forward(), &cfg(LossKind::CrossEntropy, opt)).unwrap();
+    let mut c = cfg(LossKind::CrossEntropy, opt);
+    c.loss_scaling = true;
+    let scaled = build_step(&forward(), &c).unwrap();
+    assert_eq!(scaled.params_output(), 3);
+    let mut ins = vec![
+        f32s(&[4, 3], &X),
+        Tensor::from_vec(vec![4], vec![2i64, 0, 1, 0]).unwrap(),
+    ];
+    ins.extend(plain.params.iter().map(|(_, t)| t.clone()));
+    ins.extend(plain.initial_states().unwrap());
+    ins.push(Tensor::scalar(1i64));
+    let want = run_function(&plain.func, &ins).unwrap();
+    // A power of two scales exactly: the same step.
+    let mut ins_s = ins.clone();
+    ins_s.push(Tensor::scalar(1024.0f32));
+    let got = run_function(&scaled.func, &ins_s).unwrap();
+    assert_eq!(got[2].to_f64_vec(), [1.0]);
+    assert_eq!(got[0], want[0]);
+    for (g, w) in got[3..].iter().zip(&want[2..]) {
+        close(g, &w.to_f64_vec(), 1e-6);
+    }
+    // An overflowing scale (infinite here, to be certain): the step is skipped, parameters and states unchanged.
+    let mut ins_o = ins.clone();
+    ins_o.push(Tensor::scalar(f32::INFINITY));
+    let got = run_function(&scaled.func, &ins_o).unwrap();
+    assert_eq!(got[2].to_f64_vec(), [0.0]);
+    for (g, w) in got[3..].iter().zip(&ins[2..8]) {
+        assert_eq!(g, w);
+    }
 }
