@@ -355,7 +355,10 @@ pub fn run(a: &TrainArgs, out: &mut dyn Write) -> Result<(), CliError> {
                 .map(|i| i.name.clone())
                 .find(|n| !inits.contains(n.as_str()))
         }
-        None => None,
+        // An IR text model: its first parameter, from a first load.
+        None => terafab_frontend::load_model_with(&a.model, &opts)?
+            .entry()
+            .and_then(|f| f.inputs().first().map(|&v| f.values.name(v).to_string())),
     };
     if let Some(name) = &first_input {
         opts.input_shapes.insert(name.clone(), batch_shape.clone());
