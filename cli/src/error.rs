@@ -160,6 +160,10 @@ pub enum CliError {
     TileSim(#[source] terafab_tile::SimError),
     #[error(transparent)]
     TileBackend(#[from] terafab_tile::backend::TileBackendError),
+    #[error(transparent)]
+    Train(#[from] terafab_passes::train::TrainError),
+    #[error("train: {0}")]
+    TrainSetup(String),
     #[error("cannot write to standard output")]
     Stdout(#[source] std::io::Error),
 }

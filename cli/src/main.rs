@@ -15,6 +15,9 @@
 //! - `terafab bench`: time a pass pipeline on models (median, min and max of several runs), or
 //!   with `--backend`, a model's compile time and run latency.
 //!
+//! - `terafab train`: train a model's float initializers on a dataset (`.npy`), on any backend,
+//!   and write the trained model back as ONNX.
+//!
 //! Errors print as one `error: ...` line followed by one `  caused by: ...` line per source, and
 //! exit with code 1; bad arguments exit with code 2 (clap's convention).
 
@@ -30,6 +33,7 @@ mod plan_memory;
 mod run;
 mod sim;
 mod summary;
+mod train;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -181,6 +185,10 @@ enum Command {
     /// print its report: cycles, engine utilization, bytes moved, SRAM high water, roofline.
     #[command(after_help = sim::SIM_EXAMPLES)]
     Sim(sim::SimArgs),
+    /// Train a model: forward, loss, backward and optimizer update compiled as one step and
+    /// run over the batches of a dataset; the trained model written back as ONNX.
+    #[command(after_help = train::TRAIN_EXAMPLES)]
+    Train(train::TrainArgs),
 }
 
 /// Static shapes for a model's inputs (ONNX models leave some dims open).
@@ -412,6 +420,7 @@ fn main() -> ExitCode {
         Command::Compile(args) => compile::run(&args, &mut out),
         Command::Bench(args) => bench::run(&args, &mut out),
         Command::Sim(args) => sim::run(&args, &mut out),
+        Command::Train(args) => train::run(&args, &mut out),
     };
     let result = result.and_then(|()| out.flush().map_err(CliError::Stdout));
     match result {

@@ -27,6 +27,7 @@ pub mod infer_types;
 pub mod memplan;
 pub mod precision;
 mod report;
+pub mod train;
 pub mod util;
 
 use std::time::{Duration, Instant};

@@ -1295,3 +1295,29 @@ pub fn describe_type(t: &TypeProto) -> String {
         None => "untyped".into(),
     }
 }
+
+/// The shared loss and optimizer formulas of `terafab_passes::train` build their nodes through
+/// the importer (types inferred, constants folded as [`NodeCtx::op`] does).
+impl terafab_passes::train::Emit for NodeCtx<'_, '_> {
+    type Error = ImportError;
+
+    fn emit(&mut self, op: Op, inputs: &[ValueId]) -> Result<ValueId, ImportError> {
+        self.op(op, inputs)
+    }
+
+    fn emit_constant(&mut self, t: Tensor) -> ValueId {
+        self.constant(t)
+    }
+
+    fn type_of(&self, v: ValueId) -> &TensorType {
+        self.ty(v)
+    }
+
+    fn fail(&self, message: String) -> ImportError {
+        self.invalid(message)
+    }
+
+    fn static_dims(&self, v: ValueId) -> Result<Vec<usize>, ImportError> {
+        self.dims(v)
+    }
+}

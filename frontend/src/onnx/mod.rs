@@ -1,5 +1,6 @@
 //! ONNX models: protobuf decoding, tensors, and import into the IR.
 
+pub mod export;
 pub mod import;
 pub mod proto;
 pub mod tensor;

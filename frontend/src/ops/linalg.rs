@@ -7,6 +7,7 @@
 
 use terafab_ir::shape::broadcast_static;
 use terafab_ir::{BinaryOp, CompareOp, DType, Op, ReduceKind, Shape, UnaryOp, ValueId};
+use terafab_passes::train::loss::{self, Reduction};
 
 use super::*;
 
@@ -180,16 +181,14 @@ enum SoftmaxKind {
 
 /// Softmax (or log-softmax) of `x` over `axes`: `exp(x - max) / sum(exp(x - max))`.
 fn softmax_values(c: &mut NodeCtx, x: ValueId, axes: &[usize], log: bool) -> R<ValueId> {
+    if log {
+        return loss::log_softmax(c, x, axes);
+    }
     let m = c.reduce(ReduceKind::Max, x, axes, true)?;
     let d = c.binary(BinaryOp::Sub, x, m)?;
     let e = c.unary(UnaryOp::Exp, d)?;
     let s = c.reduce(ReduceKind::Sum, e, axes, true)?;
-    if log {
-        let ls = c.unary(UnaryOp::Log, s)?;
-        c.binary(BinaryOp::Sub, d, ls)
-    } else {
-        c.binary(BinaryOp::Div, e, s)
-    }
+    c.binary(BinaryOp::Div, e, s)
 }
 
 /// One-hot of the (first) maximum of `x` along `axis`, in `x`'s type.
@@ -485,82 +484,9 @@ fn einsum(c: &mut NodeCtx) -> R<Vec<ValueId>> {
 fn nll_values(c: &mut NodeCtx, x: ValueId, t: ValueId, weight: Option<ValueId>) -> R<ValueId> {
     let reduction = c.attr_string_or("reduction", "mean")?;
     let ignore = c.attr_int("ignore_index")?;
-    let (dims, tdims) = (c.dims(x)?, c.dims(t)?);
-    let mut want = dims.clone();
-    if dims.len() >= 2 {
-        want.remove(1);
-    }
-    if dims.len() < 2 || tdims != want {
-        return Err(c.invalid(format!(
-            "loss input {dims:?} and target {tdims:?} do not match ([N, C, d...] and [N, d...])"
-        )));
-    }
-    if !c.dtype(t).is_int() {
-        return Err(c.invalid("the target must be integers"));
-    }
-    let dt = c.dtype(x);
-    let t = c.convert(t, DType::I64)?;
-    let valid = match ignore {
-        Some(ii) => {
-            let k = c.const_i64s(&[ii])?;
-            let k = c.reshape(k, &[])?;
-            Some(c.compare(CompareOp::Ne, t, k)?)
-        }
-        None => None,
-    };
-    let t_safe = match valid {
-        Some(v) => {
-            let zero_i = c.scalar(0.0, DType::I64)?;
-            c.select(v, t, zero_i)?
-        }
-        None => t,
-    };
-    // Pick x[n, t[n, d...], d...] with a one-hot mask over the class axis.
-    let mut tshape = tdims.clone();
-    tshape.insert(1, 1);
-    let t1 = c.reshape(t_safe, &tshape)?;
-    let cls = iota(c, DType::I64, &dims, 1)?;
-    let hot = c.compare(CompareOp::Eq, cls, t1)?;
-    let zero = c.scalar(0.0, dt)?;
-    let picked = c.select(hot, x, zero)?;
-    let mut picked = c.reduce(ReduceKind::Sum, picked, &[1], false)?;
-    if let Some(v) = valid {
-        picked = c.select(v, picked, zero)?;
-    }
-    let mut loss = c.unary(UnaryOp::Neg, picked)?;
-    let w = match weight {
-        Some(w) => {
-            if c.dims(w)? != [dims[1]] {
-                return Err(c.invalid("the weight must have shape [C]"));
-            }
-            let w = c.op(Op::Gather { axis: 0 }, &[w, t_safe])?;
-            match valid {
-                Some(v) => Some(c.select(v, w, zero)?),
-                None => Some(w),
-            }
-        }
-        None => match valid {
-            Some(v) => Some(c.convert(v, dt)?),
-            None => None,
-        },
-    };
-    if let (Some(w), Some(_)) = (w, weight) {
-        loss = c.binary(BinaryOp::Mul, loss, w)?;
-    }
-    let all: Vec<usize> = (0..tdims.len()).collect();
-    match reduction.as_str() {
-        "none" => Ok(loss),
-        "sum" => c.reduce(ReduceKind::Sum, loss, &all, false),
-        "mean" => {
-            let s = c.reduce(ReduceKind::Sum, loss, &all, false)?;
-            let d = match w {
-                Some(w) => c.reduce(ReduceKind::Sum, w, &all, false)?,
-                None => c.scalar(tdims.iter().product::<usize>() as f64, dt)?,
-            };
-            c.binary(BinaryOp::Div, s, d)
-        }
-        r => Err(c.unsupported(format!("reduction `{r}` is not supported"))),
-    }
+    let reduction = Reduction::parse(&reduction)
+        .ok_or_else(|| c.unsupported(format!("reduction `{reduction}` is not supported")))?;
+    loss::nll(c, x, t, weight, reduction, ignore)
 }
 
 /// ONNX NegativeLogLikelihoodLoss.

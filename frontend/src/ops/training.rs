@@ -1,6 +1,7 @@
 //! The `ai.onnx.preview.training` domain (version 1): `Gradient`, `Momentum`, `Adam`, `Adagrad`.
 //!
-//! The optimizers decompose into elementwise core ops with the semantics of ONNX's reference
+//! The optimizers decompose (through the formulas of `terafab_passes::train::optim`, shared with
+//! `terafab train`) into elementwise core ops with the semantics of ONNX's reference
 //! implementation, computed in the element type of the optimized tensors (the learning rate `R`
 //! is converted to it; the step count `T` is an i64 scalar). Each takes `R`, `T`, then `n`
 //! tensors of each kind (`X1..Xn`, `G1..Gn`, state `V1..Vn` / `H1..Hn`) and returns the new
@@ -25,8 +26,9 @@
 
 use std::collections::{HashMap, HashSet};
 
-use terafab_ir::{BinaryOp, CompareOp, DType, Function, Op, UnaryOp, ValueId};
+use terafab_ir::{DType, Function, Op, ValueId};
 use terafab_passes::autodiff;
+use terafab_passes::train::optim;
 
 use super::*;
 
@@ -112,29 +114,6 @@ fn operands(c: &mut NodeCtx, groups: usize) -> Result<Operands, ImportError> {
     Ok(Operands { r, t, groups: gs })
 }
 
-/// `k * x + y` for a scalar constant `k` (just `y` when `k` is 0).
-fn axpy(c: &mut NodeCtx, k: f64, x: ValueId, y: ValueId) -> Result<ValueId, ImportError> {
-    if k == 0.0 {
-        return Ok(y);
-    }
-    let kv = c.scalar(k, c.dtype(x))?;
-    let kx = c.binary(BinaryOp::Mul, kv, x)?;
-    c.binary(BinaryOp::Add, kx, y)
-}
-
-/// `t > 0` as a bool scalar.
-fn t_positive(c: &mut NodeCtx, t: ValueId) -> Result<ValueId, ImportError> {
-    let zero = c.scalar(0.0, DType::I64)?;
-    c.compare(CompareOp::Gt, t, zero)
-}
-
-/// `sqrt(h) + epsilon`.
-fn sqrt_eps(c: &mut NodeCtx, h: ValueId, eps: f64) -> Result<ValueId, ImportError> {
-    let s = c.unary(UnaryOp::Sqrt, h)?;
-    let e = c.scalar(eps, c.dtype(h))?;
-    c.binary(BinaryOp::Add, s, e)
-}
-
 fn adagrad(c: &mut NodeCtx) -> Outs {
     let decay = c.attr_float_or("decay_factor", 0.0)? as f64;
     let eps = c.attr_float_or("epsilon", 0.0)? as f64;
@@ -144,21 +123,9 @@ fn adagrad(c: &mut NodeCtx) -> Outs {
     let (mut xs, mut hs) = (Vec::new(), Vec::new());
     for i in 0..n {
         let (x, g, h) = (o.groups[0][i], o.groups[1][i], o.groups[2][i]);
-        let dt = c.dtype(x);
-        // r / (1 + t * decay_factor)
-        let r = c.convert(o.r, dt)?;
-        let t = c.convert(o.t, dt)?;
-        let one = c.scalar(1.0, dt)?;
-        let td = axpy(c, decay, t, one)?;
-        let r = c.binary(BinaryOp::Div, r, td)?;
-        let g = axpy(c, norm, x, g)?;
-        let g2 = c.binary(BinaryOp::Mul, g, g)?;
-        let h_new = c.binary(BinaryOp::Add, h, g2)?;
-        let d = sqrt_eps(c, h_new, eps)?;
-        let step = c.binary(BinaryOp::Mul, r, g)?;
-        let step = c.binary(BinaryOp::Div, step, d)?;
-        xs.push(c.binary(BinaryOp::Sub, x, step)?);
-        hs.push(h_new);
+        let (x2, h2) = optim::adagrad(c, o.r, o.t, x, g, h, decay, eps, norm)?;
+        xs.push(x2);
+        hs.push(h2);
     }
     xs.extend(hs);
     Ok(xs)
@@ -176,86 +143,45 @@ fn momentum(c: &mut NodeCtx) -> Outs {
         "nesterov" => true,
         m => return Err(c.invalid(format!("mode `{m}` is not standard or nesterov"))),
     };
+    let p = optim::MomentumParams {
+        alpha,
+        beta,
+        norm,
+        nesterov,
+    };
     let o = operands(c, 3)?;
     let n = o.groups[0].len();
-    let pos = t_positive(c, o.t)?;
+    let pos = optim::t_positive(c, o.t)?;
     let (mut xs, mut vs) = (Vec::new(), Vec::new());
     for i in 0..n {
         let (x, g, v) = (o.groups[0][i], o.groups[1][i], o.groups[2][i]);
-        let dt = c.dtype(x);
-        let r = c.convert(o.r, dt)?;
-        let g = axpy(c, norm, x, g)?;
-        // The gradient's coefficient is 1 at the first step.
-        let b = c.scalar(beta, dt)?;
-        let one = c.scalar(1.0, dt)?;
-        let b = c.select(pos, b, one)?;
-        let bg = c.binary(BinaryOp::Mul, b, g)?;
-        let a = c.scalar(alpha, dt)?;
-        let av = c.binary(BinaryOp::Mul, a, v)?;
-        let v_new = c.binary(BinaryOp::Add, av, bg)?;
-        let dir = if nesterov {
-            let av2 = c.binary(BinaryOp::Mul, a, v_new)?;
-            c.binary(BinaryOp::Add, g, av2)?
-        } else {
-            v_new
-        };
-        let step = c.binary(BinaryOp::Mul, r, dir)?;
-        xs.push(c.binary(BinaryOp::Sub, x, step)?);
-        vs.push(v_new);
+        let (x2, v2) = optim::momentum(c, o.r, pos, x, g, v, p)?;
+        xs.push(x2);
+        vs.push(v2);
     }
     xs.extend(vs);
     Ok(xs)
 }
 
 fn adam(c: &mut NodeCtx) -> Outs {
-    let alpha = c.attr_float_or("alpha", 0.9)? as f64;
-    let beta = c.attr_float_or("beta", 0.999)? as f64;
-    let eps = c.attr_float_or("epsilon", 1e-6)? as f64;
-    let norm = c.attr_float_or("norm_coefficient", 0.0)? as f64;
-    let post = c.attr_float_or("norm_coefficient_post", 0.0)? as f64;
+    let p = optim::AdamParams {
+        alpha: c.attr_float_or("alpha", 0.9)? as f64,
+        beta: c.attr_float_or("beta", 0.999)? as f64,
+        eps: c.attr_float_or("epsilon", 1e-6)? as f64,
+        norm: c.attr_float_or("norm_coefficient", 0.0)? as f64,
+        post: c.attr_float_or("norm_coefficient_post", 0.0)? as f64,
+        decoupled: 0.0,
+    };
     let o = operands(c, 4)?;
     let n = o.groups[0].len();
-    let pos = t_positive(c, o.t)?;
+    let pos = optim::t_positive(c, o.t)?;
     let (mut xs, mut vs, mut hs) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..n {
-        let (x, g, v, h) = (
-            o.groups[0][i],
-            o.groups[1][i],
-            o.groups[2][i],
-            o.groups[3][i],
-        );
-        let dt = c.dtype(x);
-        let g = axpy(c, norm, x, g)?;
-        let a = c.scalar(alpha, dt)?;
-        let av = c.binary(BinaryOp::Mul, a, v)?;
-        let v_new = axpy(c, 1.0 - alpha, g, av)?;
-        let g2 = c.binary(BinaryOp::Mul, g, g)?;
-        let b = c.scalar(beta, dt)?;
-        let bh = c.binary(BinaryOp::Mul, b, h)?;
-        let h_new = axpy(c, 1.0 - beta, g2, bh)?;
-        let d = sqrt_eps(c, h_new, eps)?;
-        // Bias correction from the second step on: r sqrt(1 - beta^t) / (1 - alpha^t).
-        let r = c.convert(o.r, dt)?;
-        let t = c.convert(o.t, dt)?;
-        let one = c.scalar(1.0, dt)?;
-        let bt = c.binary(BinaryOp::Pow, b, t)?;
-        let at = c.binary(BinaryOp::Pow, a, t)?;
-        let nb = c.binary(BinaryOp::Sub, one, bt)?;
-        let na = c.binary(BinaryOp::Sub, one, at)?;
-        let sq = c.unary(UnaryOp::Sqrt, nb)?;
-        let rc = c.binary(BinaryOp::Mul, r, sq)?;
-        let rc = c.binary(BinaryOp::Div, rc, na)?;
-        let r = c.select(pos, rc, r)?;
-        let q = c.binary(BinaryOp::Div, v_new, d)?;
-        let step = c.binary(BinaryOp::Mul, r, q)?;
-        let mut x_new = c.binary(BinaryOp::Sub, x, step)?;
-        if post != 0.0 {
-            let k = c.scalar(1.0 - post, dt)?;
-            x_new = c.binary(BinaryOp::Mul, k, x_new)?;
-        }
-        xs.push(x_new);
-        vs.push(v_new);
-        hs.push(h_new);
+        let [x, g, v, h] = [0, 1, 2, 3].map(|k| o.groups[k][i]);
+        let (x2, v2, h2) = optim::adam(c, o.r, o.t, pos, x, g, v, h, p)?;
+        xs.push(x2);
+        vs.push(v2);
+        hs.push(h2);
     }
     xs.extend(vs);
     xs.extend(hs);
