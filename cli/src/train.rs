@@ -168,6 +168,8 @@ enum Runner {
     Kernels(terafab_ir::kernel::KernelProgram),
     Llvm(Box<terafab_llvm::Executable>),
     Cranelift(Box<terafab_cranelift::Executable>),
+    /// Tiered: the first steps on Cranelift's code, the later ones on LLVM's once it is ready.
+    Auto(Box<terafab_tiered::Tiered>),
     Tile(Box<(terafab_tile::Config, terafab_tile::compile::Compiled)>),
 }
 
@@ -200,6 +202,13 @@ impl Runner {
                 &p,
                 &terafab_cranelift::Options { threads: a.threads },
             )?)),
+            Backend::Auto => Runner::Auto(Box::new(terafab_tiered::Tiered::compile(
+                &p,
+                &terafab_tiered::Options {
+                    threads: a.threads,
+                    ..Default::default()
+                },
+            )?)),
             Backend::Tile => {
                 let cfg = a.tile.machine(false)?;
                 let c = terafab_tile::compile::compile_program(&cfg, &p, &Default::default());
@@ -227,6 +236,7 @@ impl Runner {
             ),
             Runner::Llvm(x) => (x.run(ins)?, None),
             Runner::Cranelift(x) => (x.run(ins)?, None),
+            Runner::Auto(x) => (x.run(ins)?.tensors, None),
             Runner::Tile(b) => {
                 let (cfg, c) = &**b;
                 let mut report = terafab_tile::backend::ModelReport::new(cfg);
