@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The full training check of issue 8 (the test, cli/tests/train.rs, runs fewer tile steps):
 # the MLP and the small CNN of scripts/make_train_data.py trained 200 steps (Adam, lr 0.01,
-# batch 32) on the interpreter, LLVM (1 and 2 threads), tile f32 and tile bf16 on a 4x4 chip;
+# batch 32) on the interpreter, LLVM (1 and 2 threads), Cranelift, tile f32 and tile bf16 on a 4x4 chip;
 # the largest per-step relative loss difference to the interpreter, the final accuracies,
 # steps/s and the simulated cycles/utilization per step; the encoder block on every backend;
 # and, when the venv of scripts/onnx-testdata.sh has onnxruntime, the trained model loaded and
@@ -27,6 +27,7 @@ for m in "mlp mlp.onnx blobs_x.npy blobs_y.npy" "cnn cnn.onnx images_x.npy image
   run "$1-interp" "$2" "$3" "$4" --backend interp
   run "$1-llvm1" "$2" "$3" "$4" --backend llvm --threads 1
   run "$1-llvm2" "$2" "$3" "$4" --backend llvm --threads 2
+  run "$1-cranelift" "$2" "$3" "$4" --backend cranelift --threads 1
   run "$1-tile-f32" "$2" "$3" "$4" --backend tile --config 4x4 --precision f32
   run "$1-tile-bf16" "$2" "$3" "$4" --backend tile --config 4x4 --precision bf16
 done
@@ -35,7 +36,7 @@ import json, sys
 out = sys.argv[1]
 for m in ["mlp", "cnn", "encoder"]:
     ref = json.load(open(f"{out}/{m}-interp.json"))["steps"]
-    for b in ["llvm1", "llvm2", "tile-f32", "tile-bf16"]:
+    for b in ["llvm1", "llvm2", "cranelift", "tile-f32", "tile-bf16"]:
         s = json.load(open(f"{out}/{m}-{b}.json"))["steps"]
         rel = max(abs(a["loss"] - c["loss"]) / abs(a["loss"]) for a, c in zip(ref, s))
         acc = lambda st: 100 * sum(x["correct"] for x in st[-16:]) / (32 * 16)
