@@ -29,7 +29,8 @@ EXAMPLES:
   terafab opt model.onnx --dim N=8 --passes default,eqsat,default,fuse --time-passes
 
 PASSES:
-  infer-types, canonicalize, fold, cse, dce, eqsat, eqsat-exact, eqsat-dag, fuse, memplan;
+  infer-types, canonicalize, fold, cse, dce, eqsat, eqsat-exact, eqsat-dag, fuse, memplan,
+  precision-bf16, precision-cf8e4m3, precision-cf8e5m2, autodiff, remat;
   `default` = canonicalize,fold,cse,dce";
 
 #[derive(Debug, Args)]

@@ -108,6 +108,11 @@ pub struct TrainArgs {
     /// Passes run on the step before fusion (`none`: none)
     #[arg(long, value_name = "P,P,..", default_value = "default")]
     pub passes: String,
+    /// Recompute cheap activations (elementwise, data movement) in the backward pass from the
+    /// kept contraction results instead of keeping them alive (activation checkpointing: the
+    /// `remat` pass after the pipeline; less memory, a little more compute)
+    #[arg(long)]
+    pub recompute: bool,
     #[command(flatten)]
     pub tile: TileArgs,
     /// Loss scaling: a fixed scale S, or `dynamic` (from 2^16: halved and the step skipped
@@ -175,21 +180,29 @@ enum Runner {
 
 impl Runner {
     fn compile(a: &TrainArgs, step: &Function) -> Result<Runner, CliError> {
+        let mut pipeline = a.tile.pipeline(&a.passes, a.backend)?;
         if a.backend == Backend::Interp {
-            a.tile.pipeline(&a.passes, a.backend)?;
-            return Ok(Runner::Interp(step.clone()));
+            pipeline = "none".into();
         }
-        let pipeline = a.tile.pipeline(&a.passes, a.backend)?;
+        if a.recompute {
+            pipeline = match pipeline.as_str() {
+                "none" | "" => "remat".into(),
+                p => format!("{p},remat"),
+            };
+        }
         let mut m = terafab_ir::Module::new(vec![step.clone()]);
         if pipeline != "none" {
             terafab_passes::run_pipeline(&mut m, &pipeline, Default::default())
                 .map_err(crate::opt::pipeline_error(&pipeline))?;
         }
         let f = &m.functions[0];
+        if a.backend == Backend::Interp {
+            return Ok(Runner::Interp(f.clone()));
+        }
         let p = terafab_passes::fuse::fuse_function(f, &Default::default())
             .map_err(|e| bad(format!("fusing the step: {e}")))?;
         Ok(match a.backend {
-            Backend::Interp => unreachable!("handled above"),
+            Backend::Interp => unreachable!("returned above"),
             Backend::Kernels => Runner::Kernels(p),
             Backend::Llvm => Runner::Llvm(Box::new(terafab_llvm::compile(
                 &p,
@@ -215,6 +228,16 @@ impl Runner {
                 Runner::Tile(Box::new((cfg, c)))
             }
         })
+    }
+
+    /// The CPU backends' arena (the memory plan's peak over the step's kernels), in bytes.
+    fn arena_bytes(&self) -> Option<usize> {
+        match self {
+            Runner::Llvm(x) => Some(x.stats().arena_bytes),
+            Runner::Cranelift(x) => Some(x.stats().arena_bytes),
+            Runner::Auto(x) => x.cranelift_stats().map(|s| s.arena_bytes),
+            Runner::Interp(_) | Runner::Kernels(_) | Runner::Tile(_) => None,
+        }
     }
 
     fn run(
@@ -452,6 +475,17 @@ pub fn run(a: &TrainArgs, out: &mut dyn Write) -> Result<(), CliError> {
             t0.elapsed().as_secs_f64()
         ),
     )?;
+    if let Some(bytes) = runner.arena_bytes() {
+        let how = if a.recompute {
+            ", cheap activations recomputed (--recompute)"
+        } else {
+            ""
+        };
+        w(
+            out,
+            format!("step memory: {:.1} KiB arena{how}", bytes as f64 / 1024.0),
+        )?;
+    }
 
     let xall = x.to_f64_vec();
     let yall = y.to_f64_vec();

@@ -352,6 +352,18 @@ fn every_subcommand_has_examples_in_its_help() {
 }
 
 #[test]
+fn opt_help_names_every_registered_pass() {
+    let text = success(&terafab(&["opt", "--help"]));
+    let listed = text.split("PASSES:").nth(1).expect("a PASSES section");
+    for p in terafab_passes::REGISTRY {
+        let named = listed
+            .split(|c: char| c == ',' || c == ';' || c.is_whitespace())
+            .any(|w| w == p.name);
+        assert!(named, "`{}` is not in opt's help: {listed}", p.name);
+    }
+}
+
+#[test]
 fn verify_and_print() {
     let model = example("mlp.tfir");
     let text = success(&terafab(&["verify", &model]));

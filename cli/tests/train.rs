@@ -27,6 +27,16 @@ const ENCODER: (&str, &str, &str) = ("encoder.onnx", "seq_x.npy", "seq_y.npy");
 
 /// Per-step (loss, correct) of a training run.
 fn train(test: &str, model: (&str, &str, &str), steps: usize, extra: &[&str]) -> Vec<(f64, f64)> {
+    train_with_output(test, model, steps, extra).0
+}
+
+/// Per-step (loss, correct) of a training run, and what it printed.
+fn train_with_output(
+    test: &str,
+    model: (&str, &str, &str),
+    steps: usize,
+    extra: &[&str],
+) -> (Vec<(f64, f64)>, String) {
     let dir = scratch(test);
     let log: PathBuf = dir.join("log.json");
     let (m, x, y) = (data(model.0), data(model.1), data(model.2));
@@ -53,7 +63,7 @@ fn train(test: &str, model: (&str, &str, &str), steps: usize, extra: &[&str]) ->
         &log_s,
     ];
     args.extend_from_slice(extra);
-    success(&terafab(&args));
+    let printed = success(&terafab(&args));
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&log).unwrap()).unwrap();
     let out: Vec<(f64, f64)> = json["steps"]
@@ -63,7 +73,7 @@ fn train(test: &str, model: (&str, &str, &str), steps: usize, extra: &[&str]) ->
         .map(|s| (s["loss"].as_f64().unwrap(), s["correct"].as_f64().unwrap()))
         .collect();
     assert_eq!(out.len(), steps);
-    out
+    (out, printed)
 }
 
 #[track_caller]
@@ -212,6 +222,35 @@ fn the_trained_model_carries_the_trained_weights() {
         "interp",
     ]));
     assert!(text.contains("output logits: f32[512,4]"), "{text}");
+}
+
+/// `--recompute`: the cheap activations recomputed in the backward pass compute the same bits
+/// (every core op is deterministic, and the contractions are unchanged), in a smaller arena.
+#[test]
+fn recompute_keeps_the_curve_in_less_memory() {
+    let arena = |printed: &str| -> f64 {
+        let line = printed
+            .lines()
+            .find_map(|l| l.strip_prefix("step memory: "))
+            .unwrap_or_else(|| panic!("no memory line in {printed}"));
+        line.split(' ').next().unwrap().parse().unwrap()
+    };
+    for backend in ["llvm", "cranelift"] {
+        for (name, model) in [("cnn", CNN), ("encoder", ENCODER)] {
+            let args = ["--backend", backend, "--threads", "1"];
+            let (plain, p) = train_with_output(&format!("remat_{name}_{backend}"), model, 8, &args);
+            let mut more = args.to_vec();
+            more.push("--recompute");
+            let (remat, r) =
+                train_with_output(&format!("remat_{name}_{backend}_on"), model, 8, &more);
+            assert_eq!(plain, remat, "{name} on {backend}");
+            let (a, b) = (arena(&p), arena(&r));
+            assert!(
+                b < 0.95 * a,
+                "{name} on {backend}: arena {a} KiB -> {b} KiB"
+            );
+        }
+    }
 }
 
 #[test]

@@ -14,7 +14,9 @@
 //! extraction; not in `default` yet), `memplan` (memory planning, an
 //! analysis), `precision-bf16` / `precision-cf8e4m3` / `precision-cf8e5m2` (contraction
 //! operands rounded to a narrow type, [`precision`]), `autodiff` (reverse-mode gradients,
-//! [`autodiff`]; its API [`autodiff::grad`] chooses the values and the output). Helpers shared by passes live in [`util`].
+//! [`autodiff`]; its API [`autodiff::grad`] chooses the values and the output), `remat`
+//! (activation checkpointing: cheap values recomputed instead of kept, [`remat`]). Helpers
+//! shared by passes live in [`util`].
 
 pub mod autodiff;
 pub mod canonicalize;
@@ -26,6 +28,7 @@ pub mod fuse;
 pub mod infer_types;
 pub mod memplan;
 pub mod precision;
+pub mod remat;
 mod report;
 pub mod train;
 pub mod util;
@@ -126,6 +129,11 @@ pub const REGISTRY: &[PassInfo] = &[
         name: "autodiff",
         description: "reverse-mode autodiff: a function with one float output gets the gradient of it with respect to each float input as extra outputs (grad_<input>)",
         create: || Box::new(autodiff::Autodiff),
+    },
+    PassInfo {
+        name: "remat",
+        description: "recompute cheap values (elementwise, data movement) where they are used again after more than 2 contractions instead of keeping them alive (activation checkpointing; run after cse)",
+        create: || Box::new(remat::Remat::default()),
     },
     PassInfo {
         name: "eqsat-dag",
