@@ -488,6 +488,26 @@ impl Loaded {
         &self.program
     }
 
+    /// Run `f` on one of the pool's workers (with more than one), so that the `parallel_for`
+    /// of every kernel starts its tasks from inside the pool (work stealing) rather than
+    /// injecting them from outside and putting this thread to sleep once per kernel; for the
+    /// many small kernels of a training step that wake-up cost was larger than the work.
+    fn on_pool<T: Send>(&self, f: impl FnOnce() -> T) -> T {
+        if self.pool.current_num_threads() <= 1 {
+            return f();
+        }
+        /// `f` captures the run's raw pointers (buffer table, `Rt`); this thread blocks in
+        /// `install` until `f` has returned, so they stay valid and are used by one thread.
+        struct AssertSend<F>(F);
+        // SAFETY: see above; the pointers are only dereferenced while this thread waits.
+        unsafe impl<F> Send for AssertSend<F> {}
+        let job = AssertSend(f);
+        self.pool.install(move || {
+            let job = job;
+            (job.0)()
+        })
+    }
+
     /// Run `f(table, rt)` once on the fixed table (a backend's `init`, packing constants).
     pub fn init(&self, f: impl FnOnce(*mut *mut u8, &Rt)) {
         let call_ctx = CallCtx {
@@ -569,7 +589,7 @@ impl Loaded {
                 call_ctx: &call_ctx as *const CallCtx as *const c_void,
             },
         };
-        let rc = driver(table.as_mut_ptr(), &rt);
+        let rc = self.on_pool(|| driver(table.as_mut_ptr(), &rt));
         if let Some(out) = profile {
             let records = profiled
                 .records
