@@ -8,7 +8,7 @@
 //! - **Checkpoints** are the values that are kept: function inputs, constants, and the results
 //!   of every node that is not cheap to recompute (contractions, convolutions, reductions,
 //!   gathers, sorts, control flow, composites).
-//! - **Cheap** nodes (elementwise arithmetic, compares, selects, conversions, and the data
+//! - **Cheap** nodes, those fusion inlines into their readers (elementwise arithmetic, compares, selects, conversions, and the data
 //!   movement ops `broadcast`, `reshape`, `transpose`, `slice`, `reverse`, `concat`, `pad`,
 //!   `iota`) are recomputed: where a top-level node uses a cheap value `v` and more than
 //!   [`Remat::distance`] checkpoint-producing nodes ran since `v` (or its last copy) was last
@@ -56,26 +56,12 @@ impl Pass for Remat {
     }
 }
 
-/// Whether `node` is cheap to recompute from its operands.
+/// Whether `node` is cheap to recompute from its operands: fusion inlines it into the kernels
+/// that read it (elementwise, compare, select, convert, data movement, `iota`), so a copy
+/// costs no memory traffic of its own. Constants are not copied (they are not in the arena).
 pub fn is_cheap(node: &Node) -> bool {
-    node.regions.is_empty()
-        && node.outputs.len() == 1
-        && matches!(
-            node.op,
-            Op::Unary(_)
-                | Op::Binary(_)
-                | Op::Compare(_)
-                | Op::Select
-                | Op::Convert { .. }
-                | Op::Broadcast { .. }
-                | Op::Reshape { .. }
-                | Op::Transpose { .. }
-                | Op::Slice { .. }
-                | Op::Reverse { .. }
-                | Op::Concat { .. }
-                | Op::Pad { .. }
-                | Op::Iota { .. }
-        )
+    crate::fuse::family(node) == crate::fuse::Family::Inline
+        && !matches!(node.op, Op::Constant { .. })
 }
 
 /// Where the current copy of a cheap value is, and when it was last used.
@@ -187,18 +173,10 @@ mod tests {
     use crate::memplan::plan_memory;
     use crate::train::{AdamParams, LossKind, Optimizer, Reduction, StepConfig, build_step};
 
-    /// Deterministic values in [-0.5, 0.5).
+    /// Deterministic values in [-0.5, 0.5], different for each seed.
     fn values(n: usize, seed: u64) -> Vec<f64> {
-        let mut s = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
         (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 11) as f64 / (1u64 << 53) as f64) - 0.5
-            })
+            .map(|i| 0.5 * ((i as f64 + 1.0) * (0.7 + seed as f64 * 0.013)).sin())
             .collect()
     }
 
