@@ -237,13 +237,9 @@ mod tests {
         };
         let step = build_step(&forward, &cfg).unwrap();
         let xs = values(batch * w, 7);
-        let mut ins = vec![
-            Tensor::from_fn(DType::F32, &[batch, w], |i| xs[i]).unwrap(),
-            Tensor::from_vec(vec![batch], (0..batch as i64).map(|i| i % 4).collect()).unwrap(),
-        ];
-        ins.extend(step.params.iter().map(|(_, t)| t.clone()));
-        ins.extend(step.initial_states().unwrap());
-        ins.push(Tensor::scalar(1i64));
+        let x = Tensor::from_fn(DType::F32, &[batch, w], |i| xs[i]).unwrap();
+        let labels = Tensor::from_vec(vec![batch], (0..batch as i64).map(|i| i % 4).collect());
+        let ins = step.first_inputs(vec![x], labels.unwrap()).unwrap();
         let mut module = terafab_ir::Module::new(vec![step.func]);
         crate::run_pipeline(&mut module, "default", Default::default()).unwrap();
         (module.functions.remove(0), ins)

@@ -148,6 +148,22 @@ impl Step {
             .collect()
     }
 
+    /// The inputs of the first step (step count 1) on one batch: `data` (the forward
+    /// function's inputs), `labels`, the initial parameters and the initial states. A step
+    /// with loss scaling takes the scale after these.
+    pub fn first_inputs(
+        &self,
+        data: Vec<Tensor>,
+        labels: Tensor,
+    ) -> Result<Vec<Tensor>, TensorError> {
+        let mut ins = data;
+        ins.push(labels);
+        ins.extend(self.params.iter().map(|(_, t)| t.clone()));
+        ins.extend(self.initial_states()?);
+        ins.push(Tensor::scalar(1i64));
+        Ok(ins)
+    }
+
     /// Index of the first new parameter among the outputs.
     pub fn params_output(&self) -> usize {
         1 + usize::from(self.counts_correct) + usize::from(self.loss_scaling)

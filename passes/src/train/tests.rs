@@ -44,6 +44,11 @@ fn cfg(loss: LossKind, optimizer: Optimizer) -> StepConfig {
     }
 }
 
+/// The labels of `X`'s rows.
+fn labels() -> Tensor {
+    Tensor::from_vec(vec![4], vec![2i64, 0, 1, 0]).unwrap()
+}
+
 fn f32s(dims: &[usize], v: &[f64]) -> Tensor {
     Tensor::from_fn(DType::F32, dims, |i| v[i]).unwrap()
 }
@@ -303,13 +308,9 @@ fn the_step_goes_through_the_pipeline_and_the_kernels() {
         Optimizer::Adam(AdamParams::default()),
     );
     let step = build_step(&forward(), &c).unwrap();
-    let mut ins = vec![
-        f32s(&[4, 3], &X),
-        Tensor::from_vec(vec![4], vec![2i64, 0, 1, 0]).unwrap(),
-    ];
-    ins.extend(step.params.iter().map(|(_, t)| t.clone()));
-    ins.extend(step.initial_states().unwrap());
-    ins.push(Tensor::scalar(1i64));
+    let ins = step
+        .first_inputs(vec![f32s(&[4, 3], &X)], labels())
+        .unwrap();
     let want = run_function(&step.func, &ins).unwrap();
     let mut m = terafab_ir::Module::new(vec![step.func.clone()]);
     crate::run_pipeline(&mut m, "default,eqsat,default", Default::default()).unwrap();
@@ -362,13 +363,9 @@ fn loss_scaling_unscales_and_skips_overflowing_steps() {
     c.loss_scaling = true;
     let scaled = build_step(&forward(), &c).unwrap();
     assert_eq!(scaled.params_output(), 3);
-    let mut ins = vec![
-        f32s(&[4, 3], &X),
-        Tensor::from_vec(vec![4], vec![2i64, 0, 1, 0]).unwrap(),
-    ];
-    ins.extend(plain.params.iter().map(|(_, t)| t.clone()));
-    ins.extend(plain.initial_states().unwrap());
-    ins.push(Tensor::scalar(1i64));
+    let ins = plain
+        .first_inputs(vec![f32s(&[4, 3], &X)], labels())
+        .unwrap();
     let want = run_function(&plain.func, &ins).unwrap();
     // A power of two scales exactly: the same step.
     let mut ins_s = ins.clone();
