@@ -25,6 +25,8 @@ pub mod emit;
 pub mod loss;
 pub mod optim;
 #[cfg(test)]
+pub(crate) mod testing;
+#[cfg(test)]
 mod tests;
 
 pub use emit::{Emit, EmitError, FnEmitter};
