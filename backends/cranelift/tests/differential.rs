@@ -3,10 +3,12 @@
 //! max, softmax-like rows), matmuls (batched, transposed, bias and ReLU) and convolutions
 //! (strides, padding, dilation, groups), with sizes of 1, primes and sizes that are not
 //! multiples of the vector width; integer and narrow-float kernels with the interpreter's
-//! edge cases. Each case runs on 1 and 2 threads, whose results must be bitwise equal.
+//! edge cases; matmuls and convolutions large enough for the packed GEMM schedule, with
+//! epilogues. Each case runs on 1 and 2 threads, whose results must be bitwise equal.
 //!
-//! Tolerance: the backend sums in f32 in order, the interpreter in f64 rounded once; with inputs
-//! in [-1, 1) and K <= 400 the difference stays far below 1e-4 * (1 + |expected|).
+//! Tolerance: the backend sums in f32 in order (the GEMM schedule with one rounding per fused
+//! multiply-add), the interpreter in f64 rounded once; with inputs in [-1, 1) and K <= 400 the
+//! difference stays far below 1e-4 * (1 + |expected|).
 //! Elementwise results without sums must be exact (the same roundings as the interpreter).
 
 mod common;
@@ -258,6 +260,136 @@ proptest! {
         );
         let src = format!(
             "func @main({}) -> (y: {}) {{\n{body}  return %y\n}}\n",
+            params.join(", "), ty(&y_shape)
+        );
+        check(&src, inputs)?;
+    }
+}
+
+/// Sizes for the packed GEMM path: 1, primes, odd sizes, and sizes around the micro-kernel's
+/// tile (6 × 8) and the K chunk (256).
+fn gemm_dim() -> impl Strategy<Value = usize> {
+    prop_oneof![
+        Just(1usize),
+        Just(5),
+        Just(6),
+        Just(7),
+        Just(8),
+        Just(13),
+        Just(17),
+        Just(31),
+        Just(49),
+        Just(64),
+        Just(97),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, .. ProptestConfig::default() })]
+
+    /// Matmuls large enough for the packed GEMM schedule (M × N × K >= 4096, N >= 8): batched
+    /// or not, B transposed or not, constant (packed once at load) or an input, with an
+    /// epilogue of bias, ReLU and a residual input added, on 1 and 2 threads.
+    #[test]
+    fn packed_gemm_matches_the_interpreter(
+        m in gemm_dim(), n in prop_oneof![Just(8usize), Just(9), Just(16), Just(23), Just(64), Just(131)],
+        k in prop_oneof![Just(4usize), Just(7), Just(61), Just(256), Just(300)],
+        batch in 0usize..3, transpose_b in any::<bool>(), const_b in any::<bool>(),
+        epilogue in any::<bool>(), seed in any::<u64>(),
+    ) {
+        let bshape = |s: Vec<usize>| -> Vec<usize> {
+            if batch > 0 { [vec![batch], s].concat() } else { s }
+        };
+        prop_assume!(m * n * k >= 4096);
+        let a_shape = bshape(vec![m, k]);
+        let b_shape = bshape(if transpose_b { vec![n, k] } else { vec![k, n] });
+        let y_shape = bshape(vec![m, n]);
+        let off = usize::from(batch > 0);
+        let (lb, rb) = if batch > 0 { ("[0]", "[0]") } else { ("[]", "[]") };
+        let rc = if transpose_b { 1 + off } else { off };
+        let mut params = vec![format!("%a: {}", ty(&a_shape))];
+        let mut inputs = vec![Tensor::from_vec(a_shape.clone(), values(a_shape.iter().product(), seed)).unwrap()];
+        let mut body = String::new();
+        let b = values(b_shape.iter().product(), seed ^ 1);
+        if const_b {
+            body += &format!("  %b = constant() {{value={}}} : {}\n", dense(&b_shape, &b), ty(&b_shape));
+        } else {
+            params.push(format!("%b: {}", ty(&b_shape)));
+            inputs.push(Tensor::from_vec(b_shape.clone(), b).unwrap());
+        }
+        body += &format!(
+            "  %mm = dot_general(%a, %b) {{lhs_batch={lb}, rhs_batch={rb}, lhs_contract=[{}], rhs_contract=[{rc}]}} : {}\n",
+            1 + off, ty(&y_shape)
+        );
+        let result = if epilogue {
+            params.push(format!("%r: {}", ty(&y_shape)));
+            inputs.push(Tensor::from_vec(y_shape.clone(), values(y_shape.iter().product(), seed ^ 3)).unwrap());
+            body += &format!("  %bias = constant() {{value={}}} : f32[{n}]\n", dense(&[n], &values(n, seed ^ 2)));
+            body += &format!("  %s = add(%mm, %bias) : {}\n", ty(&y_shape));
+            body += "  %zero = constant() {value=dense<f32[]>[0.0]} : f32[]\n";
+            body += &format!("  %v = max(%s, %zero) : {}\n", ty(&y_shape));
+            body += &format!("  %y = add(%v, %r) : {}\n", ty(&y_shape));
+            "%y"
+        } else {
+            "%mm"
+        };
+        let src = format!(
+            "func @main({}) -> (y: {}) {{\n{body}  return {result}\n}}\n",
+            params.join(", "), ty(&y_shape)
+        );
+        check(&src, inputs)?;
+    }
+
+    /// Convolutions as implicit GEMMs (im2col packed from the input, with padding, strides,
+    /// dilation and groups; constant weights packed once), with a per-channel bias, ReLU and a
+    /// residual input in the epilogue, on 1 and 2 threads.
+    #[test]
+    fn implicit_gemm_conv_matches_the_interpreter(
+        batch in 1usize..3, cin_g in prop_oneof![Just(1usize), Just(3), Just(8), Just(13)],
+        cout_g in prop_oneof![Just(8usize), Just(13), Just(32)],
+        groups in prop_oneof![Just(1usize), Just(2)],
+        h in 5usize..16, w in 5usize..16, kh in prop_oneof![Just(1usize), Just(3), Just(5)],
+        kw in prop_oneof![Just(1usize), Just(3)],
+        stride in 1usize..3, pad in 0usize..3, dil in 1usize..3,
+        const_w in any::<bool>(), epilogue in any::<bool>(), seed in any::<u64>(),
+    ) {
+        let (cin, cout) = (cin_g * groups, cout_g * groups);
+        let span = |k: usize| dil * (k - 1) + 1;
+        prop_assume!(h + 2 * pad >= span(kh) && w + 2 * pad >= span(kw));
+        let oh = (h + 2 * pad - span(kh)) / stride + 1;
+        let ow = (w + 2 * pad - span(kw)) / stride + 1;
+        let x_shape = vec![batch, cin, h, w];
+        let w_shape = vec![cout, cin_g, kh, kw];
+        let y_shape = vec![batch, cout, oh, ow];
+        let mut params = vec![format!("%x: {}", ty(&x_shape))];
+        let mut inputs = vec![Tensor::from_vec(x_shape.clone(), values(x_shape.iter().product(), seed)).unwrap()];
+        let mut body = String::new();
+        let wt = values(w_shape.iter().product(), seed ^ 3);
+        if const_w {
+            body += &format!("  %w = constant() {{value={}}} : {}\n", dense(&w_shape, &wt), ty(&w_shape));
+        } else {
+            params.push(format!("%w: {}", ty(&w_shape)));
+            inputs.push(Tensor::from_vec(w_shape.clone(), wt).unwrap());
+        }
+        body += &format!(
+            "  %c = conv(%x, %w) {{stride=[{stride}, {stride}], pad_low=[{pad}, {pad}], pad_high=[{pad}, {pad}], lhs_dilation=[1, 1], rhs_dilation=[{dil}, {dil}], groups={groups}}} : {}\n",
+            ty(&y_shape)
+        );
+        let result = if epilogue {
+            let b_shape = vec![1, cout, 1, 1];
+            params.push(format!("%r: {}", ty(&y_shape)));
+            inputs.push(Tensor::from_vec(y_shape.clone(), values(y_shape.iter().product(), seed ^ 5)).unwrap());
+            body += &format!("  %bias = constant() {{value={}}} : {}\n", dense(&b_shape, &values(cout, seed ^ 4)), ty(&b_shape));
+            body += &format!("  %s = add(%c, %bias) : {}\n", ty(&y_shape));
+            body += "  %zero = constant() {value=dense<f32[]>[0.0]} : f32[]\n";
+            body += &format!("  %v = max(%s, %zero) : {}\n", ty(&y_shape));
+            body += &format!("  %y = add(%v, %r) : {}\n", ty(&y_shape));
+            "%y"
+        } else {
+            "%c"
+        };
+        let src = format!(
+            "func @main({}) -> (y: {}) {{\n{body}  return {result}\n}}\n",
             params.join(", "), ty(&y_shape)
         );
         check(&src, inputs)?;

@@ -200,7 +200,58 @@ impl FnGen<'_, '_> {
             Ok(())
         };
         let k_vars = form.k_vars.clone();
-        if lanes_contiguous(expr, vars) {
+        let last = vars.last().copied();
+        let vector = match last {
+            Some((v, _)) => width % 4 == 0 && self.vector_lanes(expr, v).is_some(),
+            None => false,
+        };
+        if let (true, Some((lv, le))) = (vector, last) {
+            // Consecutive lanes read consecutive elements of a row, four at a time: a group of
+            // four lanes within one row of the last variable (and inside the operand) is one
+            // f32x4 (contiguous loads as vectors, padded rows checked at their ends, strided
+            // loads gathered); other groups (across rows, at the edge) lane by lane.
+            let mut groups = Vec::new();
+            for gi in 0..width / 4 {
+                let pos = self.b.ins().iadd_imm_s(first, (gi * 4) as i64);
+                let col = self.b.ins().urem_imm_s(pos, le as i64);
+                let col_end = self.b.ins().iadd_imm_s(col, 4);
+                let in_row =
+                    self.b
+                        .ins()
+                        .icmp_imm_s(IntCC::SignedLessThanOrEqual, col_end, le as i64);
+                let pos_end = self.b.ins().iadd_imm_s(pos, 4);
+                let inside =
+                    self.b
+                        .ins()
+                        .icmp_imm_s(IntCC::SignedLessThanOrEqual, pos_end, extent as i64);
+                groups.push(self.b.ins().band(in_row, inside));
+            }
+            self.nest(&k_vars, &mut |g| {
+                for (gi, &fast) in groups.iter().enumerate() {
+                    let (vec_bb, lanes_bb, merge) =
+                        (g.b.create_block(), g.b.create_block(), g.b.create_block());
+                    g.b.ins().brif(fast, vec_bb, &[], lanes_bb, &[]);
+                    g.b.switch_to_block(vec_bb);
+                    for &(v, x) in &lanes[gi * 4].0 {
+                        g.vars.insert(v, x);
+                    }
+                    let x = g.vexpr(expr, lv)?;
+                    let k = g.index(&kidx)?;
+                    let off = g.b.ins().imul_imm_s(k, (width * 4) as i64);
+                    let at = g.b.ins().iadd(base, off);
+                    g.b.ins()
+                        .store(MemFlagsData::new().with_notrap(), x, at, (gi * 16) as i32);
+                    g.b.ins().jump(merge, &[]);
+                    g.b.switch_to_block(lanes_bb);
+                    for lane in gi * 4..gi * 4 + 4 {
+                        store(g, lane, &lanes[lane])?;
+                    }
+                    g.b.ins().jump(merge, &[]);
+                    g.b.switch_to_block(merge);
+                }
+                Ok(())
+            })?;
+        } else if lanes_contiguous(expr, vars) {
             // Consecutive lanes read consecutive elements: every k, then the panel's lanes.
             self.nest(&k_vars, &mut |g| {
                 for (lane, l) in lanes.iter().enumerate() {
@@ -231,6 +282,11 @@ impl FnGen<'_, '_> {
     /// The micro-kernel: `tile[mr][NR] += Σ_{k < klen} a[k][mr] ⊗ b[k][NR]`.
     fn ukernel(&mut self, mr: usize, a: Value, b: Value, klen: Value, tile: Value) -> R<()> {
         let flags = MemFlagsData::trusted();
+        // The panels are only read here: their loads are pure to Cranelift's optimizer, which
+        // then places each just before its first use (B's two vectors once per k, each
+        // broadcast of A just before its two multiply-adds), not all at the top of the body,
+        // so the 12 accumulators, 2 vectors of B and one broadcast fit in the 16 registers.
+        let panel = flags.with_readonly().with_can_move();
         let halves = NR / 4;
         let accs: Vec<_> = (0..mr * halves)
             .map(|i| {
@@ -253,10 +309,10 @@ impl FnGen<'_, '_> {
         self.range_loop(zero, klen, 1, |g, _| {
             let (a, b) = (g.b.use_var(ap), g.b.use_var(bp));
             let bv: Vec<Value> = (0..halves)
-                .map(|h| g.b.ins().load(types::F32X4, flags, b, (h * 16) as i32))
+                .map(|h| g.b.ins().load(types::F32X4, panel, b, (h * 16) as i32))
                 .collect();
             for i in 0..mr {
-                let x = g.b.ins().load(types::F32, flags, a, (i * 4) as i32);
+                let x = g.b.ins().load(types::F32, panel, a, (i * 4) as i32);
                 let s = g.b.ins().splat(types::F32X4, x);
                 for (h, &bh) in bv.iter().enumerate() {
                     let acc = g.b.use_var(accs[i * halves + h]);
