@@ -25,9 +25,10 @@
 //! remainder runs one element at a time. Each element is computed by the same operations in
 //! the same order either way, so results do not depend on the split (nor on the thread count).
 //!
-//! Call kernels, kernels touching float8 types and kernels of the GEMM form all have their
-//! plan: the first two run through the runtime's call (the kernel interpreter), GEMM-form
-//! kernels run as plain loops (no packed GEMM in this backend yet).
+//! Kernels of the GEMM form (matmuls, convolutions) run the packed GEMM schedule instead
+//! ([`gemm`]: pack phases, then compute tasks over blocks of a register-blocked f32x4
+//! micro-kernel); call kernels and kernels touching float8 types run through the runtime's call
+//! (the kernel interpreter).
 
 use std::collections::{HashMap, HashSet};
 

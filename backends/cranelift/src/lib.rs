@@ -35,7 +35,7 @@ use terafab_ir::kernel::KernelProgram;
 use terafab_ir::{DType, Function, Tensor};
 use terafab_passes::fuse::{RunError, run_kernels_with};
 pub use terafab_runtime::PhaseTime;
-use terafab_runtime::gemm::packed_table;
+use terafab_runtime::gemm::{const_bytes, packed_table};
 use terafab_runtime::{AlignedBuf, Loaded, Rt, TaskFn};
 
 use codegen::KernelPlan;
@@ -202,12 +202,7 @@ impl Executable {
             codegen,
             finalize: t1.elapsed(),
             arena_bytes: plan.arena_bytes,
-            packed_bytes: generated
-                .packed
-                .iter()
-                .filter(|p| p.scratch.is_none())
-                .map(|p| p.bytes)
-                .sum(),
+            packed_bytes: const_bytes(&generated.packed),
             scratch_bytes: generated.scratch_bytes,
             calls,
         };

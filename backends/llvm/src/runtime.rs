@@ -17,7 +17,7 @@ use inkwell::execution_engine::ExecutionEngine;
 use terafab_ir::Tensor;
 use terafab_ir::kernel::KernelProgram;
 pub use terafab_runtime::PhaseTime;
-use terafab_runtime::gemm::packed_table;
+use terafab_runtime::gemm::{const_bytes, packed_table};
 use terafab_runtime::{AlignedBuf, Loaded, Rt};
 
 use crate::codegen::{KernelPlan, generate};
@@ -121,12 +121,7 @@ impl Executable {
             optimize,
             finalize,
             arena_bytes: plan.arena_bytes,
-            packed_bytes: generated
-                .packed
-                .iter()
-                .filter(|p| p.scratch.is_none())
-                .map(|p| p.bytes)
-                .sum(),
+            packed_bytes: const_bytes(&generated.packed),
             scratch_bytes: generated.scratch_bytes,
             calls,
         };

@@ -422,15 +422,15 @@ impl PackedOperands {
         let b = slot(b_bytes, plan.b_const);
         (a, b)
     }
+}
 
-    /// Bytes of the constants packed once.
-    pub fn const_bytes(&self) -> usize {
-        self.list
-            .iter()
-            .filter(|p| p.scratch.is_none())
-            .map(|p| p.bytes)
-            .sum()
-    }
+/// Bytes of the constants packed once.
+pub fn const_bytes(packed: &[PackedOperand]) -> usize {
+    packed
+        .iter()
+        .filter(|p| p.scratch.is_none())
+        .map(|p| p.bytes)
+        .sum()
 }
 
 /// The buffer table's fixed part for `p` with its packed operands (see [`fixed_table`]), and

@@ -50,6 +50,9 @@ pub const TILING: Tiling = Tiling {
     min_swap_k: 256,
 };
 
+/// Tasks packing an operand whose panels are packed in blocks (see `FnGen::pack`).
+const PACK_BLOCKS: usize = 16;
+
 /// The phases of a GEMM kernel, each with its text (with `emit`).
 pub(super) struct GemmPhases {
     /// Packing the constant operands, once.
@@ -91,14 +94,14 @@ pub(super) fn gemm<M: Module>(
         (Side::B, bp, plan.b_const, plan.np),
     ] {
         let pname = format!("{name}_pack{}", if side == Side::A { "A" } else { "B" });
-        let (func, (), text) = mg.task_fn(k, &pname, |g| {
-            g.pack(&form, &plan, side, &bufs, dst, panels)
-        })?;
         let batches = if constant { 1 } else { plan.batch };
+        let (func, ntasks, text) = mg.task_fn(k, &pname, |g| {
+            g.pack(&form, &plan, side, &bufs, dst, (batches, panels))
+        })?;
         let phase = Phase {
             name: pname,
             func,
-            ntasks: (batches * panels) as u64,
+            ntasks,
         };
         if constant {
             out.init.push((phase, text));
@@ -141,8 +144,13 @@ impl FnGen<'_, '_> {
         self.b.ins().smin(x, hi)
     }
 
-    /// A pack task: `task = batch * panels + panel`; writes the panel's `k × width` values
-    /// (zero for the lanes past the operand's edge).
+    /// The pack tasks of one operand (`batches × panels` panels); returns their count.
+    ///
+    /// Where the panel's lanes read consecutive elements of a row four at a time (B of a
+    /// row-major matmul, the im2col rows of a convolution), a task packs a block of panels,
+    /// k by k: each k reads one stretch of the operand's row for all the block's panels
+    /// (reading a panel's column strip down all of K would touch a page per k). Else a task
+    /// packs one panel (`task = batch * panels + panel`), its lanes' variables computed once.
     fn pack(
         &mut self,
         form: &Form<'_>,
@@ -150,8 +158,8 @@ impl FnGen<'_, '_> {
         side: Side,
         bufs: &[BufferId],
         dst: BufferId,
-        panels: usize,
-    ) -> R<()> {
+        (batches, panels): (usize, usize),
+    ) -> R<u64> {
         let (expr, vars, width): (&Expr, _, usize) = match side {
             Side::A => (form.a, &form.m_vars, plan.mr),
             Side::B => (form.b, &form.n_vars, plan.nr),
@@ -160,17 +168,100 @@ impl FnGen<'_, '_> {
         let (table, task) = self.entry();
         self.load_ptrs(table, bufs);
         self.load_ptrs(table, &[dst]);
-        let bi = self.b.ins().udiv_imm_s(task, panels as i64);
-        let panel = self.b.ins().urem_imm_s(task, panels as i64);
-        self.bind_flat(bi, &form.batch_vars);
-        let base = self.b.ins().imul_imm_s(task, (plan.k * width * 4) as i64);
-        let dst_ptr = self.ptrs[&dst];
-        let base = self.b.ins().iadd(dst_ptr, base);
-        let first = self.b.ins().imul_imm_s(panel, width as i64);
         for (v, n) in &form.k_vars {
             self.extents.insert(*v, *n);
         }
         let kidx = k_flat(&form.k_vars);
+        let panel_bytes = (plan.k * width * 4) as i64;
+        let dst_ptr = self.ptrs[&dst];
+        let k_vars = form.k_vars.clone();
+        let zero = self.b.ins().f32const(0.0);
+        // Lane `lane` of the panel starting at position `first`: its variables bound (clamped
+        // into range), the value (zero past the edge) stored at `at + lane * 4`.
+        let lane_store = |g: &mut Self, first: Value, lane: usize, at: Value| -> R<()> {
+            let pos = g.b.ins().iadd_imm_s(first, lane as i64);
+            let valid =
+                g.b.ins()
+                    .icmp_imm_s(IntCC::SignedLessThan, pos, extent as i64);
+            let safe = g.clamp(pos, extent as i64 - 1);
+            g.bind_flat(safe, vars);
+            let x = g.expr(expr)?;
+            let x = g.b.ins().select(valid, x, zero);
+            g.b.ins()
+                .store(MemFlagsData::new().with_notrap(), x, at, (lane * 4) as i32);
+            Ok(())
+        };
+        let last = vars.last().copied();
+        let vector = match last {
+            Some((v, _)) => width % 4 == 0 && self.vector_lanes(expr, v).is_some(),
+            None => false,
+        };
+        if let (true, Some((lv, le))) = (vector, last) {
+            let nblocks = panels.min(PACK_BLOCKS);
+            let per = panels.div_ceil(nblocks);
+            let nblocks = panels.div_ceil(per);
+            let bi = self.b.ins().udiv_imm_s(task, nblocks as i64);
+            let pb = self.b.ins().urem_imm_s(task, nblocks as i64);
+            self.bind_flat(bi, &form.batch_vars);
+            let base = self.b.ins().imul_imm_s(bi, panels as i64 * panel_bytes);
+            let base = self.b.ins().iadd(dst_ptr, base);
+            let q0 = self.b.ins().imul_imm_s(pb, per as i64);
+            let q1 = self.b.ins().iadd_imm_s(q0, per as i64);
+            let q1 = self.clamp(q1, panels as i64);
+            self.nest(&k_vars, &mut |g| {
+                let k = g.index(&kidx)?;
+                let koff = g.b.ins().imul_imm_s(k, (width * 4) as i64);
+                let kbase = g.b.ins().iadd(base, koff);
+                g.range_loop(q0, q1, 1, |g, q| {
+                    let first = g.b.ins().imul_imm_s(q, width as i64);
+                    let at = g.b.ins().imul_imm_s(q, panel_bytes);
+                    let at = g.b.ins().iadd(kbase, at);
+                    // A group of four lanes within one row of the last variable (and inside
+                    // the operand) is one f32x4 (contiguous loads as vectors, padded rows
+                    // checked at their ends, strided loads gathered); other groups (across
+                    // rows, at the edge) lane by lane.
+                    for gi in 0..width / 4 {
+                        let pos = g.b.ins().iadd_imm_s(first, (gi * 4) as i64);
+                        let col = g.b.ins().urem_imm_s(pos, le as i64);
+                        let col_end = g.b.ins().iadd_imm_s(col, 4);
+                        let in_row =
+                            g.b.ins()
+                                .icmp_imm_s(IntCC::SignedLessThanOrEqual, col_end, le as i64);
+                        let pos_end = g.b.ins().iadd_imm_s(pos, 4);
+                        let inside = g.b.ins().icmp_imm_s(
+                            IntCC::SignedLessThanOrEqual,
+                            pos_end,
+                            extent as i64,
+                        );
+                        let fast = g.b.ins().band(in_row, inside);
+                        let (vec_bb, lanes_bb, merge) =
+                            (g.b.create_block(), g.b.create_block(), g.b.create_block());
+                        g.b.ins().brif(fast, vec_bb, &[], lanes_bb, &[]);
+                        g.b.switch_to_block(vec_bb);
+                        g.bind_flat(pos, vars);
+                        let x = g.vexpr(expr, lv)?;
+                        g.b.ins()
+                            .store(MemFlagsData::new().with_notrap(), x, at, (gi * 16) as i32);
+                        g.b.ins().jump(merge, &[]);
+                        g.b.switch_to_block(lanes_bb);
+                        for lane in gi * 4..gi * 4 + 4 {
+                            lane_store(g, first, lane, at)?;
+                        }
+                        g.b.ins().jump(merge, &[]);
+                        g.b.switch_to_block(merge);
+                    }
+                    Ok(())
+                })
+            })?;
+            self.b.ins().return_(&[]);
+            return Ok((batches * nblocks) as u64);
+        }
+        let bi = self.b.ins().udiv_imm_s(task, panels as i64);
+        let panel = self.b.ins().urem_imm_s(task, panels as i64);
+        self.bind_flat(bi, &form.batch_vars);
+        let base = self.b.ins().imul_imm_s(task, panel_bytes);
+        let base = self.b.ins().iadd(dst_ptr, base);
+        let first = self.b.ins().imul_imm_s(panel, width as i64);
         // Each lane's position, clamped into range and bound to the side's variables, and
         // whether it is a real row/column (not padding).
         let mut lanes = Vec::new();
@@ -185,7 +276,6 @@ impl FnGen<'_, '_> {
             let values: Vec<(Var, Value)> = vars.iter().map(|(v, _)| (*v, self.vars[v])).collect();
             lanes.push((values, valid));
         }
-        let zero = self.b.ins().f32const(0.0);
         let store = |g: &mut Self, lane: usize, (values, valid): &(Vec<(Var, Value)>, Value)| {
             for &(v, x) in values {
                 g.vars.insert(v, x);
@@ -199,59 +289,7 @@ impl FnGen<'_, '_> {
                 .store(MemFlagsData::new().with_notrap(), x, at, (lane * 4) as i32);
             Ok(())
         };
-        let k_vars = form.k_vars.clone();
-        let last = vars.last().copied();
-        let vector = match last {
-            Some((v, _)) => width % 4 == 0 && self.vector_lanes(expr, v).is_some(),
-            None => false,
-        };
-        if let (true, Some((lv, le))) = (vector, last) {
-            // Consecutive lanes read consecutive elements of a row, four at a time: a group of
-            // four lanes within one row of the last variable (and inside the operand) is one
-            // f32x4 (contiguous loads as vectors, padded rows checked at their ends, strided
-            // loads gathered); other groups (across rows, at the edge) lane by lane.
-            let mut groups = Vec::new();
-            for gi in 0..width / 4 {
-                let pos = self.b.ins().iadd_imm_s(first, (gi * 4) as i64);
-                let col = self.b.ins().urem_imm_s(pos, le as i64);
-                let col_end = self.b.ins().iadd_imm_s(col, 4);
-                let in_row =
-                    self.b
-                        .ins()
-                        .icmp_imm_s(IntCC::SignedLessThanOrEqual, col_end, le as i64);
-                let pos_end = self.b.ins().iadd_imm_s(pos, 4);
-                let inside =
-                    self.b
-                        .ins()
-                        .icmp_imm_s(IntCC::SignedLessThanOrEqual, pos_end, extent as i64);
-                groups.push(self.b.ins().band(in_row, inside));
-            }
-            self.nest(&k_vars, &mut |g| {
-                for (gi, &fast) in groups.iter().enumerate() {
-                    let (vec_bb, lanes_bb, merge) =
-                        (g.b.create_block(), g.b.create_block(), g.b.create_block());
-                    g.b.ins().brif(fast, vec_bb, &[], lanes_bb, &[]);
-                    g.b.switch_to_block(vec_bb);
-                    for &(v, x) in &lanes[gi * 4].0 {
-                        g.vars.insert(v, x);
-                    }
-                    let x = g.vexpr(expr, lv)?;
-                    let k = g.index(&kidx)?;
-                    let off = g.b.ins().imul_imm_s(k, (width * 4) as i64);
-                    let at = g.b.ins().iadd(base, off);
-                    g.b.ins()
-                        .store(MemFlagsData::new().with_notrap(), x, at, (gi * 16) as i32);
-                    g.b.ins().jump(merge, &[]);
-                    g.b.switch_to_block(lanes_bb);
-                    for lane in gi * 4..gi * 4 + 4 {
-                        store(g, lane, &lanes[lane])?;
-                    }
-                    g.b.ins().jump(merge, &[]);
-                    g.b.switch_to_block(merge);
-                }
-                Ok(())
-            })?;
-        } else if lanes_contiguous(expr, vars) {
+        if lanes_contiguous(expr, vars) {
             // Consecutive lanes read consecutive elements: every k, then the panel's lanes.
             self.nest(&k_vars, &mut |g| {
                 for (lane, l) in lanes.iter().enumerate() {
@@ -266,7 +304,7 @@ impl FnGen<'_, '_> {
             }
         }
         self.b.ins().return_(&[]);
-        Ok(())
+        Ok((batches * panels) as u64)
     }
 
     /// `a * b + c`, fused where the target has it.
