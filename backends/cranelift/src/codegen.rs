@@ -25,9 +25,10 @@
 //! remainder runs one element at a time. Each element is computed by the same operations in
 //! the same order either way, so results do not depend on the split (nor on the thread count).
 //!
-//! Call kernels, kernels touching float8 types and kernels of the GEMM form all have their
-//! plan: the first two run through the runtime's call (the kernel interpreter), GEMM-form
-//! kernels run as plain loops (no packed GEMM in this backend yet).
+//! Kernels of the GEMM form (matmuls, convolutions) run the packed GEMM schedule instead
+//! ([`gemm`]: pack phases, then compute tasks over blocks of a register-blocked f32x4
+//! micro-kernel); call kernels and kernels touching float8 types run through the runtime's call
+//! (the kernel interpreter).
 
 use std::collections::{HashMap, HashSet};
 
@@ -43,32 +44,130 @@ use terafab_ir::kernel::{
 };
 use terafab_ir::{BinaryOp, DType, ReduceKind, UnaryOp};
 
+use terafab_runtime::gemm::{PackedOperand, PackedOperands};
 use terafab_runtime::{TaskSplit, split_tasks};
 
 use crate::CodegenError;
 use crate::libm::Helper;
 use crate::scalar::{reg_type, supported};
 
+mod gemm;
+
 pub(crate) type R<T> = Result<T, CodegenError>;
 
 /// How the driver runs one kernel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KernelPlan {
-    /// Compiled: its task function (by name and id) run over `ntasks` tasks.
-    Compiled {
-        name: String,
-        func: FuncId,
-        ntasks: u64,
-    },
+    /// Compiled: its phases, each a task function (by name and id) run over `ntasks` tasks (a
+    /// loop nest has one phase; a GEMM packs its activation operands, then computes).
+    Compiled { phases: Vec<Phase> },
     /// Run by the runtime's `call` (a call kernel, or one over a type not compiled here).
     Call { reason: String },
+}
+
+/// One task function of a compiled kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Phase {
+    pub name: String,
+    pub func: FuncId,
+    pub ntasks: u64,
 }
 
 /// Which kernels the JIT module holds, and the text of their Cranelift IR when asked for.
 pub struct Generated {
     pub kernels: Vec<KernelPlan>,
-    /// The Cranelift IR of each compiled kernel (only when generating with `emit`).
+    /// The phases run once, before any run: constant GEMM operands packed.
+    pub init: Vec<Phase>,
+    /// The packed GEMM operands: the buffer table has `program.buffers.len() + packed.len()`
+    /// slots.
+    pub packed: Vec<PackedOperand>,
+    /// The size of the per-run scratch region (the largest need of one kernel).
+    pub scratch_bytes: usize,
+    /// The Cranelift IR of each compiled kernel's functions, each headed by its task count
+    /// (only when generating with `emit`).
     pub clif: Vec<String>,
+}
+
+/// What every function of a module is built with.
+struct ModuleGen<'a, M: Module> {
+    module: &'a mut M,
+    p: &'a KernelProgram,
+    helpers: HashMap<Helper, FuncId>,
+    ctx: cranelift_codegen::Context,
+    fctx: FunctionBuilderContext,
+    /// Whether the target has fused multiply-add (the GEMM micro-kernel's `fma`).
+    fma: bool,
+    emit: bool,
+}
+
+impl<M: Module> ModuleGen<'_, M> {
+    /// Define the task function `name(bufs, task)` of kernel `k` with the body `body`;
+    /// returns its id, what the body returned and, with `emit`, its text.
+    fn task_fn<T>(
+        &mut self,
+        k: &Kernel,
+        name: &str,
+        body: impl FnOnce(&mut FnGen<'_, '_>) -> R<T>,
+    ) -> R<(FuncId, T, Option<String>)> {
+        let cc = self.module.target_config().default_call_conv;
+        let mut sig = Signature::new(cc);
+        sig.params.push(AbiParam::new(types::I64));
+        sig.params.push(AbiParam::new(types::I64));
+        let id = self
+            .module
+            .declare_function(name, Linkage::Local, &sig)
+            .map_err(|e| CodegenError::Cranelift(e.to_string()))?;
+        self.ctx.func = Function::with_name_signature(UserFuncName::user(0, id.as_u32()), sig);
+        let out = {
+            let mut imported = HashMap::new();
+            for (&h, &fid) in &self.helpers {
+                imported.insert(h, (fid, None));
+            }
+            let b = FunctionBuilder::new(&mut self.ctx.func, &mut self.fctx);
+            let mut g = FnGen {
+                b,
+                p: self.p,
+                module: &mut *self.module,
+                helpers: imported,
+                ptrs: HashMap::new(),
+                vars: HashMap::new(),
+                extents: HashMap::new(),
+                locals: HashMap::new(),
+                vplanned: HashSet::new(),
+                vlocals: HashMap::new(),
+                group: 0,
+                shared: None,
+                cache: HashMap::new(),
+                fma: self.fma,
+            };
+            let out = body(&mut g).map_err(|e| in_kernel(&k.name, e))?;
+            g.b.seal_all_blocks();
+            g.b.finalize(self.module.target_config());
+            out
+        };
+        let text = self.emit.then(|| {
+            format!(
+                "; kernel @{} ({})\n{}",
+                k.name,
+                k.kind.name(),
+                self.ctx.func.display()
+            )
+        });
+        self.module
+            .define_function(id, &mut self.ctx)
+            .map_err(|e| in_kernel(&k.name, CodegenError::Cranelift(format!("{e:?}"))))?;
+        self.module.clear_context(&mut self.ctx);
+        Ok((id, out, text))
+    }
+}
+
+/// Whether the module's target has fused multiply-add.
+fn has_fma<M: Module>(module: &M) -> bool {
+    module
+        .isa()
+        .isa_flags()
+        .iter()
+        .any(|f| f.name == "has_fma" && f.as_bool() == Some(true))
 }
 
 /// Lower every kernel of `p` into `module`; with `emit`, keep the text of each function.
@@ -81,10 +180,20 @@ pub fn generate<M: Module>(module: &mut M, p: &KernelProgram, emit: bool) -> R<G
             .map_err(|e| CodegenError::Cranelift(e.to_string()))?;
         helpers.insert(h, id);
     }
-    let mut ctx = module.make_context();
-    let mut fctx = FunctionBuilderContext::new();
+    let fma = has_fma(module);
+    let mut mg = ModuleGen {
+        ctx: module.make_context(),
+        module,
+        p,
+        helpers,
+        fctx: FunctionBuilderContext::new(),
+        fma,
+        emit,
+    };
     let mut kernels = Vec::new();
     let mut clif = Vec::new();
+    let mut init = Vec::new();
+    let mut packed = PackedOperands::new(p.buffers.len());
     for (i, k) in p.kernels.iter().enumerate() {
         let nest = match &k.body {
             Body::Call(f) => {
@@ -103,58 +212,39 @@ pub fn generate<M: Module>(module: &mut M, p: &KernelProgram, emit: bool) -> R<G
             continue;
         }
         let name = format!("k{i}_{}", sanitize(&k.name));
-        let mut sig = Signature::new(cc);
-        sig.params.push(AbiParam::new(types::I64));
-        sig.params.push(AbiParam::new(types::I64));
-        let id = module
-            .declare_function(&name, Linkage::Local, &sig)
-            .map_err(|e| CodegenError::Cranelift(e.to_string()))?;
-        ctx.func = Function::with_name_signature(UserFuncName::user(0, id.as_u32()), sig);
-        let ntasks = {
-            let mut imported = HashMap::new();
-            for (&h, &fid) in &helpers {
-                imported.insert(h, (fid, None));
+        let mut texts = Vec::new();
+        let phases = match gemm::gemm(&mut mg, &mut packed, k, nest, &name)? {
+            Some(g) => {
+                for (phase, text) in g.init {
+                    texts.extend(text.map(|t| format!("; {} task(s), once\n{t}", phase.ntasks)));
+                    init.push(phase);
+                }
+                for (phase, text) in &g.phases {
+                    texts.extend(
+                        text.as_ref()
+                            .map(|t| format!("; {} task(s)\n{t}", phase.ntasks)),
+                    );
+                }
+                g.phases.into_iter().map(|x| x.0).collect()
             }
-            let b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
-            let mut g = FnGen {
-                b,
-                p,
-                module: &mut *module,
-                helpers: imported,
-                ptrs: HashMap::new(),
-                vars: HashMap::new(),
-                extents: HashMap::new(),
-                locals: HashMap::new(),
-                vplanned: HashSet::new(),
-                vlocals: HashMap::new(),
-                group: 0,
-                shared: None,
-                cache: HashMap::new(),
-            };
-            let ntasks = g.loop_kernel(k, nest).map_err(|e| in_kernel(&k.name, e))?;
-            g.b.seal_all_blocks();
-            g.b.finalize(module.target_config());
-            ntasks
+            None => {
+                let (func, ntasks, text) = mg.task_fn(k, &name, |g| g.loop_kernel(k, nest))?;
+                texts.extend(text.map(|t| format!("; {ntasks} task(s)\n{t}")));
+                vec![Phase { name, func, ntasks }]
+            }
         };
         if emit {
-            clif.push(format!(
-                "; kernel @{} ({})\n{}",
-                k.name,
-                k.kind.name(),
-                ctx.func.display()
-            ));
+            clif.push(texts.join("\n"));
         }
-        module
-            .define_function(id, &mut ctx)
-            .map_err(|e| in_kernel(&k.name, CodegenError::Cranelift(format!("{e:?}"))))?;
-        module.clear_context(&mut ctx);
-        kernels.push(KernelPlan::Compiled {
-            name,
-            func: id,
-            ntasks,
-        });
+        kernels.push(KernelPlan::Compiled { phases });
     }
-    Ok(Generated { kernels, clif })
+    Ok(Generated {
+        kernels,
+        init,
+        packed: packed.list,
+        scratch_bytes: packed.scratch_bytes,
+        clif,
+    })
 }
 
 fn in_kernel(name: &str, e: CodegenError) -> CodegenError {
@@ -228,6 +318,8 @@ pub(crate) struct FnGen<'a, 'f> {
     shared: Option<Var>,
     /// Those values, by expression (address) and first lane's index.
     cache: HashMap<(usize, Value), Value>,
+    /// Whether the target has fused multiply-add.
+    pub fma: bool,
 }
 
 /// The rows of a row block: a contraction computes this many consecutive values of one space
@@ -290,6 +382,27 @@ impl FnGen<'_, '_> {
         bufs
     }
 
+    /// The entry block of a task function `(bufs, task)`; returns its parameters.
+    pub(crate) fn entry(&mut self) -> (Value, Value) {
+        let entry = self.b.create_block();
+        self.b.append_block_params_for_function_params(entry);
+        self.b.switch_to_block(entry);
+        (self.b.block_params(entry)[0], self.b.block_params(entry)[1])
+    }
+
+    /// Read the pointers of `bufs` from the buffer table.
+    pub(crate) fn load_ptrs(&mut self, table: Value, bufs: &[BufferId]) {
+        for &b in bufs {
+            let ptr = self.b.ins().load(
+                types::I64,
+                MemFlagsData::trusted().with_readonly(),
+                table,
+                (b.index() * 8) as i32,
+            );
+            self.ptrs.insert(b, ptr);
+        }
+    }
+
     /// The task function of a loop nest; returns its task count.
     fn loop_kernel(&mut self, k: &Kernel, nest: &LoopNest) -> R<u64> {
         for (d, &n) in nest.space.iter().enumerate() {
@@ -334,19 +447,8 @@ impl FnGen<'_, '_> {
             ntasks,
         } = split;
 
-        let entry = self.b.create_block();
-        self.b.append_block_params_for_function_params(entry);
-        self.b.switch_to_block(entry);
-        let (table, task) = (self.b.block_params(entry)[0], self.b.block_params(entry)[1]);
-        for b in Self::kernel_buffers(k) {
-            let ptr = self.b.ins().load(
-                types::I64,
-                MemFlagsData::trusted().with_readonly(),
-                table,
-                (b.index() * 8) as i32,
-            );
-            self.ptrs.insert(b, ptr);
-        }
+        let (table, task) = self.entry();
+        self.load_ptrs(table, &Self::kernel_buffers(k));
         let lo = self.b.ins().imul_imm_s(task, chunk as i64);
         let end = self.b.ins().iadd_imm_s(lo, chunk as i64);
         let total_v = self.iconst(total as i64);

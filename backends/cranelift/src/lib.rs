@@ -10,10 +10,13 @@
 //! - [`emit_clif`] prints the Cranelift IR of every compiled kernel (`terafab compile --emit
 //!   clif`).
 //!
-//! Compared with the LLVM backend it trades run time for compile time: no packed GEMM
-//! (contractions are loop nests, 2 rows of 16 outputs per pass over K in f32x4 where the
-//! operands allow, no packing or cache blocking), no function sharing between kernels of one form, f16 conversions through helper
-//! calls, and Cranelift's optimizer (`opt_level = speed`) instead of LLVM's O3.
+//! Contractions of the GEMM form (matmuls, convolutions as implicit GEMMs) run the packed GEMM
+//! schedule the LLVM backend runs (`codegen::gemm`, its plan shared through
+//! [`terafab_runtime::gemm`]) with a 6×8 f32x4 micro-kernel: constant operands are packed once
+//! at load, the others on every run into a scratch region. Compared with the LLVM backend it
+//! trades run time for compile time: 128-bit vectors (half of AVX2's), no function sharing
+//! between kernels of one form, f16 conversions through helper calls, and Cranelift's
+//! optimizer (`opt_level = speed`) instead of LLVM's O3.
 //!
 //! Results do not depend on the thread count: every task computes a fixed set of output
 //! elements, the same way whichever thread runs it.
@@ -32,7 +35,8 @@ use terafab_ir::kernel::KernelProgram;
 use terafab_ir::{DType, Function, Tensor};
 use terafab_passes::fuse::{RunError, run_kernels_with};
 pub use terafab_runtime::PhaseTime;
-use terafab_runtime::{Loaded, Rt, TaskFn, fixed_table};
+use terafab_runtime::gemm::{const_bytes, packed_table};
+use terafab_runtime::{AlignedBuf, Loaded, Rt, TaskFn};
 
 use codegen::KernelPlan;
 
@@ -79,6 +83,10 @@ pub struct CompileStats {
     pub finalize: Duration,
     /// The arena's size (the memory plan's peak), in bytes.
     pub arena_bytes: usize,
+    /// Bytes of constants packed for the GEMM micro-kernel.
+    pub packed_bytes: usize,
+    /// Bytes of the per-run scratch region (activation operands packed for the GEMMs).
+    pub scratch_bytes: usize,
     /// Kernels run by the library call, with the reason.
     pub calls: Vec<(String, String)>,
 }
@@ -112,6 +120,8 @@ pub struct Executable {
     steps: Vec<Step>,
     loaded: Loaded,
     stats: CompileStats,
+    /// The packed constants and the scratch region (the table points into them).
+    _packed: Vec<AlignedBuf>,
     // Last: the machine code the steps point into.
     module: Option<JITModule>,
 }
@@ -153,18 +163,21 @@ impl Executable {
         let mut steps = Vec::new();
         let mut phases = HashMap::new();
         let mut calls = Vec::new();
+        let mut task_fn = |ph: &codegen::Phase, i: usize| {
+            let addr = module.get_finalized_function(ph.func);
+            phases.insert(addr as usize, (i, ph.name.clone()));
+            // SAFETY: every task function has the signature `(i64 bufs, i64 task)` of a
+            // `TaskFn` in the default calling convention.
+            let task: TaskFn = unsafe { std::mem::transmute(addr) };
+            Step::Parallel {
+                task,
+                ntasks: ph.ntasks as i64,
+            }
+        };
         for (i, (kp, k)) in generated.kernels.iter().zip(&p.kernels).enumerate() {
             match kp {
-                KernelPlan::Compiled { name, func, ntasks } => {
-                    let addr = module.get_finalized_function(*func);
-                    // SAFETY: every kernel function has the signature `(i64 bufs, i64 task)`
-                    // of a `TaskFn` in the default calling convention.
-                    let task: TaskFn = unsafe { std::mem::transmute(addr) };
-                    phases.insert(addr as usize, (i, name.clone()));
-                    steps.push(Step::Parallel {
-                        task,
-                        ntasks: *ntasks as i64,
-                    });
+                KernelPlan::Compiled { phases } => {
+                    steps.extend(phases.iter().map(|ph| task_fn(ph, i)));
                 }
                 KernelPlan::Call { reason } => {
                     calls.push((k.name.clone(), reason.clone()));
@@ -172,17 +185,32 @@ impl Executable {
                 }
             }
         }
-        let loaded = Loaded::new(p, &plan, fixed_table(p, 0), opts.threads, phases)?;
+        let init: Vec<Step> = generated.init.iter().map(|ph| task_fn(ph, 0)).collect();
+        let (fixed, packed) = packed_table(p, &generated.packed, generated.scratch_bytes)
+            .map_err(CraneliftError::Runtime)?;
+        let loaded = Loaded::new(p, &plan, fixed, opts.threads, phases)?;
+        // The constant GEMM operands, packed once.
+        loaded.init(|table, rt| {
+            for step in &init {
+                if let Step::Parallel { task, ntasks } = *step {
+                    // SAFETY: the pack tasks read the constants and write their packed buffers.
+                    unsafe { (rt.parallel_for)(rt.pool, task, table, ntasks) }
+                }
+            }
+        });
         let stats = CompileStats {
             codegen,
             finalize: t1.elapsed(),
             arena_bytes: plan.arena_bytes,
+            packed_bytes: const_bytes(&generated.packed),
+            scratch_bytes: generated.scratch_bytes,
             calls,
         };
         Ok(Executable {
             steps,
             loaded,
             stats,
+            _packed: packed,
             module: Some(module),
         })
     }
@@ -266,9 +294,9 @@ pub fn emit_clif(p: &KernelProgram) -> Result<String, CraneliftError> {
     let mut clif = generated.clif.iter();
     for (kp, k) in generated.kernels.iter().zip(&p.kernels) {
         match kp {
-            KernelPlan::Compiled { ntasks, .. } => {
+            KernelPlan::Compiled { .. } => {
                 if let Some(text) = clif.next() {
-                    out.push_str(&format!("; {ntasks} task(s)\n{text}\n"));
+                    out.push_str(&format!("{text}\n"));
                 }
             }
             KernelPlan::Call { reason } => {

@@ -3,10 +3,12 @@
 //! max, softmax-like rows), matmuls (batched, transposed, bias and ReLU) and convolutions
 //! (strides, padding, dilation, groups), with sizes of 1, primes and sizes that are not
 //! multiples of the vector width; integer and narrow-float kernels with the interpreter's
-//! edge cases. Each case runs on 1 and 2 threads, whose results must be bitwise equal.
+//! edge cases; matmuls and convolutions large enough for the packed GEMM schedule, with
+//! epilogues. Each case runs on 1 and 2 threads, whose results must be bitwise equal.
 //!
-//! Tolerance: the backend sums in f32 in order, the interpreter in f64 rounded once; with inputs
-//! in [-1, 1) and K <= 400 the difference stays far below 1e-4 * (1 + |expected|).
+//! Tolerance: the backend sums in f32 in order (the GEMM schedule with one rounding per fused
+//! multiply-add), the interpreter in f64 rounded once; with inputs in [-1, 1) and K <= 400 the
+//! difference stays far below 1e-4 * (1 + |expected|).
 //! Elementwise results without sums must be exact (the same roundings as the interpreter).
 
 mod common;
@@ -74,6 +76,180 @@ fn check_tol(src: &str, inputs: Vec<Tensor>, tol: f64) -> Result<(), TestCaseErr
 
 fn check(src: &str, inputs: Vec<Tensor>) -> Result<(), TestCaseError> {
     check_tol(src, inputs, 1e-4)
+}
+
+/// The epilogue of a contraction test case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Epilogue {
+    None,
+    /// `max(y + bias, 0)`, the bias along the output's channels.
+    BiasRelu,
+    /// `max(y + bias, 0) + r`, `r` an input of the output's shape.
+    BiasReluResidual,
+}
+
+/// A contraction `%c` (its definition in `body`) over `params`/`inputs`, with `epilogue`
+/// applied (the bias of shape `bias_shape`, `channels` values): the module's text and inputs.
+fn with_epilogue(
+    mut params: Vec<String>,
+    mut inputs: Vec<Tensor>,
+    mut body: String,
+    y_shape: &[usize],
+    bias_shape: &[usize],
+    epilogue: Epilogue,
+    seed: u64,
+) -> (String, Vec<Tensor>) {
+    let y = ty(y_shape);
+    let result = if epilogue == Epilogue::None {
+        "%c"
+    } else {
+        let bias = values(bias_shape.iter().product(), seed ^ 2);
+        body += &format!(
+            "  %bias = constant() {{value={}}} : {}\n",
+            dense(bias_shape, &bias),
+            ty(bias_shape)
+        );
+        body += &format!("  %s = add(%c, %bias) : {y}\n");
+        body += "  %zero = constant() {value=dense<f32[]>[0.0]} : f32[]\n";
+        body += &format!("  %v = max(%s, %zero) : {y}\n");
+        if epilogue == Epilogue::BiasReluResidual {
+            params.push(format!("%r: {y}"));
+            let r = values(y_shape.iter().product(), seed ^ 5);
+            inputs.push(Tensor::from_vec(y_shape.to_vec(), r).unwrap());
+            body += &format!("  %y = add(%v, %r) : {y}\n");
+            "%y"
+        } else {
+            "%v"
+        }
+    };
+    let src = format!(
+        "func @main({}) -> (y: {y}) {{\n{body}  return {result}\n}}\n",
+        params.join(", ")
+    );
+    (src, inputs)
+}
+
+/// An operand `%name` of `shape`: a constant in the body, or a parameter and its input.
+fn operand(
+    name: &str,
+    shape: &[usize],
+    v: Vec<f32>,
+    constant: bool,
+    params: &mut Vec<String>,
+    inputs: &mut Vec<Tensor>,
+) -> String {
+    if constant {
+        format!(
+            "  %{name} = constant() {{value={}}} : {}\n",
+            dense(shape, &v),
+            ty(shape)
+        )
+    } else {
+        params.push(format!("%{name}: {}", ty(shape)));
+        inputs.push(Tensor::from_vec(shape.to_vec(), v).unwrap());
+        String::new()
+    }
+}
+
+/// A matmul `[batch,] m × k · k × n` (B transposed or not, constant or an input) with an
+/// epilogue.
+#[allow(clippy::too_many_arguments)]
+fn matmul_case(
+    m: usize,
+    k: usize,
+    n: usize,
+    batch: usize,
+    transpose_b: bool,
+    const_b: bool,
+    epilogue: Epilogue,
+    seed: u64,
+) -> (String, Vec<Tensor>) {
+    let bshape = |s: Vec<usize>| -> Vec<usize> {
+        if batch > 0 {
+            [vec![batch], s].concat()
+        } else {
+            s
+        }
+    };
+    let a_shape = bshape(vec![m, k]);
+    let b_shape = bshape(if transpose_b { vec![n, k] } else { vec![k, n] });
+    let y_shape = bshape(vec![m, n]);
+    let off = usize::from(batch > 0);
+    let (lb, rb) = if batch > 0 {
+        ("[0]", "[0]")
+    } else {
+        ("[]", "[]")
+    };
+    let rc = if transpose_b { 1 + off } else { off };
+    let mut params = Vec::new();
+    let mut inputs = Vec::new();
+    let a = values(a_shape.iter().product(), seed);
+    let b = values(b_shape.iter().product(), seed ^ 1);
+    let mut body = operand("a", &a_shape, a, false, &mut params, &mut inputs);
+    body += &operand("b", &b_shape, b, const_b, &mut params, &mut inputs);
+    body += &format!(
+        "  %c = dot_general(%a, %b) {{lhs_batch={lb}, rhs_batch={rb}, lhs_contract=[{}], rhs_contract=[{rc}]}} : {}\n",
+        1 + off,
+        ty(&y_shape)
+    );
+    with_epilogue(params, inputs, body, &y_shape, &[n], epilogue, seed)
+}
+
+/// A 2-D convolution's shape.
+#[derive(Debug, Clone, Copy)]
+struct Conv {
+    batch: usize,
+    cin_g: usize,
+    cout_g: usize,
+    groups: usize,
+    h: usize,
+    w: usize,
+    kh: usize,
+    kw: usize,
+    stride: usize,
+    pad: usize,
+    dil: usize,
+}
+
+/// A convolution (weights constant or an input) with an epilogue (the bias per output
+/// channel); `None` when the window does not fit the padded input.
+fn conv_case(
+    c: Conv,
+    const_w: bool,
+    epilogue: Epilogue,
+    seed: u64,
+) -> Option<(String, Vec<Tensor>)> {
+    let (cin, cout) = (c.cin_g * c.groups, c.cout_g * c.groups);
+    let span = |k: usize| c.dil * (k - 1) + 1;
+    if c.h + 2 * c.pad < span(c.kh) || c.w + 2 * c.pad < span(c.kw) {
+        return None;
+    }
+    let oh = (c.h + 2 * c.pad - span(c.kh)) / c.stride + 1;
+    let ow = (c.w + 2 * c.pad - span(c.kw)) / c.stride + 1;
+    let x_shape = vec![c.batch, cin, c.h, c.w];
+    let w_shape = vec![cout, c.cin_g, c.kh, c.kw];
+    let y_shape = vec![c.batch, cout, oh, ow];
+    let mut params = Vec::new();
+    let mut inputs = Vec::new();
+    let x = values(x_shape.iter().product(), seed);
+    let wt = values(w_shape.iter().product(), seed ^ 3);
+    let mut body = operand("x", &x_shape, x, false, &mut params, &mut inputs);
+    body += &operand("w", &w_shape, wt, const_w, &mut params, &mut inputs);
+    let (s, p, d) = (c.stride, c.pad, c.dil);
+    body += &format!(
+        "  %c = conv(%x, %w) {{stride=[{s}, {s}], pad_low=[{p}, {p}], pad_high=[{p}, {p}], lhs_dilation=[1, 1], rhs_dilation=[{d}, {d}], groups={}}} : {}\n",
+        c.groups,
+        ty(&y_shape)
+    );
+    Some(with_epilogue(
+        params,
+        inputs,
+        body,
+        &y_shape,
+        &[1, cout, 1, 1],
+        epilogue,
+        seed,
+    ))
 }
 
 fn dim() -> impl Strategy<Value = usize> {
@@ -156,44 +332,8 @@ proptest! {
         transpose_b in any::<bool>(), const_b in any::<bool>(), epilogue in any::<bool>(),
         seed in any::<u64>(),
     ) {
-        let bshape = |s: Vec<usize>| -> Vec<usize> {
-            if batch > 0 { [vec![batch], s].concat() } else { s }
-        };
-        let a_shape = bshape(vec![m, k]);
-        let b_shape = bshape(if transpose_b { vec![n, k] } else { vec![k, n] });
-        let y_shape = bshape(vec![m, n]);
-        let off = usize::from(batch > 0);
-        let (lb, rb) = if batch > 0 { ("[0]", "[0]") } else { ("[]", "[]") };
-        let rc = if transpose_b { 1 + off } else { off };
-        let a = values(a_shape.iter().product(), seed);
-        let b = values(b_shape.iter().product(), seed ^ 1);
-        let bias = values(n, seed ^ 2);
-        let mut params = vec![format!("%a: {}", ty(&a_shape))];
-        let mut body = String::new();
-        let mut inputs = vec![Tensor::from_vec(a_shape.clone(), a).unwrap()];
-        if const_b {
-            body += &format!("  %b = constant() {{value={}}} : {}\n", dense(&b_shape, &b), ty(&b_shape));
-        } else {
-            params.push(format!("%b: {}", ty(&b_shape)));
-            inputs.push(Tensor::from_vec(b_shape.clone(), b).unwrap());
-        }
-        body += &format!(
-            "  %mm = dot_general(%a, %b) {{lhs_batch={lb}, rhs_batch={rb}, lhs_contract=[{}], rhs_contract=[{rc}]}} : {}\n",
-            1 + off, ty(&y_shape)
-        );
-        let result = if epilogue {
-            body += &format!("  %bias = constant() {{value={}}} : f32[{n}]\n", dense(&[n], &bias));
-            body += &format!("  %s = add(%mm, %bias) : {}\n", ty(&y_shape));
-            body += "  %zero = constant() {value=dense<f32[]>[0.0]} : f32[]\n";
-            body += &format!("  %y = max(%s, %zero) : {}\n", ty(&y_shape));
-            "%y"
-        } else {
-            "%mm"
-        };
-        let src = format!(
-            "func @main({}) -> (y: {}) {{\n{body}  return {result}\n}}\n",
-            params.join(", "), ty(&y_shape)
-        );
+        let epilogue = if epilogue { Epilogue::BiasRelu } else { Epilogue::None };
+        let (src, inputs) = matmul_case(m, k, n, batch, transpose_b, const_b, epilogue, seed);
         check(&src, inputs)?;
     }
 
@@ -233,33 +373,69 @@ proptest! {
         stride in 1usize..3, pad in 0usize..3, dil in 1usize..3,
         const_w in any::<bool>(), seed in any::<u64>(),
     ) {
-        let (cin, cout) = (cin_g * groups, cout_g * groups);
-        let span = |k: usize| dil * (k - 1) + 1;
-        prop_assume!(h + 2 * pad >= span(kh) && w + 2 * pad >= span(kw));
-        let oh = (h + 2 * pad - span(kh)) / stride + 1;
-        let ow = (w + 2 * pad - span(kw)) / stride + 1;
-        let x_shape = vec![batch, cin, h, w];
-        let w_shape = vec![cout, cin_g, kh, kw];
-        let y_shape = vec![batch, cout, oh, ow];
-        let x = values(x_shape.iter().product(), seed);
-        let wt = values(w_shape.iter().product(), seed ^ 3);
-        let mut params = vec![format!("%x: {}", ty(&x_shape))];
-        let mut inputs = vec![Tensor::from_vec(x_shape.clone(), x).unwrap()];
-        let mut body = String::new();
-        if const_w {
-            body += &format!("  %w = constant() {{value={}}} : {}\n", dense(&w_shape, &wt), ty(&w_shape));
-        } else {
-            params.push(format!("%w: {}", ty(&w_shape)));
-            inputs.push(Tensor::from_vec(w_shape.clone(), wt).unwrap());
-        }
-        body += &format!(
-            "  %y = conv(%x, %w) {{stride=[{stride}, {stride}], pad_low=[{pad}, {pad}], pad_high=[{pad}, {pad}], lhs_dilation=[1, 1], rhs_dilation=[{dil}, {dil}], groups={groups}}} : {}\n",
-            ty(&y_shape)
-        );
-        let src = format!(
-            "func @main({}) -> (y: {}) {{\n{body}  return %y\n}}\n",
-            params.join(", "), ty(&y_shape)
-        );
+        let c = Conv { batch, cin_g, cout_g, groups, h, w, kh, kw, stride, pad, dil };
+        let case = conv_case(c, const_w, Epilogue::None, seed);
+        prop_assume!(case.is_some());
+        let (src, inputs) = case.unwrap();
+        check(&src, inputs)?;
+    }
+}
+
+/// Sizes for the packed GEMM path: 1, primes, odd sizes, and sizes around the micro-kernel's
+/// tile (6 × 8) and the K chunk (256).
+fn gemm_dim() -> impl Strategy<Value = usize> {
+    prop_oneof![
+        Just(1usize),
+        Just(5),
+        Just(6),
+        Just(7),
+        Just(8),
+        Just(13),
+        Just(17),
+        Just(31),
+        Just(49),
+        Just(64),
+        Just(97),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, .. ProptestConfig::default() })]
+
+    /// Matmuls large enough for the packed GEMM schedule (M × N × K >= 4096, N >= 8): batched
+    /// or not, B transposed or not, constant (packed once at load) or an input, with an
+    /// epilogue of bias, ReLU and a residual input added, on 1 and 2 threads.
+    #[test]
+    fn packed_gemm_matches_the_interpreter(
+        m in gemm_dim(), n in prop_oneof![Just(8usize), Just(9), Just(16), Just(23), Just(64), Just(131)],
+        k in prop_oneof![Just(4usize), Just(7), Just(61), Just(256), Just(300)],
+        batch in 0usize..3, transpose_b in any::<bool>(), const_b in any::<bool>(),
+        epilogue in any::<bool>(), seed in any::<u64>(),
+    ) {
+        prop_assume!(m * n * k >= 4096);
+        let epilogue = if epilogue { Epilogue::BiasReluResidual } else { Epilogue::None };
+        let (src, inputs) = matmul_case(m, k, n, batch, transpose_b, const_b, epilogue, seed);
+        check(&src, inputs)?;
+    }
+
+    /// Convolutions as implicit GEMMs (im2col packed from the input, with padding, strides,
+    /// dilation and groups; constant weights packed once), with a per-channel bias, ReLU and a
+    /// residual input in the epilogue, on 1 and 2 threads.
+    #[test]
+    fn implicit_gemm_conv_matches_the_interpreter(
+        batch in 1usize..3, cin_g in prop_oneof![Just(1usize), Just(3), Just(8), Just(13)],
+        cout_g in prop_oneof![Just(8usize), Just(13), Just(32)],
+        groups in prop_oneof![Just(1usize), Just(2)],
+        h in 5usize..16, w in 5usize..16, kh in prop_oneof![Just(1usize), Just(3), Just(5)],
+        kw in prop_oneof![Just(1usize), Just(3)],
+        stride in 1usize..3, pad in 0usize..3, dil in 1usize..3,
+        const_w in any::<bool>(), epilogue in any::<bool>(), seed in any::<u64>(),
+    ) {
+        let c = Conv { batch, cin_g, cout_g, groups, h, w, kh, kw, stride, pad, dil };
+        let epilogue = if epilogue { Epilogue::BiasReluResidual } else { Epilogue::None };
+        let case = conv_case(c, const_w, epilogue, seed);
+        prop_assume!(case.is_some());
+        let (src, inputs) = case.unwrap();
         check(&src, inputs)?;
     }
 }

@@ -77,6 +77,51 @@ fn contractions_run_four_columns_at_a_time() {
     assert!(text.contains("splat.f32x4"), "{text}");
 }
 
+/// A matmul of the GEMM form takes the packed schedule: its constant weights are packed once
+/// (an init phase), its activations on every run, and the compute function runs the 6×8
+/// micro-kernel (f32x4 fused multiply-adds where the target has them, else multiply and add);
+/// a convolution is an implicit GEMM (its input packed as im2col panels, with padding).
+#[test]
+fn contractions_of_the_gemm_form_take_the_packed_schedule() {
+    let w: Vec<String> = (0..32 * 24)
+        .map(|i| format!("{:?}", (i % 7) as f32 * 0.25))
+        .collect();
+    let src = format!(
+        "func @main(%a: f32[13,32]) -> (y: f32[13,24]) {{
+  %w = constant() {{value=dense<f32[32,24]>[{}]}} : f32[32,24]
+  %y = dot_general(%a, %w) {{lhs_batch=[], rhs_batch=[], lhs_contract=[1], rhs_contract=[0]}} : f32[13,24]
+  return %y
+}}",
+        w.join(", ")
+    );
+    let p = common::fuse_text(&src);
+    let text = emit_clif(&p).unwrap();
+    assert!(text.contains("task(s), once"), "{text}");
+    assert_eq!(text.matches("\nfunction ").count(), 3, "{text}");
+    assert!(text.contains("splat.f32x4"), "{text}");
+    assert!(text.contains("stack_addr"), "{text}");
+    assert!(
+        text.contains(" fma ") || text.contains(" fma.f32x4") || text.contains("fmul.f32x4"),
+        "{text}"
+    );
+    let exe = compile(&p, &Options { threads: 1 }).unwrap();
+    assert_eq!(exe.stats().packed_bytes, 32 * 24 * 4);
+    // A: 13 rows in panels of 5 (pads less than 6), over K = 32.
+    assert_eq!(exe.stats().scratch_bytes, 3 * 5 * 32 * 4);
+    let conv = "func @main(%x: f32[1,3,12,12], %w: f32[16,3,3,3]) -> (y: f32[1,16,12,12]) {
+  %y = conv(%x, %w) {stride=[1, 1], pad_low=[1, 1], pad_high=[1, 1], lhs_dilation=[1, 1], rhs_dilation=[1, 1], groups=1} : f32[1,16,12,12]
+  return %y
+}";
+    let exe = compile(&common::fuse_text(conv), &Options { threads: 1 }).unwrap();
+    assert_eq!(exe.stats().packed_bytes, 0);
+    // Both operands packed per run: A (16 rows in panels of 6) and B (144 pixels, 18 panels of
+    // 8), each over K = 27.
+    assert_eq!(
+        exe.stats().scratch_bytes,
+        (3 * 6 * 27 * 4usize).next_multiple_of(64) + 18 * 8 * 27 * 4
+    );
+}
+
 /// Every kernel of these programs is compiled (none falls back to the runtime's call).
 #[test]
 fn loop_nests_are_compiled_not_called() {

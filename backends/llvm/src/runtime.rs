@@ -17,7 +17,8 @@ use inkwell::execution_engine::ExecutionEngine;
 use terafab_ir::Tensor;
 use terafab_ir::kernel::KernelProgram;
 pub use terafab_runtime::PhaseTime;
-use terafab_runtime::{AlignedBuf, Loaded, Rt, fixed_table};
+use terafab_runtime::gemm::{const_bytes, packed_table};
+use terafab_runtime::{AlignedBuf, Loaded, Rt};
 
 use crate::codegen::{KernelPlan, generate};
 use crate::target::Machine;
@@ -93,21 +94,7 @@ impl Executable {
         let run_fn: DriverFn = unsafe { std::mem::transmute(addr(&generated.run_symbol)?) };
         let init_fn: InitFn = unsafe { std::mem::transmute(addr(&generated.init_symbol)?) };
 
-        let mut fixed = fixed_table(p, generated.packed.len());
-        let mut packed = Vec::new();
-        let scratch = AlignedBuf::new(generated.scratch_bytes)?;
-        for pc in &generated.packed {
-            match pc.scratch {
-                // SAFETY: the offset and size lie inside the scratch region (codegen sized it).
-                Some(at) => fixed[pc.slot] = unsafe { scratch.ptr().add(at) } as usize,
-                None => {
-                    let buf = AlignedBuf::new(pc.bytes)?;
-                    fixed[pc.slot] = buf.ptr() as usize;
-                    packed.push(buf);
-                }
-            }
-        }
-        packed.push(scratch);
+        let (fixed, packed) = packed_table(p, &generated.packed, generated.scratch_bytes)?;
         let mut phases = HashMap::new();
         for (i, plan) in generated.kernels.iter().enumerate() {
             if let KernelPlan::Compiled { phases: ps } = plan {
@@ -134,12 +121,7 @@ impl Executable {
             optimize,
             finalize,
             arena_bytes: plan.arena_bytes,
-            packed_bytes: generated
-                .packed
-                .iter()
-                .filter(|p| p.scratch.is_none())
-                .map(|p| p.bytes)
-                .sum(),
+            packed_bytes: const_bytes(&generated.packed),
             scratch_bytes: generated.scratch_bytes,
             calls,
         };

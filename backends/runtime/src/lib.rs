@@ -10,8 +10,12 @@
 //!   temporaries laid out by [`terafab_passes::fuse::plan_kernel_memory`], zero-copy outputs),
 //!   and a run of its driver with inputs in and outputs out, optionally profiled per phase.
 //! - Aligned buffers ([`AlignedBuf`]) and the reading and writing of tensors in buffers.
+//! - [`gemm`]: the backends' packed GEMM, target-independent part (recognizing a contraction as
+//!   a GEMM, the tile and block plan, the packed operands' memory).
 //!
 //! Results do not depend on the thread count: tasks are fixed sets of output elements.
+
+pub mod gemm;
 
 use std::collections::HashMap;
 use std::ffi::c_void;

@@ -1,19 +1,8 @@
 //! Contractions as packed GEMM with a register-blocked AVX2+FMA micro-kernel.
 //!
-//! A loop-nest kernel has the *GEMM form* when its stages are one f32 sum
-//! `t = Σ_r a(…) * b(…)` followed by stores at the outer point (the epilogue, which reads `t`).
-//! Its outer variables then split into
-//!
-//! - **M** variables, used by `a` only; **N** variables, used by `b` only (the operands are
-//!   swapped, `a*b = b*a`, so that the innermost output dim is an N variable, unless the other
-//!   orientation pads the micro-kernel's tiles clearly less: a 7×7 feature map as N wastes 15
-//!   of 64 columns, as M one row of 50);
-//! - **batch** variables, used by both or by neither;
-//!
-//! and its reduction variables flatten into **K**. `a` and `b` are any expressions (transposes,
-//! im2col with padding, broadcasts, prologue arithmetic): they are evaluated only while packing.
-//! Matmul is the plain case; a convolution is an implicit GEMM (M = output channels, N = output
-//! pixels, K = input channels × kernel window) whose im2col matrix exists only as packed panels.
+//! The kernel's GEMM form, the plan of tiles and blocks and the packed operands are the
+//! runtime's ([`terafab_runtime::gemm`], shared with the Cranelift backend); this module emits
+//! the LLVM IR of the schedule with the tiling [`TILING`].
 //!
 //! Schedule (BLIS-like):
 //!
@@ -47,171 +36,33 @@ use inkwell::module::Linkage;
 use inkwell::types::BasicType;
 use inkwell::values::BasicValue;
 use inkwell::values::{BasicValueEnum, FunctionValue, IntValue, VectorValue};
-use terafab_ir::kernel::{Body, BufferId, Expr, Index, Kernel, LoopNest, Stage, Var};
-use terafab_ir::{BinaryOp, DType, ReduceKind};
+use terafab_ir::DType;
+use terafab_ir::kernel::{Body, BufferId, Kernel, LoopNest, Var};
+use terafab_runtime::gemm::{
+    Form, Plan, Tiling, flat_epilogue, gemm_nest, k_flat, lanes_contiguous,
+};
 
-use super::{CodegenError, Fn, Gen, PackedOperand, is_const};
+use super::{CodegenError, Fn, Gen};
 
 /// Rows of the micro-kernel's tile (broadcast side); fewer (`mr = M`) when M is smaller, as in
 /// a matrix-vector product with a batch of one.
 pub const MR: usize = 6;
 /// Columns of the micro-kernel's tile (two 8-lane vectors).
 pub const NR: usize = 16;
-/// A-panels per compute task's block (so `8 * mr` rows).
-pub const MC_PANELS: usize = 8;
-/// Columns of a compute task's block (a multiple of [`NR`]).
-pub const NC: usize = 128;
-/// The K chunk of one micro-kernel call (a `KC × NR` chunk of a B panel is 16 KiB: L1).
-pub const KC: usize = 256;
 
-/// The shortest K for which the operands may swap to pad less (see `form`).
-const MIN_SWAP_K: usize = 256;
+/// The tiling: 6×16 tiles (12 AVX registers), blocks of 8 A panels (`8 * mr` rows) and 128
+/// columns, K chunks of at most 256 (a `256 × 16` chunk of a B panel is 16 KiB: L1); the
+/// operands may swap from K = 256.
+pub const TILING: Tiling = Tiling {
+    mr: MR,
+    nr: NR,
+    mc_panels: 8,
+    nc: 128,
+    kc: 256,
+    min_swap_k: 256,
+};
 
 type R<T> = Result<T, CodegenError>;
-
-/// The GEMM form of a kernel, when it has one.
-struct Form<'a> {
-    a: &'a Expr,
-    b: &'a Expr,
-    m_vars: Vec<(Var, usize)>,
-    n_vars: Vec<(Var, usize)>,
-    batch_vars: Vec<(Var, usize)>,
-    k_vars: Vec<(Var, usize)>,
-    local: terafab_ir::kernel::Local,
-    epilogue: &'a [Stage],
-    /// Rows of the micro-kernel's tile: [`MR`], or M when smaller.
-    mr: usize,
-}
-
-/// Whether `e` reads only constant buffers.
-fn reads_only_consts(g: &Gen<'_, '_>, e: &Expr) -> bool {
-    let mut ok = true;
-    e.walk(&mut |x| {
-        if let Expr::Load { buffer, .. } = x {
-            ok &= is_const(g.p, *buffer);
-        }
-    });
-    ok
-}
-
-fn form<'a>(g: &Gen<'_, '_>, nest: &'a LoopNest) -> Option<Form<'a>> {
-    let (first, rest) = nest.stages.split_first()?;
-    let Stage::Reduce {
-        local,
-        kind: ReduceKind::Sum,
-        vars: k_vars,
-        body: Expr::Binary(BinaryOp::Mul, a, b),
-    } = first
-    else {
-        return None;
-    };
-    // f32 operands, and every other stage a store at the outer point.
-    let is_f32 = |e: &Expr| expr_is_f32(g, e);
-    if !is_f32(a) || !is_f32(b) || a.uses_local() || b.uses_local() {
-        return None;
-    }
-    if rest.is_empty()
-        || !rest
-            .iter()
-            .all(|s| matches!(s, Stage::Store { vars, .. } if vars.is_empty()))
-    {
-        return None;
-    }
-    let (va, vb) = (a.vars(), b.vars());
-    let mut m_vars = Vec::new();
-    let mut n_vars = Vec::new();
-    let mut batch_vars = Vec::new();
-    for (d, &n) in nest.space.iter().enumerate() {
-        let v = Var(d as u32);
-        match (va.contains(&v), vb.contains(&v)) {
-            (true, false) => m_vars.push((v, n)),
-            (false, true) => n_vars.push((v, n)),
-            _ => batch_vars.push((v, n)),
-        }
-    }
-    let (mut a, mut b) = (&**a, &**b);
-    // The innermost output dim on the vector (N) side.
-    if let Some(d) = nest.space.len().checked_sub(1)
-        && m_vars.iter().any(|(v, _)| *v == Var(d as u32))
-    {
-        std::mem::swap(&mut a, &mut b);
-        std::mem::swap(&mut m_vars, &mut n_vars);
-    }
-    let prod = |v: &[(Var, usize)]| v.iter().map(|x| x.1).product::<usize>();
-    // The other orientation when it wastes clearly less of the micro-kernel on zero padding
-    // (a 7x7 feature map is N = 49 of 64 padded columns, but M = 49 of 50 rows with mr = 5); the
-    // epilogue's stores are then strided, which costs far less than the padding.
-    // Only between two real orientations: a side under 8 is a degenerate form (the nest
-    // without its merged-heads split, say), which the checks below reject whichever way round.
-    // And only over a long K: the swapped epilogue stores one element at a time, strided,
-    // which a short K does not pay for (a stem conv with K = 27 ran 2x slower swapped).
-    let (m0, n0) = (prod(&m_vars), prod(&n_vars));
-    if m0.min(n0) >= 8
-        && prod(k_vars) >= MIN_SWAP_K
-        && tile_efficiency(n0, m0) > 1.05 * tile_efficiency(m0, n0)
-    {
-        std::mem::swap(&mut a, &mut b);
-        std::mem::swap(&mut m_vars, &mut n_vars);
-    }
-    let (m, n, k) = (prod(&m_vars), prod(&n_vars), prod(k_vars));
-    // Small or degenerate contractions are better served by the plain loop nest.
-    if n < 8 || k < 4 || m * n * k < 4096 {
-        return None;
-    }
-    Some(Form {
-        a,
-        b,
-        m_vars,
-        n_vars,
-        batch_vars,
-        k_vars: k_vars.clone(),
-        local: *local,
-        epilogue: rest,
-        mr: rows_per_tile(m),
-    })
-}
-
-/// The micro-kernel's rows for M rows: M itself when smaller than [`MR`], else [`MR`] or
-/// `MR - 1` when that pads M clearly less.
-fn rows_per_tile(m: usize) -> usize {
-    if m <= MR {
-        return m.max(1);
-    }
-    let padded = |mr: usize| m.div_ceil(mr) * mr;
-    // The narrower kernel does fewer FMAs per load: worth it for 3% less padding.
-    if padded(MR - 1) * 103 < padded(MR) * 100 {
-        MR - 1
-    } else {
-        MR
-    }
-}
-
-/// The fraction of the micro-kernel's work that is not zero padding, for M rows and N columns.
-fn tile_efficiency(m: usize, n: usize) -> f64 {
-    let mr = rows_per_tile(m);
-    let rows = m.div_ceil(mr) * mr;
-    let cols = n.div_ceil(NR) * NR;
-    (m * n) as f64 / (rows * cols).max(1) as f64
-}
-
-/// Whether an expression is f32 (without a function context: locals are not f32 operands here).
-fn expr_is_f32(g: &Gen<'_, '_>, e: &Expr) -> bool {
-    fn ty(g: &Gen<'_, '_>, e: &Expr) -> Option<DType> {
-        Some(match e {
-            Expr::Load { buffer, .. } => g.p.buffer(*buffer).dtype,
-            Expr::Const(t) => t.dtype(),
-            Expr::Local(_) => return None,
-            Expr::Index(_, d) | Expr::Convert(d, _) => *d,
-            Expr::Unary(op, a) => match op {
-                terafab_ir::UnaryOp::IsNan | terafab_ir::UnaryOp::IsInf => DType::Bool,
-                _ => ty(g, a)?,
-            },
-            Expr::Binary(_, a, _) | Expr::Select(_, a, _) => ty(g, a)?,
-            Expr::Compare(..) => DType::Bool,
-        })
-    }
-    ty(g, e) == Some(DType::F32)
-}
 
 /// Lower `k` with the GEMM schedule if it has the GEMM form: returns its phases (task function
 /// names and counts), or `None` for the plain loop nest.
@@ -224,98 +75,49 @@ pub(crate) fn try_gemm(
     if !matches!(k.body, Body::Loops(_)) {
         return Ok(None);
     }
-    // A variable both operands use only through `v / c` and `v % c` (merged attention heads)
-    // may hide the GEMM form: try the nest with it split.
-    let split;
-    let nest = if form(g, nest).is_some() {
-        nest
-    } else {
-        split = terafab_ir::kernel::split::splits(nest)
-            .into_iter()
-            .find(|s| form(g, s).is_some());
-        match &split {
-            Some(s) => s,
-            None => return Ok(None),
-        }
-    };
-    let Some(form) = form(g, nest) else {
+    let Some(nest) = gemm_nest(g.p, nest, &TILING) else {
         return Ok(None);
     };
-    let prod = |v: &[(Var, usize)]| v.iter().map(|x| x.1).product::<usize>();
-    let (m, n, kk, batch) = (
-        prod(&form.m_vars),
-        prod(&form.n_vars),
-        prod(&form.k_vars),
-        prod(&form.batch_vars),
-    );
-    let mr = form.mr;
-    let (mp, np) = (m.div_ceil(mr), n.div_ceil(NR));
-    let bufs = Gen::kernel_buffers(k);
-    let a_const = reads_only_consts(g, form.a)
-        && form
-            .batch_vars
-            .iter()
-            .all(|v| !form.a.vars().contains(&v.0));
-    let b_const = reads_only_consts(g, form.b)
-        && form
-            .batch_vars
-            .iter()
-            .all(|v| !form.b.vars().contains(&v.0));
-    let a_batches = if a_const { 1 } else { batch };
-    let b_batches = if b_const { 1 } else { batch };
-
-    // Slots for the packed operands: constant ones in memory of their own, the others in the
-    // per-run scratch region (this kernel's part starts at 0).
-    let base = g.p.buffers.len();
-    let mut used = 0usize;
-    let mut slot = |bytes: usize, constant: bool, g: &mut Gen<'_, '_>| {
-        let s = base + g.packed.len();
-        let scratch = (!constant).then(|| {
-            let at = used;
-            used = (used + bytes).next_multiple_of(64);
-            g.scratch_bytes = g.scratch_bytes.max(used);
-            at
-        });
-        g.packed.push(PackedOperand {
-            slot: s,
-            bytes,
-            scratch,
-        });
-        BufferId(s as u32)
+    let Some(form) = terafab_runtime::gemm::form(g.p, &nest, &TILING) else {
+        return Ok(None);
     };
-    let ap = slot(a_batches * mp * mr * kk * 4, a_const, g);
-    let bp = slot(b_batches * np * NR * kk * 4, b_const, g);
+    let plan = Plan::new(g.p, &form, &TILING);
+    let bufs = Gen::kernel_buffers(k);
+    let (ap, bp) = g.packed.add(&plan);
 
     let mut phases = Vec::new();
-    let pack_a = pack_fn(g, &format!("{name}.packA"), &bufs, ap, &form, Side::A, kk)?;
-    let pack_b = pack_fn(g, &format!("{name}.packB"), &bufs, bp, &form, Side::B, kk)?;
+    let pack_a = pack_fn(
+        g,
+        &format!("{name}.packA"),
+        &bufs,
+        ap,
+        &form,
+        Side::A,
+        plan.k,
+    )?;
+    let pack_b = pack_fn(
+        g,
+        &format!("{name}.packB"),
+        &bufs,
+        bp,
+        &form,
+        Side::B,
+        plan.k,
+    )?;
     // A constant operand is packed once by `init` (one batch), the others on every run.
-    for (pack, constant, panels) in [(pack_a, a_const, mp), (pack_b, b_const, np)] {
+    for (pack, constant, panels) in [
+        (pack_a, plan.a_const, plan.mp),
+        (pack_b, plan.b_const, plan.np),
+    ] {
         if constant {
             g.init_calls.push((pack, panels as u64));
         } else {
             let name = pack.get_name().to_string_lossy().into_owned();
-            phases.push((name, (batch * panels) as u64));
+            phases.push((name, (plan.batch * panels) as u64));
         }
     }
-    let blocks = Blocks::new(mp, np);
-    let compute = compute_fn(
-        g,
-        &format!("{name}.compute"),
-        &bufs,
-        (ap, bp),
-        &form,
-        Dims {
-            m,
-            n,
-            k: kk,
-            mp,
-            np,
-            a_batched: !a_const,
-            b_batched: !b_const,
-        },
-    )?;
-    phases.push((compute, (batch * blocks.m * blocks.n) as u64));
+    let compute = compute_fn(g, &format!("{name}.compute"), &bufs, (ap, bp), &form, &plan)?;
+    phases.push((compute, plan.compute_tasks() as u64));
     Ok(Some(phases))
 }
 
@@ -323,42 +125,6 @@ pub(crate) fn try_gemm(
 enum Side {
     A,
     B,
-}
-
-/// The compute tasks' blocks of panels: as few as [`MC_PANELS`] A panels and `NC / NR` B panels
-/// allow, with the panels spread evenly over them (10 panels are blocks of 5 and 5, not 8 and
-/// 2), so that the tasks are of equal size for the threads.
-#[derive(Clone, Copy)]
-struct Blocks {
-    /// Blocks along M and the A panels of each (the last may have fewer).
-    m: usize,
-    m_panels: usize,
-    /// Blocks along N and the B panels of each (the last may have fewer).
-    n: usize,
-    n_panels: usize,
-}
-
-impl Blocks {
-    fn new(mp: usize, np: usize) -> Blocks {
-        let m = mp.div_ceil(MC_PANELS).max(1);
-        let n = np.div_ceil(NC / NR).max(1);
-        Blocks {
-            m,
-            m_panels: mp.div_ceil(m),
-            n,
-            n_panels: np.div_ceil(n),
-        }
-    }
-}
-
-struct Dims {
-    m: usize,
-    n: usize,
-    k: usize,
-    mp: usize,
-    np: usize,
-    a_batched: bool,
-    b_batched: bool,
 }
 
 /// Bind `vars` (row-major, the last fastest) from a flat index.
@@ -380,38 +146,6 @@ fn bind_flat<'ctx>(
         }
     }
     Ok(())
-}
-
-/// The flat K index of the reduction variables' current values.
-fn k_flat(vars: &[(Var, usize)]) -> Index {
-    let mut idx = Index::Const(0);
-    let mut stride = 1i64;
-    for &(v, n) in vars.iter().rev() {
-        idx = idx.plus(Index::Var(v).times(stride));
-        stride *= n as i64;
-    }
-    idx
-}
-
-/// Whether consecutive lanes of a panel (the last of the side's variables) read consecutive
-/// elements: the operand's first load indexes its last dim with that variable.
-fn lanes_contiguous(e: &Expr, vars: &[(Var, usize)]) -> bool {
-    let Some(&(lane, _)) = vars.last() else {
-        return false;
-    };
-    let mut first = None;
-    e.walk(&mut |x| {
-        if first.is_none()
-            && let Expr::Load { index, .. } = x
-        {
-            first = index.last().cloned();
-        }
-    });
-    first.is_some_and(|i| {
-        let mut vs = Vec::new();
-        i.vars(&mut vs);
-        vs.contains(&lane)
-    })
 }
 
 /// `min(x, hi)`.
@@ -717,27 +451,15 @@ fn compute_fn<'ctx>(
     bufs: &[BufferId],
     (ap, bp): (BufferId, BufferId),
     form: &Form<'_>,
-    d: Dims,
+    d: &Plan,
 ) -> R<String> {
     let mr = form.mr;
     let uk = ukernel(g, mr)?;
     // The epilogue indexes by the flat row m and column n of the tile element: an index that
     // recombines the M (or N) variables (a row-major store of a conv's pixels) becomes m (n)
     // again, without per-element division, and the column loop vectorizes.
-    let (m_flat, n_flat) = (Var(u32::MAX - 2), Var(u32::MAX - 1));
-    let all_vars: Vec<(Var, usize)> = [&form.m_vars, &form.n_vars, &form.batch_vars, &form.k_vars]
-        .into_iter()
-        .flatten()
-        .copied()
-        .chain([(m_flat, d.m), (n_flat, d.n)])
-        .collect();
-    let extent = |v: Var| all_vars.iter().find(|x| x.0 == v).map(|x| x.1);
-    let epilogue_stages = terafab_ir::kernel::split::flatten_vars(
-        form.epilogue,
-        &[(m_flat, form.m_vars.clone()), (n_flat, form.n_vars.clone())],
-        &extent,
-    );
-    let blocks = Blocks::new(d.mp, d.np);
+    let (m_flat, n_flat, epilogue_stages) = flat_epilogue(form, d.m, d.n);
+    let blocks = d.blocks;
     let (mblocks, nblocks) = (blocks.m, blocks.n);
     let mut all = bufs.to_vec();
     all.push(ap);
@@ -773,12 +495,12 @@ fn compute_fn<'ctx>(
     let q0 = g.b.build_int_mul(nb, g.i64(bq_n as i64), "q0")?;
     let q1 = g.b.build_int_add(q0, g.i64(bq_n as i64), "q1")?;
     let q1 = clamp(g, q1, d.np as i64)?;
-    let a_base = if d.a_batched {
+    let a_base = if !d.a_const {
         g.b.build_int_mul(bi, g.i64(d.mp as i64 * panel_a), "abase")?
     } else {
         g.i64(0)
     };
-    let b_base = if d.b_batched {
+    let b_base = if !d.b_const {
         g.b.build_int_mul(bi, g.i64(d.np as i64 * panel_b), "bbase")?
     } else {
         g.i64(0)
@@ -796,8 +518,7 @@ fn compute_fn<'ctx>(
     // K in chunks of KC: the chunk of a B panel (KC x NR) stays in L1 while every A panel of
     // the block passes over it.
     // The chunks are of equal length (K = 576 is 3 x 192, not 256 + 256 + 64).
-    let chunks = d.k.div_ceil(KC);
-    let chunk = d.k.div_ceil(chunks) as i64;
+    let (chunks, chunk) = (d.chunks, d.chunk as i64);
     let (zero, nchunks) = (g.i64(0), g.i64(chunks as i64));
     g.range_loop(&mut f, zero, nchunks, |g, f, kc| {
         let k0 = g.b.build_int_mul(kc, g.i64(chunk), "k0")?;

@@ -77,17 +77,8 @@ pub enum KernelPlan {
     Call { reason: String },
 }
 
-/// A buffer of packed GEMM operands, beyond the program's own buffers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PackedOperand {
-    /// Its slot in the buffer table (after the program's own buffers).
-    pub slot: usize,
-    pub bytes: usize,
-    /// `Some(offset)`: an operand packed on every run, at `offset` in the per-run scratch
-    /// region that every kernel reuses (kernels run one after the other); `None`: a constant
-    /// operand packed once by `init`, in memory of its own.
-    pub scratch: Option<usize>,
-}
+pub use terafab_runtime::gemm::PackedOperand;
+use terafab_runtime::gemm::PackedOperands;
 
 /// A program in LLVM IR, and what the runtime needs to run it.
 pub struct Generated<'ctx> {
@@ -119,18 +110,20 @@ pub fn generate<'ctx>(
         module: &module,
         b: ctx.create_builder(),
         p,
-        packed: Vec::new(),
+        packed: PackedOperands::new(p.buffers.len()),
         init_calls: Vec::new(),
         key: String::new(),
         shared: HashMap::new(),
-        scratch_bytes: 0,
     };
     let mut plans = Vec::new();
     for (i, k) in p.kernels.iter().enumerate() {
         plans.push(g.kernel(i, k)?);
     }
-    let packed = std::mem::take(&mut g.packed);
-    let scratch_bytes = g.scratch_bytes;
+    let PackedOperands {
+        list: packed,
+        scratch_bytes,
+        ..
+    } = std::mem::take(&mut g.packed);
     let init_calls = std::mem::take(&mut g.init_calls);
     let run_symbol = format!("{prefix}run");
     let init_symbol = format!("{prefix}init");
@@ -183,8 +176,8 @@ pub(crate) struct Gen<'a, 'ctx> {
     pub module: &'a Module<'ctx>,
     pub b: Builder<'ctx>,
     pub p: &'a KernelProgram,
-    /// Packed constants, in slot order.
-    pub packed: Vec<PackedOperand>,
+    /// The packed GEMM operands, in slot order, and the scratch region's size so far.
+    pub packed: PackedOperands,
     /// Functions `init` calls, each `(fn(ptr bufs, i64 task), ntasks)`.
     pub init_calls: Vec<(FunctionValue<'ctx>, u64)>,
     /// The canonical form of the kernel being generated (see [`kernel_key`]).
@@ -192,8 +185,6 @@ pub(crate) struct Gen<'a, 'ctx> {
     /// Inner functions by kernel key and phase: kernels of the same form (the repeated blocks
     /// of a ResNet) share them, and only their trampolines differ.
     pub shared: HashMap<String, FunctionValue<'ctx>>,
-    /// The per-run scratch region's size so far.
-    pub scratch_bytes: usize,
 }
 
 /// The state of one function being emitted: buffer pointers, loop variables, locals.
@@ -898,9 +889,4 @@ pub fn sanitize(s: &str) -> String {
     s.chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
         .collect()
-}
-
-/// Whether a buffer is one of the program's constants.
-pub fn is_const(p: &KernelProgram, b: BufferId) -> bool {
-    matches!(p.buffer(b).storage, Storage::Const(_))
 }
