@@ -45,8 +45,7 @@ use terafab_ir::kernel::{
     Body, BufferId, Expr, Index, Kernel, KernelProgram, Local, LoopNest, Stage, Storage, Var,
 };
 
-use scalar::Scalar;
-pub use scalar::{Unsupported, supported};
+pub use scalar::{Scalar, Unsupported, supported};
 
 /// Why code generation failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -57,6 +56,9 @@ pub enum CodegenError {
     Invalid(String),
     #[error("LLVM: {0}")]
     Llvm(String),
+    /// An operation the GPU target has no lowering for (the GPU backend names the kernel).
+    #[error("no GPU lowering of {0}")]
+    NoGpuLowering(String),
 }
 
 impl From<BuilderError> for CodegenError {
@@ -114,17 +116,7 @@ pub fn generate<'ctx>(
     prefix: &str,
 ) -> Result<Generated<'ctx>, CodegenError> {
     let module = ctx.create_module(&p.name);
-    let mut g = Gen {
-        ctx,
-        module: &module,
-        b: ctx.create_builder(),
-        p,
-        packed: Vec::new(),
-        init_calls: Vec::new(),
-        key: String::new(),
-        shared: HashMap::new(),
-        scratch_bytes: 0,
-    };
+    let mut g = Gen::new(ctx, &module, p, false);
     let mut plans = Vec::new();
     for (i, k) in p.kernels.iter().enumerate() {
         plans.push(g.kernel(i, k)?);
@@ -148,7 +140,7 @@ pub fn generate<'ctx>(
 
 /// Whether every type a kernel touches is one the backend computes with (else the name of one
 /// that is not).
-fn unsupported_type(p: &KernelProgram, k: &Kernel, nest: &LoopNest) -> Option<DType> {
+pub fn unsupported_type(p: &KernelProgram, k: &Kernel, nest: &LoopNest) -> Option<DType> {
     let mut bad = None;
     for b in k.inputs.iter().chain(&k.outputs) {
         let d = p.buffer(*b).dtype;
@@ -178,7 +170,7 @@ fn unsupported_type(p: &KernelProgram, k: &Kernel, nest: &LoopNest) -> Option<DT
 }
 
 /// Code generation state for one module.
-pub(crate) struct Gen<'a, 'ctx> {
+pub struct Gen<'a, 'ctx> {
     pub ctx: &'ctx Context,
     pub module: &'a Module<'ctx>,
     pub b: Builder<'ctx>,
@@ -194,15 +186,41 @@ pub(crate) struct Gen<'a, 'ctx> {
     pub shared: HashMap<String, FunctionValue<'ctx>>,
     /// The per-run scratch region's size so far.
     pub scratch_bytes: usize,
+    /// Whether the module is NVPTX code (see [`Scalar::nvptx`]).
+    pub nvptx: bool,
 }
 
 /// The state of one function being emitted: buffer pointers, loop variables, locals.
-pub(crate) struct Fn<'ctx> {
+pub struct Fn<'ctx> {
     pub func: FunctionValue<'ctx>,
     pub ptrs: HashMap<BufferId, PointerValue<'ctx>>,
     pub vars: HashMap<Var, IntValue<'ctx>>,
     pub extents: HashMap<Var, usize>,
     pub locals: HashMap<Local, (BasicValueEnum<'ctx>, DType)>,
+}
+
+impl<'a, 'ctx> Gen<'a, 'ctx> {
+    /// A generator for `p` into `module` with no kernels emitted yet: the GPU backend uses
+    /// its expression, load, store and loop emitters (with `nvptx` set) for its own kernels.
+    pub fn new(
+        ctx: &'ctx Context,
+        module: &'a Module<'ctx>,
+        p: &'a KernelProgram,
+        nvptx: bool,
+    ) -> Self {
+        Gen {
+            ctx,
+            module,
+            b: ctx.create_builder(),
+            p,
+            packed: Vec::new(),
+            init_calls: Vec::new(),
+            key: String::new(),
+            shared: HashMap::new(),
+            scratch_bytes: 0,
+            nvptx,
+        }
+    }
 }
 
 impl<'ctx> Gen<'_, 'ctx> {
@@ -211,6 +229,7 @@ impl<'ctx> Gen<'_, 'ctx> {
             ctx: self.ctx,
             module: self.module,
             b: &self.b,
+            nvptx: self.nvptx,
         }
     }
 
@@ -421,7 +440,7 @@ impl<'ctx> Gen<'_, 'ctx> {
     }
 
     /// The stages of a loop nest at one point of its space.
-    pub(crate) fn stages(&mut self, f: &mut Fn<'ctx>, stages: &[Stage]) -> R<()> {
+    pub fn stages(&mut self, f: &mut Fn<'ctx>, stages: &[Stage]) -> R<()> {
         for s in stages {
             match s {
                 Stage::Reduce {
