@@ -273,6 +273,23 @@ impl Backend for Cranelift {
     }
 }
 
+/// The GPU backend (`terafab_gpu`) on the GPU it opened: fused into kernels, each kernel
+/// program compiled to PTX for the device and run there (call kernels on the host).
+pub struct Gpu {
+    pub device: std::sync::Arc<terafab_gpu::Device>,
+}
+
+impl Backend for Gpu {
+    fn name(&self) -> &str {
+        "gpu"
+    }
+
+    fn run(&self, m: &Module, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, String> {
+        let f = m.entry().ok_or("the module has no function")?;
+        terafab_gpu::run_function(&self.device, f, &inputs).map_err(|e| error_chain(&e))
+    }
+}
+
 /// The tile backend (`terafab_tile::backend`): fused into kernels like [`Kernels`]; every
 /// kernel the accelerator can run is lowered and simulated (functionally, bit-exact) on the
 /// configured machine, the others run on the host by the kernel interpreter.

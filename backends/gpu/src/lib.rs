@@ -15,6 +15,7 @@
 //! A kernel the GPU backend cannot lower (a transcendental function with no NVPTX lowering:
 //! NVPTX has no libm) is a [`GpuError::Lower`] naming the kernel.
 
+pub mod bench;
 pub mod codegen;
 pub mod driver;
 pub mod exec;
