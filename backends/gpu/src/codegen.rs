@@ -27,9 +27,9 @@ use inkwell::intrinsics::Intrinsic;
 use inkwell::module::{Linkage, Module};
 use inkwell::types::BasicTypeEnum;
 use inkwell::values::{BasicValueEnum, FunctionValue, IntValue, PointerValue};
-use terafab_ir::kernel::{Body, BufferId, Kernel, KernelProgram, LoopNest, Stage, Var};
+use terafab_ir::kernel::{BufferId, Kernel, KernelProgram, LoopNest, Stage, Var};
 use terafab_ir::{DType, ReduceKind};
-use terafab_llvm::codegen::{CodegenError, Fn, Gen, sanitize, unsupported_type};
+use terafab_llvm::codegen::{CodegenError, Fn, Gen, compiled_nest, sanitize};
 
 use crate::GpuError;
 
@@ -107,20 +107,10 @@ pub fn choose_mode(nest: &LoopNest) -> Mode {
 }
 
 fn kernel(g: &mut Gen<'_, '_>, i: usize, k: &Kernel) -> R<Plan> {
-    let nest = match &k.body {
-        Body::Call(f) => {
-            let ops: Vec<&str> = f.body.nodes.iter().map(|n| n.op.name()).collect();
-            return Ok(Plan::Host {
-                reason: format!("call of {}", ops.join(", ")),
-            });
-        }
-        Body::Loops(n) => n,
+    let nest = match compiled_nest(g.p, k) {
+        Ok(n) => n,
+        Err(reason) => return Ok(Plan::Host { reason }),
     };
-    if let Some(d) = unsupported_type(g.p, k, nest) {
-        return Ok(Plan::Host {
-            reason: format!("computes with {d}"),
-        });
-    }
     let symbol = format!("k{i}_{}", sanitize(&k.name));
     let params = Gen::kernel_buffers(k);
     let mode = choose_mode(nest);

@@ -138,9 +138,25 @@ pub fn generate<'ctx>(
     })
 }
 
+/// The loop nest of a kernel that is compiled, or why it is not (a call kernel, or one over
+/// a type the backend does not compute with) and the runtime runs it instead.
+pub fn compiled_nest<'k>(p: &KernelProgram, k: &'k Kernel) -> Result<&'k LoopNest, String> {
+    let nest = match &k.body {
+        Body::Call(f) => {
+            let ops: Vec<&str> = f.body.nodes.iter().map(|n| n.op.name()).collect();
+            return Err(format!("call of {}", ops.join(", ")));
+        }
+        Body::Loops(n) => n,
+    };
+    match unsupported_type(p, k, nest) {
+        Some(d) => Err(format!("computes with {d}")),
+        None => Ok(nest),
+    }
+}
+
 /// Whether every type a kernel touches is one the backend computes with (else the name of one
 /// that is not).
-pub fn unsupported_type(p: &KernelProgram, k: &Kernel, nest: &LoopNest) -> Option<DType> {
+fn unsupported_type(p: &KernelProgram, k: &Kernel, nest: &LoopNest) -> Option<DType> {
     let mut bad = None;
     for b in k.inputs.iter().chain(&k.outputs) {
         let d = p.buffer(*b).dtype;
@@ -243,20 +259,10 @@ impl<'ctx> Gen<'_, 'ctx> {
 
     /// The kernel's function(s), or why the runtime calls it instead.
     fn kernel(&mut self, i: usize, k: &Kernel) -> R<KernelPlan> {
-        let nest = match &k.body {
-            Body::Call(f) => {
-                let ops: Vec<&str> = f.body.nodes.iter().map(|n| n.op.name()).collect();
-                return Ok(KernelPlan::Call {
-                    reason: format!("call of {}", ops.join(", ")),
-                });
-            }
-            Body::Loops(n) => n,
+        let nest = match compiled_nest(self.p, k) {
+            Ok(n) => n,
+            Err(reason) => return Ok(KernelPlan::Call { reason }),
         };
-        if let Some(d) = unsupported_type(self.p, k, nest) {
-            return Ok(KernelPlan::Call {
-                reason: format!("computes with {d}"),
-            });
-        }
         let name = format!("k{i}.{}", sanitize(&k.name));
         self.key = kernel_key(self.p, k, nest);
         if let Some(phases) = gemm::try_gemm(self, &name, k, nest)? {
