@@ -110,7 +110,11 @@ mod tests {
         };
         assert_eq!(kernel_bytes(&p, &kern), (32 + 16 + 8) * 4);
         assert_eq!(kernel_flops(&kern), 2.0 * 8.0 * 8.0);
+        p.kernels.push(kern);
         let r = rates(&p, &[1e-6], 1e9);
-        assert!(r.is_empty(), "the program has no kernels yet");
+        assert_eq!(r.len(), 1);
+        assert!((r[0].bandwidth - 224e6).abs() < 1.0, "{}", r[0].bandwidth);
+        assert!((r[0].bandwidth_fraction - 0.224).abs() < 1e-9);
+        assert!((r[0].flops - 128e6).abs() < 1.0, "{}", r[0].flops);
     }
 }
