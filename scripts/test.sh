@@ -9,7 +9,10 @@
 #                            python3-venv, a C compiler; apt-get, only what is missing)
 #   3. prepare_test_data     the ONNX conformance cases (scripts/onnx-testdata.sh: a Python venv
 #                            with a pinned onnx writes them once into ~/.cache/terafab)
-#   4. cargo fmt --check, cargo clippy -D warnings, cargo test
+#   4. prepare_ptxas         ptxas for the GPU backend's PTX tests (scripts/ptxas.sh: the pip
+#                            wheel nvidia-cuda-nvcc-cu12, ~40 MB once, cached; no GPU needed);
+#                            if it cannot be installed the tests print SKIPPED for that part
+#   5. cargo fmt --check, cargo clippy -D warnings, cargo test
 #
 # A new preparation step is a function here and one call in `main`.
 #
@@ -53,10 +56,21 @@ prepare_test_data() {
     export TERAFAB_ONNX_CASES
 }
 
+# ptxas (from a pip wheel) so that the GPU backend's tests assemble the PTX they emit.
+prepare_ptxas() {
+    log "ptxas for the GPU backend's tests (installed once, then cached)"
+    if TERAFAB_PTXAS="$(scripts/ptxas.sh | tail -n 1)"; then
+        export TERAFAB_PTXAS
+    else
+        log "warning: ptxas could not be installed; the PTX assembly checks will be skipped"
+    fi
+}
+
 main() {
     check_toolchain
     install_system_deps
     prepare_test_data
+    prepare_ptxas
 
     log "cargo fmt --all -- --check"
     cargo fmt --all -- --check

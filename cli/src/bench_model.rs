@@ -173,6 +173,7 @@ pub fn run(args: &BenchArgs, backend: Backend, out: &mut dyn Write) -> Result<()
         let timing = match backend {
             Backend::Tile => return crate::bench_tile::run(args, out),
             Backend::Auto => return bench_auto(args, out),
+            Backend::Gpu => return crate::bench_gpu::run(args, out),
             Backend::Interp => {
                 let f = module
                     .entry()
@@ -290,6 +291,7 @@ pub fn run(args: &BenchArgs, backend: Backend, out: &mut dyn Write) -> Result<()
         Backend::Cranelift => "cranelift",
         Backend::Tile => "tile",
         Backend::Auto => "auto",
+        Backend::Gpu => "gpu",
     };
     writeln!(
         out,

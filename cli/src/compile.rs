@@ -42,7 +42,9 @@ EXAMPLES:
   terafab compile examples/mlp.onnx --dim batch=4 --backend tile --emit tile-kernels
 
   # The Cranelift IR of every kernel (the default with --emit clif)
-  terafab compile examples/mlp.onnx --dim batch=4 --backend cranelift --emit clif";
+  terafab compile examples/mlp.onnx --dim batch=4 --backend cranelift --emit clif
+  # PTX for the GPU backend (no GPU or CUDA toolkit needed), for Hopper
+  terafab compile examples/mlp.onnx --dim batch=4 --emit ptx --gpu-arch sm_90";
 
 /// A text form to print instead of building a library.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -62,6 +64,8 @@ pub enum Emit {
     TileKernels,
     /// Cranelift IR as generated, one function per kernel (--backend cranelift)
     Clif,
+    /// PTX for the GPU (--gpu-arch), one entry per kernel; needs no GPU (--backend gpu)
+    Ptx,
 }
 
 impl Emit {
@@ -96,6 +100,9 @@ pub struct CompileArgs {
     /// this machine's
     #[arg(long, value_name = "NAME")]
     pub cpu: Option<String>,
+    /// With --emit ptx: the GPU architecture (`sm_80`: Ampere and newer, `sm_90`: Hopper)
+    #[arg(long, value_name = "ARCH", default_value = "sm_80")]
+    pub gpu_arch: String,
     /// The C symbols' prefix (default: the output's file stem)
     #[arg(long, value_name = "PREFIX")]
     pub name: Option<String>,
@@ -185,12 +192,23 @@ pub fn run(args: &CompileArgs, out: &mut dyn Write) -> Result<(), CliError> {
     let clif_emit = args.emit == Some(Emit::Clif);
     let backend = args.backend.unwrap_or(if tile_emit {
         Backend::Tile
+    } else if args.emit == Some(Emit::Ptx) {
+        Backend::Gpu
     } else if clif_emit {
         Backend::Cranelift
     } else {
         Backend::Llvm
     });
     match (backend, args.emit) {
+        (Backend::Gpu, Some(Emit::Ptx | Emit::Kernels)) => {}
+        (Backend::Gpu, _) => {
+            return Err(CliError::Usage(
+                "`terafab compile --backend gpu` prints text forms: --emit ptx or kernels".into(),
+            ));
+        }
+        (_, Some(Emit::Ptx)) => {
+            return Err(CliError::Usage("--emit ptx needs --backend gpu".into()));
+        }
         (Backend::Cranelift, Some(Emit::Clif | Emit::Kernels)) => {}
         (Backend::Cranelift, _) => {
             return Err(CliError::Usage(
@@ -219,7 +237,7 @@ pub fn run(args: &CompileArgs, out: &mut dyn Write) -> Result<(), CliError> {
         }
         _ => {
             return Err(CliError::Usage(
-                "`terafab compile` supports --backend llvm, cranelift and tile".into(),
+                "`terafab compile` supports --backend llvm, cranelift, tile and gpu".into(),
             ));
         }
     }
@@ -249,6 +267,7 @@ pub fn run(args: &CompileArgs, out: &mut dyn Write) -> Result<(), CliError> {
             Emit::LlvmOpt => terafab_llvm::emit_llvm(p, &cpu, terafab_llvm::IrStage::Optimized)?,
             Emit::Asm => terafab_llvm::emit_asm(p, &cpu)?,
             Emit::Clif => terafab_cranelift::emit_clif(p)?,
+            Emit::Ptx => terafab_gpu::emit_ptx(p, args.gpu_arch.parse()?)?,
         };
         return match &args.output {
             Some(path) => std::fs::write(path, text).map_err(|source| CliError::WriteFile {

@@ -123,6 +123,15 @@ pub fn run(args: &ConformanceArgs, out: &mut dyn Write) -> Result<(), CliError> 
                     .into(),
             ));
         }
+        (Backend::Gpu, _) => Box::new(
+            Optimized::new(
+                args.passes.as_deref().unwrap_or("default"),
+                terafab_testsuite::Gpu {
+                    device: terafab_gpu::open_device()?,
+                },
+            )
+            .map_err(|e| err(format!("--passes: {e}")))?,
+        ),
         (Backend::Tile, _) => Box::new(
             Optimized::new(
                 args.passes.as_deref().unwrap_or("default"),
@@ -206,5 +215,6 @@ fn backend_name(b: Backend) -> &'static str {
         Backend::Cranelift => "cranelift",
         Backend::Tile => "tile",
         Backend::Auto => "auto",
+        Backend::Gpu => "gpu",
     }
 }

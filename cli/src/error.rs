@@ -122,6 +122,8 @@ pub enum CliError {
     Cranelift(#[from] terafab_cranelift::CraneliftError),
     #[error(transparent)]
     Tiered(#[from] terafab_tiered::TieredError),
+    #[error(transparent)]
+    Gpu(#[from] terafab_gpu::GpuError),
     #[error("{0}")]
     Usage(String),
     #[error("--print-ir-after takes a pass name, and `{name}` is a named pipeline")]

@@ -22,6 +22,7 @@
 //! exit with code 1; bad arguments exit with code 2 (clap's convention).
 
 mod bench;
+mod bench_gpu;
 mod bench_model;
 mod bench_tile;
 mod compile;
@@ -239,6 +240,9 @@ pub enum Backend {
     /// Fusion into kernels lowered to the simulated tile accelerator (--config); kernels it
     /// cannot run yet run on the host; prints the simulator's report
     Tile,
+    /// Fusion into kernels compiled to PTX through LLVM's NVPTX target and run on the GPU
+    /// through the CUDA driver (loaded at run time; without a GPU this says so)
+    Gpu,
 }
 
 #[derive(Debug, Args)]

@@ -93,7 +93,12 @@ pub fn run(args: &RunArgs, out: &mut dyn Write) -> Result<(), CliError> {
                 source: Box::new(source),
             })?
         }
-        Backend::Kernels | Backend::Llvm | Backend::Cranelift | Backend::Auto | Backend::Tile => {
+        Backend::Kernels
+        | Backend::Llvm
+        | Backend::Cranelift
+        | Backend::Auto
+        | Backend::Tile
+        | Backend::Gpu => {
             let mut module = module.clone();
             if pipeline != "none" {
                 terafab_passes::run_pipeline(&mut module, &pipeline, Default::default())
@@ -135,6 +140,16 @@ pub fn run(args: &RunArgs, out: &mut dyn Write) -> Result<(), CliError> {
                     Ok(out.tensors)
                 };
                 run_kernels_with(f, &tensors, &mut exec)?
+            } else if args.backend == Backend::Gpu {
+                let dev = terafab_gpu::open_device()?;
+                w(
+                    out,
+                    format!(
+                        "gpu: {} (compute capability {}.{})",
+                        dev.name, dev.capability.0, dev.capability.1
+                    ),
+                )?;
+                terafab_gpu::run_function(&dev, f, &tensors)?
             } else if args.backend == Backend::Cranelift {
                 let opts = terafab_cranelift::Options {
                     threads: args.threads,

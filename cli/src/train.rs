@@ -222,6 +222,11 @@ impl Runner {
                     ..Default::default()
                 },
             )?)),
+            Backend::Gpu => {
+                return Err(CliError::Usage(
+                    "`terafab train` does not run on --backend gpu yet".into(),
+                ));
+            }
             Backend::Tile => {
                 let cfg = a.tile.machine(false)?;
                 let c = terafab_tile::compile::compile_program(&cfg, &p, &Default::default());

@@ -273,6 +273,52 @@ impl Backend for Cranelift {
     }
 }
 
+/// The GPU backend (`terafab_gpu`) on the GPU it opened: fused into kernels, each kernel
+/// program compiled to PTX for the device and run there (call kernels on the host).
+pub struct Gpu {
+    pub device: std::sync::Arc<terafab_gpu::Device>,
+}
+
+impl Backend for Gpu {
+    fn name(&self) -> &str {
+        "gpu"
+    }
+
+    fn run(&self, m: &Module, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, String> {
+        let f = m.entry().ok_or("the module has no function")?;
+        terafab_gpu::run_function(&self.device, f, &inputs).map_err(|e| error_chain(&e))
+    }
+}
+
+/// The GPU backend's code generation without a GPU: every kernel program of the case is
+/// compiled to PTX for `arch` (a kernel it cannot lower fails the case), then run by the
+/// kernel interpreter. The cases this passes are the ones the GPU backend can run
+/// (`expectations/gpu.txt`), checked on every machine.
+pub struct GpuLowering {
+    pub arch: terafab_gpu::Arch,
+}
+
+impl Backend for GpuLowering {
+    fn name(&self) -> &str {
+        "gpu-ptx"
+    }
+
+    fn run(&self, m: &Module, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, String> {
+        let f = m.entry().ok_or("the module has no function")?;
+        let mut exec = |p: &terafab_ir::kernel::KernelProgram, inputs: &[Tensor]| {
+            let backend = |e: Box<dyn std::error::Error + Send + Sync>| {
+                terafab_passes::fuse::RunError::Backend {
+                    func: f.name.clone(),
+                    source: e,
+                }
+            };
+            terafab_gpu::compile_ptx(p, self.arch).map_err(|e| backend(Box::new(e)))?;
+            terafab_ir::kernel::interp::run_program(p, inputs).map_err(|e| backend(Box::new(e)))
+        };
+        terafab_passes::fuse::run_kernels_with(f, &inputs, &mut exec).map_err(|e| error_chain(&e))
+    }
+}
+
 /// The tile backend (`terafab_tile::backend`): fused into kernels like [`Kernels`]; every
 /// kernel the accelerator can run is lowered and simulated (functionally, bit-exact) on the
 /// configured machine, the others run on the host by the kernel interpreter.

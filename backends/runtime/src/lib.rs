@@ -277,7 +277,7 @@ pub fn tensor_ptr(t: &Tensor) -> *const u8 {
 /// # Safety
 /// `bytes` must hold valid elements of `dtype` (bool as 0 or 1).
 #[allow(clippy::unnecessary_cast)] // u8 elements among the types
-unsafe fn tensor_from_bytes(dtype: DType, shape: Vec<usize>, bytes: &[u8]) -> Tensor {
+pub unsafe fn tensor_from_bytes(dtype: DType, shape: Vec<usize>, bytes: &[u8]) -> Tensor {
     let n: usize = shape.iter().product();
     with_dtype!(dtype, T => {
         let mut v: Vec<T> = Vec::with_capacity(n);

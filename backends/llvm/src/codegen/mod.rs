@@ -45,8 +45,7 @@ use terafab_ir::kernel::{
     Body, BufferId, Expr, Index, Kernel, KernelProgram, Local, LoopNest, Stage, Storage, Var,
 };
 
-use scalar::Scalar;
-pub use scalar::{Unsupported, supported};
+pub use scalar::{Scalar, Unsupported, supported};
 
 /// Why code generation failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -57,6 +56,9 @@ pub enum CodegenError {
     Invalid(String),
     #[error("LLVM: {0}")]
     Llvm(String),
+    /// An operation the GPU target has no lowering for (the GPU backend names the kernel).
+    #[error("no GPU lowering of {0}")]
+    NoGpuLowering(String),
 }
 
 impl From<BuilderError> for CodegenError {
@@ -105,16 +107,7 @@ pub fn generate<'ctx>(
     prefix: &str,
 ) -> Result<Generated<'ctx>, CodegenError> {
     let module = ctx.create_module(&p.name);
-    let mut g = Gen {
-        ctx,
-        module: &module,
-        b: ctx.create_builder(),
-        p,
-        packed: PackedOperands::new(p.buffers.len()),
-        init_calls: Vec::new(),
-        key: String::new(),
-        shared: HashMap::new(),
-    };
+    let mut g = Gen::new(ctx, &module, p, false);
     let mut plans = Vec::new();
     for (i, k) in p.kernels.iter().enumerate() {
         plans.push(g.kernel(i, k)?);
@@ -137,6 +130,22 @@ pub fn generate<'ctx>(
         packed,
         scratch_bytes,
     })
+}
+
+/// The loop nest of a kernel that is compiled, or why it is not (a call kernel, or one over
+/// a type the backend does not compute with) and the runtime runs it instead.
+pub fn compiled_nest<'k>(p: &KernelProgram, k: &'k Kernel) -> Result<&'k LoopNest, String> {
+    let nest = match &k.body {
+        Body::Call(f) => {
+            let ops: Vec<&str> = f.body.nodes.iter().map(|n| n.op.name()).collect();
+            return Err(format!("call of {}", ops.join(", ")));
+        }
+        Body::Loops(n) => n,
+    };
+    match unsupported_type(p, k, nest) {
+        Some(d) => Err(format!("computes with {d}")),
+        None => Ok(nest),
+    }
 }
 
 /// Whether every type a kernel touches is one the backend computes with (else the name of one
@@ -171,7 +180,7 @@ fn unsupported_type(p: &KernelProgram, k: &Kernel, nest: &LoopNest) -> Option<DT
 }
 
 /// Code generation state for one module.
-pub(crate) struct Gen<'a, 'ctx> {
+pub struct Gen<'a, 'ctx> {
     pub ctx: &'ctx Context,
     pub module: &'a Module<'ctx>,
     pub b: Builder<'ctx>,
@@ -185,15 +194,40 @@ pub(crate) struct Gen<'a, 'ctx> {
     /// Inner functions by kernel key and phase: kernels of the same form (the repeated blocks
     /// of a ResNet) share them, and only their trampolines differ.
     pub shared: HashMap<String, FunctionValue<'ctx>>,
+    /// Whether the module is NVPTX code (see [`Scalar::nvptx`]).
+    pub nvptx: bool,
 }
 
 /// The state of one function being emitted: buffer pointers, loop variables, locals.
-pub(crate) struct Fn<'ctx> {
+pub struct Fn<'ctx> {
     pub func: FunctionValue<'ctx>,
     pub ptrs: HashMap<BufferId, PointerValue<'ctx>>,
     pub vars: HashMap<Var, IntValue<'ctx>>,
     pub extents: HashMap<Var, usize>,
     pub locals: HashMap<Local, (BasicValueEnum<'ctx>, DType)>,
+}
+
+impl<'a, 'ctx> Gen<'a, 'ctx> {
+    /// A generator for `p` into `module` with no kernels emitted yet: the GPU backend uses
+    /// its expression, load, store and loop emitters (with `nvptx` set) for its own kernels.
+    pub fn new(
+        ctx: &'ctx Context,
+        module: &'a Module<'ctx>,
+        p: &'a KernelProgram,
+        nvptx: bool,
+    ) -> Self {
+        Gen {
+            ctx,
+            module,
+            b: ctx.create_builder(),
+            p,
+            packed: PackedOperands::new(p.buffers.len()),
+            init_calls: Vec::new(),
+            key: String::new(),
+            shared: HashMap::new(),
+            nvptx,
+        }
+    }
 }
 
 impl<'ctx> Gen<'_, 'ctx> {
@@ -202,6 +236,7 @@ impl<'ctx> Gen<'_, 'ctx> {
             ctx: self.ctx,
             module: self.module,
             b: &self.b,
+            nvptx: self.nvptx,
         }
     }
 
@@ -215,20 +250,10 @@ impl<'ctx> Gen<'_, 'ctx> {
 
     /// The kernel's function(s), or why the runtime calls it instead.
     fn kernel(&mut self, i: usize, k: &Kernel) -> R<KernelPlan> {
-        let nest = match &k.body {
-            Body::Call(f) => {
-                let ops: Vec<&str> = f.body.nodes.iter().map(|n| n.op.name()).collect();
-                return Ok(KernelPlan::Call {
-                    reason: format!("call of {}", ops.join(", ")),
-                });
-            }
-            Body::Loops(n) => n,
+        let nest = match compiled_nest(self.p, k) {
+            Ok(n) => n,
+            Err(reason) => return Ok(KernelPlan::Call { reason }),
         };
-        if let Some(d) = unsupported_type(self.p, k, nest) {
-            return Ok(KernelPlan::Call {
-                reason: format!("computes with {d}"),
-            });
-        }
         let name = format!("k{i}.{}", sanitize(&k.name));
         self.key = kernel_key(self.p, k, nest);
         if let Some(phases) = gemm::try_gemm(self, &name, k, nest)? {
@@ -412,7 +437,7 @@ impl<'ctx> Gen<'_, 'ctx> {
     }
 
     /// The stages of a loop nest at one point of its space.
-    pub(crate) fn stages(&mut self, f: &mut Fn<'ctx>, stages: &[Stage]) -> R<()> {
+    pub fn stages(&mut self, f: &mut Fn<'ctx>, stages: &[Stage]) -> R<()> {
         for s in stages {
             match s {
                 Stage::Reduce {

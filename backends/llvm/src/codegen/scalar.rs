@@ -37,10 +37,13 @@ pub fn supported(d: DType) -> bool {
 }
 
 /// Emits scalar code at the builder's position.
-pub(crate) struct Scalar<'a, 'ctx> {
+pub struct Scalar<'a, 'ctx> {
     pub ctx: &'ctx Context,
     pub module: &'a Module<'ctx>,
     pub b: &'a Builder<'ctx>,
+    /// Code for an NVPTX GPU: no libm there, so the functions that would call it (and the
+    /// LLVM intrinsics that lower to its calls) are [`CodegenError::NoGpuLowering`] errors.
+    pub nvptx: bool,
 }
 
 type R<T> = Result<T, CodegenError>;
@@ -175,6 +178,7 @@ impl<'ctx> Scalar<'_, 'ctx> {
 
     /// A call of the libm function `name` (f64) or `namef` (f32).
     fn libm(&self, name: &str, args: &[FloatValue<'ctx>]) -> R<FloatValue<'ctx>> {
+        self.host_only(name)?;
         let ty = args[0].get_type();
         let is_f32 = ty == self.ctx.f32_type();
         let sym = if is_f32 {
@@ -200,6 +204,17 @@ impl<'ctx> Scalar<'_, 'ctx> {
             .into_float_value())
     }
 
+    /// An error on NVPTX, where `what` (a libm function or an intrinsic lowered to its call)
+    /// does not exist.
+    fn host_only(&self, what: &str) -> R<()> {
+        if self.nvptx {
+            return Err(CodegenError::NoGpuLowering(format!(
+                "`{what}` (NVPTX has no libm)"
+            )));
+        }
+        Ok(())
+    }
+
     fn fconst(&self, like: FloatValue<'ctx>, v: f64) -> FloatValue<'ctx> {
         like.get_type().const_float(v)
     }
@@ -213,6 +228,9 @@ impl<'ctx> Scalar<'_, 'ctx> {
             let one = self.fconst(x, 1.0);
             let is_f32 = x.get_type() == self.ctx.f32_type();
             let intr = |name: &str| -> R<FloatValue<'ctx>> {
+                if matches!(name, "llvm.exp" | "llvm.log" | "llvm.sin" | "llvm.cos") {
+                    self.host_only(name)?;
+                }
                 Ok(self.intrinsic(name, &[ty], &[x.into()])?.into_float_value())
             };
             let r = match op {
@@ -253,6 +271,7 @@ impl<'ctx> Scalar<'_, 'ctx> {
                     let e = if is_f32 {
                         self.exp_f32(n)?.into()
                     } else {
+                        self.host_only("llvm.exp")?;
                         self.intrinsic("llvm.exp", &[ty], &[n.into()])?
                     };
                     let den = b.build_float_add(one, e.into_float_value(), "den")?;
@@ -439,6 +458,9 @@ impl<'ctx> Scalar<'_, 'ctx> {
             let (x, y) = (x.into_float_value(), y.into_float_value());
             let ty: BasicTypeEnum = x.get_type().into();
             let intr = |name: &str| -> R<FloatValue<'ctx>> {
+                if name == "llvm.pow" {
+                    self.host_only(name)?;
+                }
                 Ok(self
                     .intrinsic(name, &[ty], &[x.into(), y.into()])?
                     .into_float_value())
