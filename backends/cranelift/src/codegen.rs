@@ -10,8 +10,9 @@
 //! negative), loads with a fill value check only the dims whose index interval leaves the
 //! buffer.
 //!
-//! 128-bit SIMD, over f32 with ops that have exact lane-wise forms (`+ - * /`, min, max, neg,
-//! abs, sqrt): where every stage of a nest allows it, its last space dim runs sixteen and then
+//! 128-bit SIMD, over f32 with ops that have lane-wise forms (`+ - * /`, min, max, neg, abs,
+//! sqrt exactly; `exp`, `erf` and `logistic` as the same straight-line arithmetic as their
+//! scalar forms, see [`crate::fastmath`]): where every stage of a nest allows it, its last space dim runs sixteen and then
 //! four lanes at a time (reductions keep one `f32x4` accumulator per group of four lanes, the
 //! epilogue stores lane-wise), else a store's own innermost loop does. Loads contiguous in the
 //! lane variable are vector loads, loads independent of it are splats, other loads (strided,
@@ -916,9 +917,17 @@ impl FnGen<'_, '_> {
             Expr::Local(l) => {
                 (self.locals.get(l).map(|x| x.1) == Some(DType::F32)).then_some(Lanes::Splat)
             }
-            Expr::Unary(op, a) => matches!(op, UnaryOp::Neg | UnaryOp::Abs | UnaryOp::Sqrt)
-                .then(|| self.vector_lanes(a, v))
-                .flatten(),
+            Expr::Unary(op, a) => matches!(
+                op,
+                UnaryOp::Neg
+                    | UnaryOp::Abs
+                    | UnaryOp::Sqrt
+                    | UnaryOp::Exp
+                    | UnaryOp::Erf
+                    | UnaryOp::Logistic
+            )
+            .then(|| self.vector_lanes(a, v))
+            .flatten(),
             Expr::Binary(op, a, b) => {
                 if !matches!(
                     op,
@@ -1027,6 +1036,9 @@ impl FnGen<'_, '_> {
                 match op {
                     UnaryOp::Neg => self.b.ins().fneg(x),
                     UnaryOp::Abs => self.b.ins().fabs(x),
+                    UnaryOp::Exp => self.exp_f32(x),
+                    UnaryOp::Erf => self.erf_f32(x),
+                    UnaryOp::Logistic => self.logistic_f32(x),
                     _ => self.b.ins().sqrt(x),
                 }
             }

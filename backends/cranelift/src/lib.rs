@@ -22,6 +22,7 @@
 //! elements, the same way whichever thread runs it.
 
 pub mod codegen;
+mod fastmath;
 mod libm;
 pub mod scalar;
 

@@ -4,8 +4,11 @@
 //! - f32 and f64 compute natively (`+ - * /`, `sqrt` are correctly rounded, as in the
 //!   interpreter). Transcendental functions, `pow` and float `rem` call libm's f64 functions
 //!   (registered with the JIT, see [`crate::libm`]) on the value widened to f64 and round the
-//!   result to the type, as the interpreter does (so f32 results are the interpreter's, bit for
-//!   bit, where libm is the same).
+//!   result to the type, as the interpreter does (so those results are the interpreter's, bit
+//!   for bit, where libm is the same). The exceptions are `exp`, `erf` and `logistic` in f32
+//!   registers (f32, f16, bf16): straight-line f32 arithmetic ([`crate::fastmath`], the LLVM
+//!   backend's algorithms), about 1 ulp from the interpreter, so that loops over them run four
+//!   lanes at a time (softmax, GELU).
 //! - f16 and bf16 live in registers as f32 and are rounded back to their type after every op;
 //!   in memory they are 16-bit integers, converted inline with integer arithmetic (the
 //!   roundings of `half`).
@@ -261,6 +264,19 @@ impl FnGen<'_, '_> {
     pub fn unary(&mut self, op: UnaryOp, x: Value, d: DType) -> R<Value> {
         if d.is_float() {
             let ty = reg_type(d)?;
+            // f32 registers (f32, and f16/bf16 before their rounding): exp, erf and logistic
+            // as straight-line arithmetic, as the LLVM backend (see `crate::fastmath`).
+            if ty == types::F32 {
+                let r = match op {
+                    UnaryOp::Exp => Some(self.exp_f32(x)),
+                    UnaryOp::Erf => Some(self.erf_f32(x)),
+                    UnaryOp::Logistic => Some(self.logistic_f32(x)),
+                    _ => None,
+                };
+                if let Some(r) = r {
+                    return self.round_narrow(r, d);
+                }
+            }
             let libm = |h: Helper| Some(h);
             let call = match op {
                 UnaryOp::Exp => libm(Helper::Exp),

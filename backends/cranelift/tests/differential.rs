@@ -486,28 +486,144 @@ fn integer_semantics_match_the_interpreter() {
 }
 
 /// f16 and bf16 computed in f32 and rounded after every op, transcendental functions through
-/// libm, conversions between the float types and from f64 (round to odd): equal to the
-/// interpreter.
+/// libm (f64, and `tanh`, `pow` at every width), conversions between the float types and from
+/// f64 (round to odd): equal to the interpreter. `exp` and `logistic` in f32 registers (f32,
+/// f16, bf16) are the straight-line forms of `fastmath`: within 1e-6 relative of the
+/// interpreter's libm values for f32, and one rounding step of the narrow type for f16/bf16
+/// (the two may round to neighbouring values there).
 #[test]
 fn narrow_floats_and_libm_match_the_interpreter() {
-    for dt in ["f16", "bf16", "f32", "f64"] {
-        let src = format!(
-            "func @main(%x: f64[16]) -> (y: {dt}[16], e: {dt}[16], t: {dt}[16], p: {dt}[16], s: {dt}[16]) {{
+    for (dt, fast_tol) in [("f16", 1e-3), ("bf16", 8e-3), ("f32", 1e-6), ("f64", 0.0)] {
+        let exact = format!(
+            "func @main(%x: f64[16]) -> (y: {dt}[16], t: {dt}[16], p: {dt}[16]) {{
   %c = convert(%x) {{to={dt}}} : {dt}[16]
   %three = constant() {{value=dense<{dt}[]>[3.0]}} : {dt}[]
   %m = mul(%c, %three) : {dt}[16]
   %y = add(%m, %c) : {dt}[16]
-  %e = exp(%c) : {dt}[16]
   %t = tanh(%c) : {dt}[16]
   %p = pow(%c, %three) : {dt}[16]
+  return %y, %t, %p
+}}
+"
+        );
+        let fast = format!(
+            "func @main(%x: f64[16]) -> (e: {dt}[16], s: {dt}[16]) {{
+  %c = convert(%x) {{to={dt}}} : {dt}[16]
+  %e = exp(%c) : {dt}[16]
   %s = logistic(%c) : {dt}[16]
-  return %y, %e, %t, %p, %s
+  return %e, %s
 }}
 "
         );
         let x: Vec<f64> = (0..16).map(|i| (i as f64 - 7.3) * 0.731 + 1e-9).collect();
         let inputs = vec![Tensor::from_vec(vec![16], x).unwrap()];
-        check_tol(&src, inputs, 0.0).unwrap();
+        check_tol(&exact, inputs.clone(), 0.0).unwrap();
+        check_tol(&fast, inputs, fast_tol).unwrap();
+    }
+}
+
+/// `exp`, `erf` and `logistic` on f32 (`fastmath`): against f64 libm over a sweep and the edge
+/// cases (NaN, infinities, overflow and underflow thresholds, subnormal results, signed zero)
+/// within their stated errors, and the f32x4 form bitwise equal to the scalar form: the same
+/// values computed along a vectorized dim (`[n]`) and along a dim of extent 1 (`[n, 1]`, the
+/// scalar code).
+#[test]
+fn fast_exp_erf_logistic() {
+    let mut x: Vec<f32> = (0..4000).map(|i| (i as f32 - 2000.0) * 0.0531).collect();
+    x.extend([
+        f32::NAN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        0.0,
+        -0.0,
+        88.72,
+        88.73,
+        -87.3,
+        -100.0,
+        -103.9,
+        -104.5,
+        0.4999,
+        0.5,
+        -0.5,
+        1e-30,
+        -1e-30,
+        3.9,
+        -3.9,
+    ]);
+    let n = x.len();
+    let run = |shape: &str, dims: Vec<usize>| {
+        let src = format!(
+            "func @main(%x: f32[{shape}]) -> (e: f32[{shape}], r: f32[{shape}], s: f32[{shape}]) {{
+  %e = exp(%x) : f32[{shape}]
+  %r = erf(%x) : f32[{shape}]
+  %s = logistic(%x) : f32[{shape}]
+  return %e, %r, %s
+}}
+"
+        );
+        let m = terafab_ir::parse::parse_module(&src).unwrap();
+        let inputs = vec![Tensor::from_vec(dims, x.clone()).unwrap()];
+        let out =
+            terafab_cranelift::run_function(m.entry().unwrap(), &inputs, &Options { threads: 1 })
+                .unwrap();
+        out.iter()
+            .map(|t| t.as_slice::<f32>().unwrap().to_vec())
+            .collect::<Vec<_>>()
+    };
+    let vector = run(&n.to_string(), vec![n]);
+    let scalar = run(&format!("{n},1"), vec![n, 1]);
+    for (k, (v, s)) in vector.iter().zip(&scalar).enumerate() {
+        for i in 0..n {
+            assert!(
+                v[i].to_bits() == s[i].to_bits(),
+                "output {k} at x = {}: f32x4 {} and scalar {} differ",
+                x[i],
+                v[i],
+                s[i]
+            );
+        }
+    }
+    let erf = |x: f64| {
+        // erf from the interpreter's libm, as the reference.
+        let t = Tensor::from_vec(vec![1], vec![x]).unwrap();
+        let r = terafab_ir::interp::elementwise::unary(terafab_ir::UnaryOp::Erf, &t).unwrap();
+        r.to_f64_vec()[0]
+    };
+    for (i, &xi) in x.iter().enumerate() {
+        let xd = f64::from(xi);
+        let (e, r, s) = (
+            f64::from(vector[0][i]),
+            f64::from(vector[1][i]),
+            f64::from(vector[2][i]),
+        );
+        if xi.is_nan() {
+            assert!(e.is_nan() && r.is_nan() && s.is_nan(), "NaN in, NaN out");
+            continue;
+        }
+        // exp: 2 ulp relative where the result is normal, else within the smallest normal.
+        let want = xd.exp();
+        let ok = if want > f64::from(f32::MAX) {
+            e == f64::INFINITY
+        } else if want < f64::from(f32::MIN_POSITIVE) {
+            (e - want).abs() <= f64::from(f32::MIN_POSITIVE) * 2f64.powi(-20) || e == 0.0
+        } else {
+            (e - want).abs() <= 2.4e-7 * want
+        };
+        assert!(ok, "exp({xi}) = {e}, want {want}");
+        let want = erf(xd);
+        assert!((r - want).abs() <= 2e-7, "erf({xi}) = {r}, want {want}");
+        if xi == 0.0 {
+            assert_eq!(
+                vector[1][i].to_bits(),
+                xi.to_bits(),
+                "erf keeps the zero's sign"
+            );
+        }
+        let want = 1.0 / (1.0 + (-xd).exp());
+        assert!(
+            (s - want).abs() <= 4.8e-7 * want + 1e-37,
+            "logistic({xi}) = {s}, want {want}"
+        );
     }
 }
 

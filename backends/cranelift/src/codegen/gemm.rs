@@ -17,7 +17,9 @@
 //!    fused multiply-adds per k) and adds it into the block's tile buffer on the stack. Then
 //!    the epilogue runs on each tile: each element becomes the sum's local and the kernel's
 //!    store stages run (bias, activation, residual), indexed by the element's flat row and
-//!    column.
+//!    column; four columns at a time (`f32x4`) on a tile row of full width where every store
+//!    is lane-wise and contiguous along the columns (GELU's `erf` included), else element by
+//!    element, with the same operations per element either way.
 //!
 //! Every output element is computed by one task, in a fixed order (K in order, one rounding
 //! per fused multiply-add): results do not depend on the thread count.
@@ -28,7 +30,7 @@ use cranelift_codegen::ir::{
 };
 use cranelift_module::Module;
 use terafab_ir::DType;
-use terafab_ir::kernel::{BufferId, Expr, Kernel, LoopNest, Var};
+use terafab_ir::kernel::{BufferId, Expr, Kernel, Local, LoopNest, Stage, Var};
 use terafab_runtime::gemm::{
     Form, PackedOperands, Plan, Tiling, flat_epilogue, form, gemm_nest, k_flat, lanes_contiguous,
 };
@@ -307,16 +309,6 @@ impl FnGen<'_, '_> {
         Ok((batches * panels) as u64)
     }
 
-    /// `a * b + c`, fused where the target has it.
-    fn fmadd(&mut self, a: Value, b: Value, c: Value) -> Value {
-        if self.fma {
-            self.b.ins().fma(a, b, c)
-        } else {
-            let p = self.b.ins().fmul(a, b);
-            self.b.ins().fadd(p, c)
-        }
-    }
-
     /// The micro-kernel: `tile[mr][NR] += Σ_{k < klen} a[k][mr] ⊗ b[k][NR]`.
     fn ukernel(&mut self, mr: usize, a: Value, b: Value, klen: Value, tile: Value) -> R<()> {
         let flags = MemFlagsData::trusted();
@@ -463,9 +455,11 @@ impl FnGen<'_, '_> {
                 })
             })
         })?;
-        // The epilogue, tile by tile, over the valid part of each.
+        // The epilogue, tile by tile, over the valid part of each; four columns at a time
+        // where every store is lane-wise along the columns.
         self.extents.insert(m_flat, d.m);
         self.extents.insert(n_flat, d.n);
+        let lanes = self.lane_epilogue(form.local, &epilogue, n_flat);
         self.range_loop(q0, q1, 1, |g, q| {
             g.range_loop(p0, p1, 1, |g, pidx| {
                 let tile = tile_at(g, pidx, q);
@@ -483,19 +477,98 @@ impl FnGen<'_, '_> {
                     g.vars.insert(m_flat, mi);
                     let row = g.b.ins().imul_imm_s(i, (nr * 4) as i64);
                     let row = g.b.ins().iadd(tile, row);
-                    g.range_loop(zero, nend, 1, |g, j| {
-                        let nj = g.b.ins().iadd(n0, j);
-                        g.vars.insert(n_flat, nj);
-                        let o = g.b.ins().ishl_imm_u(j, 2);
-                        let at = g.b.ins().iadd(row, o);
-                        let t = g.b.ins().load(types::F32, MemFlagsData::trusted(), at, 0);
-                        g.locals.insert(form.local, (t, DType::F32));
-                        g.stages(&epilogue)
-                    })
+                    let scalar = |g: &mut Self| {
+                        g.range_loop(zero, nend, 1, |g, j| {
+                            let nj = g.b.ins().iadd(n0, j);
+                            g.vars.insert(n_flat, nj);
+                            let o = g.b.ins().ishl_imm_u(j, 2);
+                            let at = g.b.ins().iadd(row, o);
+                            let t = g.b.ins().load(types::F32, MemFlagsData::trusted(), at, 0);
+                            g.locals.insert(form.local, (t, DType::F32));
+                            g.stages(&epilogue)
+                        })
+                    };
+                    if !lanes {
+                        return scalar(g);
+                    }
+                    // A whole row of the tile four columns at a time, else element by element.
+                    let (whole, part, done) =
+                        (g.b.create_block(), g.b.create_block(), g.b.create_block());
+                    let full = g.b.ins().icmp_imm_s(IntCC::Equal, nend, nr as i64);
+                    g.b.ins().brif(full, whole, &[], part, &[]);
+                    g.b.switch_to_block(whole);
+                    g.vector_epilogue(form.local, &epilogue, (row, n0, n_flat), nr)?;
+                    g.b.ins().jump(done, &[]);
+                    g.b.switch_to_block(part);
+                    scalar(g)?;
+                    g.b.ins().jump(done, &[]);
+                    g.b.switch_to_block(done);
+                    Ok(())
                 })
             })
         })?;
         self.b.ins().return_(&[]);
+        Ok(())
+    }
+
+    /// Whether the epilogue `stages` (stores of expressions of the sum `local`) can run four
+    /// columns (`n`) at a time: every stage a store without loops of its own, contiguous in
+    /// `n`, of a lane-wise value.
+    fn lane_epilogue(&mut self, local: Local, stages: &[Stage], n: Var) -> bool {
+        self.vplanned.clear();
+        self.vplanned.insert(local);
+        let ok = stages.iter().all(|s| match s {
+            Stage::Store {
+                buffer,
+                vars,
+                index,
+                value,
+            } => vars.is_empty() && self.vectorizable(*buffer, index, value, n),
+            Stage::Reduce { .. } => false,
+        });
+        self.vplanned.clear();
+        ok
+    }
+
+    /// The epilogue of one whole tile row (`row`: its sums, `n0`: its first column, bound to
+    /// `n`) four columns at a time: each group's sums as the `f32x4` value of `local`, the
+    /// stores lane-wise. Each element gets the operations of the scalar epilogue, in the same
+    /// order (see `fastmath` for the functions).
+    fn vector_epilogue(
+        &mut self,
+        local: Local,
+        stages: &[Stage],
+        (row, n0, n): (Value, Value, Var),
+        nr: usize,
+    ) -> R<()> {
+        self.vplanned.insert(local);
+        self.group = 0;
+        for h in 0..nr / 4 {
+            let nj = self.b.ins().iadd_imm_s(n0, (4 * h) as i64);
+            self.vars.insert(n, nj);
+            let sums =
+                self.b
+                    .ins()
+                    .load(types::F32X4, MemFlagsData::trusted(), row, (16 * h) as i32);
+            self.vlocals.insert(local, vec![sums]);
+            for s in stages {
+                if let Stage::Store {
+                    buffer,
+                    index,
+                    value,
+                    ..
+                } = s
+                {
+                    let x = self.vexpr(value, n)?;
+                    let (addr, _) = self.address(*buffer, index, false)?;
+                    self.b
+                        .ins()
+                        .store(MemFlagsData::new().with_notrap(), x, addr, 0);
+                }
+            }
+        }
+        self.vplanned.clear();
+        self.vlocals.remove(&local);
         Ok(())
     }
 }
