@@ -861,26 +861,10 @@ impl FnGen<'_, '_> {
     /// The coefficient of `v` in the element offset of `index` into `buffer`, when the offset
     /// is affine in `v` (`v` under no division or remainder).
     fn offset_coeff(&self, buffer: BufferId, index: &[Index], v: Var) -> Option<i64> {
-        fn lin(i: &Index, v: Var) -> Option<i64> {
-            Some(match i {
-                Index::Var(w) => (*w == v) as i64,
-                Index::Const(_) => 0,
-                Index::Add(a, b) => lin(a, v)?.checked_add(lin(b, v)?)?,
-                Index::Mul(a, c) => lin(a, v)?.checked_mul(*c)?,
-                Index::Div(a, _) | Index::Rem(a, _) => {
-                    let mut vs = Vec::new();
-                    a.vars(&mut vs);
-                    if vs.contains(&v) {
-                        return None;
-                    }
-                    0
-                }
-            })
-        }
         let strides = &self.p.buffer(buffer).strides;
         let mut c = 0i64;
         for (ix, &s) in index.iter().zip(strides) {
-            c = c.checked_add(lin(ix, v)?.checked_mul(s as i64)?)?;
+            c = c.checked_add(ix.coeff(v)?.checked_mul(s as i64)?)?;
         }
         Some(c)
     }

@@ -244,6 +244,36 @@ fn small_feature_maps_swap_the_operands() {
     check(&src, vec![x]).unwrap();
 }
 
+/// Stride-1 convolutions whose im2col panels are copied as whole 16-float vectors where the
+/// panel lies in one output row and both its ends are inside the input, and lane by lane
+/// elsewhere (panels across rows, padding at the row ends, dilation, the last partial panel):
+/// both paths in one kernel, against the interpreter.
+#[test]
+fn im2col_panels_copied_as_vectors() {
+    for (h, w, pad, dil) in [(6, 40, 1, 1), (5, 21, 2, 2), (4, 18, 0, 1), (4, 35, 1, 1)] {
+        let (cin, cout, k) = (3, 8, 3);
+        let span = dil * (k - 1) + 1;
+        let (oh, ow) = (h + 2 * pad - span + 1, w + 2 * pad - span + 1);
+        let src = format!(
+            "func @main(%x: f32[1,{cin},{h},{w}], %w: f32[{cout},{cin},{k},{k}]) -> (y: f32[1,{cout},{oh},{ow}]) {{
+  %y = conv(%x, %w) {{stride=[1, 1], pad_low=[{pad}, {pad}], pad_high=[{pad}, {pad}], lhs_dilation=[1, 1], rhs_dilation=[{dil}, {dil}], groups=1}} : f32[1,{cout},{oh},{ow}]
+  return %y
+}}
+"
+        );
+        let ir = terafab_llvm::emit_llvm(
+            &common::fuse_text(&src),
+            &terafab_llvm::Cpu::Named("x86-64-v3".into()),
+            terafab_llvm::IrStage::Generated,
+        )
+        .unwrap();
+        assert!(ir.contains("panel.vec"), "no vector panel copy for {h}x{w}");
+        let x = Tensor::from_vec(vec![1, cin, h, w], values(cin * h * w, 11)).unwrap();
+        let wt = Tensor::from_vec(vec![cout, cin, k, k], values(cout * cin * k * k, 12)).unwrap();
+        check(&src, vec![x, wt]).unwrap();
+    }
+}
+
 /// The f32 `exp` and `erf` the backend computes inline (so that loops over them vectorize)
 /// against the interpreter's f64 functions rounded once: within 2 ulps for exp (relative
 /// 2.4e-7), 3e-7 absolute for erf; infinities, zeros and NaN exactly where the interpreter has

@@ -279,6 +279,25 @@ impl Index {
         }
     }
 
+    /// The coefficient of `v` when the expression is affine in it (`v` under no division or
+    /// remainder; other variables may be): `Some(0)` when it does not use `v`.
+    pub fn coeff(&self, v: Var) -> Option<i64> {
+        Some(match self {
+            Index::Var(w) => i64::from(*w == v),
+            Index::Const(_) => 0,
+            Index::Add(a, b) => a.coeff(v)?.checked_add(b.coeff(v)?)?,
+            Index::Mul(a, c) => a.coeff(v)?.checked_mul(*c)?,
+            Index::Div(a, _) | Index::Rem(a, _) => {
+                let mut vs = Vec::new();
+                a.vars(&mut vs);
+                if vs.contains(&v) {
+                    return None;
+                }
+                0
+            }
+        })
+    }
+
     /// Every variable the expression uses.
     pub fn vars(&self, out: &mut Vec<Var>) {
         match self {

@@ -8,7 +8,10 @@
 //!
 //! 1. **Pack**: `A` into panels of `mr` rows (`Ap[panel][k][mr]`; `mr` = [`MR`], or `MR - 1`
 //!    when that pads M clearly less, or M when smaller), `B` into panels of [`NR`] columns
-//!    (`Bp[panel][k][NR]`), zero-padded at the edges, for every batch index. An operand that
+//!    (`Bp[panel][k][NR]`), zero-padded at the edges, for every batch index. A B operand that
+//!    is one f32 load with unit stride along the panel's lanes (a row-major activation, a
+//!    stride-1 convolution's im2col rows) copies a panel's 16 values per k as one vector where
+//!    they lie in one row and inside the buffer, else lane by lane. An operand that
 //!    reads only constants (weights) is packed once, by `init`, into memory of its own; the
 //!    others on every run (one task per panel) into the per-run scratch region, which every
 //!    kernel reuses.
@@ -37,7 +40,7 @@ use inkwell::types::BasicType;
 use inkwell::values::BasicValue;
 use inkwell::values::{BasicValueEnum, FunctionValue, IntValue, VectorValue};
 use terafab_ir::DType;
-use terafab_ir::kernel::{Body, BufferId, Kernel, LoopNest, Var};
+use terafab_ir::kernel::{Body, BufferId, Expr, Index, Kernel, LoopNest, Var};
 use terafab_runtime::gemm::{
     Form, Plan, Tiling, flat_epilogue, gemm_nest, k_flat, lanes_contiguous,
 };
@@ -278,12 +281,17 @@ fn pack_fn<'ctx>(
             g.b.build_store(at(g, valid_slot, lane)?, valid)?;
             Ok(())
         })?;
-        g.nest(&mut f, &k_vars, &mut |g, f| {
+        // Bind the side's variables to a lane's values.
+        let bind_lane = |g: &mut Gen<'_, 'ctx>, f: &mut Fn<'ctx>, lane: IntValue<'ctx>| -> R<()> {
+            for ((v, _), &slot) in vars.iter().zip(&slots) {
+                let x = g.b.build_load(i64t, at(g, slot, lane)?, "lv")?;
+                f.vars.insert(*v, x.into_int_value());
+            }
+            Ok(())
+        };
+        let lanes = |g: &mut Gen<'_, 'ctx>, f: &mut Fn<'ctx>| {
             g.range_loop(f, zero, w, |g, f, lane| {
-                for ((v, _), &slot) in vars.iter().zip(&slots) {
-                    let x = g.b.build_load(i64t, at(g, slot, lane)?, "lv")?;
-                    f.vars.insert(*v, x.into_int_value());
-                }
+                bind_lane(g, f, lane)?;
                 let valid = g.b.build_load(i64t, at(g, valid_slot, lane)?, "lvalid")?;
                 let valid = g.b.build_int_compare(
                     IntPredicate::NE,
@@ -293,7 +301,53 @@ fn pack_fn<'ctx>(
                 )?;
                 store(g, f, lane, valid)
             })
-        })?;
+        };
+        match vector_panel(g, expr, vars, width) {
+            Some((buffer, index, checked)) => {
+                // The panel's lanes in one row of the lane variable (so all are real columns
+                // and the offset runs on by one per lane).
+                let &(u, nu) = vars.last().expect("a lane variable");
+                bind_lane(g, &mut f, zero)?;
+                let u_last = g.b.build_int_add(f.vars[&u], g.i64(width_i - 1), "ulast")?;
+                let one_row =
+                    g.b.build_int_compare(IntPredicate::SLT, u_last, g.i64(nu as i64), "onerow")?;
+                let v16 = f32t.vec_type(width as u32);
+                g.nest(&mut f, &k_vars, &mut |g, f| {
+                    // Both ends inside the buffer: then every lane between is.
+                    bind_lane(g, f, zero)?;
+                    let (first, in0) = g.load_address(f, buffer, index, checked)?;
+                    bind_lane(g, f, g.i64(width_i - 1))?;
+                    let (_, in1) = g.load_address(f, buffer, index, checked)?;
+                    let mut fast = one_row;
+                    for ok in [in0, in1].into_iter().flatten() {
+                        fast = g.b.build_and(fast, ok, "fast")?;
+                    }
+                    let (vec_bb, lane_bb, done) = (
+                        g.ctx.append_basic_block(f.func, "panel.vec"),
+                        g.ctx.append_basic_block(f.func, "panel.lanes"),
+                        g.ctx.append_basic_block(f.func, "panel.done"),
+                    );
+                    g.b.build_conditional_branch(fast, vec_bb, lane_bb)?;
+                    g.b.position_at_end(vec_bb);
+                    let x = g.b.build_load(v16, first, "row")?;
+                    set_align(x, 4)?;
+                    let k = g.index(f, &kidx)?;
+                    let off = g.b.build_int_mul(k, g.i64(width_i), "o")?;
+                    let off = g.b.build_int_add(off, base, "o")?;
+                    let p = unsafe { g.b.build_in_bounds_gep(f32t, dst_ptr, &[off], "p")? };
+                    let st = g.b.build_store(p, x)?;
+                    st.set_alignment(4)
+                        .map_err(|e| CodegenError::Invalid(e.to_string()))?;
+                    g.b.build_unconditional_branch(done)?;
+                    g.b.position_at_end(lane_bb);
+                    lanes(g, f)?;
+                    g.b.build_unconditional_branch(done)?;
+                    g.b.position_at_end(done);
+                    Ok(())
+                })?;
+            }
+            None => g.nest(&mut f, &k_vars, &mut |g, f| lanes(g, f))?,
+        }
     } else {
         // Each lane reads along k: every lane, then its k values.
         g.range_loop(&mut f, zero, w, |g, f, lane| {
@@ -303,6 +357,44 @@ fn pack_fn<'ctx>(
     }
     let phase = if side == Side::A { "packA" } else { "packB" };
     end_task_fn(g, name, phase, f, &all)
+}
+
+/// Whether a panel of `width` lanes of the operand `expr` can be copied as one vector per k:
+/// the operand is one f32 load whose element offset is affine in the lane variable (the last
+/// of `vars`) with coefficient 1 (a row-major operand, a stride-1 convolution's im2col row).
+/// Returns the load's buffer, index, and whether its bounds are checked (a fill value).
+fn vector_panel<'e>(
+    g: &Gen<'_, '_>,
+    expr: &'e Expr,
+    vars: &[(Var, usize)],
+    width: usize,
+) -> Option<(BufferId, &'e [Index], bool)> {
+    let &(u, _) = vars.last()?;
+    let Expr::Load {
+        buffer,
+        index,
+        fill,
+    } = expr
+    else {
+        return None;
+    };
+    let buf = g.p.buffer(*buffer);
+    if width != NR || buf.dtype != DType::F32 || g.nvptx {
+        return None;
+    }
+    let mut c = 0i64;
+    for (ix, &s) in index.iter().zip(&buf.strides) {
+        c = c.checked_add(ix.coeff(u)?.checked_mul(s as i64)?)?;
+    }
+    (c == 1).then_some((*buffer, index.as_slice(), fill.is_some()))
+}
+
+/// Set the alignment of a load instruction's value.
+fn set_align(x: BasicValueEnum<'_>, align: u32) -> R<()> {
+    x.as_instruction_value()
+        .ok_or_else(|| CodegenError::Invalid("a load without its instruction".into()))?
+        .set_alignment(align)
+        .map_err(|e| CodegenError::Invalid(e.to_string()))
 }
 
 /// The micro-kernel: `c[mr][NR] (+)= Σ_k a[k][mr] ⊗ b[k][NR]` over `k < kn`, adding to `c`'s

@@ -709,6 +709,30 @@ impl<'ctx> Gen<'_, 'ctx> {
         index: &[Index],
         fill: Option<&terafab_ir::Tensor>,
     ) -> R<BasicValueEnum<'ctx>> {
+        let d = self.p.buffer(buffer).dtype;
+        let (ptr, inside) = self.load_address(f, buffer, index, fill.is_some())?;
+        let mt = self.scalar().mem_type(d)?;
+        let raw = self.b.build_load(mt, ptr, "ld")?;
+        let v = self.scalar().mem_to_reg(raw, d)?;
+        Ok(match (inside, fill) {
+            (Some(ok), Some(fill)) => {
+                let fv = self.scalar().constant(fill)?;
+                self.b.build_select(ok, v, fv, "fill")?
+            }
+            _ => v,
+        })
+    }
+
+    /// The address of `buffer[index]` and, with `checked`, whether the index is inside the
+    /// buffer (`None` when no dim's interval can leave it); an index outside is clamped to 0
+    /// on that dim, so the address is always in the buffer.
+    pub fn load_address(
+        &mut self,
+        f: &mut Fn<'ctx>,
+        buffer: BufferId,
+        index: &[Index],
+        checked: bool,
+    ) -> R<(PointerValue<'ctx>, Option<IntValue<'ctx>>)> {
         let buf = self.p.buffer(buffer);
         let (d, shape, strides) = (buf.dtype, buf.shape.clone(), buf.strides.clone());
         let mut off = self.i64(0);
@@ -716,7 +740,7 @@ impl<'ctx> Gen<'_, 'ctx> {
         for (k, ix) in index.iter().enumerate() {
             let (lo, hi) = self.interval(f, ix);
             let mut v = self.index(f, ix)?;
-            if fill.is_some() && (lo < 0 || hi >= shape[k] as i64) {
+            if checked && (lo < 0 || hi >= shape[k] as i64) {
                 let ok = self.b.build_int_compare(
                     IntPredicate::ULT,
                     v,
@@ -742,15 +766,7 @@ impl<'ctx> Gen<'_, 'ctx> {
             self.b
                 .build_in_bounds_gep(mt, f.ptrs[&buffer], &[off], "p")?
         };
-        let raw = self.b.build_load(mt, ptr, "ld")?;
-        let v = self.scalar().mem_to_reg(raw, d)?;
-        Ok(match (inside, fill) {
-            (Some(ok), Some(fill)) => {
-                let fv = self.scalar().constant(fill)?;
-                self.b.build_select(ok, v, fv, "fill")?
-            }
-            _ => v,
-        })
+        Ok((ptr, inside))
     }
 
     /// An exported entry `symbol(ptr bufs, ptr rt) -> ret`, with the builder at its entry.
