@@ -45,7 +45,7 @@ use terafab_ir::kernel::{
 };
 use terafab_ir::{BinaryOp, DType, ReduceKind, UnaryOp};
 
-use terafab_runtime::gemm::{PackedOperand, PackedOperands};
+use terafab_runtime::gemm::{PackedOperand, PackedOperands, RowPack};
 use terafab_runtime::{TaskSplit, split_tasks};
 
 use crate::CodegenError;
@@ -53,6 +53,8 @@ use crate::libm::Helper;
 use crate::scalar::{reg_type, supported};
 
 mod gemm;
+
+pub use gemm::NR;
 
 pub(crate) type R<T> = Result<T, CodegenError>;
 
@@ -79,6 +81,9 @@ pub struct Generated {
     pub kernels: Vec<KernelPlan>,
     /// The phases run once, before any run: constant GEMM operands packed.
     pub init: Vec<Phase>,
+    /// Constant row-major B operands packed once at load by the runtime's copy loop
+    /// ([`terafab_runtime::gemm::pack_rows`]) instead of an init phase.
+    pub row_packs: Vec<RowPack>,
     /// The packed GEMM operands: the buffer table has `program.buffers.len() + packed.len()`
     /// slots.
     pub packed: Vec<PackedOperand>,
@@ -194,6 +199,7 @@ pub fn generate<M: Module>(module: &mut M, p: &KernelProgram, emit: bool) -> R<G
     let mut kernels = Vec::new();
     let mut clif = Vec::new();
     let mut init = Vec::new();
+    let mut row_packs = Vec::new();
     let mut packed = PackedOperands::new(p.buffers.len());
     for (i, k) in p.kernels.iter().enumerate() {
         let nest = match &k.body {
@@ -216,6 +222,13 @@ pub fn generate<M: Module>(module: &mut M, p: &KernelProgram, emit: bool) -> R<G
         let mut texts = Vec::new();
         let phases = match gemm::gemm(&mut mg, &mut packed, k, nest, &name)? {
             Some(g) => {
+                for rp in &g.row_packs {
+                    texts.push(format!(
+                        "; b{} packed once from b{} (rows of {} floats, {} apart, K = {})\n",
+                        rp.dst.0, rp.src.0, rp.n, rp.k_stride, rp.k
+                    ));
+                }
+                row_packs.extend(g.row_packs);
                 for (phase, text) in g.init {
                     texts.extend(text.map(|t| format!("; {} task(s), once\n{t}", phase.ntasks)));
                     init.push(phase);
@@ -242,6 +255,7 @@ pub fn generate<M: Module>(module: &mut M, p: &KernelProgram, emit: bool) -> R<G
     Ok(Generated {
         kernels,
         init,
+        row_packs,
         packed: packed.list,
         scratch_bytes: packed.scratch_bytes,
         clif,

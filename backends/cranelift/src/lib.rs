@@ -198,6 +198,11 @@ impl Executable {
                     unsafe { (rt.parallel_for)(rt.pool, task, table, ntasks) }
                 }
             }
+            for rp in &generated.row_packs {
+                // SAFETY: `RowPack::of` checked the operand's extent in its constant buffer,
+                // and its packed buffer holds `n / NR` panels of `k × NR` floats.
+                unsafe { terafab_runtime::gemm::pack_rows(table, rp, codegen::NR) }
+            }
         });
         let stats = CompileStats {
             codegen,

@@ -485,6 +485,43 @@ fn integer_semantics_match_the_interpreter() {
     }
 }
 
+/// Constant row-major weights whose columns fill whole panels are packed at load by the
+/// runtime's copy loop (no generated pack phase): several K chunks, several blocks of A
+/// panels, a matrix-vector product, with bias, ReLU and a residual.
+#[test]
+fn weights_packed_by_rows_match_the_interpreter() {
+    for (m, k, n) in [(70, 600, 40), (1, 300, 64), (13, 40, 8), (200, 64, 136)] {
+        let (src, inputs) = matmul_case(m, k, n, 0, false, true, Epilogue::BiasReluResidual, 9);
+        let clif = terafab_cranelift::emit_clif(&common::fuse_text(&src)).unwrap();
+        assert!(clif.contains("packed once from"), "{m}x{k}x{n}:\n{clif}");
+        check(&src, inputs).unwrap();
+    }
+}
+
+/// Stride-1 convolutions over rows wider than a panel: whole panels within one output row are
+/// packed with their variables bound once, the others group by group or lane by lane
+/// (across rows, padding at the row ends, dilation, the last partial panel).
+#[test]
+fn im2col_panels_within_rows_match_the_interpreter() {
+    for (h, w, pad, dil) in [(6, 40, 1, 1), (5, 21, 2, 2), (4, 35, 1, 1)] {
+        let c = Conv {
+            batch: 1,
+            cin_g: 3,
+            cout_g: 8,
+            groups: 1,
+            h,
+            w,
+            kh: 3,
+            kw: 3,
+            stride: 1,
+            pad,
+            dil,
+        };
+        let (src, inputs) = conv_case(c, false, Epilogue::BiasRelu, 5).unwrap();
+        check(&src, inputs).unwrap();
+    }
+}
+
 /// f16 and bf16 computed in f32 and rounded after every op, transcendental functions through
 /// libm (f64, and `tanh`, `pow` at every width), conversions between the float types and from
 /// f64 (round to odd): equal to the interpreter. `exp` and `logistic` in f32 registers (f32,

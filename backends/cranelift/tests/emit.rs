@@ -83,18 +83,21 @@ fn contractions_run_four_columns_at_a_time() {
 /// a convolution is an implicit GEMM (its input packed as im2col panels, with padding).
 #[test]
 fn contractions_of_the_gemm_form_take_the_packed_schedule() {
-    let w: Vec<String> = (0..32 * 24)
-        .map(|i| format!("{:?}", (i % 7) as f32 * 0.25))
-        .collect();
-    let src = format!(
-        "func @main(%a: f32[13,32]) -> (y: f32[13,24]) {{
-  %w = constant() {{value=dense<f32[32,24]>[{}]}} : f32[32,24]
-  %y = dot_general(%a, %w) {{lhs_batch=[], rhs_batch=[], lhs_contract=[1], rhs_contract=[0]}} : f32[13,24]
+    let matmul = |n: usize| {
+        let w: Vec<String> = (0..32 * n)
+            .map(|i| format!("{:?}", (i % 7) as f32 * 0.25))
+            .collect();
+        format!(
+            "func @main(%a: f32[13,32]) -> (y: f32[13,{n}]) {{
+  %w = constant() {{value=dense<f32[32,{n}]>[{}]}} : f32[32,{n}]
+  %y = dot_general(%a, %w) {{lhs_batch=[], rhs_batch=[], lhs_contract=[1], rhs_contract=[0]}} : f32[13,{n}]
   return %y
 }}",
-        w.join(", ")
-    );
-    let p = common::fuse_text(&src);
+            w.join(", ")
+        )
+    };
+    // 20 columns (not whole panels of 8): the weights are packed once, before the first run.
+    let p = common::fuse_text(&matmul(20));
     let text = emit_clif(&p).unwrap();
     assert!(text.contains("task(s), once"), "{text}");
     assert_eq!(text.matches("\nfunction ").count(), 3, "{text}");
@@ -105,8 +108,18 @@ fn contractions_of_the_gemm_form_take_the_packed_schedule() {
         "{text}"
     );
     let exe = compile(&p, &Options { threads: 1 }).unwrap();
-    assert_eq!(exe.stats().packed_bytes, 32 * 24 * 4);
+    assert_eq!(exe.stats().packed_bytes, 3 * 8 * 32 * 4);
     // A: 13 rows in panels of 5 (pads less than 6), over K = 32.
+    assert_eq!(exe.stats().scratch_bytes, 3 * 5 * 32 * 4);
+    // 24 columns, whole panels of a row-major constant: packed once by the runtime's copy
+    // loop, no generated pack function.
+    let p = common::fuse_text(&matmul(24));
+    let text = emit_clif(&p).unwrap();
+    assert!(!text.contains("task(s), once"), "{text}");
+    assert!(text.contains("packed once from"), "{text}");
+    assert_eq!(text.matches("\nfunction ").count(), 2, "{text}");
+    let exe = compile(&p, &Options { threads: 1 }).unwrap();
+    assert_eq!(exe.stats().packed_bytes, 3 * 8 * 32 * 4);
     assert_eq!(exe.stats().scratch_bytes, 3 * 5 * 32 * 4);
     let conv = "func @main(%x: f32[1,3,12,12], %w: f32[16,3,3,3]) -> (y: f32[1,16,12,12]) {
   %y = conv(%x, %w) {stride=[1, 1], pad_low=[1, 1], pad_high=[1, 1], lhs_dilation=[1, 1], rhs_dilation=[1, 1], groups=1} : f32[1,16,12,12]

@@ -458,3 +458,150 @@ pub fn packed_table(
     memory.push(scratch);
     Ok((fixed, memory))
 }
+
+/// A constant B operand that is a plain row-major matrix (one f32 load without fill, one N
+/// variable at unit stride, one K variable at a positive stride, N a whole number of panels):
+/// packed once at load by [`pack_rows`], a copy loop, instead of generated pack code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RowPack {
+    /// The operand's buffer, and the element offset of its `[k = 0, n = 0]`.
+    pub src: BufferId,
+    pub offset: usize,
+    /// Elements from one k to the next.
+    pub k_stride: usize,
+    pub k: usize,
+    pub n: usize,
+    /// The packed buffer (`Bp[panel][k][nr]`).
+    pub dst: BufferId,
+}
+
+impl RowPack {
+    /// `form`'s B operand as a [`RowPack`] into `dst`, if it is one (see the type) for panels
+    /// of `nr` columns.
+    pub fn of(
+        p: &KernelProgram,
+        form: &Form<'_>,
+        plan: &Plan,
+        dst: BufferId,
+        nr: usize,
+    ) -> Option<RowPack> {
+        let Expr::Load {
+            buffer,
+            index,
+            fill: None,
+        } = form.b
+        else {
+            return None;
+        };
+        let buf = p.buffer(*buffer);
+        if !plan.b_const
+            || buf.dtype != DType::F32
+            || !plan.n.is_multiple_of(nr)
+            || form.n_vars.len() != 1
+            || form.k_vars.len() != 1
+            || !matches!(buf.storage, Storage::Const(_))
+        {
+            return None;
+        }
+        let ((n, _), (k, _)) = (form.n_vars[0], form.k_vars[0]);
+        let mut vs = Vec::new();
+        for ix in index {
+            ix.vars(&mut vs);
+        }
+        if vs.iter().any(|&v| v != n && v != k) {
+            return None;
+        }
+        let (mut cn, mut ck, mut offset) = (0i64, 0i64, 0i64);
+        for (ix, &s) in index.iter().zip(&buf.strides) {
+            let s = s as i64;
+            cn = cn.checked_add(ix.coeff(n)?.checked_mul(s)?)?;
+            ck = ck.checked_add(ix.coeff(k)?.checked_mul(s)?)?;
+            let Index::Const(at) = ix.subst(&|_| Index::Const(0)) else {
+                return None;
+            };
+            offset = offset.checked_add(at.checked_mul(s)?)?;
+        }
+        let (offset, k_stride) = (usize::try_from(offset).ok()?, usize::try_from(ck).ok()?);
+        // The last element read lies inside the buffer.
+        let last = offset + (plan.k - 1) * k_stride + plan.n - 1;
+        let len: usize = buf.shape.iter().product();
+        (cn == 1 && k_stride > 0 && last < len).then_some(RowPack {
+            src: *buffer,
+            offset,
+            k_stride,
+            k: plan.k,
+            n: plan.n,
+            dst,
+        })
+    }
+}
+
+/// Pack the row-major operand of `rp` from the buffer table `table` into its panels of `nr`
+/// columns: `dst[q][k][0..nr] = src[offset + k * k_stride + q * nr ..][..nr]`, in blocks of 16
+/// rows (each block's reads and each panel's writes stay sequential).
+///
+/// # Safety
+/// `table[rp.src]` must point to the operand's buffer (with every element [`RowPack::of`]
+/// checked) and `table[rp.dst]` to `n / nr` panels of `k × nr` f32, not overlapping it.
+pub unsafe fn pack_rows(table: *const *mut u8, rp: &RowPack, nr: usize) {
+    // SAFETY: the caller's contract.
+    let (src, dst) = unsafe {
+        (
+            (*table.add(rp.src.0 as usize) as *const f32).add(rp.offset),
+            *table.add(rp.dst.0 as usize) as *mut f32,
+        )
+    };
+    let panels = rp.n / nr;
+    for k0 in (0..rp.k).step_by(16) {
+        let k1 = (k0 + 16).min(rp.k);
+        for q in 0..panels {
+            for k in k0..k1 {
+                // SAFETY: inside both buffers (the caller's contract); they do not overlap.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        src.add(k * rp.k_stride + q * nr),
+                        dst.add((q * rp.k + k) * nr),
+                        nr,
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod row_pack_tests {
+    use super::*;
+
+    /// Rows 20 floats apart from offset 2, 19 rows of 16 columns, panels of 8: each panel holds
+    /// its 8 columns of every row in turn.
+    #[test]
+    fn pack_rows_lays_out_panels() {
+        let (k, n, k_stride, offset, nr) = (19usize, 16usize, 20usize, 2usize, 8usize);
+        let src: Vec<f32> = (0..offset + k * k_stride).map(|i| i as f32).collect();
+        let mut dst = vec![0f32; k * n];
+        let rp = RowPack {
+            src: BufferId(0),
+            offset,
+            k_stride,
+            k,
+            n,
+            dst: BufferId(1),
+        };
+        let table = [src.as_ptr() as *mut u8, dst.as_mut_ptr() as *mut u8];
+        // SAFETY: the extents above fit both vectors.
+        unsafe { pack_rows(table.as_ptr(), &rp, nr) };
+        for q in 0..n / nr {
+            for kk in 0..k {
+                for j in 0..nr {
+                    let want = src[offset + kk * k_stride + q * nr + j];
+                    assert_eq!(
+                        dst[(q * k + kk) * nr + j],
+                        want,
+                        "panel {q}, k {kk}, lane {j}"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -32,7 +32,8 @@ use cranelift_module::Module;
 use terafab_ir::DType;
 use terafab_ir::kernel::{BufferId, Expr, Kernel, Local, LoopNest, Stage, Var};
 use terafab_runtime::gemm::{
-    Form, PackedOperands, Plan, Tiling, flat_epilogue, form, gemm_nest, k_flat, lanes_contiguous,
+    Form, PackedOperands, Plan, RowPack, Tiling, flat_epilogue, form, gemm_nest, k_flat,
+    lanes_contiguous,
 };
 
 use super::{FnGen, ModuleGen, Phase, R};
@@ -61,6 +62,8 @@ pub(super) struct GemmPhases {
     pub init: Vec<(Phase, Option<String>)>,
     /// Every run: packing the other operands, then computing.
     pub phases: Vec<(Phase, Option<String>)>,
+    /// A constant row-major B packed once by the runtime's copy loop (no init phase).
+    pub row_packs: Vec<RowPack>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -90,11 +93,18 @@ pub(super) fn gemm<M: Module>(
     let mut out = GemmPhases {
         init: Vec::new(),
         phases: Vec::new(),
+        row_packs: Vec::new(),
     };
+    if let Some(rp) = RowPack::of(p, &form, &plan, bp, NR) {
+        out.row_packs.push(rp);
+    }
     for (side, dst, constant, panels) in [
         (Side::A, ap, plan.a_const, plan.mp),
         (Side::B, bp, plan.b_const, plan.np),
     ] {
+        if side == Side::B && !out.row_packs.is_empty() {
+            continue;
+        }
         let pname = format!("{name}_pack{}", if side == Side::A { "A" } else { "B" });
         let batches = if constant { 1 } else { plan.batch };
         let (func, ntasks, text) = mg.task_fn(k, &pname, |g| {
@@ -218,10 +228,37 @@ impl FnGen<'_, '_> {
                     let first = g.b.ins().imul_imm_s(q, width as i64);
                     let at = g.b.ins().imul_imm_s(q, panel_bytes);
                     let at = g.b.ins().iadd(kbase, at);
-                    // A group of four lanes within one row of the last variable (and inside
-                    // the operand) is one f32x4 (contiguous loads as vectors, padded rows
-                    // checked at their ends, strided loads gathered); other groups (across
-                    // rows, at the edge) lane by lane.
+                    // A whole panel within one row of the last variable (and inside the
+                    // operand): its variables bound once, then one f32x4 per four lanes.
+                    let col = g.b.ins().urem_imm_s(first, le as i64);
+                    let col_end = g.b.ins().iadd_imm_s(col, width as i64);
+                    let in_row =
+                        g.b.ins()
+                            .icmp_imm_s(IntCC::SignedLessThanOrEqual, col_end, le as i64);
+                    let end = g.b.ins().iadd_imm_s(first, width as i64);
+                    let inside =
+                        g.b.ins()
+                            .icmp_imm_s(IntCC::SignedLessThanOrEqual, end, extent as i64);
+                    let whole = g.b.ins().band(in_row, inside);
+                    let (whole_bb, groups_bb, done) =
+                        (g.b.create_block(), g.b.create_block(), g.b.create_block());
+                    g.b.ins().brif(whole, whole_bb, &[], groups_bb, &[]);
+                    g.b.switch_to_block(whole_bb);
+                    g.bind_flat(first, vars);
+                    let c0 = g.vars[&lv];
+                    for gi in 0..width / 4 {
+                        let c = g.b.ins().iadd_imm_s(c0, (gi * 4) as i64);
+                        g.vars.insert(lv, c);
+                        let x = g.vexpr(expr, lv)?;
+                        g.b.ins()
+                            .store(MemFlagsData::new().with_notrap(), x, at, (gi * 16) as i32);
+                    }
+                    g.b.ins().jump(done, &[]);
+                    g.b.switch_to_block(groups_bb);
+                    // Else a group of four lanes within one row (and inside the operand) is
+                    // one f32x4 (contiguous loads as vectors, padded rows checked at their
+                    // ends, strided loads gathered); other groups (across rows, at the edge)
+                    // lane by lane.
                     for gi in 0..width / 4 {
                         let pos = g.b.ins().iadd_imm_s(first, (gi * 4) as i64);
                         let col = g.b.ins().urem_imm_s(pos, le as i64);
@@ -252,6 +289,8 @@ impl FnGen<'_, '_> {
                         g.b.ins().jump(merge, &[]);
                         g.b.switch_to_block(merge);
                     }
+                    g.b.ins().jump(done, &[]);
+                    g.b.switch_to_block(done);
                     Ok(())
                 })
             })?;
