@@ -24,6 +24,10 @@
 //!    is in L1: each element becomes `t` and the kernel's store stages run (bias, activation,
 //!    residual, BN, casts), indexed by the element's flat row and column so that a row-major
 //!    output needs no division per element.
+//!    A B packed every run with at least 16 column blocks is packed by the compute tasks
+//!    themselves instead (no pack phase): a task takes one block of columns, packs its B
+//!    panels, then runs every block of A panels over them, so the panels are read back from
+//!    cache rather than memory and each is packed once.
 //!
 //! A variable used by both operands only through `v / c` and `v % c` (attention heads merged
 //! back into one dim) is split first (`codegen::split`), which reveals the GEMM form.
@@ -85,6 +89,11 @@ pub(crate) fn try_gemm(
         return Ok(None);
     };
     let plan = Plan::new(g.p, &form, &TILING);
+    // B packed by the compute tasks themselves, each its own block of columns just before
+    // using it (so the panels are read back from cache, not memory): a B packed every run,
+    // with enough column blocks to keep the threads busy. A task then runs every block of A
+    // panels over its columns, so each B panel is packed by exactly one task.
+    let fuse_b = !plan.b_const && plan.batch * plan.blocks.n >= 16;
     let bufs = Gen::kernel_buffers(k);
     let (ap, bp) = g.packed.add(&plan);
 
@@ -108,10 +117,13 @@ pub(crate) fn try_gemm(
         plan.k,
     )?;
     // A constant operand is packed once by `init` (one batch), the others on every run.
-    for (pack, constant, panels) in [
-        (pack_a, plan.a_const, plan.mp),
-        (pack_b, plan.b_const, plan.np),
+    for (side, (_, pack), constant, panels) in [
+        (Side::A, pack_a, plan.a_const, plan.mp),
+        (Side::B, pack_b, plan.b_const, plan.np),
     ] {
+        if side == Side::B && fuse_b {
+            continue;
+        }
         if constant {
             g.init_calls.push((pack, panels as u64));
         } else {
@@ -119,8 +131,21 @@ pub(crate) fn try_gemm(
             phases.push((name, (plan.batch * panels) as u64));
         }
     }
-    let compute = compute_fn(g, &format!("{name}.compute"), &bufs, (ap, bp), &form, &plan)?;
-    phases.push((compute, plan.compute_tasks() as u64));
+    let fused = fuse_b.then_some(pack_b.0);
+    let compute = compute_fn(
+        g,
+        &format!("{name}.compute"),
+        &bufs,
+        (ap, bp),
+        (&form, &plan),
+        fused,
+    )?;
+    let tasks = if fuse_b {
+        plan.batch * plan.blocks.n
+    } else {
+        plan.compute_tasks()
+    };
+    phases.push((compute, tasks as u64));
     Ok(Some(phases))
 }
 
@@ -184,15 +209,17 @@ fn end_task_fn<'ctx>(
     phase: &str,
     f: Fn<'ctx>,
     all: &[BufferId],
-) -> R<FunctionValue<'ctx>> {
+) -> R<(FunctionValue<'ctx>, FunctionValue<'ctx>)> {
     g.b.build_return(None)?;
     let inner = g.share(phase, f.func);
-    g.task_fn(&format!("{name}.task"), inner, all, |_, t| {
+    let trampoline = g.task_fn(&format!("{name}.task"), inner, all, |_, t| {
         Ok(vec![t.into()])
-    })
+    })?;
+    Ok((inner, trampoline))
 }
 
 /// A pack task: `task = batch * panels + panel`; writes the panel's `k × width` values.
+/// Returns its inner function (buffer pointers and the task) and its trampoline.
 fn pack_fn<'ctx>(
     g: &mut Gen<'_, 'ctx>,
     name: &str,
@@ -201,7 +228,7 @@ fn pack_fn<'ctx>(
     form: &Form<'_>,
     side: Side,
     kk: usize,
-) -> R<FunctionValue<'ctx>> {
+) -> R<(FunctionValue<'ctx>, FunctionValue<'ctx>)> {
     let (expr, vars, width) = match side {
         Side::A => (form.a, &form.m_vars, form.mr),
         Side::B => (form.b, &form.n_vars, NR),
@@ -542,8 +569,8 @@ fn compute_fn<'ctx>(
     name: &str,
     bufs: &[BufferId],
     (ap, bp): (BufferId, BufferId),
-    form: &Form<'_>,
-    d: &Plan,
+    (form, d): (&Form<'_>, &Plan),
+    pack_b: Option<FunctionValue<'ctx>>,
 ) -> R<String> {
     let mr = form.mr;
     let uk = ukernel(g, mr)?;
@@ -569,21 +596,23 @@ fn compute_fn<'ctx>(
     if let Some(i) = cblock.as_instruction() {
         let _ = i.set_alignment(64);
     }
+    // `task = (batch * mblocks + mb) * nblocks + nb`; with a fused B, `batch * nblocks + nb`
+    // and the task runs every `mb`.
     let nb =
         g.b.build_int_unsigned_rem(task, g.i64(nblocks as i64), "nb")?;
     let rest =
         g.b.build_int_unsigned_div(task, g.i64(nblocks as i64), "rest")?;
-    let mb =
-        g.b.build_int_unsigned_rem(rest, g.i64(mblocks as i64), "mb")?;
-    let bi =
-        g.b.build_int_unsigned_div(rest, g.i64(mblocks as i64), "bi")?;
+    let (mb, bi) = if pack_b.is_some() {
+        (None, rest)
+    } else {
+        (
+            Some(g.b.build_int_unsigned_rem(rest, g.i64(mblocks as i64), "mb")?),
+            g.b.build_int_unsigned_div(rest, g.i64(mblocks as i64), "bi")?,
+        )
+    };
     bind_flat(g, &mut f, bi, &form.batch_vars)?;
     let panel_a = (d.k * mr) as i64;
     let panel_b = (d.k * NR) as i64;
-    // Panel ranges of this block.
-    let p0 = g.b.build_int_mul(mb, g.i64(bp_n as i64), "p0")?;
-    let p1 = g.b.build_int_add(p0, g.i64(bp_n as i64), "p1")?;
-    let p1 = clamp(g, p1, d.mp as i64)?;
     let q0 = g.b.build_int_mul(nb, g.i64(bq_n as i64), "q0")?;
     let q1 = g.b.build_int_add(q0, g.i64(bq_n as i64), "q1")?;
     let q1 = clamp(g, q1, d.np as i64)?;
@@ -598,88 +627,115 @@ fn compute_fn<'ctx>(
         g.i64(0)
     };
     let (ap_ptr, bp_ptr) = (f.ptrs[&ap], f.ptrs[&bp]);
-    // The tile of panels (p, q) in the block.
-    let tile_at = |g: &Gen<'_, 'ctx>, p: IntValue<'ctx>, q: IntValue<'ctx>| -> R<_> {
-        let pl = g.b.build_int_sub(p, p0, "pl")?;
-        let ql = g.b.build_int_sub(q, q0, "ql")?;
-        let t = g.b.build_int_mul(pl, g.i64(bq_n as i64), "t")?;
-        let t = g.b.build_int_add(t, ql, "t")?;
-        let o = g.b.build_int_mul(t, g.i64(tile_len), "to")?;
-        Ok(unsafe { g.b.build_in_bounds_gep(f32t, cblock, &[o], "tile")? })
-    };
-    // K in chunks of KC: the chunk of a B panel (KC x NR) stays in L1 while every A panel of
-    // the block passes over it.
-    // The chunks are of equal length (K = 576 is 3 x 192, not 256 + 256 + 64).
-    let (chunks, chunk) = (d.chunks, d.chunk as i64);
-    let (zero, nchunks) = (g.i64(0), g.i64(chunks as i64));
-    g.range_loop(&mut f, zero, nchunks, |g, f, kc| {
-        let k0 = g.b.build_int_mul(kc, g.i64(chunk), "k0")?;
-        let krem = g.b.build_int_sub(g.i64(d.k as i64), k0, "krem")?;
-        let klen = clamp(g, krem, chunk)?;
-        g.range_loop(f, q0, q1, |g, f, q| {
-            let boff = g.b.build_int_mul(q, g.i64(panel_b), "boff")?;
-            let boff = g.b.build_int_add(boff, b_base, "boff")?;
-            let kb = g.b.build_int_mul(k0, g.i64(NR as i64), "kb")?;
-            let boff = g.b.build_int_add(boff, kb, "boff")?;
-            let bptr = unsafe { g.b.build_in_bounds_gep(f32t, bp_ptr, &[boff], "bpanel")? };
-            g.range_loop(f, p0, p1, |g, _f, pidx| {
-                let aoff = g.b.build_int_mul(pidx, g.i64(panel_a), "aoff")?;
-                let aoff = g.b.build_int_add(aoff, a_base, "aoff")?;
-                let ka = g.b.build_int_mul(k0, g.i64(mr as i64), "ka")?;
-                let aoff = g.b.build_int_add(aoff, ka, "aoff")?;
-                let aptr = unsafe { g.b.build_in_bounds_gep(f32t, ap_ptr, &[aoff], "apanel")? };
-                let tile = tile_at(g, pidx, q)?;
-                g.b.build_call(
-                    uk,
-                    &[
-                        aptr.into(),
-                        bptr.into(),
-                        klen.into(),
-                        tile.into(),
-                        kc.into(),
-                    ],
-                    "",
-                )?;
-                Ok(())
-            })
-        })
-    })?;
-    // The epilogue, tile by tile, over the valid part of each.
-    g.range_loop(&mut f, q0, q1, |g, f, q| {
-        g.range_loop(f, p0, p1, |g, f, pidx| {
-            let tile = tile_at(g, pidx, q)?;
-            let m0 = g.b.build_int_mul(pidx, g.i64(mr as i64), "m0")?;
-            let n0 = g.b.build_int_mul(q, g.i64(NR as i64), "n0")?;
-            let mrem = g.b.build_int_sub(g.i64(d.m as i64), m0, "mrem")?;
-            let mend = clamp(g, mrem, mr as i64)?;
-            let nrem = g.b.build_int_sub(g.i64(d.n as i64), n0, "nrem")?;
-            let nend = clamp(g, nrem, NR as i64)?;
-            let zero = g.i64(0);
-            let epilogue = |g: &mut Gen<'_, 'ctx>,
-                            f: &mut Fn<'ctx>,
-                            mend: IntValue<'ctx>,
-                            nend: IntValue<'ctx>|
-             -> R<()> {
-                g.range_loop(f, zero, mend, |g, f, i| {
-                    let mi = g.b.build_int_add(m0, i, "m")?;
-                    f.vars.insert(m_flat, mi);
-                    f.extents.insert(m_flat, d.m);
-                    g.range_loop(f, zero, nend, |g, f, j| {
-                        let nj = g.b.build_int_add(n0, j, "n")?;
-                        f.vars.insert(n_flat, nj);
-                        f.extents.insert(n_flat, d.n);
-                        let o = g.b.build_int_mul(i, g.i64(NR as i64), "o")?;
-                        let o = g.b.build_int_add(o, j, "o")?;
-                        let tp = unsafe { g.b.build_in_bounds_gep(f32t, tile, &[o], "tp")? };
-                        let t = g.b.build_load(f32t, tp, "t")?;
-                        f.locals.insert(form.local, (t, DType::F32));
-                        g.stages(f, &epilogue_stages)
-                    })
+    // A fused B: this task packs its own panels first (pack task `batch * np + q`).
+    if let Some(pack) = pack_b {
+        let mut args: Vec<inkwell::values::BasicMetadataValueEnum<'ctx>> =
+            bufs.iter().map(|b| f.ptrs[b].into()).collect();
+        args.push(bp_ptr.into());
+        let first = g.b.build_int_mul(bi, g.i64(d.np as i64), "pbase")?;
+        g.range_loop(&mut f, q0, q1, |g, _f, q| {
+            let t = g.b.build_int_add(first, q, "ptask")?;
+            let mut a = args.clone();
+            a.push(t.into());
+            g.b.build_call(pack, &a, "")?;
+            Ok(())
+        })?;
+    }
+    // One block of A panels (`mb`) over the task's columns.
+    let block = |g: &mut Gen<'_, 'ctx>, f: &mut Fn<'ctx>, mb: IntValue<'ctx>| -> R<()> {
+        let p0 = g.b.build_int_mul(mb, g.i64(bp_n as i64), "p0")?;
+        let p1 = g.b.build_int_add(p0, g.i64(bp_n as i64), "p1")?;
+        let p1 = clamp(g, p1, d.mp as i64)?;
+        // The tile of panels (p, q) in the block.
+        let tile_at = |g: &Gen<'_, 'ctx>, p: IntValue<'ctx>, q: IntValue<'ctx>| -> R<_> {
+            let pl = g.b.build_int_sub(p, p0, "pl")?;
+            let ql = g.b.build_int_sub(q, q0, "ql")?;
+            let t = g.b.build_int_mul(pl, g.i64(bq_n as i64), "t")?;
+            let t = g.b.build_int_add(t, ql, "t")?;
+            let o = g.b.build_int_mul(t, g.i64(tile_len), "to")?;
+            Ok(unsafe { g.b.build_in_bounds_gep(f32t, cblock, &[o], "tile")? })
+        };
+        // K in chunks of KC: the chunk of a B panel (KC x NR) stays in L1 while every A panel of
+        // the block passes over it.
+        // The chunks are of equal length (K = 576 is 3 x 192, not 256 + 256 + 64).
+        let (chunks, chunk) = (d.chunks, d.chunk as i64);
+        let (zero, nchunks) = (g.i64(0), g.i64(chunks as i64));
+        g.range_loop(f, zero, nchunks, |g, f, kc| {
+            let k0 = g.b.build_int_mul(kc, g.i64(chunk), "k0")?;
+            let krem = g.b.build_int_sub(g.i64(d.k as i64), k0, "krem")?;
+            let klen = clamp(g, krem, chunk)?;
+            g.range_loop(f, q0, q1, |g, f, q| {
+                let boff = g.b.build_int_mul(q, g.i64(panel_b), "boff")?;
+                let boff = g.b.build_int_add(boff, b_base, "boff")?;
+                let kb = g.b.build_int_mul(k0, g.i64(NR as i64), "kb")?;
+                let boff = g.b.build_int_add(boff, kb, "boff")?;
+                let bptr = unsafe { g.b.build_in_bounds_gep(f32t, bp_ptr, &[boff], "bpanel")? };
+                g.range_loop(f, p0, p1, |g, _f, pidx| {
+                    let aoff = g.b.build_int_mul(pidx, g.i64(panel_a), "aoff")?;
+                    let aoff = g.b.build_int_add(aoff, a_base, "aoff")?;
+                    let ka = g.b.build_int_mul(k0, g.i64(mr as i64), "ka")?;
+                    let aoff = g.b.build_int_add(aoff, ka, "aoff")?;
+                    let aptr = unsafe { g.b.build_in_bounds_gep(f32t, ap_ptr, &[aoff], "apanel")? };
+                    let tile = tile_at(g, pidx, q)?;
+                    g.b.build_call(
+                        uk,
+                        &[
+                            aptr.into(),
+                            bptr.into(),
+                            klen.into(),
+                            tile.into(),
+                            kc.into(),
+                        ],
+                        "",
+                    )?;
+                    Ok(())
                 })
-            };
-            epilogue(g, f, mend, nend)
-        })
-    })?;
+            })
+        })?;
+        // The epilogue, tile by tile, over the valid part of each.
+        g.range_loop(f, q0, q1, |g, f, q| {
+            g.range_loop(f, p0, p1, |g, f, pidx| {
+                let tile = tile_at(g, pidx, q)?;
+                let m0 = g.b.build_int_mul(pidx, g.i64(mr as i64), "m0")?;
+                let n0 = g.b.build_int_mul(q, g.i64(NR as i64), "n0")?;
+                let mrem = g.b.build_int_sub(g.i64(d.m as i64), m0, "mrem")?;
+                let mend = clamp(g, mrem, mr as i64)?;
+                let nrem = g.b.build_int_sub(g.i64(d.n as i64), n0, "nrem")?;
+                let nend = clamp(g, nrem, NR as i64)?;
+                let zero = g.i64(0);
+                let epilogue = |g: &mut Gen<'_, 'ctx>,
+                                f: &mut Fn<'ctx>,
+                                mend: IntValue<'ctx>,
+                                nend: IntValue<'ctx>|
+                 -> R<()> {
+                    g.range_loop(f, zero, mend, |g, f, i| {
+                        let mi = g.b.build_int_add(m0, i, "m")?;
+                        f.vars.insert(m_flat, mi);
+                        f.extents.insert(m_flat, d.m);
+                        g.range_loop(f, zero, nend, |g, f, j| {
+                            let nj = g.b.build_int_add(n0, j, "n")?;
+                            f.vars.insert(n_flat, nj);
+                            f.extents.insert(n_flat, d.n);
+                            let o = g.b.build_int_mul(i, g.i64(NR as i64), "o")?;
+                            let o = g.b.build_int_add(o, j, "o")?;
+                            let tp = unsafe { g.b.build_in_bounds_gep(f32t, tile, &[o], "tp")? };
+                            let t = g.b.build_load(f32t, tp, "t")?;
+                            f.locals.insert(form.local, (t, DType::F32));
+                            g.stages(f, &epilogue_stages)
+                        })
+                    })
+                };
+                epilogue(g, f, mend, nend)
+            })
+        })?;
+        Ok(())
+    };
+    match mb {
+        Some(mb) => block(g, &mut f, mb)?,
+        None => g.range_loop(&mut f, g.i64(0), g.i64(mblocks as i64), |g, f, mb| {
+            block(g, f, mb)
+        })?,
+    }
     end_task_fn(g, name, "compute", f, &all)?;
     Ok(format!("{name}.task"))
 }
