@@ -875,12 +875,7 @@ impl FnGen<'_, '_> {
     /// The coefficient of `v` in the element offset of `index` into `buffer`, when the offset
     /// is affine in `v` (`v` under no division or remainder).
     fn offset_coeff(&self, buffer: BufferId, index: &[Index], v: Var) -> Option<i64> {
-        let strides = &self.p.buffer(buffer).strides;
-        let mut c = 0i64;
-        for (ix, &s) in index.iter().zip(strides) {
-            c = c.checked_add(ix.coeff(v)?.checked_mul(s as i64)?)?;
-        }
-        Some(c)
+        terafab_ir::kernel::offset_coeff(index, &self.p.buffer(buffer).strides, v)
     }
 
     /// How `e` reads lanes along `v`, if it can be computed four f32 lanes at a time.
@@ -1344,6 +1339,17 @@ impl FnGen<'_, '_> {
         x.ok_or_else(|| CodegenError::Invalid("no lanes".into()))
     }
 
+    /// `buffer[index] = value` at lanes `v .. v + 4` (`v` bound to the first; a store
+    /// [`FnGen::vectorizable`] allows).
+    fn vstore(&mut self, buffer: BufferId, index: &[Index], value: &Expr, v: Var) -> R<()> {
+        let x = self.vexpr(value, v)?;
+        let (addr, _) = self.address(buffer, index, false)?;
+        self.b
+            .ins()
+            .store(MemFlagsData::new().with_notrap(), x, addr, 0);
+        Ok(())
+    }
+
     /// `buffer[index] = value` for `v` in `lo..hi`: four lanes at a time, then the remainder
     /// one element at a time.
     fn vector_loop(
@@ -1360,11 +1366,7 @@ impl FnGen<'_, '_> {
         let mid = self.b.ins().iadd(lo, whole);
         self.range_loop(lo, mid, 4, |g, iv| {
             g.vars.insert(v, iv);
-            let x = g.vexpr(value, v)?;
-            let (addr, _) = g.address(buffer, index, false)?;
-            g.b.ins()
-                .store(MemFlagsData::new().with_notrap(), x, addr, 0);
-            Ok(())
+            g.vstore(buffer, index, value, v)
         })?;
         self.range_loop(mid, hi, 1, |g, iv| {
             g.vars.insert(v, iv);

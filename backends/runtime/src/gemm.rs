@@ -27,7 +27,7 @@
 use std::borrow::Cow;
 
 use terafab_ir::kernel::{
-    BufferId, Expr, Index, KernelProgram, Local, LoopNest, Stage, Storage, Var,
+    BufferId, Expr, Index, KernelProgram, Local, LoopNest, Stage, Storage, Var, offset_coeff,
 };
 use terafab_ir::{BinaryOp, DType, ReduceKind, UnaryOp};
 
@@ -511,15 +511,16 @@ impl RowPack {
         if vs.iter().any(|&v| v != n && v != k) {
             return None;
         }
-        let (mut cn, mut ck, mut offset) = (0i64, 0i64, 0i64);
+        let (cn, ck) = (
+            offset_coeff(index, &buf.strides, n)?,
+            offset_coeff(index, &buf.strides, k)?,
+        );
+        let mut offset = 0i64;
         for (ix, &s) in index.iter().zip(&buf.strides) {
-            let s = s as i64;
-            cn = cn.checked_add(ix.coeff(n)?.checked_mul(s)?)?;
-            ck = ck.checked_add(ix.coeff(k)?.checked_mul(s)?)?;
             let Index::Const(at) = ix.subst(&|_| Index::Const(0)) else {
                 return None;
             };
-            offset = offset.checked_add(at.checked_mul(s)?)?;
+            offset = offset.checked_add(at.checked_mul(s as i64)?)?;
         }
         let (offset, k_stride) = (usize::try_from(offset).ok()?, usize::try_from(ck).ok()?);
         // The last element read lies inside the buffer.

@@ -312,6 +312,16 @@ impl Index {
     }
 }
 
+/// The coefficient of `v` in the element offset of `index` into a buffer with `strides`,
+/// when the offset is affine in `v` ([`Index::coeff`] of every dim, times its stride).
+pub fn offset_coeff(index: &[Index], strides: &[usize], v: Var) -> Option<i64> {
+    let mut c = 0i64;
+    for (ix, &s) in index.iter().zip(strides) {
+        c = c.checked_add(ix.coeff(v)?.checked_mul(i64::try_from(s).ok()?)?)?;
+    }
+    Some(c)
+}
+
 /// A scalar expression, evaluated at one point of the loops.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Expr {

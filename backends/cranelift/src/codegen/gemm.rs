@@ -209,6 +209,20 @@ impl FnGen<'_, '_> {
             None => false,
         };
         if let (true, Some((lv, le))) = (vector, last) {
+            // Whether the `len` lanes from position `pos` lie in one row of the last variable
+            // and inside the operand.
+            let in_one_row = |g: &mut Self, pos: Value, len: usize| {
+                let col = g.b.ins().urem_imm_s(pos, le as i64);
+                let col_end = g.b.ins().iadd_imm_s(col, len as i64);
+                let in_row =
+                    g.b.ins()
+                        .icmp_imm_s(IntCC::SignedLessThanOrEqual, col_end, le as i64);
+                let end = g.b.ins().iadd_imm_s(pos, len as i64);
+                let inside =
+                    g.b.ins()
+                        .icmp_imm_s(IntCC::SignedLessThanOrEqual, end, extent as i64);
+                g.b.ins().band(in_row, inside)
+            };
             let nblocks = panels.min(PACK_BLOCKS);
             let per = panels.div_ceil(nblocks);
             let nblocks = panels.div_ceil(per);
@@ -230,16 +244,7 @@ impl FnGen<'_, '_> {
                     let at = g.b.ins().iadd(kbase, at);
                     // A whole panel within one row of the last variable (and inside the
                     // operand): its variables bound once, then one f32x4 per four lanes.
-                    let col = g.b.ins().urem_imm_s(first, le as i64);
-                    let col_end = g.b.ins().iadd_imm_s(col, width as i64);
-                    let in_row =
-                        g.b.ins()
-                            .icmp_imm_s(IntCC::SignedLessThanOrEqual, col_end, le as i64);
-                    let end = g.b.ins().iadd_imm_s(first, width as i64);
-                    let inside =
-                        g.b.ins()
-                            .icmp_imm_s(IntCC::SignedLessThanOrEqual, end, extent as i64);
-                    let whole = g.b.ins().band(in_row, inside);
+                    let whole = in_one_row(g, first, width);
                     let (whole_bb, groups_bb, done) =
                         (g.b.create_block(), g.b.create_block(), g.b.create_block());
                     g.b.ins().brif(whole, whole_bb, &[], groups_bb, &[]);
@@ -261,18 +266,7 @@ impl FnGen<'_, '_> {
                     // lane by lane.
                     for gi in 0..width / 4 {
                         let pos = g.b.ins().iadd_imm_s(first, (gi * 4) as i64);
-                        let col = g.b.ins().urem_imm_s(pos, le as i64);
-                        let col_end = g.b.ins().iadd_imm_s(col, 4);
-                        let in_row =
-                            g.b.ins()
-                                .icmp_imm_s(IntCC::SignedLessThanOrEqual, col_end, le as i64);
-                        let pos_end = g.b.ins().iadd_imm_s(pos, 4);
-                        let inside = g.b.ins().icmp_imm_s(
-                            IntCC::SignedLessThanOrEqual,
-                            pos_end,
-                            extent as i64,
-                        );
-                        let fast = g.b.ins().band(in_row, inside);
+                        let fast = in_one_row(g, pos, 4);
                         let (vec_bb, lanes_bb, merge) =
                             (g.b.create_block(), g.b.create_block(), g.b.create_block());
                         g.b.ins().brif(fast, vec_bb, &[], lanes_bb, &[]);
@@ -598,11 +592,7 @@ impl FnGen<'_, '_> {
                     ..
                 } = s
                 {
-                    let x = self.vexpr(value, n)?;
-                    let (addr, _) = self.address(*buffer, index, false)?;
-                    self.b
-                        .ins()
-                        .store(MemFlagsData::new().with_notrap(), x, addr, 0);
+                    self.vstore(*buffer, index, value, n)?;
                 }
             }
         }

@@ -44,7 +44,7 @@ use inkwell::types::BasicType;
 use inkwell::values::BasicValue;
 use inkwell::values::{BasicValueEnum, FunctionValue, IntValue, VectorValue};
 use terafab_ir::DType;
-use terafab_ir::kernel::{Body, BufferId, Expr, Index, Kernel, LoopNest, Var};
+use terafab_ir::kernel::{Body, BufferId, Expr, Index, Kernel, LoopNest, Var, offset_coeff};
 use terafab_runtime::gemm::{
     Form, Plan, Tiling, flat_epilogue, gemm_nest, k_flat, lanes_contiguous,
 };
@@ -116,14 +116,18 @@ pub(crate) fn try_gemm(
         Side::B,
         plan.k,
     )?;
-    // A constant operand is packed once by `init` (one batch), the others on every run.
-    for (side, (_, pack), constant, panels) in [
-        (Side::A, pack_a, plan.a_const, plan.mp),
-        (Side::B, pack_b, plan.b_const, plan.np),
+    // A constant operand is packed once by `init` (one batch), the others on every run (a
+    // fused B by the compute tasks: no task of its own).
+    for (side, inner, dst, constant, panels) in [
+        (Side::A, pack_a, ap, plan.a_const, plan.mp),
+        (Side::B, pack_b, bp, plan.b_const, plan.np),
     ] {
         if side == Side::B && fuse_b {
             continue;
         }
+        let label = if side == Side::A { "packA" } else { "packB" };
+        let all: Vec<BufferId> = bufs.iter().copied().chain([dst]).collect();
+        let pack = trampoline(g, &format!("{name}.{label}"), inner, &all)?;
         if constant {
             g.init_calls.push((pack, panels as u64));
         } else {
@@ -131,7 +135,7 @@ pub(crate) fn try_gemm(
             phases.push((name, (plan.batch * panels) as u64));
         }
     }
-    let fused = fuse_b.then_some(pack_b.0);
+    let fused = fuse_b.then_some(pack_b);
     let compute = compute_fn(
         g,
         &format!("{name}.compute"),
@@ -201,25 +205,26 @@ fn begin_task_fn<'ctx>(
     (f, task)
 }
 
-/// Close the inner function `f` (shared with kernels of the same form as phase `phase`) and
-/// make its trampoline `name.task(ptr bufs, i64 task)`.
-fn end_task_fn<'ctx>(
+/// Close the inner function `f` of phase `phase` (shared with kernels of the same form).
+fn end_inner<'ctx>(g: &mut Gen<'_, 'ctx>, phase: &str, f: Fn<'ctx>) -> R<FunctionValue<'ctx>> {
+    g.b.build_return(None)?;
+    Ok(g.share(phase, f.func))
+}
+
+/// The trampoline `name.task(ptr bufs, i64 task)` of the inner function `inner` over `all`.
+fn trampoline<'ctx>(
     g: &mut Gen<'_, 'ctx>,
     name: &str,
-    phase: &str,
-    f: Fn<'ctx>,
+    inner: FunctionValue<'ctx>,
     all: &[BufferId],
-) -> R<(FunctionValue<'ctx>, FunctionValue<'ctx>)> {
-    g.b.build_return(None)?;
-    let inner = g.share(phase, f.func);
-    let trampoline = g.task_fn(&format!("{name}.task"), inner, all, |_, t| {
+) -> R<FunctionValue<'ctx>> {
+    g.task_fn(&format!("{name}.task"), inner, all, |_, t| {
         Ok(vec![t.into()])
-    })?;
-    Ok((inner, trampoline))
+    })
 }
 
 /// A pack task: `task = batch * panels + panel`; writes the panel's `k × width` values.
-/// Returns its inner function (buffer pointers and the task) and its trampoline.
+/// Returns its inner function, over the pointers of `bufs` and `dst` and the task.
 fn pack_fn<'ctx>(
     g: &mut Gen<'_, 'ctx>,
     name: &str,
@@ -228,7 +233,7 @@ fn pack_fn<'ctx>(
     form: &Form<'_>,
     side: Side,
     kk: usize,
-) -> R<(FunctionValue<'ctx>, FunctionValue<'ctx>)> {
+) -> R<FunctionValue<'ctx>> {
     let (expr, vars, width) = match side {
         Side::A => (form.a, &form.m_vars, form.mr),
         Side::B => (form.b, &form.n_vars, NR),
@@ -383,7 +388,7 @@ fn pack_fn<'ctx>(
         })?;
     }
     let phase = if side == Side::A { "packA" } else { "packB" };
-    end_task_fn(g, name, phase, f, &all)
+    end_inner(g, phase, f)
 }
 
 /// Whether a panel of `width` lanes of the operand `expr` can be copied as one vector per k:
@@ -406,14 +411,14 @@ fn vector_panel<'e>(
         return None;
     };
     let buf = g.p.buffer(*buffer);
-    if width != NR || buf.dtype != DType::F32 || g.nvptx {
+    if width != NR || buf.dtype != DType::F32 {
         return None;
     }
-    let mut c = 0i64;
-    for (ix, &s) in index.iter().zip(&buf.strides) {
-        c = c.checked_add(ix.coeff(u)?.checked_mul(s as i64)?)?;
-    }
-    (c == 1).then_some((*buffer, index.as_slice(), fill.is_some()))
+    (offset_coeff(index, &buf.strides, u)? == 1).then_some((
+        *buffer,
+        index.as_slice(),
+        fill.is_some(),
+    ))
 }
 
 /// Set the alignment of a load instruction's value.
@@ -736,6 +741,7 @@ fn compute_fn<'ctx>(
             block(g, f, mb)
         })?,
     }
-    end_task_fn(g, name, "compute", f, &all)?;
+    let inner = end_inner(g, "compute", f)?;
+    trampoline(g, name, inner, &all)?;
     Ok(format!("{name}.task"))
 }
