@@ -8,7 +8,7 @@
 //! - [`target`] runs LLVM's O3 pipeline for the host CPU (or a named one) and writes assembly
 //!   and objects.
 //! - [`runtime`] loads a compiled program ([`Executable`]): one arena per run laid out by the
-//!   memory planner, weights passed by pointer, a rayon thread pool splitting each kernel's
+//!   memory planner, weights passed by pointer, the runtime's thread pool splitting each kernel's
 //!   tasks, and the library call that runs call kernels (sort, scatter, control flow, float8
 //!   arithmetic) through the kernel interpreter.
 //! - [`aot`] writes an object or shared library plus its C header.

@@ -3,7 +3,8 @@
 //!
 //! - The runtime interface the generated code calls, [`Rt`]: `{ parallel_for, pool, call,
 //!   call_ctx }`. `parallel_for(pool, task, bufs, n)` runs the task function `task(bufs, t)`
-//!   for every `t < n` on a rayon thread pool (one per thread count, shared by the process);
+//!   for every `t < n` on the runtime's [`pool::Pool`] (one per thread count, shared by the
+//!   process; its workers spin between calls, so a run's kernels find them awake);
 //!   `call(ctx, k, bufs)` runs kernel `k` (a call kernel, or one over a type the backend does
 //!   not compute with) through the kernel interpreter on the buffers' contents.
 //! - [`Loaded`]: a compiled program's buffer table (weights by pointer, the arena of
@@ -16,6 +17,7 @@
 //! Results do not depend on the thread count: tasks are fixed sets of output elements.
 
 pub mod gemm;
+pub mod pool;
 
 use std::collections::HashMap;
 use std::ffi::c_void;
@@ -23,11 +25,12 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use rayon::prelude::*;
 use terafab_ir::kernel::interp::run_program;
 use terafab_ir::kernel::{Buffer, BufferId, KernelProgram, LoopNest, Stage, Storage};
 use terafab_ir::{DType, Tensor, with_data, with_dtype};
 use terafab_passes::memplan::MemoryPlan;
+
+pub use pool::{Pool, parallel_for};
 
 /// Errors of the runtime.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -123,8 +126,8 @@ pub fn resolve_threads(threads: usize) -> usize {
 }
 
 /// A thread pool per thread count, shared by every executable of the process.
-pub fn pool(threads: usize) -> Result<Arc<rayon::ThreadPool>, RuntimeError> {
-    static POOLS: OnceLock<Mutex<HashMap<usize, Arc<rayon::ThreadPool>>>> = OnceLock::new();
+pub fn pool(threads: usize) -> Result<Arc<Pool>, RuntimeError> {
+    static POOLS: OnceLock<Mutex<HashMap<usize, Arc<Pool>>>> = OnceLock::new();
     let mut pools = POOLS
         .get_or_init(Default::default)
         .lock()
@@ -133,42 +136,15 @@ pub fn pool(threads: usize) -> Result<Arc<rayon::ThreadPool>, RuntimeError> {
         return Ok(p.clone());
     }
     let p = Arc::new(
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(|i| format!("terafab-{i}"))
-            .build()
-            .map_err(|e| RuntimeError::Runtime(format!("thread pool: {e}")))?,
+        Pool::new(threads).map_err(|e| RuntimeError::Runtime(format!("thread pool: {e}")))?,
     );
     pools.insert(threads, p.clone());
     Ok(p)
 }
 
-/// The runtime's `parallel_for`: runs `f(data, t)` for every task `t < n`, on the pool.
-///
-/// # Safety
-/// `pool` must be a live `rayon::ThreadPool`, `f` a task function reading the table `data`.
-pub unsafe extern "C" fn parallel_for(pool: *const c_void, f: TaskFn, data: *mut *mut u8, n: i64) {
-    // SAFETY: `pool` is the `rayon::ThreadPool` the run put in the `Rt`, alive for the run.
-    let pool = unsafe { &*(pool as *const rayon::ThreadPool) };
-    if n <= 1 || pool.current_num_threads() == 1 {
-        for t in 0..n {
-            // SAFETY: generated task functions read the buffer table the run built.
-            unsafe { f(data, t) };
-        }
-        return;
-    }
-    let data = data as usize;
-    pool.install(|| {
-        (0..n).into_par_iter().for_each(|t| {
-            // SAFETY: as above; tasks write disjoint elements.
-            unsafe { f(data as *mut *mut u8, t) }
-        })
-    });
-}
-
 /// The pool of a profiled run: the real pool and the time of every `parallel_for` call.
 struct ProfiledPool {
-    pool: *const rayon::ThreadPool,
+    pool: *const Pool,
     records: Mutex<Vec<(usize, Duration)>>,
 }
 
@@ -457,7 +433,7 @@ pub struct Loaded {
     /// Arena offset of each temporary.
     offsets: HashMap<BufferId, usize>,
     arena: Mutex<AlignedBuf>,
-    pool: Arc<rayon::ThreadPool>,
+    pool: Arc<Pool>,
     /// Task function address -> (kernel, phase name), for profiles.
     phases: HashMap<usize, (usize, String)>,
 }
@@ -490,26 +466,6 @@ impl Loaded {
 
     pub fn program(&self) -> &KernelProgram {
         &self.program
-    }
-
-    /// Run `f` on one of the pool's workers (with more than one), so that the `parallel_for`
-    /// of every kernel starts its tasks from inside the pool (work stealing) rather than
-    /// injecting them from outside and putting this thread to sleep once per kernel; for the
-    /// many small kernels of a training step that wake-up cost was larger than the work.
-    fn on_pool<T: Send>(&self, f: impl FnOnce() -> T) -> T {
-        if self.pool.current_num_threads() <= 1 {
-            return f();
-        }
-        /// `f` captures the run's raw pointers (buffer table, `Rt`); this thread blocks in
-        /// `install` until `f` has returned, so they stay valid and are used by one thread.
-        struct AssertSend<F>(F);
-        // SAFETY: see above; the pointers are only dereferenced while this thread waits.
-        unsafe impl<F> Send for AssertSend<F> {}
-        let job = AssertSend(f);
-        self.pool.install(move || {
-            let job = job;
-            (job.0)()
-        })
     }
 
     /// Run `f(table, rt)` once on the fixed table (a backend's `init`, packing constants).
@@ -593,7 +549,8 @@ impl Loaded {
                 call_ctx: &call_ctx as *const CallCtx as *const c_void,
             },
         };
-        let rc = self.on_pool(|| driver(table.as_mut_ptr(), &rt));
+        // The driver runs on this thread, which takes part in every kernel's tasks.
+        let rc = driver(table.as_mut_ptr(), &rt);
         if let Some(out) = profile {
             let records = profiled
                 .records
