@@ -274,10 +274,11 @@ fn im2col_panels_copied_as_vectors() {
     }
 }
 
-/// Contractions whose B is packed every run with many column blocks (a convolution over a
-/// 48x48 map, a matmul with an activation as B) pack B inside the compute tasks, each task its
-/// own panels just before using them: no separate packB phase runs, and the results match the
-/// interpreter on 1 and 2 threads. A small one keeps its packB phase.
+/// Contractions whose B is packed every run, in at least 32 panels (a convolution over a 48x48
+/// map, one over a 28x28 map whose 49 panels make 17 column blocks of 3 and 1, a matmul with an
+/// activation as B, a batch of 4 matmuls of 8 panels each) pack B inside the compute tasks,
+/// each task its own panels just before using them: no separate packB phase runs, and the
+/// results match the interpreter on 1 and 2 threads. A small one keeps its packB phase.
 #[test]
 fn compute_tasks_pack_their_own_b() {
     let conv = "func @main(%x: f32[1,3,48,48], %w: f32[16,3,3,3]) -> (y: f32[1,16,48,48]) {
@@ -292,7 +293,21 @@ fn compute_tasks_pack_their_own_b() {
   %y = dot_general(%a, %b) {lhs_batch=[], rhs_batch=[], lhs_contract=[1], rhs_contract=[0]} : f32[20,200]
   return %y
 }";
-    for (src, fused) in [(conv, true), (matmul, true), (small, false)] {
+    let conv28 = "func @main(%x: f32[1,8,28,28], %w: f32[24,8,3,3]) -> (y: f32[1,24,28,28]) {
+  %y = conv(%x, %w) {stride=[1, 1], pad_low=[1, 1], pad_high=[1, 1], lhs_dilation=[1, 1], rhs_dilation=[1, 1], groups=1} : f32[1,24,28,28]
+  return %y
+}";
+    let batched = "func @main(%a: f32[4,20,30], %b: f32[4,30,128]) -> (y: f32[4,20,128]) {
+  %y = dot_general(%a, %b) {lhs_batch=[0], rhs_batch=[0], lhs_contract=[2], rhs_contract=[1]} : f32[4,20,128]
+  return %y
+}";
+    for (src, fused) in [
+        (conv, true),
+        (conv28, true),
+        (matmul, true),
+        (batched, true),
+        (small, false),
+    ] {
         let f = terafab_ir::parse::parse_module(src).unwrap();
         let f = f.entry().unwrap();
         let inputs: Vec<Tensor> = f
