@@ -212,8 +212,9 @@ fn contractions_take_the_gemm_schedule() {
 }
 
 /// A 7x7 feature map as the 16-column side would waste 15 of 64 columns: the operands swap
-/// (49 pixels as rows, 5-row panels; 64 channels as columns), the epilogue stores strided, and
-/// the result still matches the interpreter (bias and ReLU in the epilogue, weights constant).
+/// (49 pixels as rows, 5-row panels; 64 channels as columns), the pixels are read in place
+/// from a padded frame (no im2col), the epilogue stores strided, and the result still matches
+/// the interpreter (bias and ReLU in the epilogue, weights constant).
 #[test]
 fn small_feature_maps_swap_the_operands() {
     let (x_shape, w_shape) = ([1, 32, 7, 7], [64, 32, 3, 3]);
@@ -239,7 +240,7 @@ fn small_feature_maps_swap_the_operands() {
         terafab_llvm::IrStage::Generated,
     )
     .unwrap();
-    assert!(ir.contains("tf.ukernel.5x16"), "{ir}");
+    assert!(ir.contains("tf.ukernel.direct.5x16"), "{ir}");
     let x = Tensor::from_vec(x_shape.to_vec(), values(x_shape.iter().product(), 9)).unwrap();
     check(&src, vec![x]).unwrap();
 }
@@ -271,6 +272,71 @@ fn im2col_panels_copied_as_vectors() {
         let x = Tensor::from_vec(vec![1, cin, h, w], values(cin * h * w, 11)).unwrap();
         let wt = Tensor::from_vec(vec![cout, cin, k, k], values(cout * cin * k * k, 12)).unwrap();
         check(&src, vec![x, wt]).unwrap();
+    }
+}
+
+/// Convolutions whose input the micro-kernel reads in place (no im2col matrix): padded ones
+/// through a frame made by a `padA` phase, unpadded ones from the input itself; stride 2,
+/// dilation 2, a batch of 2, non-square maps, a 7x7 map (swapped already, K = 288) and larger
+/// maps swapped for it (K = 576). Each matches the interpreter on 1 and 2 threads and has no
+/// packA phase. A 1x1 convolution (nothing to expand) and a short K (72: the swapped
+/// epilogue would cost more than the packing) keep their packing.
+#[test]
+fn convolutions_read_their_input_in_place() {
+    let conv = |x: [usize; 4], co: usize, k: usize, stride: usize, pad: usize, dil: usize| {
+        let (n, c, h, w) = (x[0], x[1], x[2], x[3]);
+        let span = dil * (k - 1) + 1;
+        let (oh, ow) = (
+            (h + 2 * pad - span) / stride + 1,
+            (w + 2 * pad - span) / stride + 1,
+        );
+        let wts = values(co * c * k * k, 5);
+        let src = format!(
+            "func @main(%x: f32[{n},{c},{h},{w}]) -> (y: f32[{n},{co},{oh},{ow}]) {{
+  %w = constant() {{value={}}} : f32[{co},{c},{k},{k}]
+  %y = conv(%x, %w) {{stride=[{stride}, {stride}], pad_low=[{pad}, {pad}], pad_high=[{pad}, {pad}], lhs_dilation=[1, 1], rhs_dilation=[{dil}, {dil}], groups=1}} : f32[{n},{co},{oh},{ow}]
+  return %y
+}}
+",
+            dense(&[co, c, k, k], &wts)
+        );
+        let xs = Tensor::from_vec(x.to_vec(), values(n * c * h * w, 6)).unwrap();
+        (src, xs)
+    };
+    // (input, out channels, kernel, stride, pad, dilation, read in place, padA phase)
+    let cases = [
+        ([1, 64, 20, 20], 32, 3, 1, 1, 1, true, true),
+        ([1, 32, 7, 7], 32, 3, 1, 1, 1, true, true),
+        ([2, 64, 9, 11], 16, 3, 1, 1, 1, true, true),
+        ([1, 64, 29, 27], 32, 3, 2, 1, 1, true, true),
+        ([1, 64, 12, 12], 16, 3, 1, 2, 2, true, true),
+        ([1, 8, 20, 20], 16, 3, 1, 1, 1, false, false),
+        ([1, 64, 12, 10], 32, 3, 1, 0, 1, true, false),
+        ([1, 64, 14, 14], 48, 1, 1, 0, 1, false, false),
+    ];
+    for (x, co, k, stride, pad, dil, direct, frame) in cases {
+        let (src, xs) = conv(x, co, k, stride, pad, dil);
+        check(&src, vec![xs.clone()]).unwrap();
+        let fused = common::fuse_text(&src);
+        let ir = terafab_llvm::emit_llvm(
+            &fused,
+            &terafab_llvm::Cpu::Named("x86-64-v3".into()),
+            terafab_llvm::IrStage::Generated,
+        )
+        .unwrap();
+        assert_eq!(
+            ir.contains("tf.ukernel.direct."),
+            direct,
+            "{x:?} k{k} s{stride}"
+        );
+        let exe = terafab_llvm::compile(&fused, &Options::default()).unwrap();
+        let (_, times) = exe.run_profiled(&[xs]).unwrap();
+        let has = |p: &str| times.iter().any(|t| t.phase.contains(p));
+        let phases: Vec<_> = times.iter().map(|t| &t.phase).collect();
+        assert_eq!(has("padA"), frame, "{x:?} k{k}: {phases:?}");
+        if direct {
+            assert!(!has("packA"), "{x:?} k{k}: {phases:?}");
+        }
     }
 }
 

@@ -176,6 +176,20 @@ pub fn form<'a>(p: &KernelProgram, nest: &'a LoopNest, t: &Tiling) -> Option<For
     })
 }
 
+/// `form` the other way round: A and B swapped with their variables, the tile's rows for the
+/// new M. The caller checks that the new form is worth it (its N, its padding).
+pub fn swapped<'a>(form: &Form<'a>, t: &Tiling) -> Form<'a> {
+    let m: usize = prod(&form.n_vars);
+    Form {
+        a: form.b,
+        b: form.a,
+        m_vars: form.n_vars.clone(),
+        n_vars: form.m_vars.clone(),
+        mr: rows_per_tile(t, m),
+        ..form.clone()
+    }
+}
+
 /// `nest`, or the nest with one variable split, whichever has the GEMM form: a variable both
 /// operands use only through `v / c` and `v % c` (attention heads merged back into one dim)
 /// hides it.
@@ -402,6 +416,17 @@ impl PackedOperands {
     /// The slots of one GEMM kernel's packed A and B for `plan` (its scratch part starts at 0).
     pub fn add(&mut self, plan: &Plan) -> (BufferId, BufferId) {
         let (a_bytes, b_bytes) = plan.packed_bytes();
+        self.add_sized((a_bytes, plan.a_const), (b_bytes, plan.b_const))
+    }
+
+    /// The slots of one GEMM kernel's A and B operand memory of the given sizes, constant (its
+    /// own memory) or not (the scratch region, from 0): a backend that reads an operand in
+    /// place, or through a copy of another size, sizes it itself.
+    pub fn add_sized(
+        &mut self,
+        (a_bytes, a_const): (usize, bool),
+        (b_bytes, b_const): (usize, bool),
+    ) -> (BufferId, BufferId) {
         let mut used = 0usize;
         let mut slot = |bytes: usize, constant: bool| {
             let s = self.buffers + self.list.len();
@@ -418,8 +443,8 @@ impl PackedOperands {
             });
             BufferId(s as u32)
         };
-        let a = slot(a_bytes, plan.a_const);
-        let b = slot(b_bytes, plan.b_const);
+        let a = slot(a_bytes, a_const);
+        let b = slot(b_bytes, b_const);
         (a, b)
     }
 }

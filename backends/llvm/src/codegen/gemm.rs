@@ -29,6 +29,12 @@
 //!    panels, 16 or more of them), packs its B panels, then runs every block of A panels over
 //!    them, so the panels are read back from cache rather than memory and each is packed once.
 //!
+//! **A read in place** ([`DirectA`]): an activation A whose packing would expand it (an im2col
+//! matrix) is not packed. The micro-kernel broadcasts row `i` at `k` from `base_i + koff[k]`
+//! (row pointers made once per block, K offsets a constant table); a padded convolution reads
+//! a frame, the input with its padding, made by a `padA` phase. A convolution with K >= 512
+//! whose pixels are the N side swaps its operands for it.
+//!
 //! A variable used by both operands only through `v / c` and `v % c` (attention heads merged
 //! back into one dim) is split first (`codegen::split`), which reveals the GEMM form.
 //!
@@ -46,7 +52,7 @@ use inkwell::values::{BasicValueEnum, FunctionValue, IntValue, VectorValue};
 use terafab_ir::DType;
 use terafab_ir::kernel::{Body, BufferId, Expr, Index, Kernel, LoopNest, Var, offset_coeff};
 use terafab_runtime::gemm::{
-    Form, Plan, Tiling, flat_epilogue, gemm_nest, k_flat, lanes_contiguous,
+    Form, Plan, Tiling, flat_epilogue, gemm_nest, k_flat, lanes_contiguous, tile_efficiency,
 };
 
 use super::{CodegenError, Fn, Gen};
@@ -85,10 +91,26 @@ pub(crate) fn try_gemm(
     let Some(nest) = gemm_nest(g.p, nest, &TILING) else {
         return Ok(None);
     };
-    let Some(form) = terafab_runtime::gemm::form(g.p, &nest, &TILING) else {
+    let Some(mut form) = terafab_runtime::gemm::form(g.p, &nest, &TILING) else {
         return Ok(None);
     };
     let mut plan = Plan::new(g.p, &form, &TILING);
+    // An activation read in place as A (no packing; see `DirectA`): in this orientation, or
+    // the other way round when that reads it in place, pads the tiles about as little, and K
+    // is long enough to pay for the epilogue's strided stores (a 32-channel 3x3 convolution,
+    // K = 288, ran 8% slower swapped; a 64-channel one, K = 576, 20% faster).
+    let mut direct = DirectA::of(g.p, &form, &plan);
+    if direct.is_none() && plan.k >= 512 {
+        let sw = terafab_runtime::gemm::swapped(&form, &TILING);
+        let sw_plan = Plan::new(g.p, &sw, &TILING);
+        let eff = |p: &Plan| tile_efficiency(&TILING, p.m, p.n);
+        if sw_plan.n >= 8
+            && eff(&sw_plan) >= 0.95 * eff(&plan)
+            && let Some(d) = DirectA::of(g.p, &sw, &sw_plan)
+        {
+            (form, plan, direct) = (sw, sw_plan, Some(d));
+        }
+    }
     // B packed by the compute tasks themselves, each its own block of columns just before
     // using it (so the panels are read back from cache, not memory): a B packed every run,
     // of at least 32 panels. A task then runs every block of A panels over its columns, so
@@ -109,18 +131,28 @@ pub(crate) fn try_gemm(
         );
     }
     let bufs = Gen::kernel_buffers(k);
-    let (ap, bp) = g.packed.add(&plan);
+    let (ap, bp) = match &direct {
+        Some(d) => {
+            let (_, b_bytes) = plan.packed_bytes();
+            g.packed
+                .add_sized((d.frame_bytes(), false), (b_bytes, plan.b_const))
+        }
+        None => g.packed.add(&plan),
+    };
 
     let mut phases = Vec::new();
-    let pack_a = pack_fn(
-        g,
-        &format!("{name}.packA"),
-        &bufs,
-        ap,
-        &form,
-        Side::A,
-        plan.k,
-    )?;
+    let pack_a = match direct {
+        Some(_) => None,
+        None => Some(pack_fn(
+            g,
+            &format!("{name}.packA"),
+            &bufs,
+            ap,
+            &form,
+            Side::A,
+            plan.k,
+        )?),
+    };
     let pack_b = pack_fn(
         g,
         &format!("{name}.packB"),
@@ -134,11 +166,11 @@ pub(crate) fn try_gemm(
     // fused B by the compute tasks: no task of its own).
     for (side, inner, dst, constant, panels) in [
         (Side::A, pack_a, ap, plan.a_const, plan.mp),
-        (Side::B, pack_b, bp, plan.b_const, plan.np),
+        (Side::B, Some(pack_b), bp, plan.b_const, plan.np),
     ] {
-        if side == Side::B && fuse_b {
+        let Some(inner) = inner.filter(|_| !(side == Side::B && fuse_b)) else {
             continue;
-        }
+        };
         let label = if side == Side::A { "packA" } else { "packB" };
         let all: Vec<BufferId> = bufs.iter().copied().chain([dst]).collect();
         let pack = trampoline(g, &format!("{name}.{label}"), inner, &all)?;
@@ -149,6 +181,15 @@ pub(crate) fn try_gemm(
             phases.push((name, (plan.batch * panels) as u64));
         }
     }
+    if let Some(d) = &direct
+        && let Some(frame) = &d.frame
+    {
+        let inner = frame_fn(g, &format!("{name}.padA"), d.src, ap, frame)?;
+        let all = [d.src, ap];
+        let task = trampoline(g, &format!("{name}.padA"), inner, &all)?;
+        let name = task.get_name().to_string_lossy().into_owned();
+        phases.push((name, frame.tasks() as u64));
+    }
     let fused = fuse_b.then_some(pack_b);
     let compute = compute_fn(
         g,
@@ -157,6 +198,7 @@ pub(crate) fn try_gemm(
         (ap, bp),
         (&form, &plan),
         fused,
+        direct.as_ref(),
     )?;
     let tasks = if fuse_b {
         plan.batch * plan.blocks.n
@@ -444,9 +486,16 @@ fn set_align(x: BasicValueEnum<'_>, align: u32) -> R<()> {
 }
 
 /// The micro-kernel: `c[mr][NR] (+)= Σ_k a[k][mr] ⊗ b[k][NR]` over `k < kn`, adding to `c`'s
-/// contents when `accumulate` is nonzero (one per module and `mr`).
-fn ukernel<'ctx>(g: &mut Gen<'_, 'ctx>, mr: usize) -> R<FunctionValue<'ctx>> {
-    let name = &format!("tf.ukernel.{mr}x{NR}");
+/// contents when `accumulate` is nonzero (one per module, `mr` and kind). Packed A:
+/// `(a, b, kn, c, accumulate)`, row `i` at `k` is `a[k * mr + i]`; a direct A (see
+/// [`DirectA`]): `(bases, b, kn, c, accumulate, koff)`, row `i` at `k` is
+/// `bases[i][koff[k]]`.
+fn ukernel<'ctx>(g: &mut Gen<'_, 'ctx>, mr: usize, direct: bool) -> R<FunctionValue<'ctx>> {
+    let name = &if direct {
+        format!("tf.ukernel.direct.{mr}x{NR}")
+    } else {
+        format!("tf.ukernel.{mr}x{NR}")
+    };
     if let Some(f) = g.module.get_function(name) {
         return Ok(f);
     }
@@ -455,12 +504,13 @@ fn ukernel<'ctx>(g: &mut Gen<'_, 'ctx>, mr: usize) -> R<FunctionValue<'ctx>> {
     let i64t = ctx.i64_type();
     let f32t = ctx.f32_type();
     let v8 = f32t.vec_type(8);
+    let mut params = vec![p.into(), p.into(), i64t.into(), p.into(), i64t.into()];
+    if direct {
+        params.push(p.into());
+    }
     let f = g.module.add_function(
         name,
-        ctx.void_type().fn_type(
-            &[p.into(), p.into(), i64t.into(), p.into(), i64t.into()],
-            false,
-        ),
+        ctx.void_type().fn_type(&params, false),
         Some(Linkage::Internal),
     );
     let noalias = ctx.create_enum_attribute(
@@ -496,6 +546,19 @@ fn ukernel<'ctx>(g: &mut Gen<'_, 'ctx>, mr: usize) -> R<FunctionValue<'ctx>> {
     let body = ctx.append_basic_block(f, "body");
     let exit = ctx.append_basic_block(f, "exit");
     bld.position_at_end(entry);
+    // A direct A's row pointers, loaded once.
+    let bases: Vec<_> = if direct {
+        (0..mr)
+            .map(|i| -> R<_> {
+                let at = i64t.const_int(i as u64, false);
+                let slot = unsafe { bld.build_in_bounds_gep(p, a, &[at], "slot")? };
+                Ok(bld.build_load(p, slot, "base")?.into_pointer_value())
+            })
+            .collect::<R<_>>()?
+    } else {
+        Vec::new()
+    };
+    let koff = f.get_nth_param(5).map(|k| k.into_pointer_value());
     let acc_nz = bld.build_int_compare(
         IntPredicate::NE,
         accumulate,
@@ -538,10 +601,24 @@ fn ukernel<'ctx>(g: &mut Gen<'_, 'ctx>, mr: usize) -> R<FunctionValue<'ctx>> {
     let b0 = load_v(bptr0)?;
     let b1 = load_v(bptr1)?;
     let aoff = bld.build_int_mul(kv, i64t.const_int(mr as u64, false), "aoff")?;
+    let ko = match koff {
+        Some(koff) => {
+            let i32t = ctx.i32_type();
+            let kp = unsafe { bld.build_in_bounds_gep(i32t, koff, &[kv], "kp")? };
+            let o = bld.build_load(i32t, kp, "ko")?.into_int_value();
+            Some(bld.build_int_s_extend(o, i64t, "ko")?)
+        }
+        None => None,
+    };
     let mut next: Vec<BasicValueEnum<'ctx>> = Vec::new();
     for i in 0..mr {
-        let o = bld.build_int_add(aoff, i64t.const_int(i as u64, false), "ai")?;
-        let ap = unsafe { bld.build_in_bounds_gep(f32t, a, &[o], "ap")? };
+        let ap = match ko {
+            Some(ko) => unsafe { bld.build_in_bounds_gep(f32t, bases[i], &[ko], "ap")? },
+            None => {
+                let o = bld.build_int_add(aoff, i64t.const_int(i as u64, false), "ai")?;
+                unsafe { bld.build_in_bounds_gep(f32t, a, &[o], "ap")? }
+            }
+        };
         let av = bld.build_load(f32t, ap, "a")?.into_float_value();
         let undef = v8.get_undef();
         let ins = bld.build_insert_element(undef, av, i64t.const_zero(), "ins")?;
@@ -590,13 +667,43 @@ fn compute_fn<'ctx>(
     (ap, bp): (BufferId, BufferId),
     (form, d): (&Form<'_>, &Plan),
     pack_b: Option<FunctionValue<'ctx>>,
+    direct: Option<&DirectA>,
 ) -> R<String> {
     let mr = form.mr;
-    let uk = ukernel(g, mr)?;
+    let uk = ukernel(g, mr, direct.is_some())?;
+    // A direct A's K offsets, a constant table.
+    let koff = match direct {
+        Some(d) => {
+            let i32t = g.ctx.i32_type();
+            let vals: Vec<_> = d
+                .koff
+                .iter()
+                .map(|&o| i32t.const_int(o as u64, true))
+                .collect();
+            let table = g.module.add_global(
+                i32t.array_type(vals.len() as u32),
+                None,
+                &format!("{name}.koff"),
+            );
+            table.set_initializer(&i32t.const_array(&vals));
+            table.set_constant(true);
+            table.set_linkage(Linkage::Internal);
+            Some(table.as_pointer_value())
+        }
+        None => None,
+    };
     // The epilogue indexes by the flat row m and column n of the tile element: an index that
     // recombines the M (or N) variables (a row-major store of a conv's pixels) becomes m (n)
     // again, without per-element division, and the column loop vectorizes.
     let (m_flat, n_flat, epilogue_stages) = flat_epilogue(form, d.m, d.n);
+    // Whether every store of the epilogue runs on by one element along M.
+    let m_inner = epilogue_stages.iter().all(|st| match st {
+        terafab_ir::kernel::Stage::Store { buffer, index, .. } => {
+            let strides = &g.p.buffer(*buffer).strides;
+            offset_coeff(index, strides, m_flat) == Some(1)
+        }
+        _ => true,
+    });
     let blocks = d.blocks;
     let (mblocks, nblocks) = (blocks.m, blocks.n);
     let mut all = bufs.to_vec();
@@ -615,6 +722,14 @@ fn compute_fn<'ctx>(
     if let Some(i) = cblock.as_instruction() {
         let _ = i.set_alignment(64);
     }
+    // A direct A: the row pointers of the block's panels.
+    let ptr_t = g.ctx.ptr_type(AddressSpace::default());
+    let bases = match direct {
+        Some(_) => {
+            Some(g.entry_alloca(&f, ptr_t.array_type((bp_n * mr) as u32).into(), "bases")?)
+        }
+        None => None,
+    };
     // `task = (batch * mblocks + mb) * nblocks + nb`; with a fused B, `batch * nblocks + nb`
     // and the task runs every `mb`.
     let nb =
@@ -665,6 +780,37 @@ fn compute_fn<'ctx>(
         let p0 = g.b.build_int_mul(mb, g.i64(bp_n as i64), "p0")?;
         let p1 = g.b.build_int_add(p0, g.i64(bp_n as i64), "p1")?;
         let p1 = clamp(g, p1, d.mp as i64)?;
+        // A direct A: each row's pointer into its input (or frame); rows past M repeat the
+        // last row (their results are never stored).
+        if let (Some(da), Some(bases)) = (direct, bases) {
+            let src = match da.frame {
+                Some(_) => f.ptrs[&ap],
+                None => f.ptrs[&da.src],
+            };
+            let poff = form
+                .m_vars
+                .iter()
+                .zip(&da.m_coef)
+                .fold(Index::Const(0), |acc, (&(v, _), &c)| {
+                    acc.plus(Index::Var(v).times(c))
+                });
+            g.range_loop(f, p0, p1, |g, f, pidx| {
+                for i in 0..mr {
+                    let m = g.b.build_int_mul(pidx, g.i64(mr as i64), "m")?;
+                    let m = g.b.build_int_add(m, g.i64(i as i64), "m")?;
+                    let m = clamp(g, m, d.m as i64 - 1)?;
+                    bind_flat(g, f, m, &form.m_vars)?;
+                    let o = g.index(f, &poff)?;
+                    let row = unsafe { g.b.build_in_bounds_gep(f32t, src, &[o], "row")? };
+                    let at = g.b.build_int_sub(pidx, p0, "pl")?;
+                    let at = g.b.build_int_mul(at, g.i64(mr as i64), "at")?;
+                    let at = g.b.build_int_add(at, g.i64(i as i64), "at")?;
+                    let slot = unsafe { g.b.build_in_bounds_gep(ptr_t, bases, &[at], "slot")? };
+                    g.b.build_store(slot, row)?;
+                }
+                Ok(())
+            })?;
+        }
         // The tile of panels (p, q) in the block.
         let tile_at = |g: &Gen<'_, 'ctx>, p: IntValue<'ctx>, q: IntValue<'ctx>| -> R<_> {
             let pl = g.b.build_int_sub(p, p0, "pl")?;
@@ -696,17 +842,24 @@ fn compute_fn<'ctx>(
                     let aoff = g.b.build_int_add(aoff, ka, "aoff")?;
                     let aptr = unsafe { g.b.build_in_bounds_gep(f32t, ap_ptr, &[aoff], "apanel")? };
                     let tile = tile_at(g, pidx, q)?;
-                    g.b.build_call(
-                        uk,
-                        &[
-                            aptr.into(),
-                            bptr.into(),
-                            klen.into(),
-                            tile.into(),
-                            kc.into(),
-                        ],
-                        "",
-                    )?;
+                    let mut args = vec![
+                        aptr.into(),
+                        bptr.into(),
+                        klen.into(),
+                        tile.into(),
+                        kc.into(),
+                    ];
+                    if let (Some(bases), Some(koff)) = (bases, koff) {
+                        let at = g.b.build_int_sub(pidx, p0, "pl")?;
+                        let at = g.b.build_int_mul(at, g.i64(mr as i64), "at")?;
+                        args[0] =
+                            unsafe { g.b.build_in_bounds_gep(ptr_t, bases, &[at], "rows")? }.into();
+                        let kt = g.ctx.i32_type();
+                        args.push(
+                            unsafe { g.b.build_in_bounds_gep(kt, koff, &[k0], "koff")? }.into(),
+                        );
+                    }
+                    g.b.build_call(uk, &args, "")?;
                     Ok(())
                 })
             })
@@ -727,22 +880,37 @@ fn compute_fn<'ctx>(
                                 mend: IntValue<'ctx>,
                                 nend: IntValue<'ctx>|
                  -> R<()> {
-                    g.range_loop(f, zero, mend, |g, f, i| {
+                    // One element (i, j) of the tile.
+                    let element = |g: &mut Gen<'_, 'ctx>,
+                                   f: &mut Fn<'ctx>,
+                                   i: IntValue<'ctx>,
+                                   j: IntValue<'ctx>|
+                     -> R<()> {
                         let mi = g.b.build_int_add(m0, i, "m")?;
                         f.vars.insert(m_flat, mi);
                         f.extents.insert(m_flat, d.m);
+                        let nj = g.b.build_int_add(n0, j, "n")?;
+                        f.vars.insert(n_flat, nj);
+                        f.extents.insert(n_flat, d.n);
+                        let o = g.b.build_int_mul(i, g.i64(NR as i64), "o")?;
+                        let o = g.b.build_int_add(o, j, "o")?;
+                        let tp = unsafe { g.b.build_in_bounds_gep(f32t, tile, &[o], "tp")? };
+                        let t = g.b.build_load(f32t, tp, "t")?;
+                        f.locals.insert(form.local, (t, DType::F32));
+                        g.stages(f, &epilogue_stages)
+                    };
+                    // Rows inside when the stores run on along the rows (an output whose
+                    // innermost dim is M: a convolution swapped to read its input in place),
+                    // so that consecutive stores are adjacent.
+                    if m_inner {
                         g.range_loop(f, zero, nend, |g, f, j| {
-                            let nj = g.b.build_int_add(n0, j, "n")?;
-                            f.vars.insert(n_flat, nj);
-                            f.extents.insert(n_flat, d.n);
-                            let o = g.b.build_int_mul(i, g.i64(NR as i64), "o")?;
-                            let o = g.b.build_int_add(o, j, "o")?;
-                            let tp = unsafe { g.b.build_in_bounds_gep(f32t, tile, &[o], "tp")? };
-                            let t = g.b.build_load(f32t, tp, "t")?;
-                            f.locals.insert(form.local, (t, DType::F32));
-                            g.stages(f, &epilogue_stages)
+                            g.range_loop(f, zero, mend, |g, f, i| element(g, f, i, j))
                         })
-                    })
+                    } else {
+                        g.range_loop(f, zero, mend, |g, f, i| {
+                            g.range_loop(f, zero, nend, |g, f, j| element(g, f, i, j))
+                        })
+                    }
                 };
                 epilogue(g, f, mend, nend)
             })
@@ -758,4 +926,270 @@ fn compute_fn<'ctx>(
     let inner = end_inner(g, "compute", f)?;
     trampoline(g, name, inner, &all)?;
     Ok(format!("{name}.task"))
+}
+
+/// An A operand read in place by the micro-kernel instead of packed: an activation (one f32
+/// load, packed every run otherwise) whose element offset is affine in the M and K variables,
+/// `offset = poff(m) + koff(k)`. A stride-1 or strided convolution's im2col matrix, a 1x1
+/// convolution's input, a row-major or transposed matrix all are.
+///
+/// The micro-kernel then broadcasts row `i` of its tile at `k` from `base_i + koff[k]`, with
+/// `base_i = src + poff(m0 + i)` computed once per block and `koff` a constant table: no
+/// im2col matrix is ever written, which on this 2-core VM cost 10-20% of a 3x3 convolution
+/// (its packing was bound by memory bandwidth, not by the copy code).
+///
+/// A load with a fill that can leave its buffer (a padded convolution) reads a *frame* instead:
+/// a copy of the part of the input the load can reach, the fill value around it, made once per
+/// run by a `padA` phase (the input's size, not the K-times larger im2col), so that no bounds
+/// are checked in the micro-kernel.
+struct DirectA {
+    src: BufferId,
+    frame: Option<Frame>,
+    /// The element offset's coefficient of each M variable (in `form.m_vars` order).
+    m_coef: Vec<i64>,
+    /// The element offset of each flat K index (`k_flat` order), constant part included.
+    koff: Vec<i32>,
+}
+
+/// The padded copy of a direct A's input: the box of positions its load can reach.
+struct Frame {
+    /// The input's shape and strides, and the box's first index and extent on each dim.
+    shape: Vec<usize>,
+    strides: Vec<usize>,
+    lo: Vec<i64>,
+    extents: Vec<usize>,
+    fill: terafab_ir::Tensor,
+}
+
+/// Frames larger than this many elements are not made (packing is used instead).
+const MAX_FRAME: usize = 1 << 28;
+
+impl Frame {
+    fn elems(&self) -> usize {
+        self.extents.iter().product()
+    }
+
+    /// Row-major strides of the frame.
+    fn frame_strides(&self) -> Vec<usize> {
+        let mut st = vec![1usize; self.extents.len()];
+        for d in (0..self.extents.len().saturating_sub(1)).rev() {
+            st[d] = st[d + 1] * self.extents[d + 1];
+        }
+        st
+    }
+
+    /// Rows (all dims but the last) and the rows per copy task (at most 64 tasks).
+    fn rows(&self) -> (usize, usize) {
+        let rows: usize = self.extents[..self.extents.len() - 1].iter().product();
+        (rows, rows.div_ceil(64).max(1))
+    }
+
+    fn tasks(&self) -> usize {
+        let (rows, per) = self.rows();
+        rows.div_ceil(per)
+    }
+}
+
+impl DirectA {
+    fn of(p: &terafab_ir::kernel::KernelProgram, form: &Form<'_>, plan: &Plan) -> Option<DirectA> {
+        if plan.a_const || plan.batch != 1 || plan.k > 1 << 20 {
+            return None;
+        }
+        let Expr::Load {
+            buffer,
+            index,
+            fill,
+        } = form.a
+        else {
+            return None;
+        };
+        let buf = p.buffer(*buffer);
+        if buf.dtype != DType::F32 || index.len() != buf.shape.len() || index.is_empty() {
+            return None;
+        }
+        let vars: Vec<(Var, usize)> = [&form.m_vars, &form.k_vars, &form.batch_vars]
+            .into_iter()
+            .flatten()
+            .copied()
+            .collect();
+        let extent = |v: Var| vars.iter().find(|x| x.0 == v).map(|x| x.1);
+        // Each dim's index affine in every variable it uses, with a constant part.
+        let mut consts = Vec::new();
+        let mut ranges = Vec::new();
+        for ix in index {
+            let mut vs = Vec::new();
+            ix.vars(&mut vs);
+            for v in &vs {
+                ix.coeff(*v)?;
+                extent(*v)?;
+            }
+            let Index::Const(c) = ix.subst(&|_| Index::Const(0)) else {
+                return None;
+            };
+            consts.push(c);
+            ranges.push(ix.interval(&extent)?);
+        }
+        // Only where packing would expand the input (an im2col matrix: each input element in
+        // several rows or columns); a plain matrix packs at the cost of one copy, and its
+        // packed panels are read back faster than the matrix itself.
+        let reach: usize = ranges.iter().map(|r| (r.1 - r.0 + 1) as usize).product();
+        if plan.m * plan.k < 2 * reach {
+            return None;
+        }
+        let leaves = ranges
+            .iter()
+            .zip(&buf.shape)
+            .any(|(&(lo, hi), &n)| lo < 0 || hi >= n as i64);
+        let (frame, strides, shift) = match (leaves, fill) {
+            (false, _) => (None, buf.strides.clone(), vec![0; index.len()]),
+            (true, None) => return None,
+            (true, Some(fill)) => {
+                let lo: Vec<i64> = ranges.iter().map(|r| r.0).collect();
+                let extents: Vec<usize> = ranges.iter().map(|r| (r.1 - r.0 + 1) as usize).collect();
+                let frame = Frame {
+                    shape: buf.shape.clone(),
+                    strides: buf.strides.clone(),
+                    lo: lo.clone(),
+                    extents,
+                    fill: fill.clone(),
+                };
+                let elems = frame.elems();
+                if elems > MAX_FRAME || elems > 4 * buf.len() + (1 << 16) {
+                    return None;
+                }
+                let st = frame.frame_strides();
+                (Some(frame), st, lo)
+            }
+        };
+        let coef = |v: Var| -> Option<i64> {
+            let mut c = 0i64;
+            for (ix, &s) in index.iter().zip(&strides) {
+                c = c.checked_add(ix.coeff(v)?.checked_mul(s as i64)?)?;
+            }
+            Some(c)
+        };
+        let mut base = 0i64;
+        for ((&c, &lo), &s) in consts.iter().zip(&shift).zip(&strides) {
+            base = base.checked_add((c - lo).checked_mul(s as i64)?)?;
+        }
+        let m_coef: Vec<i64> = form
+            .m_vars
+            .iter()
+            .map(|v| coef(v.0))
+            .collect::<Option<_>>()?;
+        let k_coef: Vec<i64> = form
+            .k_vars
+            .iter()
+            .map(|v| coef(v.0))
+            .collect::<Option<_>>()?;
+        // K offsets in `k_flat` order (row-major over the K variables, the last fastest).
+        let mut koff = vec![base];
+        for (&(_, n), &c) in form.k_vars.iter().zip(&k_coef) {
+            koff = koff
+                .iter()
+                .flat_map(|&o| (0..n as i64).map(move |i| o + i * c))
+                .collect();
+        }
+        let koff = koff
+            .into_iter()
+            .map(|o| i32::try_from(o).ok().filter(|o| *o >= 0))
+            .collect::<Option<Vec<i32>>>()?;
+        Some(DirectA {
+            src: *buffer,
+            frame,
+            m_coef,
+            koff,
+        })
+    }
+
+    /// Bytes of the frame in the scratch region (none when the input is read in place).
+    fn frame_bytes(&self) -> usize {
+        self.frame.as_ref().map_or(0, |f| f.elems() * 4)
+    }
+}
+
+/// A `padA` task: copies rows `task * per ..` of the frame (all dims but the last) from `src`,
+/// the fill value where the input has no element. Each row is one contiguous copy between two
+/// fills (when the input's last dim has unit stride; else element by element).
+fn frame_fn<'ctx>(
+    g: &mut Gen<'_, 'ctx>,
+    name: &str,
+    src: BufferId,
+    dst: BufferId,
+    fr: &Frame,
+) -> R<FunctionValue<'ctx>> {
+    let f32t = g.ctx.f32_type();
+    let (mut f, task) = begin_task_fn(g, name, &[src, dst]);
+    let fill = g.scalar().constant(&fr.fill)?.into_float_value();
+    let rank = fr.extents.len();
+    let last = fr.extents[rank - 1] as i64;
+    let (rows, per) = fr.rows();
+    let r0 = g.b.build_int_mul(task, g.i64(per as i64), "r0")?;
+    let r1 = g.b.build_int_add(r0, g.i64(per as i64), "r1")?;
+    let r1 = clamp(g, r1, rows as i64)?;
+    // The valid part of a row: frame columns `a..b` hold input elements.
+    let (lo_l, n_l) = (fr.lo[rank - 1], fr.shape[rank - 1] as i64);
+    let a = (-lo_l).clamp(0, last);
+    let b = (n_l - lo_l).clamp(a, last);
+    let (sp, dp) = (f.ptrs[&src], f.ptrs[&dst]);
+    g.range_loop(&mut f, r0, r1, |g, f, row| {
+        // The row's input index on each outer dim, and whether all are inside the input.
+        let mut rest = row;
+        let mut src_off = g.i64(0);
+        let mut inside = g.ctx.bool_type().const_int(1, false);
+        for d in (0..rank - 1).rev() {
+            let e = g.i64(fr.extents[d] as i64);
+            let j = if d == 0 {
+                rest
+            } else {
+                let j = g.b.build_int_unsigned_rem(rest, e, "j")?;
+                rest = g.b.build_int_unsigned_div(rest, e, "rest")?;
+                j
+            };
+            let i = g.b.build_int_add(j, g.i64(fr.lo[d]), "i")?;
+            let ok =
+                g.b.build_int_compare(IntPredicate::ULT, i, g.i64(fr.shape[d] as i64), "ok")?;
+            inside = g.b.build_and(inside, ok, "inside")?;
+            let t = g.b.build_int_mul(i, g.i64(fr.strides[d] as i64), "t")?;
+            src_off = g.b.build_int_add(src_off, t, "so")?;
+        }
+        let dst_row = g.b.build_int_mul(row, g.i64(last), "drow")?;
+        let put = |g: &mut Gen<'_, 'ctx>, j: IntValue<'ctx>, v| -> R<()> {
+            let o = g.b.build_int_add(dst_row, j, "o")?;
+            let p = unsafe { g.b.build_in_bounds_gep(f32t, dp, &[o], "d")? };
+            g.b.build_store(p, v)?;
+            Ok(())
+        };
+        let fill_range = |g: &mut Gen<'_, 'ctx>, f: &mut Fn<'ctx>, from: i64, to: i64| {
+            if from >= to {
+                return Ok(());
+            }
+            g.range_loop(f, g.i64(from), g.i64(to), |g, _f, j| put(g, j, fill.into()))
+        };
+        let (copy_bb, fill_bb, done) = (
+            g.ctx.append_basic_block(f.func, "row.copy"),
+            g.ctx.append_basic_block(f.func, "row.fill"),
+            g.ctx.append_basic_block(f.func, "row.done"),
+        );
+        g.b.build_conditional_branch(inside, copy_bb, fill_bb)?;
+        g.b.position_at_end(copy_bb);
+        fill_range(g, f, 0, a)?;
+        let stride_l = fr.strides[rank - 1] as i64;
+        g.range_loop(f, g.i64(a), g.i64(b), |g, _f, j| {
+            let i = g.b.build_int_add(j, g.i64(lo_l), "i")?;
+            let t = g.b.build_int_mul(i, g.i64(stride_l), "t")?;
+            let o = g.b.build_int_add(src_off, t, "o")?;
+            let p = unsafe { g.b.build_in_bounds_gep(f32t, sp, &[o], "s")? };
+            let v = g.b.build_load(f32t, p, "v")?;
+            put(g, j, v)
+        })?;
+        fill_range(g, f, b, last)?;
+        g.b.build_unconditional_branch(done)?;
+        g.b.position_at_end(fill_bb);
+        fill_range(g, f, 0, last)?;
+        g.b.build_unconditional_branch(done)?;
+        g.b.position_at_end(done);
+        Ok(())
+    })?;
+    end_inner(g, "padA", f)
 }
