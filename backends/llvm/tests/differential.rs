@@ -277,8 +277,9 @@ fn im2col_panels_copied_as_vectors() {
 
 /// Convolutions whose input the micro-kernel reads in place (no im2col matrix): padded ones
 /// through a frame made by a `padA` phase, unpadded ones from the input itself; stride 2,
-/// dilation 2, a batch of 2, non-square maps, a 7x7 map (swapped already, K = 288) and larger
-/// maps swapped for it (K = 576). Each matches the interpreter on 1 and 2 threads and has no
+/// dilation 2, a batch of 2, non-square maps, a 7x7 map (swapped already, K = 288), larger
+/// maps swapped for it (K = 576) and a 7x7 stride-2 stem (K = 147: its strided pixels would be
+/// packed lane by lane). Each matches the interpreter on 1 and 2 threads and has no
 /// packA phase. A 1x1 convolution (nothing to expand) and a short K (72: the swapped
 /// epilogue would cost more than the packing) keep their packing.
 #[test]
@@ -309,6 +310,7 @@ fn convolutions_read_their_input_in_place() {
         ([1, 32, 7, 7], 32, 3, 1, 1, 1, true, true),
         ([2, 64, 9, 11], 16, 3, 1, 1, 1, true, true),
         ([1, 64, 29, 27], 32, 3, 2, 1, 1, true, true),
+        ([1, 3, 64, 64], 32, 7, 2, 3, 1, true, true),
         ([1, 64, 12, 12], 16, 3, 1, 2, 2, true, true),
         ([1, 8, 20, 20], 16, 3, 1, 1, 1, false, false),
         ([1, 64, 12, 10], 32, 3, 1, 0, 1, true, false),

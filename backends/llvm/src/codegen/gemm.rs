@@ -33,7 +33,7 @@
 //! matrix) is not packed. The micro-kernel broadcasts row `i` at `k` from `base_i + koff[k]`
 //! (row pointers made once per block, K offsets a constant table); a padded convolution reads
 //! a frame, the input with its padding, made by a `padA` phase. A convolution with K >= 512
-//! whose pixels are the N side swaps its operands for it.
+//! (>= 128 when its pixels are strided) whose pixels are the N side swaps its operands for it.
 //!
 //! A variable used by both operands only through `v / c` and `v % c` (attention heads merged
 //! back into one dim) is split first (`codegen::split`), which reveals the GEMM form.
@@ -97,10 +97,13 @@ pub(crate) fn try_gemm(
     let mut plan = Plan::new(g.p, &form, &TILING);
     // An activation read in place as A (no packing; see `DirectA`): in this orientation, or
     // the other way round when that reads it in place, pads the tiles about as little, and K
-    // is long enough to pay for the epilogue's strided stores (a 32-channel 3x3 convolution,
-    // K = 288, ran 8% slower swapped; a 64-channel one, K = 576, 20% faster).
+    // is long enough to pay for the epilogue's strided stores: from 512, or from 128 where B's
+    // panels would be packed lane by lane (no unit stride along the pixels: a stride-2 conv).
+    // A 32-channel 3x3 convolution, K = 288, ran 8% slower swapped, a 64-channel one (K = 576)
+    // 20% faster; ResNet's 7x7 stride-2 stem (K = 147) 20% faster.
     let mut direct = DirectA::of(g.p, &form, &plan);
-    if direct.is_none() && plan.k >= 512 {
+    let b_vectors = vector_panel(g, form.b, &form.n_vars, NR).is_some();
+    if direct.is_none() && plan.k >= if b_vectors { 512 } else { 128 } {
         let sw = terafab_runtime::gemm::swapped(&form, &TILING);
         let sw_plan = Plan::new(g.p, &sw, &TILING);
         let eff = |p: &Plan| tile_efficiency(&TILING, p.m, p.n);
