@@ -316,6 +316,16 @@ fn convolutions_read_their_input_in_place() {
         ([1, 64, 12, 10], 32, 3, 1, 0, 1, true, false),
         ([1, 64, 14, 14], 48, 1, 1, 0, 1, false, false),
     ];
+    // A reversed input fused into the load runs backwards along the pixels: packed, not read
+    // in place (its row pointers would start outside the input), and still exact.
+    let reversed = "func @main(%x: f32[1,64,20,20], %w: f32[32,64,3,3]) -> (y: f32[1,32,20,20]) {
+  %r = reverse(%x) {axes=[3]} : f32[1,64,20,20]
+  %y = conv(%r, %w) {stride=[1, 1], pad_low=[1, 1], pad_high=[1, 1], lhs_dilation=[1, 1], rhs_dilation=[1, 1], groups=1} : f32[1,32,20,20]
+  return %y
+}";
+    let xs = Tensor::from_vec(vec![1, 64, 20, 20], values(64 * 400, 11)).unwrap();
+    let ws = Tensor::from_vec(vec![32, 64, 3, 3], values(32 * 64 * 9, 12)).unwrap();
+    check(reversed, vec![xs, ws]).unwrap();
     for (x, co, k, stride, pad, dil, direct, frame) in cases {
         let (src, xs) = conv(x, co, k, stride, pad, dil);
         check(&src, vec![xs.clone()]).unwrap();

@@ -1088,6 +1088,11 @@ impl DirectA {
             .iter()
             .map(|v| coef(v.0))
             .collect::<Option<_>>()?;
+        // Row pointers `src + poff(m)` must lie inside the buffer (in-bounds address
+        // arithmetic): no M variable may run backwards (a reversed input fused into the load).
+        if m_coef.iter().any(|&c| c < 0) {
+            return None;
+        }
         let k_coef: Vec<i64> = form
             .k_vars
             .iter()
