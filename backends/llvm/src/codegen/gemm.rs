@@ -421,28 +421,24 @@ fn pack_fn<'ctx>(
                     for ok in [in0, in1].into_iter().flatten() {
                         fast = g.b.build_and(fast, ok, "fast")?;
                     }
-                    let (vec_bb, lane_bb, done) = (
-                        g.ctx.append_basic_block(f.func, "panel.vec"),
-                        g.ctx.append_basic_block(f.func, "panel.lanes"),
-                        g.ctx.append_basic_block(f.func, "panel.done"),
-                    );
-                    g.b.build_conditional_branch(fast, vec_bb, lane_bb)?;
-                    g.b.position_at_end(vec_bb);
-                    let x = g.b.build_load(v16, first, "row")?;
-                    set_align(x, 4)?;
-                    let k = g.index(f, &kidx)?;
-                    let off = g.b.build_int_mul(k, g.i64(width_i), "o")?;
-                    let off = g.b.build_int_add(off, base, "o")?;
-                    let p = unsafe { g.b.build_in_bounds_gep(f32t, dst_ptr, &[off], "p")? };
-                    let st = g.b.build_store(p, x)?;
-                    st.set_alignment(4)
-                        .map_err(|e| CodegenError::Invalid(e.to_string()))?;
-                    g.b.build_unconditional_branch(done)?;
-                    g.b.position_at_end(lane_bb);
-                    lanes(g, f)?;
-                    g.b.build_unconditional_branch(done)?;
-                    g.b.position_at_end(done);
-                    Ok(())
+                    g.if_else(
+                        f,
+                        fast,
+                        ["panel.vec", "panel.lanes", "panel.done"],
+                        |g, f| {
+                            let x = g.b.build_load(v16, first, "row")?;
+                            set_align(x, 4)?;
+                            let k = g.index(f, &kidx)?;
+                            let off = g.b.build_int_mul(k, g.i64(width_i), "o")?;
+                            let off = g.b.build_int_add(off, base, "o")?;
+                            let p = unsafe { g.b.build_in_bounds_gep(f32t, dst_ptr, &[off], "p")? };
+                            let st = g.b.build_store(p, x)?;
+                            st.set_alignment(4)
+                                .map_err(|e| CodegenError::Invalid(e.to_string()))?;
+                            Ok(())
+                        },
+                        |g, f| lanes(g, f),
+                    )
                 })?;
             }
             None => g.nest(&mut f, &k_vars, &mut |g, f| lanes(g, f))?,
@@ -611,7 +607,6 @@ fn ukernel<'ctx>(g: &mut Gen<'_, 'ctx>, mr: usize, direct: bool) -> R<FunctionVa
     };
     let b0 = load_v(bptr0)?;
     let b1 = load_v(bptr1)?;
-    let aoff = bld.build_int_mul(kv, i64t.const_int(mr as u64, false), "aoff")?;
     let ko = match koff {
         Some(koff) => {
             let i32t = ctx.i32_type();
@@ -626,6 +621,7 @@ fn ukernel<'ctx>(g: &mut Gen<'_, 'ctx>, mr: usize, direct: bool) -> R<FunctionVa
         let ap = match ko {
             Some(ko) => unsafe { bld.build_in_bounds_gep(f32t, bases[i], &[ko], "ap")? },
             None => {
+                let aoff = bld.build_int_mul(kv, i64t.const_int(mr as u64, false), "aoff")?;
                 let o = bld.build_int_add(aoff, i64t.const_int(i as u64, false), "ai")?;
                 unsafe { bld.build_in_bounds_gep(f32t, a, &[o], "ap")? }
             }
@@ -707,14 +703,6 @@ fn compute_fn<'ctx>(
     // recombines the M (or N) variables (a row-major store of a conv's pixels) becomes m (n)
     // again, without per-element division, and the column loop vectorizes.
     let (m_flat, n_flat, epilogue_stages) = flat_epilogue(form, d.m, d.n);
-    // Whether every store of the epilogue runs on by one element along M.
-    let m_inner = epilogue_stages.iter().all(|st| match st {
-        terafab_ir::kernel::Stage::Store { buffer, index, .. } => {
-            let strides = &g.p.buffer(*buffer).strides;
-            offset_coeff(index, strides, m_flat) == Some(1)
-        }
-        _ => true,
-    });
     let blocks = d.blocks;
     let (mblocks, nblocks) = (blocks.m, blocks.n);
     let mut all = bufs.to_vec();
@@ -847,24 +835,31 @@ fn compute_fn<'ctx>(
                 let boff = g.b.build_int_add(boff, kb, "boff")?;
                 let bptr = unsafe { g.b.build_in_bounds_gep(f32t, bp_ptr, &[boff], "bpanel")? };
                 g.range_loop(f, p0, p1, |g, _f, pidx| {
-                    let aoff = g.b.build_int_mul(pidx, g.i64(panel_a), "aoff")?;
-                    let aoff = g.b.build_int_add(aoff, a_base, "aoff")?;
-                    let ka = g.b.build_int_mul(k0, g.i64(mr as i64), "ka")?;
-                    let aoff = g.b.build_int_add(aoff, ka, "aoff")?;
-                    let aptr = unsafe { g.b.build_in_bounds_gep(f32t, ap_ptr, &[aoff], "apanel")? };
                     let tile = tile_at(g, pidx, q)?;
-                    let mut args = vec![
-                        aptr.into(),
+                    // Packed A: the panel's chunk; a direct A: the panel's row pointers, and
+                    // the chunk's K offsets.
+                    let a_arg = match bases {
+                        Some(bases) => {
+                            let at = g.b.build_int_sub(pidx, p0, "pl")?;
+                            let at = g.b.build_int_mul(at, g.i64(mr as i64), "at")?;
+                            unsafe { g.b.build_in_bounds_gep(ptr_t, bases, &[at], "rows")? }
+                        }
+                        None => {
+                            let aoff = g.b.build_int_mul(pidx, g.i64(panel_a), "aoff")?;
+                            let aoff = g.b.build_int_add(aoff, a_base, "aoff")?;
+                            let ka = g.b.build_int_mul(k0, g.i64(mr as i64), "ka")?;
+                            let aoff = g.b.build_int_add(aoff, ka, "aoff")?;
+                            unsafe { g.b.build_in_bounds_gep(f32t, ap_ptr, &[aoff], "apanel")? }
+                        }
+                    };
+                    let mut args: Vec<inkwell::values::BasicMetadataValueEnum<'ctx>> = vec![
+                        a_arg.into(),
                         bptr.into(),
                         klen.into(),
                         tile.into(),
                         kc.into(),
                     ];
-                    if let (Some(bases), Some(koff)) = (bases, koff) {
-                        let at = g.b.build_int_sub(pidx, p0, "pl")?;
-                        let at = g.b.build_int_mul(at, g.i64(mr as i64), "at")?;
-                        args[0] =
-                            unsafe { g.b.build_in_bounds_gep(ptr_t, bases, &[at], "rows")? }.into();
+                    if let Some(koff) = koff {
                         let kt = g.ctx.i32_type();
                         args.push(
                             unsafe { g.b.build_in_bounds_gep(kt, koff, &[k0], "koff")? }.into(),
@@ -891,37 +886,22 @@ fn compute_fn<'ctx>(
                                 mend: IntValue<'ctx>,
                                 nend: IntValue<'ctx>|
                  -> R<()> {
-                    // One element (i, j) of the tile.
-                    let element = |g: &mut Gen<'_, 'ctx>,
-                                   f: &mut Fn<'ctx>,
-                                   i: IntValue<'ctx>,
-                                   j: IntValue<'ctx>|
-                     -> R<()> {
+                    g.range_loop(f, zero, mend, |g, f, i| {
                         let mi = g.b.build_int_add(m0, i, "m")?;
                         f.vars.insert(m_flat, mi);
                         f.extents.insert(m_flat, d.m);
-                        let nj = g.b.build_int_add(n0, j, "n")?;
-                        f.vars.insert(n_flat, nj);
-                        f.extents.insert(n_flat, d.n);
-                        let o = g.b.build_int_mul(i, g.i64(NR as i64), "o")?;
-                        let o = g.b.build_int_add(o, j, "o")?;
-                        let tp = unsafe { g.b.build_in_bounds_gep(f32t, tile, &[o], "tp")? };
-                        let t = g.b.build_load(f32t, tp, "t")?;
-                        f.locals.insert(form.local, (t, DType::F32));
-                        g.stages(f, &epilogue_stages)
-                    };
-                    // Rows inside when the stores run on along the rows (an output whose
-                    // innermost dim is M: a convolution swapped to read its input in place),
-                    // so that consecutive stores are adjacent.
-                    if m_inner {
                         g.range_loop(f, zero, nend, |g, f, j| {
-                            g.range_loop(f, zero, mend, |g, f, i| element(g, f, i, j))
+                            let nj = g.b.build_int_add(n0, j, "n")?;
+                            f.vars.insert(n_flat, nj);
+                            f.extents.insert(n_flat, d.n);
+                            let o = g.b.build_int_mul(i, g.i64(NR as i64), "o")?;
+                            let o = g.b.build_int_add(o, j, "o")?;
+                            let tp = unsafe { g.b.build_in_bounds_gep(f32t, tile, &[o], "tp")? };
+                            let t = g.b.build_load(f32t, tp, "t")?;
+                            f.locals.insert(form.local, (t, DType::F32));
+                            g.stages(f, &epilogue_stages)
                         })
-                    } else {
-                        g.range_loop(f, zero, mend, |g, f, i| {
-                            g.range_loop(f, zero, nend, |g, f, j| element(g, f, i, j))
-                        })
-                    }
+                    })
                 };
                 epilogue(g, f, mend, nend)
             })
@@ -1182,30 +1162,25 @@ fn frame_fn<'ctx>(
             }
             g.range_loop(f, g.i64(from), g.i64(to), |g, _f, j| put(g, j, fill.into()))
         };
-        let (copy_bb, fill_bb, done) = (
-            g.ctx.append_basic_block(f.func, "row.copy"),
-            g.ctx.append_basic_block(f.func, "row.fill"),
-            g.ctx.append_basic_block(f.func, "row.done"),
-        );
-        g.b.build_conditional_branch(inside, copy_bb, fill_bb)?;
-        g.b.position_at_end(copy_bb);
-        fill_range(g, f, 0, a)?;
         let stride_l = fr.strides[rank - 1] as i64;
-        g.range_loop(f, g.i64(a), g.i64(b), |g, _f, j| {
-            let i = g.b.build_int_add(j, g.i64(lo_l), "i")?;
-            let t = g.b.build_int_mul(i, g.i64(stride_l), "t")?;
-            let o = g.b.build_int_add(src_off, t, "o")?;
-            let p = unsafe { g.b.build_in_bounds_gep(f32t, sp, &[o], "s")? };
-            let v = g.b.build_load(f32t, p, "v")?;
-            put(g, j, v)
-        })?;
-        fill_range(g, f, b, last)?;
-        g.b.build_unconditional_branch(done)?;
-        g.b.position_at_end(fill_bb);
-        fill_range(g, f, 0, last)?;
-        g.b.build_unconditional_branch(done)?;
-        g.b.position_at_end(done);
-        Ok(())
+        g.if_else(
+            f,
+            inside,
+            ["row.copy", "row.fill", "row.done"],
+            |g, f| {
+                fill_range(g, f, 0, a)?;
+                g.range_loop(f, g.i64(a), g.i64(b), |g, _f, j| {
+                    let i = g.b.build_int_add(j, g.i64(lo_l), "i")?;
+                    let t = g.b.build_int_mul(i, g.i64(stride_l), "t")?;
+                    let o = g.b.build_int_add(src_off, t, "o")?;
+                    let p = unsafe { g.b.build_in_bounds_gep(f32t, sp, &[o], "s")? };
+                    let v = g.b.build_load(f32t, p, "v")?;
+                    put(g, j, v)
+                })?;
+                fill_range(g, f, b, last)
+            },
+            |g, f| fill_range(g, f, 0, last),
+        )
     })?;
     end_inner(g, "padA", f)
 }

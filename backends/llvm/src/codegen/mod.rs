@@ -560,6 +560,30 @@ impl<'ctx> Gen<'_, 'ctx> {
         Ok(())
     }
 
+    /// `if cond { then(...) } else { els(...) }`, the builder after both; `blocks` names the
+    /// then, else and join blocks.
+    pub fn if_else(
+        &mut self,
+        f: &mut Fn<'ctx>,
+        cond: IntValue<'ctx>,
+        blocks: [&str; 3],
+        then: impl FnOnce(&mut Self, &mut Fn<'ctx>) -> R<()>,
+        els: impl FnOnce(&mut Self, &mut Fn<'ctx>) -> R<()>,
+    ) -> R<()> {
+        let then_bb = self.ctx.append_basic_block(f.func, blocks[0]);
+        let else_bb = self.ctx.append_basic_block(f.func, blocks[1]);
+        let done = self.ctx.append_basic_block(f.func, blocks[2]);
+        self.b.build_conditional_branch(cond, then_bb, else_bb)?;
+        self.b.position_at_end(then_bb);
+        then(self, f)?;
+        self.b.build_unconditional_branch(done)?;
+        self.b.position_at_end(else_bb);
+        els(self, f)?;
+        self.b.build_unconditional_branch(done)?;
+        self.b.position_at_end(done);
+        Ok(())
+    }
+
     /// Nested loops over `dims` (outermost first), binding each variable.
     pub fn nest(
         &mut self,
