@@ -251,7 +251,7 @@ fn small_feature_maps_swap_the_operands() {
 /// both paths in one kernel, against the interpreter.
 #[test]
 fn im2col_panels_copied_as_vectors() {
-    for (h, w, pad, dil) in [(6, 40, 1, 1), (5, 21, 2, 2), (4, 18, 0, 1), (4, 35, 1, 1)] {
+    for (h, w, pad, dil) in [(6, 40, 1, 1), (5, 21, 2, 2), (4, 19, 0, 1), (4, 35, 1, 1)] {
         let (cin, cout, k) = (3, 8, 3);
         let span = dil * (k - 1) + 1;
         let (oh, ow) = (h + 2 * pad - span + 1, w + 2 * pad - span + 1);
@@ -276,12 +276,15 @@ fn im2col_panels_copied_as_vectors() {
 }
 
 /// Convolutions whose input the micro-kernel reads in place (no im2col matrix): padded ones
-/// through a frame made by a `padA` phase, unpadded ones from the input itself; stride 2,
-/// dilation 2, a batch of 2, non-square maps, a 7x7 map (swapped already, K = 288), larger
-/// maps swapped for it (K = 576) and a 7x7 stride-2 stem (K = 147: its strided pixels would be
-/// packed lane by lane). Each matches the interpreter on 1 and 2 threads and has no
-/// packA phase. A 1x1 convolution (nothing to expand) and a short K (72: the swapped
-/// epilogue would cost more than the packing) keep their packing.
+/// through a frame made by a `padA` (`padB`) phase, unpadded ones from the input itself.
+/// As B (the pixels in the panels' lanes) where the output rows are a multiple of 16 pixels
+/// and the stride is 1: padded, unpadded, dilated, a batch of 2, a 3-channel stem (K = 27), a
+/// long K (576). Else as A: stride 2, dilation 2, a batch of 2, non-square maps, a 7x7 map
+/// (swapped already, K = 288), larger maps swapped for it (K = 576) and a 7x7 stride-2 stem
+/// (K = 147: its strided pixels would be packed lane by lane). Each matches the interpreter
+/// on 1 and 2 threads and does not pack the operand it reads in place. A 1x1 convolution
+/// (nothing to expand), a short K (72: the swapped epilogue would cost more than the packing)
+/// over rows of 20 pixels, and a reversed input keep their packing.
 #[test]
 fn convolutions_read_their_input_in_place() {
     let conv = |x: [usize; 4], co: usize, k: usize, stride: usize, pad: usize, dil: usize| {
@@ -304,29 +307,45 @@ fn convolutions_read_their_input_in_place() {
         let xs = Tensor::from_vec(x.to_vec(), values(n * c * h * w, 6)).unwrap();
         (src, xs)
     };
-    // (input, out channels, kernel, stride, pad, dilation, read in place, padA phase)
+    // (input, out channels, kernel, stride, pad, dilation, operand read in place (or ""),
+    // frame made)
     let cases = [
-        ([1, 64, 20, 20], 32, 3, 1, 1, 1, true, true),
-        ([1, 32, 7, 7], 32, 3, 1, 1, 1, true, true),
-        ([2, 64, 9, 11], 16, 3, 1, 1, 1, true, true),
-        ([1, 64, 29, 27], 32, 3, 2, 1, 1, true, true),
-        ([1, 3, 64, 64], 32, 7, 2, 3, 1, true, true),
-        ([1, 64, 12, 12], 16, 3, 1, 2, 2, true, true),
-        ([1, 8, 20, 20], 16, 3, 1, 1, 1, false, false),
-        ([1, 64, 12, 10], 32, 3, 1, 0, 1, true, false),
-        ([1, 64, 14, 14], 48, 1, 1, 0, 1, false, false),
+        ([1, 64, 20, 20], 32, 3, 1, 1, 1, "A", true),
+        ([1, 32, 7, 7], 32, 3, 1, 1, 1, "A", true),
+        ([2, 64, 9, 11], 16, 3, 1, 1, 1, "A", true),
+        ([1, 64, 29, 27], 32, 3, 2, 1, 1, "A", true),
+        ([1, 3, 64, 64], 32, 7, 2, 3, 1, "A", true),
+        ([1, 64, 12, 12], 16, 3, 1, 2, 2, "A", true),
+        ([1, 8, 20, 20], 16, 3, 1, 1, 1, "", false),
+        ([1, 64, 12, 10], 32, 3, 1, 0, 1, "A", false),
+        ([1, 64, 14, 14], 48, 1, 1, 0, 1, "", false),
+        ([1, 8, 16, 32], 16, 3, 1, 1, 1, "B", true),
+        ([1, 3, 64, 64], 32, 3, 1, 1, 1, "B", true),
+        ([1, 16, 18, 34], 24, 3, 1, 0, 1, "B", false),
+        ([1, 8, 16, 16], 16, 3, 1, 2, 2, "B", true),
+        ([2, 8, 8, 16], 16, 3, 1, 1, 1, "B", true),
+        ([1, 64, 16, 16], 48, 3, 1, 1, 1, "B", true),
     ];
     // A reversed input fused into the load runs backwards along the pixels: packed, not read
-    // in place (its row pointers would start outside the input), and still exact.
-    let reversed = "func @main(%x: f32[1,64,20,20], %w: f32[32,64,3,3]) -> (y: f32[1,32,20,20]) {
-  %r = reverse(%x) {axes=[3]} : f32[1,64,20,20]
-  %y = conv(%r, %w) {stride=[1, 1], pad_low=[1, 1], pad_high=[1, 1], lhs_dilation=[1, 1], rhs_dilation=[1, 1], groups=1} : f32[1,32,20,20]
+    // in place (its row or panel pointers would start outside the input), and still exact.
+    for w in [20, 32] {
+        let reversed = format!("func @main(%x: f32[1,64,20,{w}], %w: f32[32,64,3,3]) -> (y: f32[1,32,20,{w}]) {{
+  %r = reverse(%x) {{axes=[3]}} : f32[1,64,20,{w}]
+  %y = conv(%r, %w) {{stride=[1, 1], pad_low=[1, 1], pad_high=[1, 1], lhs_dilation=[1, 1], rhs_dilation=[1, 1], groups=1}} : f32[1,32,20,{w}]
   return %y
-}";
-    let xs = Tensor::from_vec(vec![1, 64, 20, 20], values(64 * 400, 11)).unwrap();
-    let ws = Tensor::from_vec(vec![32, 64, 3, 3], values(32 * 64 * 9, 12)).unwrap();
-    check(reversed, vec![xs, ws]).unwrap();
-    for (x, co, k, stride, pad, dil, direct, frame) in cases {
+}}");
+        let xs = Tensor::from_vec(vec![1, 64, 20, w], values(64 * 20 * w, 11)).unwrap();
+        let ws = Tensor::from_vec(vec![32, 64, 3, 3], values(32 * 64 * 9, 12)).unwrap();
+        check(&reversed, vec![xs, ws]).unwrap();
+        let ir = terafab_llvm::emit_llvm(
+            &common::fuse_text(&reversed),
+            &terafab_llvm::Cpu::Named("x86-64-v3".into()),
+            terafab_llvm::IrStage::Generated,
+        )
+        .unwrap();
+        assert!(!ir.contains("tf.ukernel.direct"), "reversed, width {w}");
+    }
+    for (x, co, k, stride, pad, dil, read, frame) in cases {
         let (src, xs) = conv(x, co, k, stride, pad, dil);
         check(&src, vec![xs.clone()]).unwrap();
         let fused = common::fuse_text(&src);
@@ -336,31 +355,31 @@ fn convolutions_read_their_input_in_place() {
             terafab_llvm::IrStage::Generated,
         )
         .unwrap();
-        assert_eq!(
-            ir.contains("tf.ukernel.direct."),
-            direct,
-            "{x:?} k{k} s{stride}"
-        );
+        for (side, kernel) in [("A", "tf.ukernel.direct."), ("B", "tf.ukernel.directb.")] {
+            assert_eq!(ir.contains(kernel), read == side, "{x:?} k{k} s{stride}");
+        }
         let exe = terafab_llvm::compile(&fused, &Options::default()).unwrap();
         let (_, times) = exe.run_profiled(&[xs]).unwrap();
         let has = |p: &str| times.iter().any(|t| t.phase.contains(p));
         let phases: Vec<_> = times.iter().map(|t| &t.phase).collect();
-        assert_eq!(has("padA"), frame, "{x:?} k{k}: {phases:?}");
-        if direct {
-            assert!(!has("packA"), "{x:?} k{k}: {phases:?}");
+        if !read.is_empty() {
+            assert_eq!(has(&format!("pad{read}")), frame, "{x:?} k{k}: {phases:?}");
+            assert!(!has(&format!("pack{read}")), "{x:?} k{k}: {phases:?}");
+        } else {
+            assert!(!has("padA") && !has("padB"), "{x:?} k{k}: {phases:?}");
         }
     }
 }
 
-/// Contractions whose B is packed every run, in at least 32 panels (a convolution over a 48x48
+/// Contractions whose B is packed every run, in at least 32 panels (a convolution over a 40x40
 /// map, one over a 28x28 map whose 49 panels make 17 column blocks of 3 and 1, a matmul with an
 /// activation as B, a batch of 4 matmuls of 8 panels each) pack B inside the compute tasks,
 /// each task its own panels just before using them: no separate packB phase runs, and the
 /// results match the interpreter on 1 and 2 threads. A small one keeps its packB phase.
 #[test]
 fn compute_tasks_pack_their_own_b() {
-    let conv = "func @main(%x: f32[1,3,48,48], %w: f32[16,3,3,3]) -> (y: f32[1,16,48,48]) {
-  %y = conv(%x, %w) {stride=[1, 1], pad_low=[1, 1], pad_high=[1, 1], lhs_dilation=[1, 1], rhs_dilation=[1, 1], groups=1} : f32[1,16,48,48]
+    let conv = "func @main(%x: f32[1,3,40,40], %w: f32[16,3,3,3]) -> (y: f32[1,16,40,40]) {
+  %y = conv(%x, %w) {stride=[1, 1], pad_low=[1, 1], pad_high=[1, 1], lhs_dilation=[1, 1], rhs_dilation=[1, 1], groups=1} : f32[1,16,40,40]
   return %y
 }";
     let matmul = "func @main(%a: f32[20,30], %b: f32[30,2100]) -> (y: f32[20,2100]) {

@@ -30,11 +30,14 @@
 //!    panels, 16 or more of them), packs its B panels, then runs every block of A panels over
 //!    them, so the panels are read back from cache rather than memory and each is packed once.
 //!
-//! **A read in place** ([`DirectA`]): an activation A whose packing would expand it (an im2col
-//! matrix) is not packed. The micro-kernel broadcasts row `i` at `k` from `base_i + koff[k]`
-//! (row pointers made once per block, K offsets a constant table); a padded convolution reads
-//! a frame, the input with its padding, made by a `padA` phase. A convolution with K >= 512
-//! (>= 128 when its pixels are strided) whose pixels are the N side swaps its operands for it.
+//! **Operands read in place** ([`Direct`]): an activation whose packing would expand it (an
+//! im2col matrix) is not packed. As B, where a panel's 16 columns are 16 consecutive elements
+//! (a stride-1 convolution over rows of 16, 32, 64... pixels), the micro-kernel loads them at
+//! `k` from `base_q + koff[k]`; else as A, it broadcasts row `i` at `k` from `base_i + koff[k]`
+//! (row or panel pointers made per block, K offsets a constant table). A padded convolution
+//! reads a frame, the input with its padding, made by a `padA` (`padB`) phase. A convolution
+//! with K >= 512 (>= 128 when its pixels are strided) whose pixels are the N side but cannot
+//! be read as B swaps its operands to read them as A.
 //!
 //! A variable used by both operands only through `v / c` and `v % c` (attention heads merged
 //! back into one dim) is split first (`codegen::split`), which reveals the GEMM form.
@@ -96,13 +99,20 @@ pub(crate) fn try_gemm(
         return Ok(None);
     };
     let mut plan = Plan::new(g.p, &form, &TILING);
-    // An activation read in place as A (no packing; see `DirectA`): in this orientation, or
-    // the other way round when that reads it in place, pads the tiles about as little, and K
-    // is long enough to pay for the epilogue's strided stores: from 512, or from 128 where B's
-    // panels would be packed lane by lane (no unit stride along the pixels: a stride-2 conv).
-    // A 32-channel 3x3 convolution, K = 288, ran 8% slower swapped, a 64-channel one (K = 576)
-    // 20% faster; ResNet's 7x7 stride-2 stem (K = 147) 20% faster.
-    let mut direct = DirectA::of(g.p, &form, &plan);
+    // An activation read in place (no packing; see `Direct`): as B where a panel's 16
+    // columns are 16 consecutive elements (a stride-1 convolution over rows of a multiple of
+    // 16 pixels; the epilogue stores whole vectors: VGG's 64-channel conv over 224x224 ran 14%
+    // faster than swapped, the small CNN's 32-channel conv (K = 288) 17% faster than packed);
+    // else as A, in this orientation, or the other way round when that reads it in place, pads
+    // the tiles about as little, and K is long enough to pay for the epilogue's strided
+    // stores: from 512, or from 128 where B's panels would be packed lane by lane (no unit
+    // stride along the pixels: a stride-2 conv). A 32-channel 3x3 convolution, K = 288, ran
+    // 8% slower swapped, a 64-channel one (K = 576) 20% faster; ResNet's 7x7 stride-2 stem
+    // (K = 147) 20% faster.
+    let mut direct = Direct::of(g.p, &form, &plan, Side::B);
+    if direct.is_none() {
+        direct = Direct::of(g.p, &form, &plan, Side::A);
+    }
     let b_vectors = vector_panel(g, form.b, &form.n_vars, NR).is_some();
     if direct.is_none() && plan.k >= if b_vectors { 512 } else { 128 } {
         let sw = terafab_runtime::gemm::swapped(&form, &TILING);
@@ -110,11 +120,12 @@ pub(crate) fn try_gemm(
         let eff = |p: &Plan| tile_efficiency(&TILING, p.m, p.n);
         if sw_plan.n >= 8
             && eff(&sw_plan) >= 0.95 * eff(&plan)
-            && let Some(d) = DirectA::of(g.p, &sw, &sw_plan)
+            && let Some(d) = Direct::of(g.p, &sw, &sw_plan, Side::A)
         {
             (form, plan, direct) = (sw, sw_plan, Some(d));
         }
     }
+    let direct_b = direct.as_ref().is_some_and(|d| d.side == Side::B);
     // B packed by the compute tasks themselves, each its own block of columns just before
     // using it (so the panels are read back from cache, not memory): a B packed every run,
     // of at least 32 panels. A task then runs every block of A panels over its columns, so
@@ -122,7 +133,7 @@ pub(crate) fn try_gemm(
     // 2 panels) until there are 16 of them to spread over the threads: a 28x28 feature map
     // is 17 blocks of 3 panels, not 7 of 7 with a pack phase of its own (VGG's 256-channel
     // 3x3 convolution ran ~7% faster on 1 and 2 threads, alternating the two binaries).
-    let fuse_b = !plan.b_const && plan.batch * plan.np >= 32;
+    let fuse_b = !plan.b_const && !direct_b && plan.batch * plan.np >= 32;
     let mut tiling = TILING;
     if fuse_b {
         tiling.nc = NR * (plan.batch * plan.np / 16).clamp(2, TILING.nc / NR);
@@ -144,17 +155,20 @@ pub(crate) fn try_gemm(
     let bufs = Gen::kernel_buffers(k);
     let (ap, bp) = match &direct {
         Some(d) => {
-            let (_, b_bytes) = plan.packed_bytes();
-            g.packed
-                .add_sized((d.frame_bytes(), false), (b_bytes, plan.b_const))
+            let (a_bytes, b_bytes) = plan.packed_bytes();
+            let frame = (d.frame_bytes(), false);
+            match d.side {
+                Side::A => g.packed.add_sized(frame, (b_bytes, plan.b_const)),
+                Side::B => g.packed.add_sized((a_bytes, plan.a_const), frame),
+            }
         }
         None => g.packed.add(&plan),
     };
 
     let mut phases = Vec::new();
-    let pack_a = match direct {
-        Some(_) => None,
-        None => Some(pack_fn(
+    let (pack_a, pack_b) = (direct.is_none() || direct_b, !direct_b);
+    let pack_a = match pack_a {
+        true => Some(pack_fn(
             g,
             &format!("{name}.packA"),
             &bufs,
@@ -163,21 +177,25 @@ pub(crate) fn try_gemm(
             Side::A,
             plan.k,
         )?),
+        false => None,
     };
-    let pack_b = pack_fn(
-        g,
-        &format!("{name}.packB"),
-        &bufs,
-        bp,
-        &form,
-        Side::B,
-        plan.k,
-    )?;
+    let pack_b = match pack_b {
+        true => Some(pack_fn(
+            g,
+            &format!("{name}.packB"),
+            &bufs,
+            bp,
+            &form,
+            Side::B,
+            plan.k,
+        )?),
+        false => None,
+    };
     // A constant operand is packed once by `init` (one batch), the others on every run (a
     // fused B by the compute tasks: no task of its own).
     for (side, inner, dst, constant, panels) in [
         (Side::A, pack_a, ap, plan.a_const, plan.mp),
-        (Side::B, Some(pack_b), bp, plan.b_const, plan.np),
+        (Side::B, pack_b, bp, plan.b_const, plan.np),
     ] {
         let Some(inner) = inner.filter(|_| !(side == Side::B && fuse_b)) else {
             continue;
@@ -195,13 +213,17 @@ pub(crate) fn try_gemm(
     if let Some(d) = &direct
         && let Some(frame) = &d.frame
     {
-        let inner = frame_fn(g, &format!("{name}.padA"), d.src, ap, frame)?;
-        let all = [d.src, ap];
-        let task = trampoline(g, &format!("{name}.padA"), inner, &all)?;
+        let (label, dst) = match d.side {
+            Side::A => ("padA", ap),
+            Side::B => ("padB", bp),
+        };
+        let inner = frame_fn(g, &format!("{name}.{label}"), d.src, dst, frame)?;
+        let all = [d.src, dst];
+        let task = trampoline(g, &format!("{name}.{label}"), inner, &all)?;
         let name = task.get_name().to_string_lossy().into_owned();
         phases.push((name, frame.tasks() as u64));
     }
-    let fused = fuse_b.then_some(pack_b);
+    let fused = pack_b.filter(|_| fuse_b);
     let compute = compute_fn(
         g,
         &format!("{name}.compute"),
@@ -495,14 +517,16 @@ fn set_align(x: BasicValueEnum<'_>, align: u32) -> R<()> {
 /// The micro-kernel: `c[mr][NR] (+)= Σ_k a[k][mr] ⊗ b[k][NR]` over `k < kn`, adding to `c`'s
 /// contents when `accumulate` is nonzero (one per module, `mr` and kind). Packed A:
 /// `(a, b, kn, c, accumulate)`, row `i` at `k` is `a[k * mr + i]`; a direct A (see
-/// [`DirectA`]): `(bases, b, kn, c, accumulate, koff)`, row `i` at `k` is
-/// `bases[i][koff[k]]`.
-fn ukernel<'ctx>(g: &mut Gen<'_, 'ctx>, mr: usize, direct: bool) -> R<FunctionValue<'ctx>> {
-    let name = &if direct {
-        format!("tf.ukernel.direct.{mr}x{NR}")
-    } else {
-        format!("tf.ukernel.{mr}x{NR}")
+/// [`Direct`]): `(bases, b, kn, c, accumulate, koff)`, row `i` at `k` is
+/// `bases[i][koff[k]]`; a direct B: `(a, base, kn, c, accumulate, koff)`, the 16 columns at `k`
+/// are `base[koff[k]..][..16]`.
+fn ukernel<'ctx>(g: &mut Gen<'_, 'ctx>, mr: usize, direct: Option<Side>) -> R<FunctionValue<'ctx>> {
+    let name = &match direct {
+        None => format!("tf.ukernel.{mr}x{NR}"),
+        Some(Side::A) => format!("tf.ukernel.direct.{mr}x{NR}"),
+        Some(Side::B) => format!("tf.ukernel.directb.{mr}x{NR}"),
     };
+    let (direct_a, direct_b) = (direct == Some(Side::A), direct == Some(Side::B));
     if let Some(f) = g.module.get_function(name) {
         return Ok(f);
     }
@@ -512,7 +536,7 @@ fn ukernel<'ctx>(g: &mut Gen<'_, 'ctx>, mr: usize, direct: bool) -> R<FunctionVa
     let f32t = ctx.f32_type();
     let v8 = f32t.vec_type(8);
     let mut params = vec![p.into(), p.into(), i64t.into(), p.into(), i64t.into()];
-    if direct {
+    if direct.is_some() {
         params.push(p.into());
     }
     let f = g.module.add_function(
@@ -554,7 +578,7 @@ fn ukernel<'ctx>(g: &mut Gen<'_, 'ctx>, mr: usize, direct: bool) -> R<FunctionVa
     let exit = ctx.append_basic_block(f, "exit");
     bld.position_at_end(entry);
     // A direct A's row pointers, loaded once.
-    let bases: Vec<_> = if direct {
+    let bases: Vec<_> = if direct_a {
         (0..mr)
             .map(|i| -> R<_> {
                 let at = i64t.const_int(i as u64, false);
@@ -594,19 +618,6 @@ fn ukernel<'ctx>(g: &mut Gen<'_, 'ctx>, mr: usize, direct: bool) -> R<FunctionVa
     let more = bld.build_int_compare(IntPredicate::SLT, kv, kn, "more")?;
     bld.build_conditional_branch(more, body, exit)?;
     bld.position_at_end(body);
-    let boff = bld.build_int_mul(kv, i64t.const_int(NR as u64, false), "boff")?;
-    let bptr0 = unsafe { bld.build_in_bounds_gep(f32t, b, &[boff], "b0")? };
-    let boff1 = bld.build_int_add(boff, i64t.const_int(8, false), "boff1")?;
-    let bptr1 = unsafe { bld.build_in_bounds_gep(f32t, b, &[boff1], "b1")? };
-    let load_v = |ptr| -> R<VectorValue<'ctx>> {
-        let v = bld.build_load(v8, ptr, "bv")?;
-        if let Some(i) = v.as_instruction_value() {
-            let _ = i.set_alignment(32);
-        }
-        Ok(v.into_vector_value())
-    };
-    let b0 = load_v(bptr0)?;
-    let b1 = load_v(bptr1)?;
     let ko = match koff {
         Some(koff) => {
             let i32t = ctx.i32_type();
@@ -616,11 +627,33 @@ fn ukernel<'ctx>(g: &mut Gen<'_, 'ctx>, mr: usize, direct: bool) -> R<FunctionVa
         }
         None => None,
     };
+    // B's row at k: packed, `b + k * NR` (aligned); a direct B, `b + koff[k]`.
+    let (boff, b_align) = match ko {
+        Some(ko) if direct_b => (ko, 4),
+        _ => (
+            bld.build_int_mul(kv, i64t.const_int(NR as u64, false), "boff")?,
+            32,
+        ),
+    };
+    let bptr0 = unsafe { bld.build_in_bounds_gep(f32t, b, &[boff], "b0")? };
+    let boff1 = bld.build_int_add(boff, i64t.const_int(8, false), "boff1")?;
+    let bptr1 = unsafe { bld.build_in_bounds_gep(f32t, b, &[boff1], "b1")? };
+    let load_v = |ptr| -> R<VectorValue<'ctx>> {
+        let v = bld.build_load(v8, ptr, "bv")?;
+        if let Some(i) = v.as_instruction_value() {
+            let _ = i.set_alignment(b_align);
+        }
+        Ok(v.into_vector_value())
+    };
+    let b0 = load_v(bptr0)?;
+    let b1 = load_v(bptr1)?;
     let mut next: Vec<BasicValueEnum<'ctx>> = Vec::new();
     for i in 0..mr {
         let ap = match ko {
-            Some(ko) => unsafe { bld.build_in_bounds_gep(f32t, bases[i], &[ko], "ap")? },
-            None => {
+            Some(ko) if direct_a => unsafe {
+                bld.build_in_bounds_gep(f32t, bases[i], &[ko], "ap")?
+            },
+            _ => {
                 let aoff = bld.build_int_mul(kv, i64t.const_int(mr as u64, false), "aoff")?;
                 let o = bld.build_int_add(aoff, i64t.const_int(i as u64, false), "ai")?;
                 unsafe { bld.build_in_bounds_gep(f32t, a, &[o], "ap")? }
@@ -674,11 +707,11 @@ fn compute_fn<'ctx>(
     (ap, bp): (BufferId, BufferId),
     (form, d): (&Form<'_>, &Plan),
     pack_b: Option<FunctionValue<'ctx>>,
-    direct: Option<&DirectA>,
+    direct: Option<&Direct>,
 ) -> R<String> {
     let mr = form.mr;
-    let uk = ukernel(g, mr, direct.is_some())?;
-    // A direct A's K offsets, a constant table.
+    let uk = ukernel(g, mr, direct.map(|d| d.side))?;
+    // A direct operand's K offsets, a constant table.
     let koff = match direct {
         Some(d) => {
             let i32t = g.ctx.i32_type();
@@ -723,7 +756,9 @@ fn compute_fn<'ctx>(
     }
     // A direct A: the row pointers of the block's panels.
     let ptr_t = g.ctx.ptr_type(AddressSpace::default());
-    let bases = match direct {
+    let direct_a = direct.filter(|d| d.side == Side::A);
+    let direct_b = direct.filter(|d| d.side == Side::B);
+    let bases = match direct_a {
         Some(_) => {
             Some(g.entry_alloca(&f, ptr_t.array_type((bp_n * mr) as u32).into(), "bases")?)
         }
@@ -781,18 +816,12 @@ fn compute_fn<'ctx>(
         let p1 = clamp(g, p1, d.mp as i64)?;
         // A direct A: each row's pointer into its input (or frame); rows past M repeat the
         // last row (their results are never stored).
-        if let (Some(da), Some(bases)) = (direct, bases) {
+        if let (Some(da), Some(bases)) = (direct_a, bases) {
             let src = match da.frame {
                 Some(_) => f.ptrs[&ap],
                 None => f.ptrs[&da.src],
             };
-            let poff = form
-                .m_vars
-                .iter()
-                .zip(&da.m_coef)
-                .fold(Index::Const(0), |acc, (&(v, _), &c)| {
-                    acc.plus(Index::Var(v).times(c))
-                });
+            let poff = da.poff(&form.m_vars);
             g.range_loop(f, p0, p1, |g, f, pidx| {
                 for i in 0..mr {
                     let m = g.b.build_int_mul(pidx, g.i64(mr as i64), "m")?;
@@ -829,11 +858,27 @@ fn compute_fn<'ctx>(
             let krem = g.b.build_int_sub(g.i64(d.k as i64), k0, "krem")?;
             let klen = clamp(g, krem, chunk)?;
             g.range_loop(f, q0, q1, |g, f, q| {
-                let boff = g.b.build_int_mul(q, g.i64(panel_b), "boff")?;
-                let boff = g.b.build_int_add(boff, b_base, "boff")?;
-                let kb = g.b.build_int_mul(k0, g.i64(NR as i64), "kb")?;
-                let boff = g.b.build_int_add(boff, kb, "boff")?;
-                let bptr = unsafe { g.b.build_in_bounds_gep(f32t, bp_ptr, &[boff], "bpanel")? };
+                // Packed B: the panel's chunk; a direct B: the panel's first column in its
+                // input (or frame), the chunk's K offsets apply in the micro-kernel.
+                let bptr = match direct_b {
+                    Some(db) => {
+                        let src = match db.frame {
+                            Some(_) => bp_ptr,
+                            None => f.ptrs[&db.src],
+                        };
+                        let n0 = g.b.build_int_mul(q, g.i64(NR as i64), "n0")?;
+                        bind_flat(g, f, n0, &form.n_vars)?;
+                        let o = g.index(f, &db.poff(&form.n_vars))?;
+                        unsafe { g.b.build_in_bounds_gep(f32t, src, &[o], "bpanel")? }
+                    }
+                    None => {
+                        let boff = g.b.build_int_mul(q, g.i64(panel_b), "boff")?;
+                        let boff = g.b.build_int_add(boff, b_base, "boff")?;
+                        let kb = g.b.build_int_mul(k0, g.i64(NR as i64), "kb")?;
+                        let boff = g.b.build_int_add(boff, kb, "boff")?;
+                        unsafe { g.b.build_in_bounds_gep(f32t, bp_ptr, &[boff], "bpanel")? }
+                    }
+                };
                 g.range_loop(f, p0, p1, |g, _f, pidx| {
                     let tile = tile_at(g, pidx, q)?;
                     // Packed A: the panel's chunk; a direct A: the panel's row pointers, and
@@ -876,10 +921,27 @@ fn compute_fn<'ctx>(
                 let tile = tile_at(g, pidx, q)?;
                 let m0 = g.b.build_int_mul(pidx, g.i64(mr as i64), "m0")?;
                 let n0 = g.b.build_int_mul(q, g.i64(NR as i64), "n0")?;
-                let mrem = g.b.build_int_sub(g.i64(d.m as i64), m0, "mrem")?;
-                let mend = clamp(g, mrem, mr as i64)?;
-                let nrem = g.b.build_int_sub(g.i64(d.n as i64), n0, "nrem")?;
-                let nend = clamp(g, nrem, NR as i64)?;
+                // A tile's valid rows and columns: whole where the extent has no partial
+                // panel (a constant bound, which LLVM unrolls and vectorizes with whole
+                // vector stores; the clamped bound left `n` frozen and the stores scalar).
+                let (mend, nend) = (
+                    match d.m % mr {
+                        0 => g.i64(mr as i64),
+                        _ => clamp(
+                            g,
+                            g.b.build_int_sub(g.i64(d.m as i64), m0, "mrem")?,
+                            mr as i64,
+                        )?,
+                    },
+                    match d.n % NR {
+                        0 => g.i64(NR as i64),
+                        _ => clamp(
+                            g,
+                            g.b.build_int_sub(g.i64(d.n as i64), n0, "nrem")?,
+                            NR as i64,
+                        )?,
+                    },
+                );
                 let zero = g.i64(0);
                 let epilogue = |g: &mut Gen<'_, 'ctx>,
                                 f: &mut Fn<'ctx>,
@@ -919,30 +981,39 @@ fn compute_fn<'ctx>(
     Ok(format!("{name}.task"))
 }
 
-/// An A operand read in place by the micro-kernel instead of packed: an activation (one f32
-/// load, packed every run otherwise) whose element offset is affine in the M and K variables,
-/// `offset = poff(m) + koff(k)`. A stride-1 or strided convolution's im2col matrix, a 1x1
-/// convolution's input, a row-major or transposed matrix all are.
+/// An operand read in place by the micro-kernel instead of packed: an activation (one f32
+/// load, packed every run otherwise) whose element offset is affine in the side's variables
+/// (M for A, N for B) and the K variables, `offset = poff(row) + koff(k)`. A stride-1 or
+/// strided convolution's im2col matrix, a 1x1 convolution's input, a row-major or transposed
+/// matrix all are, as A.
 ///
-/// The micro-kernel then broadcasts row `i` of its tile at `k` from `base_i + koff[k]`, with
+/// As A, the micro-kernel broadcasts row `i` of its tile at `k` from `base_i + koff[k]`, with
 /// `base_i = src + poff(m0 + i)` computed once per block and `koff` a constant table: no
 /// im2col matrix is ever written, which on this 2-core VM cost 10-20% of a 3x3 convolution
 /// (its packing was bound by memory bandwidth, not by the copy code).
 ///
+/// As B, the panel's 16 columns must be 16 consecutive elements (the last N variable has
+/// unit coefficient and a multiple of 16 values, so no panel crosses a row): the micro-kernel
+/// loads them at `k` as two vectors from `base_q + koff[k]`, `base_q = src + poff(n0)`. A
+/// stride-1 convolution over rows of 16, 32, 64... pixels (the small CNN's 32-channel 3x3 conv
+/// spent 16% of its time packing B).
+///
 /// A load with a fill that can leave its buffer (a padded convolution) reads a *frame* instead:
 /// a copy of the part of the input the load can reach, the fill value around it, made once per
-/// run by a `padA` phase (the input's size, not the K-times larger im2col), so that no bounds
-/// are checked in the micro-kernel.
-struct DirectA {
+/// run by a `padA` (`padB`) phase (the input's size, not the K-times larger im2col), so that no
+/// bounds are checked in the micro-kernel.
+struct Direct {
+    side: Side,
     src: BufferId,
     frame: Option<Frame>,
-    /// The element offset's coefficient of each M variable (in `form.m_vars` order).
-    m_coef: Vec<i64>,
+    /// The element offset's coefficient of each of the side's variables (`form.m_vars` or
+    /// `form.n_vars` order).
+    coef: Vec<i64>,
     /// The element offset of each flat K index (`k_flat` order), constant part included.
     koff: Vec<i32>,
 }
 
-/// The padded copy of a direct A's input: the box of positions its load can reach.
+/// The padded copy of a direct operand's input: the box of positions its load can reach.
 struct Frame {
     /// The input's shape and strides, and the box's first index and extent on each dim.
     shape: Vec<usize>,
@@ -981,16 +1052,29 @@ impl Frame {
     }
 }
 
-impl DirectA {
-    fn of(p: &terafab_ir::kernel::KernelProgram, form: &Form<'_>, plan: &Plan) -> Option<DirectA> {
-        if plan.a_const || plan.batch != 1 || plan.k > 1 << 20 {
+impl Direct {
+    fn of(
+        p: &terafab_ir::kernel::KernelProgram,
+        form: &Form<'_>,
+        plan: &Plan,
+        side: Side,
+    ) -> Option<Direct> {
+        let (expr, side_vars, rows, constant) = match side {
+            Side::A => (form.a, &form.m_vars, plan.m, plan.a_const),
+            Side::B => (form.b, &form.n_vars, plan.n, plan.b_const),
+        };
+        if constant || plan.batch != 1 || plan.k > 1 << 20 {
+            return None;
+        }
+        // B's panels: 16 consecutive columns of one row of the last N variable.
+        if side == Side::B && side_vars.last().is_none_or(|&(_, n)| n % NR != 0) {
             return None;
         }
         let Expr::Load {
             buffer,
             index,
             fill,
-        } = form.a
+        } = expr
         else {
             return None;
         };
@@ -998,7 +1082,7 @@ impl DirectA {
         if buf.dtype != DType::F32 || index.len() != buf.shape.len() || index.is_empty() {
             return None;
         }
-        let vars: Vec<(Var, usize)> = [&form.m_vars, &form.k_vars, &form.batch_vars]
+        let vars: Vec<(Var, usize)> = [side_vars, &form.k_vars, &form.batch_vars]
             .into_iter()
             .flatten()
             .copied()
@@ -1024,7 +1108,7 @@ impl DirectA {
         // several rows or columns); a plain matrix packs at the cost of one copy, and its
         // packed panels are read back faster than the matrix itself.
         let reach: usize = ranges.iter().map(|r| (r.1 - r.0 + 1) as usize).product();
-        if plan.m * plan.k < 2 * reach {
+        if rows * plan.k < 2 * reach {
             return None;
         }
         let leaves = ranges
@@ -1063,14 +1147,11 @@ impl DirectA {
         for ((&c, &lo), &s) in consts.iter().zip(&shift).zip(&strides) {
             base = base.checked_add((c - lo).checked_mul(s as i64)?)?;
         }
-        let m_coef: Vec<i64> = form
-            .m_vars
-            .iter()
-            .map(|v| coef(v.0))
-            .collect::<Option<_>>()?;
-        // Row pointers `src + poff(m)` must lie inside the buffer (in-bounds address
-        // arithmetic): no M variable may run backwards (a reversed input fused into the load).
-        if m_coef.iter().any(|&c| c < 0) {
+        let side_coef: Vec<i64> = side_vars.iter().map(|v| coef(v.0)).collect::<Option<_>>()?;
+        // Row (column) pointers `src + poff(row)` must lie inside the buffer (in-bounds
+        // address arithmetic): no variable of the side may run backwards (a reversed input
+        // fused into the load). A B panel's 16 columns are consecutive elements.
+        if side_coef.iter().any(|&c| c < 0) || (side == Side::B && side_coef.last() != Some(&1)) {
             return None;
         }
         let k_coef: Vec<i64> = form
@@ -1090,12 +1171,23 @@ impl DirectA {
             .into_iter()
             .map(|o| i32::try_from(o).ok().filter(|o| *o >= 0))
             .collect::<Option<Vec<i32>>>()?;
-        Some(DirectA {
+        Some(Direct {
+            side,
             src: *buffer,
             frame,
-            m_coef,
+            coef: side_coef,
             koff,
         })
+    }
+
+    /// The element offset of a row (column) of the side's variables `vars`, without the
+    /// constant part (which is in `koff`).
+    fn poff(&self, vars: &[(Var, usize)]) -> Index {
+        vars.iter()
+            .zip(&self.coef)
+            .fold(Index::Const(0), |acc, (&(v, _), &c)| {
+                acc.plus(Index::Var(v).times(c))
+            })
     }
 
     /// Bytes of the frame in the scratch region (none when the input is read in place).
