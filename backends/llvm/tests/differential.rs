@@ -211,6 +211,35 @@ fn contractions_take_the_gemm_schedule() {
     assert!(gemv.contains("tf.ukernel.1x16"), "{gemv}");
 }
 
+/// The epilogue stores a convolution's pixels at `m * 576 + n` (its output rows are 48 wide):
+/// the store's dims, `n / 48` and `n % 48`, recombine into `n` in the address, with no
+/// division per element (LLVM does not undo divisions by 48, and its stores stayed scalar).
+#[test]
+fn epilogue_addresses_recombine_the_pixels() {
+    let src = "func @main(%x: f32[1,8,12,48], %w: f32[16,8,3,3]) -> (y: f32[1,16,12,48]) {
+  %y = conv(%x, %w) {stride=[1, 1], pad_low=[1, 1], pad_high=[1, 1], lhs_dilation=[1, 1], rhs_dilation=[1, 1], groups=1} : f32[1,16,12,48]
+  return %y
+}";
+    let ir = terafab_llvm::emit_llvm(
+        &common::fuse_text(src),
+        &terafab_llvm::Cpu::Named("x86-64-v3".into()),
+        terafab_llvm::IrStage::Generated,
+    )
+    .unwrap();
+    let compute = ir
+        .split("\ndefine ")
+        .find(|f| f.contains("compute(") && f.contains("@tf.ukernel"))
+        .expect("a compute function");
+    let per_element = compute
+        .lines()
+        .skip_while(|l| !l.contains("%tp = "))
+        .any(|l| l.contains("udiv") || l.contains("urem"));
+    assert!(!per_element, "{compute}");
+    let xs = Tensor::from_vec(vec![1, 8, 12, 48], values(8 * 12 * 48, 3)).unwrap();
+    let ws = Tensor::from_vec(vec![16, 8, 3, 3], values(16 * 72, 4)).unwrap();
+    check(src, vec![xs, ws]).unwrap();
+}
+
 /// A 7x7 feature map as the 16-column side would waste 15 of 64 columns: the operands swap
 /// (49 pixels as rows, 5-row panels; 64 channels as columns), the pixels are read in place
 /// from a padded frame (no im2col), the epilogue stores strided, and the result still matches

@@ -494,19 +494,8 @@ impl<'ctx> Gen<'_, 'ctx> {
         index: &[Index],
         x: BasicValueEnum<'ctx>,
     ) -> R<()> {
-        let buf = self.p.buffer(buffer);
-        let d = buf.dtype;
-        let mut off = self.i64(0);
-        for (ix, &s) in index.iter().zip(&buf.strides) {
-            let v = self.index(f, ix)?;
-            let t = self.b.build_int_nsw_mul(v, self.i64(s as i64), "o")?;
-            off = self.b.build_int_nsw_add(off, t, "off")?;
-        }
-        let mt = self.scalar().mem_type(d)?;
-        let ptr = unsafe {
-            self.b
-                .build_in_bounds_gep(mt, f.ptrs[&buffer], &[off], "p")?
-        };
+        let d = self.p.buffer(buffer).dtype;
+        let (ptr, _) = self.load_address(f, buffer, index, false)?;
         let m = self.scalar().reg_to_mem(x, d)?;
         self.b.build_store(ptr, m)?;
         Ok(())
@@ -747,9 +736,9 @@ impl<'ctx> Gen<'_, 'ctx> {
         })
     }
 
-    /// The address of `buffer[index]` and, with `checked`, whether the index is inside the
-    /// buffer (`None` when no dim's interval can leave it); an index outside is clamped to 0
-    /// on that dim, so the address is always in the buffer.
+    /// The address of `buffer[index]` (a load's or a store's) and, with `checked`, whether the
+    /// index is inside the buffer (`None` when no dim's interval can leave it); an index
+    /// outside is clamped to 0 on that dim, so the address is always in the buffer.
     pub fn load_address(
         &mut self,
         f: &mut Fn<'ctx>,
@@ -761,6 +750,31 @@ impl<'ctx> Gen<'_, 'ctx> {
         let (d, shape, strides) = (buf.dtype, buf.shape.clone(), buf.strides.clone());
         let mut off = self.i64(0);
         let mut inside: Option<IntValue<'ctx>> = None;
+        let leaves = |k: usize, ix: &Index| {
+            let (lo, hi) = self.interval(f, ix);
+            lo < 0 || hi >= shape[k] as i64
+        };
+        if !checked || !index.iter().enumerate().any(|(k, ix)| leaves(k, ix)) {
+            // No bounds to check: the element offset as one index, simplified, so that dims
+            // that split one flat variable recombine (`(n / w) * w + n % w` is `n`: an
+            // epilogue's row-major store of a convolution's pixels, whose divisions LLVM
+            // cannot undo for a width that is not a power of two, and whose stores then stay
+            // scalar).
+            let flat = index
+                .iter()
+                .zip(&strides)
+                .fold(Index::Const(0), |acc, (ix, &s)| {
+                    acc.plus(ix.clone().times(s as i64))
+                });
+            let flat = terafab_ir::kernel::split::simplify(&flat, &|v| f.extents.get(&v).copied());
+            off = self.index(f, &flat)?;
+            let mt = self.scalar().mem_type(d)?;
+            let ptr = unsafe {
+                self.b
+                    .build_in_bounds_gep(mt, f.ptrs[&buffer], &[off], "p")?
+            };
+            return Ok((ptr, None));
+        }
         for (k, ix) in index.iter().enumerate() {
             let (lo, hi) = self.interval(f, ix);
             let mut v = self.index(f, ix)?;
