@@ -240,6 +240,90 @@ fn epilogue_addresses_recombine_the_pixels() {
     check(src, vec![xs, ws]).unwrap();
 }
 
+/// Windows over a padded input read a frame (the input with its padding, copied by a `frame`
+/// phase) instead of checking bounds at every load: max pools with stride 2 and 1, a sum
+/// window, a max pool fused with the ReLU before it, dilation, odd sizes. A pad (each element
+/// loaded once: a frame would copy it twice) and an unpadded pool read their input directly.
+/// Each matches the interpreter on 1 and 2 threads.
+#[test]
+fn padded_windows_read_a_frame() {
+    let pool = |kind: &str, x: [usize; 4], k: usize, s: usize, p: usize, dil: usize| {
+        let span = dil * (k - 1) + 1;
+        let o = |n: usize| (n + 2 * p - span) / s + 1;
+        let (oh, ow) = (o(x[2]), o(x[3]));
+        let [n, c, h, w] = x;
+        format!(
+            "func @main(%x: f32[{n},{c},{h},{w}]) -> (y: f32[{n},{c},{oh},{ow}]) {{
+  %y = reduce_window_{kind}(%x) {{window=[1, 1, {k}, {k}], stride=[1, 1, {s}, {s}], dilation=[1, 1, {dil}, {dil}], pad_low=[0, 0, {p}, {p}], pad_high=[0, 0, {p}, {p}]}} : f32[{n},{c},{oh},{ow}]
+  return %y
+}}
+"
+        )
+    };
+    let relu_pool = "func @main(%x: f32[1,8,20,20]) -> (y: f32[1,8,10,10]) {
+  %z = constant() {value=dense<f32[]>[0.0]} : f32[]
+  %r = max(%x, %z) : f32[1,8,20,20]
+  %y = reduce_window_max(%r) {window=[1, 1, 3, 3], stride=[1, 1, 2, 2], dilation=[1, 1, 1, 1], pad_low=[0, 0, 1, 1], pad_high=[0, 0, 1, 1]} : f32[1,8,10,10]
+  return %y
+}
+".to_string();
+    let pad = "func @main(%x: f32[1,8,20,20]) -> (y: f32[1,8,22,22]) {
+  %z = constant() {value=dense<f32[]>[0.0]} : f32[]
+  %y = pad(%x, %z) {low=[0, 0, 1, 1], high=[0, 0, 1, 1], interior=[0, 0, 0, 0]} : f32[1,8,22,22]
+  return %y
+}
+"
+    .to_string();
+    // (source, input shape, frame expected)
+    let cases = [
+        (
+            pool("max", [1, 16, 32, 32], 3, 2, 1, 1),
+            [1, 16, 32, 32],
+            true,
+        ),
+        (
+            pool("max", [1, 16, 31, 29], 3, 2, 1, 1),
+            [1, 16, 31, 29],
+            true,
+        ),
+        (
+            pool("max", [2, 8, 14, 14], 3, 1, 1, 1),
+            [2, 8, 14, 14],
+            true,
+        ),
+        (
+            pool("sum", [1, 8, 15, 17], 3, 1, 1, 1),
+            [1, 8, 15, 17],
+            true,
+        ),
+        (
+            pool("max", [1, 8, 16, 16], 3, 1, 2, 2),
+            [1, 8, 16, 16],
+            true,
+        ),
+        (
+            pool("max", [1, 16, 32, 32], 3, 2, 0, 1),
+            [1, 16, 32, 32],
+            false,
+        ),
+        (relu_pool, [1, 8, 20, 20], true),
+        (pad, [1, 8, 20, 20], false),
+    ];
+    for (src, shape, framed) in cases {
+        let n = shape.iter().product();
+        let x = Tensor::from_vec(shape.to_vec(), values(n, 13)).unwrap();
+        check(&src, vec![x.clone()]).unwrap();
+        let exe = terafab_llvm::compile(&common::fuse_text(&src), &Options::default()).unwrap();
+        let (_, times) = exe.run_profiled(&[x]).unwrap();
+        let phases: Vec<_> = times.iter().map(|t| &t.phase).collect();
+        assert_eq!(
+            times.iter().any(|t| t.phase.contains("frame")),
+            framed,
+            "{src}: {phases:?}"
+        );
+    }
+}
+
 /// A 7x7 feature map as the 16-column side would waste 15 of 64 columns: the operands swap
 /// (49 pixels as rows, 5-row panels; 64 channels as columns), the pixels are read in place
 /// from a padded frame (no im2col), the epilogue stores strided, and the result still matches

@@ -419,6 +419,19 @@ impl PackedOperands {
         self.add_sized((a_bytes, plan.a_const), (b_bytes, plan.b_const))
     }
 
+    /// The slot of `bytes` of per-run scratch for one kernel (from 0: a padded copy of an
+    /// input).
+    pub fn add_scratch(&mut self, bytes: usize) -> BufferId {
+        let s = self.buffers + self.list.len();
+        self.scratch_bytes = self.scratch_bytes.max(bytes.next_multiple_of(64));
+        self.list.push(PackedOperand {
+            slot: s,
+            bytes,
+            scratch: Some(0),
+        });
+        BufferId(s as u32)
+    }
+
     /// The slots of one GEMM kernel's A and B operand memory of the given sizes, constant (its
     /// own memory) or not (the scratch region, from 0): a backend that reads an operand in
     /// place, or through a copy of another size, sizes it itself.

@@ -59,6 +59,7 @@ use terafab_runtime::gemm::{
     Form, Plan, Tiling, flat_epilogue, gemm_nest, k_flat, lanes_contiguous, tile_efficiency,
 };
 
+use super::frame::{Frame, MAX_FRAME, frame_fn};
 use super::{CodegenError, Fn, Gen};
 
 /// Rows of the micro-kernel's tile (broadcast side); fewer (`mr = M`) when M is smaller, as in
@@ -217,7 +218,7 @@ pub(crate) fn try_gemm(
             Side::A => ("padA", ap),
             Side::B => ("padB", bp),
         };
-        let inner = frame_fn(g, &format!("{name}.{label}"), d.src, dst, frame)?;
+        let inner = frame_fn(g, &format!("{name}.{label}"), label, d.src, dst, frame)?;
         let all = [d.src, dst];
         let task = trampoline(g, &format!("{name}.{label}"), inner, &all)?;
         let name = task.get_name().to_string_lossy().into_owned();
@@ -270,7 +271,7 @@ fn bind_flat<'ctx>(
 }
 
 /// `min(x, hi)`.
-fn clamp<'ctx>(g: &Gen<'_, 'ctx>, x: IntValue<'ctx>, hi: i64) -> R<IntValue<'ctx>> {
+pub(super) fn clamp<'ctx>(g: &Gen<'_, 'ctx>, x: IntValue<'ctx>, hi: i64) -> R<IntValue<'ctx>> {
     let over =
         g.b.build_int_compare(IntPredicate::SGT, x, g.i64(hi), "over")?;
     Ok(g.b
@@ -279,7 +280,7 @@ fn clamp<'ctx>(g: &Gen<'_, 'ctx>, x: IntValue<'ctx>, hi: i64) -> R<IntValue<'ctx
 }
 
 /// An inner function `name(ptr noalias %b..., i64 %task)` over `all`, and its task parameter.
-fn begin_task_fn<'ctx>(
+pub(super) fn begin_task_fn<'ctx>(
     g: &mut Gen<'_, 'ctx>,
     name: &str,
     all: &[BufferId],
@@ -295,13 +296,17 @@ fn begin_task_fn<'ctx>(
 }
 
 /// Close the inner function `f` of phase `phase` (shared with kernels of the same form).
-fn end_inner<'ctx>(g: &mut Gen<'_, 'ctx>, phase: &str, f: Fn<'ctx>) -> R<FunctionValue<'ctx>> {
+pub(super) fn end_inner<'ctx>(
+    g: &mut Gen<'_, 'ctx>,
+    phase: &str,
+    f: Fn<'ctx>,
+) -> R<FunctionValue<'ctx>> {
     g.b.build_return(None)?;
     Ok(g.share(phase, f.func))
 }
 
 /// The trampoline `name.task(ptr bufs, i64 task)` of the inner function `inner` over `all`.
-fn trampoline<'ctx>(
+pub(super) fn trampoline<'ctx>(
     g: &mut Gen<'_, 'ctx>,
     name: &str,
     inner: FunctionValue<'ctx>,
@@ -1013,45 +1018,6 @@ struct Direct {
     koff: Vec<i32>,
 }
 
-/// The padded copy of a direct operand's input: the box of positions its load can reach.
-struct Frame {
-    /// The input's shape and strides, and the box's first index and extent on each dim.
-    shape: Vec<usize>,
-    strides: Vec<usize>,
-    lo: Vec<i64>,
-    extents: Vec<usize>,
-    fill: terafab_ir::Tensor,
-}
-
-/// Frames larger than this many elements are not made (packing is used instead).
-const MAX_FRAME: usize = 1 << 28;
-
-impl Frame {
-    fn elems(&self) -> usize {
-        self.extents.iter().product()
-    }
-
-    /// Row-major strides of the frame.
-    fn frame_strides(&self) -> Vec<usize> {
-        let mut st = vec![1usize; self.extents.len()];
-        for d in (0..self.extents.len().saturating_sub(1)).rev() {
-            st[d] = st[d + 1] * self.extents[d + 1];
-        }
-        st
-    }
-
-    /// Rows (all dims but the last) and the rows per copy task (at most 64 tasks).
-    fn rows(&self) -> (usize, usize) {
-        let rows: usize = self.extents[..self.extents.len() - 1].iter().product();
-        (rows, rows.div_ceil(64).max(1))
-    }
-
-    fn tasks(&self) -> usize {
-        let (rows, per) = self.rows();
-        rows.div_ceil(per)
-    }
-}
-
 impl Direct {
     fn of(
         p: &terafab_ir::kernel::KernelProgram,
@@ -1194,85 +1160,4 @@ impl Direct {
     fn frame_bytes(&self) -> usize {
         self.frame.as_ref().map_or(0, |f| f.elems() * 4)
     }
-}
-
-/// A `padA` task: copies rows `task * per ..` of the frame (all dims but the last) from `src`,
-/// the fill value where the input has no element. Each row is one contiguous copy between two
-/// fills (when the input's last dim has unit stride; else element by element).
-fn frame_fn<'ctx>(
-    g: &mut Gen<'_, 'ctx>,
-    name: &str,
-    src: BufferId,
-    dst: BufferId,
-    fr: &Frame,
-) -> R<FunctionValue<'ctx>> {
-    let f32t = g.ctx.f32_type();
-    let (mut f, task) = begin_task_fn(g, name, &[src, dst]);
-    let fill = g.scalar().constant(&fr.fill)?.into_float_value();
-    let rank = fr.extents.len();
-    let last = fr.extents[rank - 1] as i64;
-    let (rows, per) = fr.rows();
-    let r0 = g.b.build_int_mul(task, g.i64(per as i64), "r0")?;
-    let r1 = g.b.build_int_add(r0, g.i64(per as i64), "r1")?;
-    let r1 = clamp(g, r1, rows as i64)?;
-    // The valid part of a row: frame columns `a..b` hold input elements.
-    let (lo_l, n_l) = (fr.lo[rank - 1], fr.shape[rank - 1] as i64);
-    let a = (-lo_l).clamp(0, last);
-    let b = (n_l - lo_l).clamp(a, last);
-    let (sp, dp) = (f.ptrs[&src], f.ptrs[&dst]);
-    g.range_loop(&mut f, r0, r1, |g, f, row| {
-        // The row's input index on each outer dim, and whether all are inside the input.
-        let mut rest = row;
-        let mut src_off = g.i64(0);
-        let mut inside = g.ctx.bool_type().const_int(1, false);
-        for d in (0..rank - 1).rev() {
-            let e = g.i64(fr.extents[d] as i64);
-            let j = if d == 0 {
-                rest
-            } else {
-                let j = g.b.build_int_unsigned_rem(rest, e, "j")?;
-                rest = g.b.build_int_unsigned_div(rest, e, "rest")?;
-                j
-            };
-            let i = g.b.build_int_add(j, g.i64(fr.lo[d]), "i")?;
-            let ok =
-                g.b.build_int_compare(IntPredicate::ULT, i, g.i64(fr.shape[d] as i64), "ok")?;
-            inside = g.b.build_and(inside, ok, "inside")?;
-            let t = g.b.build_int_mul(i, g.i64(fr.strides[d] as i64), "t")?;
-            src_off = g.b.build_int_add(src_off, t, "so")?;
-        }
-        let dst_row = g.b.build_int_mul(row, g.i64(last), "drow")?;
-        let put = |g: &mut Gen<'_, 'ctx>, j: IntValue<'ctx>, v| -> R<()> {
-            let o = g.b.build_int_add(dst_row, j, "o")?;
-            let p = unsafe { g.b.build_in_bounds_gep(f32t, dp, &[o], "d")? };
-            g.b.build_store(p, v)?;
-            Ok(())
-        };
-        let fill_range = |g: &mut Gen<'_, 'ctx>, f: &mut Fn<'ctx>, from: i64, to: i64| {
-            if from >= to {
-                return Ok(());
-            }
-            g.range_loop(f, g.i64(from), g.i64(to), |g, _f, j| put(g, j, fill.into()))
-        };
-        let stride_l = fr.strides[rank - 1] as i64;
-        g.if_else(
-            f,
-            inside,
-            ["row.copy", "row.fill", "row.done"],
-            |g, f| {
-                fill_range(g, f, 0, a)?;
-                g.range_loop(f, g.i64(a), g.i64(b), |g, _f, j| {
-                    let i = g.b.build_int_add(j, g.i64(lo_l), "i")?;
-                    let t = g.b.build_int_mul(i, g.i64(stride_l), "t")?;
-                    let o = g.b.build_int_add(src_off, t, "o")?;
-                    let p = unsafe { g.b.build_in_bounds_gep(f32t, sp, &[o], "s")? };
-                    let v = g.b.build_load(f32t, p, "v")?;
-                    put(g, j, v)
-                })?;
-                fill_range(g, f, b, last)
-            },
-            |g, f| fill_range(g, f, 0, last),
-        )
-    })?;
-    end_inner(g, "padA", f)
 }

@@ -27,6 +27,7 @@
 //! Reductions accumulate in their body's register type (f16/bf16 in f32); float sums carry the
 //! `reassoc` flag so the vectorizer may keep partial sums.
 
+pub mod frame;
 pub mod gemm;
 pub mod scalar;
 
@@ -196,6 +197,9 @@ pub struct Gen<'a, 'ctx> {
     pub shared: HashMap<String, FunctionValue<'ctx>>,
     /// Whether the module is NVPTX code (see [`Scalar::nvptx`]).
     pub nvptx: bool,
+    /// The element type, shape and strides of buffer slots beyond the program's own that
+    /// code loads from (a frame: see [`frame`]).
+    pub views: HashMap<BufferId, (DType, Vec<usize>, Vec<usize>)>,
 }
 
 /// The state of one function being emitted: buffer pointers, loop variables, locals.
@@ -226,6 +230,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             key: String::new(),
             shared: HashMap::new(),
             nvptx,
+            views: HashMap::new(),
         }
     }
 }
@@ -259,10 +264,29 @@ impl<'ctx> Gen<'_, 'ctx> {
         if let Some(phases) = gemm::try_gemm(self, &name, k, nest)? {
             return Ok(KernelPlan::Compiled { phases });
         }
-        let (task, ntasks) = self.loop_kernel(&name, k, nest)?;
-        Ok(KernelPlan::Compiled {
-            phases: vec![(task, ntasks)],
-        })
+        // Loads that can leave their buffer read a frame made by a phase of its own.
+        let mut phases = Vec::new();
+        let framed = frame::frame_loop(self, &name, nest)?;
+        let (nest, extra) = match &framed {
+            Some(fr) => {
+                phases.push(fr.copy.clone());
+                (&fr.nest, vec![fr.slot])
+            }
+            None => (nest, Vec::new()),
+        };
+        phases.push(self.loop_kernel(&name, k, nest, &extra)?);
+        Ok(KernelPlan::Compiled { phases })
+    }
+
+    /// The element type, shape and strides of a buffer (or of a view: see `views`).
+    fn layout(&self, b: BufferId) -> (DType, Vec<usize>, Vec<usize>) {
+        match self.views.get(&b) {
+            Some(v) => v.clone(),
+            None => {
+                let buf = self.p.buffer(b);
+                (buf.dtype, buf.shape.clone(), buf.strides.clone())
+            }
+        }
     }
 
     /// `built`, the inner function of phase `phase` of the current kernel, or the one an earlier
@@ -374,8 +398,15 @@ impl<'ctx> Gen<'_, 'ctx> {
     }
 
     /// A plain loop nest kernel: returns its task function's name and task count.
-    fn loop_kernel(&mut self, name: &str, k: &Kernel, nest: &LoopNest) -> R<(String, u64)> {
-        let bufs = Self::kernel_buffers(k);
+    fn loop_kernel(
+        &mut self,
+        name: &str,
+        k: &Kernel,
+        nest: &LoopNest,
+        extra: &[BufferId],
+    ) -> R<(String, u64)> {
+        let mut bufs = Self::kernel_buffers(k);
+        bufs.extend_from_slice(extra);
         // The parallel prefix and the tasks (the runtime's split, shared with the Cranelift
         // backend).
         let terafab_runtime::TaskSplit {
@@ -494,7 +525,7 @@ impl<'ctx> Gen<'_, 'ctx> {
         index: &[Index],
         x: BasicValueEnum<'ctx>,
     ) -> R<()> {
-        let d = self.p.buffer(buffer).dtype;
+        let d = self.layout(buffer).0;
         let (ptr, _) = self.load_address(f, buffer, index, false)?;
         let m = self.scalar().reg_to_mem(x, d)?;
         self.b.build_store(ptr, m)?;
@@ -644,7 +675,7 @@ impl<'ctx> Gen<'_, 'ctx> {
     /// The element type of an expression.
     pub fn dtype_of(&self, f: &Fn<'ctx>, e: &Expr) -> R<DType> {
         Ok(match e {
-            Expr::Load { buffer, .. } => self.p.buffer(*buffer).dtype,
+            Expr::Load { buffer, .. } => self.layout(*buffer).0,
             Expr::Const(t) => t.dtype(),
             Expr::Local(l) => {
                 f.locals
@@ -722,7 +753,7 @@ impl<'ctx> Gen<'_, 'ctx> {
         index: &[Index],
         fill: Option<&terafab_ir::Tensor>,
     ) -> R<BasicValueEnum<'ctx>> {
-        let d = self.p.buffer(buffer).dtype;
+        let d = self.layout(buffer).0;
         let (ptr, inside) = self.load_address(f, buffer, index, fill.is_some())?;
         let mt = self.scalar().mem_type(d)?;
         let raw = self.b.build_load(mt, ptr, "ld")?;
@@ -746,8 +777,7 @@ impl<'ctx> Gen<'_, 'ctx> {
         index: &[Index],
         checked: bool,
     ) -> R<(PointerValue<'ctx>, Option<IntValue<'ctx>>)> {
-        let buf = self.p.buffer(buffer);
-        let (d, shape, strides) = (buf.dtype, buf.shape.clone(), buf.strides.clone());
+        let (d, shape, strides) = self.layout(buffer);
         let mut off = self.i64(0);
         let mut inside: Option<IntValue<'ctx>> = None;
         let leaves = |k: usize, ix: &Index| {
