@@ -75,9 +75,12 @@ pub struct TaskSplit {
 }
 
 /// The task split of `nest`: the prefix is the fewest leading dims (at most `max_prefix`) with
-/// at least 64 points (all of them when there are fewer); a nest with little work (under 2^15
-/// element operations, counting each stage's loops and expression size) is one task, else
-/// there are up to 64. The split depends on the nest only, never on the thread count.
+/// at least 64 points (all of them when there are fewer); one task per 2^14 element operations
+/// (counting each stage's loops and expression size), at least 1 and at most 64: a task
+/// claimed by another thread costs about a microsecond (the claim, the cache lines shared at
+/// its ends), so the small CNN's pools and frame copies ran slower on 2 threads than on 1 as
+/// 64 tasks of a few microseconds each. The split depends on the nest only, never on the thread
+/// count.
 pub fn split_tasks(nest: &LoopNest, max_prefix: usize) -> TaskSplit {
     let max_prefix = max_prefix.min(nest.space.len());
     let mut prefix = 0;
@@ -99,11 +102,7 @@ pub fn split_tasks(nest: &LoopNest, max_prefix: usize) -> TaskSplit {
         .sum::<u64>()
         .max(1);
     let work = total.saturating_mul(inner_points).saturating_mul(per_point);
-    let ntasks = if work < (1 << 15) || total == 0 {
-        1
-    } else {
-        total.min(64)
-    };
+    let ntasks = (work >> 14).clamp(1, total.clamp(1, 64));
     let chunk = total.div_ceil(ntasks).max(1);
     let ntasks = total.div_ceil(chunk).max(1);
     TaskSplit {
@@ -751,8 +750,11 @@ mod tests {
                 ntasks: 1
             }
         );
-        // Enough work: 64 tasks (or fewer, of whole chunks).
+        // More work: one task per 2^14 operations (700,000 here: 42 tasks of 24 points)...
         let s = split_tasks(&nest(vec![1000, 7], 100), 2);
+        assert_eq!((s.prefix, s.total, s.chunk, s.ntasks), (1, 1000, 24, 42));
+        // ... up to 64 (or fewer, of whole chunks).
+        let s = split_tasks(&nest(vec![1000, 7], 1000), 2);
         assert_eq!((s.prefix, s.total, s.chunk, s.ntasks), (1, 1000, 16, 63));
         // The prefix never takes more dims than allowed; an empty space is one empty task.
         assert_eq!(split_tasks(&nest(vec![4, 4], 1), 1).prefix, 1);

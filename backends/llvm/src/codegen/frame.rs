@@ -42,10 +42,13 @@ impl Frame {
         st
     }
 
-    /// Rows (all dims but the last) and the rows per copy task (at most 64 tasks).
+    /// Rows (all dims but the last) and the rows per copy task: at most 64 tasks of at least
+    /// 8192 elements (as `terafab_runtime::split_tasks`, so that the claims and the cache lines
+    /// shared between tasks cost little next to the copy).
     fn rows(&self) -> (usize, usize) {
         let rows: usize = self.extents[..self.extents.len() - 1].iter().product();
-        (rows, rows.div_ceil(64).max(1))
+        let last = self.extents[self.extents.len() - 1].max(1);
+        (rows, rows.div_ceil(64).max(8192usize.div_ceil(last)).max(1))
     }
 
     pub fn tasks(&self) -> usize {
