@@ -390,11 +390,13 @@ fn im2col_panels_copied_as_vectors() {
 
 /// Convolutions whose input the micro-kernel reads in place (no im2col matrix): padded ones
 /// through a frame made by a `padA` (`padB`) phase, unpadded ones from the input itself.
-/// As B (the pixels in the panels' lanes) where the output rows are a multiple of 16 pixels
-/// and the stride is 1: padded, unpadded, dilated, a batch of 2, a 3-channel stem (K = 27), a
-/// long K (576). Else as A: stride 2, dilation 2, a batch of 2, non-square maps, a 7x7 map
-/// (swapped already, K = 288), larger maps swapped for it (K = 576) and a 7x7 stride-2 stem
-/// (K = 147: its strided pixels would be packed lane by lane). Each matches the interpreter
+/// As B (the pixels in the panels' lanes) where the output rows are a multiple of 16 pixels:
+/// padded, unpadded, dilated, a batch of 2, a 3-channel stem (K = 27), a long K (576), and
+/// strides 2 and 3 (a 5x5 kernel) through a frame whose rows are split in phases (made for an unpadded input
+/// too), a 7x7 stride-2 stem among them. Else as A: stride 2, dilation 2, a batch of 2,
+/// non-square maps, a 7x7 map (swapped already, K = 288), larger maps swapped for it (K =
+/// 576) and a 7x7 stride-2 stem over rows of 27 pixels (K = 147: its strided pixels would be
+/// packed lane by lane). Each matches the interpreter
 /// on 1 and 2 threads and does not pack the operand it reads in place. A 1x1 convolution
 /// (nothing to expand), a short K (72: the swapped epilogue would cost more than the packing)
 /// over rows of 20 pixels, and a reversed input keep their packing.
@@ -427,7 +429,8 @@ fn convolutions_read_their_input_in_place() {
         ([1, 32, 7, 7], 32, 3, 1, 1, 1, "A", true),
         ([2, 64, 9, 11], 16, 3, 1, 1, 1, "A", true),
         ([1, 64, 29, 27], 32, 3, 2, 1, 1, "A", true),
-        ([1, 3, 64, 64], 32, 7, 2, 3, 1, "A", true),
+        ([1, 3, 64, 64], 32, 7, 2, 3, 1, "B", true),
+        ([1, 3, 62, 60], 32, 7, 2, 3, 1, "A", true),
         ([1, 64, 12, 12], 16, 3, 1, 2, 2, "A", true),
         ([1, 8, 20, 20], 16, 3, 1, 1, 1, "", false),
         ([1, 64, 12, 10], 32, 3, 1, 0, 1, "A", false),
@@ -438,6 +441,10 @@ fn convolutions_read_their_input_in_place() {
         ([1, 8, 16, 16], 16, 3, 1, 2, 2, "B", true),
         ([2, 8, 8, 16], 16, 3, 1, 1, 1, "B", true),
         ([1, 64, 16, 16], 48, 3, 1, 1, 1, "B", true),
+        ([1, 8, 32, 32], 16, 5, 2, 2, 1, "B", true),
+        ([1, 8, 33, 33], 16, 3, 2, 0, 1, "B", true),
+        ([1, 4, 49, 49], 8, 5, 3, 1, 1, "B", true),
+        ([1, 8, 32, 32], 16, 5, 2, 4, 2, "B", true),
     ];
     // A reversed input fused into the load runs backwards along the pixels: packed, not read
     // in place (its row or panel pointers would start outside the input), and still exact.

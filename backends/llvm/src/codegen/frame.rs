@@ -23,6 +23,10 @@ pub(crate) struct Frame {
     pub lo: Vec<i64>,
     pub extents: Vec<usize>,
     pub fill: terafab_ir::Tensor,
+    /// The last dim split into this many phases (1: none): position `j` of a row is stored at
+    /// `(j % split) * (row / split) + j / split`, so that a stride-`split` access along it is
+    /// a run of consecutive elements (a strided convolution's pixels read as B).
+    pub split: usize,
 }
 
 /// Frames larger than this many elements are not made.
@@ -30,14 +34,32 @@ pub(crate) const MAX_FRAME: usize = 1 << 28;
 
 impl Frame {
     pub fn elems(&self) -> usize {
-        self.extents.iter().product()
+        let rank = self.extents.len();
+        self.extents[..rank - 1].iter().product::<usize>() * self.row_len()
     }
 
-    /// Row-major strides of the frame.
+    /// The elements of a row: the last dim's extent, rounded up to whole phases.
+    fn row_len(&self) -> usize {
+        let last = self.extents[self.extents.len() - 1];
+        last.div_ceil(self.split) * self.split
+    }
+
+    /// The offset in its row of a row's position `j`.
+    pub fn in_row(&self, j: i64) -> i64 {
+        let s = self.split as i64;
+        (j % s) * (self.row_len() as i64 / s) + j / s
+    }
+
+    /// Row-major strides of the frame (the last dim's is 1, before its phase split).
     pub fn frame_strides(&self) -> Vec<usize> {
-        let mut st = vec![1usize; self.extents.len()];
-        for d in (0..self.extents.len().saturating_sub(1)).rev() {
-            st[d] = st[d + 1] * self.extents[d + 1];
+        let rank = self.extents.len();
+        let mut st = vec![1usize; rank];
+        for d in (0..rank.saturating_sub(1)).rev() {
+            st[d] = if d == rank - 2 {
+                self.row_len()
+            } else {
+                st[d + 1] * self.extents[d + 1]
+            };
         }
         st
     }
@@ -58,9 +80,9 @@ impl Frame {
 }
 
 /// A frame's copy task (phase `phase`): copies rows `task * per ..` of the frame (all dims but
-/// the last) from `src`,
-/// the fill value where the input has no element. Each row is one contiguous copy between two
-/// fills (when the input's last dim has unit stride; else element by element).
+/// the last) from `src`, the fill value where the input has no element. Each row is one
+/// contiguous copy between two fills (when the input's last dim has unit stride and the row
+/// has no phase split; else element by element).
 pub(crate) fn frame_fn<'ctx>(
     g: &mut Gen<'_, 'ctx>,
     name: &str,
@@ -104,8 +126,17 @@ pub(crate) fn frame_fn<'ctx>(
             let t = g.b.build_int_mul(i, g.i64(fr.strides[d] as i64), "t")?;
             src_off = g.b.build_int_add(src_off, t, "so")?;
         }
-        let dst_row = g.b.build_int_mul(row, g.i64(last), "drow")?;
+        let dst_row = g.b.build_int_mul(row, g.i64(fr.row_len() as i64), "drow")?;
+        let (split, phase_len) = (fr.split as i64, (fr.row_len() / fr.split) as i64);
         let put = |g: &mut Gen<'_, 'ctx>, j: IntValue<'ctx>, v| -> R<()> {
+            let j = if split > 1 {
+                let ph = g.b.build_int_unsigned_rem(j, g.i64(split), "ph")?;
+                let ph = g.b.build_int_mul(ph, g.i64(phase_len), "ph")?;
+                let q = g.b.build_int_unsigned_div(j, g.i64(split), "q")?;
+                g.b.build_int_add(ph, q, "j")?
+            } else {
+                j
+            };
             let o = g.b.build_int_add(dst_row, j, "o")?;
             let p = unsafe { g.b.build_in_bounds_gep(f32t, dp, &[o], "d")? };
             g.b.build_store(p, v)?;
@@ -234,6 +265,7 @@ pub(crate) fn plan(p: &KernelProgram, nest: &LoopNest) -> Option<(BufferId, Fram
         lo: ranges.iter().map(|r| r.0).collect(),
         extents: ranges.iter().map(|r| (r.1 - r.0 + 1) as usize).collect(),
         fill,
+        split: 1,
     };
     let elems = frame.elems();
     (leaves && elems <= MAX_FRAME && elems <= 4 * buf.len() + (1 << 16) && loads >= 2 * elems)

@@ -32,7 +32,8 @@
 //!
 //! **Operands read in place** ([`Direct`]): an activation whose packing would expand it (an
 //! im2col matrix) is not packed. As B, where a panel's 16 columns are 16 consecutive elements
-//! (a stride-1 convolution over rows of 16, 32, 64... pixels), the micro-kernel loads them at
+//! (a convolution over rows of 16, 32, 64... pixels; a stride-`s` one reads a frame whose rows
+//! are split in `s` phases, so its pixels are consecutive too), the micro-kernel loads them at
 //! `k` from `base_q + koff[k]`; else as A, it broadcasts row `i` at `k` from `base_i + koff[k]`
 //! (row or panel pointers made per block, K offsets a constant table). A padded convolution
 //! reads a frame, the input with its padding, made by a `padA` (`padB`) phase. A convolution
@@ -101,8 +102,8 @@ pub(crate) fn try_gemm(
     };
     let mut plan = Plan::new(g.p, &form, &TILING);
     // An activation read in place (no packing; see `Direct`): as B where a panel's 16
-    // columns are 16 consecutive elements (a stride-1 convolution over rows of a multiple of
-    // 16 pixels; the epilogue stores whole vectors: VGG's 64-channel conv over 224x224 ran 14%
+    // columns are 16 consecutive elements (a convolution over rows of a multiple of 16
+    // pixels, through a phase-split frame if strided; the epilogue stores whole vectors: VGG's 64-channel conv over 224x224 ran 14%
     // faster than swapped, the small CNN's 32-channel conv (K = 288) 17% faster than packed);
     // else as A, in this orientation, or the other way round when that reads it in place, pads
     // the tiles about as little, and K is long enough to pay for the epilogue's strided
@@ -1018,7 +1019,11 @@ fn compute_fn<'ctx>(
 /// unit coefficient and a multiple of 16 values, so no panel crosses a row): the micro-kernel
 /// loads them at `k` as two vectors from `base_q + koff[k]`, `base_q = src + poff(n0)`. A
 /// stride-1 convolution over rows of 16, 32, 64... pixels (the small CNN's 32-channel 3x3 conv
-/// spent 16% of its time packing B).
+/// spent 16% of its time packing B). A stride-`s` one reads a frame whose rows are split in
+/// `s` phases (position `j` at `(j % s) * (row / s) + j / s`): pixel `ow` at kernel offset `t`
+/// reads `s * ow + t`, which is `ow + t / s` in phase `t % s`, consecutive in `ow` (ResNet's
+/// 7x7 stride-2 stem ran 4.9 -> 2.8 ms; its B was packed lane by lane, or, swapped, its
+/// epilogue stored strided).
 ///
 /// A load with a fill that can leave its buffer (a padded convolution) reads a *frame* instead:
 /// a copy of the part of the input the load can reach, the fill value around it, made once per
@@ -1098,10 +1103,27 @@ impl Direct {
             .iter()
             .zip(&buf.shape)
             .any(|(&(lo, hi), &n)| lo < 0 || hi >= n as i64);
-        let (frame, strides, shift) = match (leaves, fill) {
-            (false, _) => (None, buf.strides.clone(), vec![0; index.len()]),
-            (true, None) => return None,
-            (true, Some(fill)) => {
+        // A B panel's 16 columns are consecutive elements: the last N variable `u` has
+        // coefficient 1 on the input's last dim (unit stride), or `s` > 1 on a frame whose
+        // last dim is split in `s` phases (a stride-`s` convolution: ResNet's 7x7 stride-2
+        // stem); `u` on no other dim and no other N variable on the last one.
+        let rank = index.len();
+        let mut split = 1usize;
+        if side == Side::B {
+            let &(u, _) = side_vars.last()?;
+            let su = index[rank - 1].coeff(u)?;
+            let alone = index[..rank - 1].iter().all(|ix| ix.coeff(u) == Some(0))
+                && side_vars[..side_vars.len() - 1]
+                    .iter()
+                    .all(|v| index[rank - 1].coeff(v.0) == Some(0));
+            if su > 1 && alone {
+                split = su as usize;
+            }
+        }
+        let (frame, strides, shift) = match (leaves || split > 1, fill) {
+            (false, _) => (None, buf.strides.clone(), vec![0; rank]),
+            (true, None) if leaves => return None,
+            (true, fill) => {
                 let lo: Vec<i64> = ranges.iter().map(|r| r.0).collect();
                 let extents: Vec<usize> = ranges.iter().map(|r| (r.1 - r.0 + 1) as usize).collect();
                 let frame = Frame {
@@ -1109,7 +1131,11 @@ impl Direct {
                     strides: buf.strides.clone(),
                     lo: lo.clone(),
                     extents,
-                    fill: fill.clone(),
+                    // Never read where the input has every element the load reaches.
+                    fill: fill
+                        .clone()
+                        .unwrap_or_else(|| terafab_ir::Tensor::scalar(0.0f32)),
+                    split,
                 };
                 let elems = frame.elems();
                 if elems > MAX_FRAME || elems > 4 * buf.len() + (1 << 16) {
@@ -1119,41 +1145,61 @@ impl Direct {
                 (Some(frame), st, lo)
             }
         };
+        // A variable's coefficient in the element offset (the last dim's divided by the phase
+        // count: only `u`'s is nonzero there when split).
         let coef = |v: Var| -> Option<i64> {
             let mut c = 0i64;
-            for (ix, &s) in index.iter().zip(&strides) {
-                c = c.checked_add(ix.coeff(v)?.checked_mul(s as i64)?)?;
+            for (d, (ix, &st)) in index.iter().zip(&strides).enumerate() {
+                let mut cv = ix.coeff(v)?;
+                if d == rank - 1 {
+                    cv /= split as i64;
+                }
+                c = c.checked_add(cv.checked_mul(st as i64)?)?;
             }
             Some(c)
         };
-        let mut base = 0i64;
-        for ((&c, &lo), &s) in consts.iter().zip(&shift).zip(&strides) {
-            base = base.checked_add((c - lo).checked_mul(s as i64)?)?;
-        }
         let side_coef: Vec<i64> = side_vars.iter().map(|v| coef(v.0)).collect::<Option<_>>()?;
         // Row (column) pointers `src + poff(row)` must lie inside the buffer (in-bounds
         // address arithmetic): no variable of the side may run backwards (a reversed input
-        // fused into the load). A B panel's 16 columns are consecutive elements.
-        if side_coef.iter().any(|&c| c < 0) || (side == Side::B && side_coef.last() != Some(&1)) {
+        // fused into the load).
+        if side_coef.iter().any(|&c| c < 0) {
             return None;
         }
-        let k_coef: Vec<i64> = form
+        // A B panel's 16 columns are 16 consecutive elements.
+        if side == Side::B && side_coef.last() != Some(&1) {
+            return None;
+        }
+        // K offsets in `k_flat` order (row-major over the K variables, the last fastest): each
+        // dim's position at row (column) 0, its place in the frame's (phase-split) row on the
+        // last dim.
+        let k_coef: Vec<Vec<i64>> = form
             .k_vars
             .iter()
-            .map(|v| coef(v.0))
+            .map(|v| index.iter().map(|ix| ix.coeff(v.0)).collect::<Option<_>>())
             .collect::<Option<_>>()?;
-        // K offsets in `k_flat` order (row-major over the K variables, the last fastest).
-        let mut koff = vec![base];
-        for (&(_, n), &c) in form.k_vars.iter().zip(&k_coef) {
-            koff = koff
+        let base: Vec<i64> = consts.iter().zip(&shift).map(|(&c, &lo)| c - lo).collect();
+        let mut pos = vec![base];
+        for (&(_, n), c) in form.k_vars.iter().zip(&k_coef) {
+            pos = pos
                 .iter()
-                .flat_map(|&o| (0..n as i64).map(move |i| o + i * c))
+                .flat_map(|p| {
+                    (0..n as i64)
+                        .map(move |i| p.iter().zip(c).map(|(&x, &cd)| x + i * cd).collect())
+                })
                 .collect();
         }
-        let koff = koff
-            .into_iter()
-            .map(|o| i32::try_from(o).ok().filter(|o| *o >= 0))
-            .collect::<Option<Vec<i32>>>()?;
+        let offset = |p: &Vec<i64>| -> Option<i32> {
+            let mut o = 0i64;
+            for (d, (&x, &st)) in p.iter().zip(&strides).enumerate() {
+                let x = match (&frame, d == rank - 1) {
+                    (Some(fr), true) if x >= 0 => fr.in_row(x),
+                    _ => x.checked_mul(st as i64)?,
+                };
+                o = o.checked_add(x)?;
+            }
+            i32::try_from(o).ok().filter(|o| *o >= 0)
+        };
+        let koff = pos.iter().map(offset).collect::<Option<Vec<i32>>>()?;
         Some(Direct {
             side,
             src: *buffer,
