@@ -240,6 +240,48 @@ fn epilogue_addresses_recombine_the_pixels() {
     check(src, vec![xs, ws]).unwrap();
 }
 
+/// A 1x1 convolution whose epilogue adds a residual along the output's rows prefetches the
+/// lines two tiles on (its tiles touch one line in each of many rows at a time); without a
+/// residual it does not. Both match the interpreter.
+#[test]
+fn residual_epilogues_prefetch() {
+    let conv = |residual: bool| {
+        let (add, inputs) = match residual {
+            true => (
+                "  %y = add(%c, %r) : f32[1,32,8,32]\n",
+                ", %r: f32[1,32,8,32]",
+            ),
+            false => ("", ""),
+        };
+        let out = if residual { "%y" } else { "%c" };
+        format!(
+            "func @main(%x: f32[1,16,8,32], %w: f32[32,16,1,1]{inputs}) -> (y: f32[1,32,8,32]) {{
+  %c = conv(%x, %w) {{stride=[1, 1], pad_low=[0, 0], pad_high=[0, 0], lhs_dilation=[1, 1], rhs_dilation=[1, 1], groups=1}} : f32[1,32,8,32]
+{add}  return {out}
+}}
+"
+        )
+    };
+    for residual in [true, false] {
+        let src = conv(residual);
+        let ir = terafab_llvm::emit_llvm(
+            &common::fuse_text(&src),
+            &terafab_llvm::Cpu::Named("x86-64-v3".into()),
+            terafab_llvm::IrStage::Generated,
+        )
+        .unwrap();
+        assert_eq!(ir.contains("@llvm.prefetch"), residual, "{src}");
+        let mut inputs = vec![
+            Tensor::from_vec(vec![1, 16, 8, 32], values(16 * 256, 31)).unwrap(),
+            Tensor::from_vec(vec![32, 16, 1, 1], values(32 * 16, 32)).unwrap(),
+        ];
+        if residual {
+            inputs.push(Tensor::from_vec(vec![1, 32, 8, 32], values(32 * 256, 33)).unwrap());
+        }
+        check(&src, inputs).unwrap();
+    }
+}
+
 /// Windows over a padded input read a frame (the input with its padding, copied by a `frame`
 /// phase) instead of checking bounds at every load: max pools with stride 2 and 1, a sum
 /// window, a max pool fused with the ReLU before it, dilation, odd sizes. A pad (each element
