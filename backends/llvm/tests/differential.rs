@@ -316,41 +316,22 @@ fn padded_windows_read_a_frame() {
 }
 "
     .to_string();
-    // (source, input shape, frame expected)
-    let cases = [
-        (
-            pool("max", [1, 16, 32, 32], 3, 2, 1, 1),
-            [1, 16, 32, 32],
-            true,
-        ),
-        (
-            pool("max", [1, 16, 31, 29], 3, 2, 1, 1),
-            [1, 16, 31, 29],
-            true,
-        ),
-        (
-            pool("max", [2, 8, 14, 14], 3, 1, 1, 1),
-            [2, 8, 14, 14],
-            true,
-        ),
-        (
-            pool("sum", [1, 8, 15, 17], 3, 1, 1, 1),
-            [1, 8, 15, 17],
-            true,
-        ),
-        (
-            pool("max", [1, 8, 16, 16], 3, 1, 2, 2),
-            [1, 8, 16, 16],
-            true,
-        ),
-        (
-            pool("max", [1, 16, 32, 32], 3, 2, 0, 1),
-            [1, 16, 32, 32],
-            false,
-        ),
-        (relu_pool, [1, 8, 20, 20], true),
-        (pad, [1, 8, 20, 20], false),
+    // (kind, input shape, window, stride, pad, dilation, frame expected)
+    let pools = [
+        ("max", [1, 16, 32, 32], 3, 2, 1, 1, true),
+        ("max", [1, 16, 31, 29], 3, 2, 1, 1, true),
+        ("max", [2, 8, 14, 14], 3, 1, 1, 1, true),
+        ("sum", [1, 8, 15, 17], 3, 1, 1, 1, true),
+        ("max", [1, 8, 16, 16], 3, 1, 2, 2, true),
+        ("max", [1, 16, 32, 32], 3, 2, 0, 1, false),
     ];
+    let cases = pools
+        .into_iter()
+        .map(|(kind, x, k, s, p, dil, framed)| (pool(kind, x, k, s, p, dil), x, framed))
+        .chain([
+            (relu_pool, [1, 8, 20, 20], true),
+            (pad, [1, 8, 20, 20], false),
+        ]);
     for (src, shape, framed) in cases {
         let n = shape.iter().product();
         let x = Tensor::from_vec(shape.to_vec(), values(n, 13)).unwrap();

@@ -380,6 +380,23 @@ impl Expr {
         }
     }
 
+    /// The expression rebuilt with every subexpression for which `f` gives a replacement
+    /// replaced (outermost first; a replacement is not visited again).
+    pub fn rewrite(&self, f: &dyn Fn(&Expr) -> Option<Expr>) -> Expr {
+        if let Some(e) = f(self) {
+            return e;
+        }
+        let m = |x: &Expr| Box::new(x.rewrite(f));
+        match self {
+            Expr::Load { .. } | Expr::Const(_) | Expr::Local(_) | Expr::Index(..) => self.clone(),
+            Expr::Unary(op, a) => Expr::Unary(*op, m(a)),
+            Expr::Convert(d, a) => Expr::Convert(*d, m(a)),
+            Expr::Binary(op, a, b) => Expr::Binary(*op, m(a), m(b)),
+            Expr::Compare(op, a, b) => Expr::Compare(*op, m(a), m(b)),
+            Expr::Select(c, a, b) => Expr::Select(m(c), m(a), m(b)),
+        }
+    }
+
     /// The expression rebuilt with every index rewritten by `index`, every loaded buffer by
     /// `buffer` and every reduction local replaced by `local(l)`.
     pub fn map(
@@ -470,6 +487,56 @@ pub struct LoopNest {
     /// The extents of the outer (parallel) variables `Var(0)..Var(space.len())`.
     pub space: Vec<usize>,
     pub stages: Vec<Stage>,
+}
+
+impl LoopNest {
+    /// The nest over `space` with each stage rebuilt: its loop variables renamed by `fv`, a
+    /// store's buffer by `fb` and its indices by `fi`, each stage's expression (a reduction's
+    /// body, a store's value) by `fe`.
+    pub fn map_stages(
+        &self,
+        space: Vec<usize>,
+        fe: &dyn Fn(&Expr) -> Expr,
+        fi: &dyn Fn(&Index) -> Index,
+        fb: &dyn Fn(BufferId) -> BufferId,
+        fv: &dyn Fn(Var) -> Var,
+    ) -> LoopNest {
+        let vars = |vs: &[(Var, usize)]| vs.iter().map(|&(u, e)| (fv(u), e)).collect();
+        let stages = self
+            .stages
+            .iter()
+            .map(|s| match s {
+                Stage::Reduce {
+                    local,
+                    kind,
+                    vars: vs,
+                    body,
+                } => Stage::Reduce {
+                    local: *local,
+                    kind: *kind,
+                    vars: vars(vs),
+                    body: fe(body),
+                },
+                Stage::Store {
+                    buffer,
+                    vars: vs,
+                    index,
+                    value,
+                } => Stage::Store {
+                    buffer: fb(*buffer),
+                    vars: vars(vs),
+                    index: index.iter().map(fi).collect(),
+                    value: fe(value),
+                },
+            })
+            .collect();
+        LoopNest { space, stages }
+    }
+
+    /// The nest with each stage's expression rebuilt by `f`, all else unchanged.
+    pub fn map_exprs(&self, f: &dyn Fn(&Expr) -> Expr) -> LoopNest {
+        self.map_stages(self.space.clone(), f, &|i| i.clone(), &|b| b, &|v| v)
+    }
 }
 
 /// A kernel's body.

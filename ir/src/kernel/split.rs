@@ -24,36 +24,7 @@ fn map_nest(
     fb: &dyn Fn(BufferId) -> BufferId,
     fv: &dyn Fn(Var) -> Var,
 ) -> LoopNest {
-    let vars = |vs: &[(Var, usize)]| vs.iter().map(|&(u, e)| (fv(u), e)).collect();
-    let stages = nest
-        .stages
-        .iter()
-        .map(|s| match s {
-            Stage::Reduce {
-                local,
-                kind,
-                vars: vs,
-                body,
-            } => Stage::Reduce {
-                local: *local,
-                kind: *kind,
-                vars: vars(vs),
-                body: map_expr(body, fi, fb),
-            },
-            Stage::Store {
-                buffer,
-                vars: vs,
-                index,
-                value,
-            } => Stage::Store {
-                buffer: fb(*buffer),
-                vars: vars(vs),
-                index: index.iter().map(fi).collect(),
-                value: map_expr(value, fi, fb),
-            },
-        })
-        .collect();
-    LoopNest { space, stages }
+    nest.map_stages(space, &|e| map_expr(e, fi, fb), fi, fb, fv)
 }
 
 /// `nest` with its buffers renamed by `fb`.

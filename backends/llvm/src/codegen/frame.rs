@@ -275,62 +275,23 @@ pub(crate) fn plan(p: &KernelProgram, nest: &LoopNest) -> Option<(BufferId, Fram
 /// `nest` with its loads of `src` with the frame's fill reading the frame `slot` instead:
 /// each index shifted by the frame's first position, no fill.
 pub(crate) fn reframe(nest: &LoopNest, src: BufferId, slot: BufferId, fr: &Frame) -> LoopNest {
-    fn expr(e: &Expr, src: BufferId, slot: BufferId, fr: &Frame) -> Expr {
-        let m = |x: &Expr| Box::new(expr(x, src, slot, fr));
-        match e {
-            Expr::Load {
-                buffer,
-                index,
-                fill: Some(fill),
-            } if *buffer == src && fill.bit_eq(&fr.fill) => Expr::Load {
-                buffer: slot,
-                index: index
-                    .iter()
-                    .zip(&fr.lo)
-                    .map(|(ix, &lo)| ix.clone().offset(-lo))
-                    .collect(),
-                fill: None,
-            },
-            Expr::Load { .. } | Expr::Const(_) | Expr::Local(_) | Expr::Index(..) => e.clone(),
-            Expr::Unary(op, a) => Expr::Unary(*op, m(a)),
-            Expr::Convert(d, a) => Expr::Convert(*d, m(a)),
-            Expr::Binary(op, a, b) => Expr::Binary(*op, m(a), m(b)),
-            Expr::Compare(op, a, b) => Expr::Compare(*op, m(a), m(b)),
-            Expr::Select(c, a, b) => Expr::Select(m(c), m(a), m(b)),
-        }
-    }
-    let stages = nest
-        .stages
-        .iter()
-        .map(|s| match s {
-            Stage::Reduce {
-                local,
-                kind,
-                vars,
-                body,
-            } => Stage::Reduce {
-                local: *local,
-                kind: *kind,
-                vars: vars.clone(),
-                body: expr(body, src, slot, fr),
-            },
-            Stage::Store {
-                buffer,
-                vars,
-                index,
-                value,
-            } => Stage::Store {
-                buffer: *buffer,
-                vars: vars.clone(),
-                index: index.clone(),
-                value: expr(value, src, slot, fr),
-            },
-        })
-        .collect();
-    LoopNest {
-        space: nest.space.clone(),
-        stages,
-    }
+    let to_frame = |e: &Expr| match e {
+        Expr::Load {
+            buffer,
+            index,
+            fill: Some(fill),
+        } if *buffer == src && fill.bit_eq(&fr.fill) => Some(Expr::Load {
+            buffer: slot,
+            index: index
+                .iter()
+                .zip(&fr.lo)
+                .map(|(ix, &lo)| ix.clone().offset(-lo))
+                .collect(),
+            fill: None,
+        }),
+        _ => None,
+    };
+    nest.map_exprs(&|e| e.rewrite(&to_frame))
 }
 
 /// A loop kernel that reads a frame.
