@@ -422,14 +422,7 @@ impl PackedOperands {
     /// The slot of `bytes` of per-run scratch for one kernel (from 0: a padded copy of an
     /// input).
     pub fn add_scratch(&mut self, bytes: usize) -> BufferId {
-        let s = self.buffers + self.list.len();
-        self.scratch_bytes = self.scratch_bytes.max(bytes.next_multiple_of(64));
-        self.list.push(PackedOperand {
-            slot: s,
-            bytes,
-            scratch: Some(0),
-        });
-        BufferId(s as u32)
+        self.slot(bytes, false, &mut 0)
     }
 
     /// The slots of one GEMM kernel's A and B operand memory of the given sizes, constant (its
@@ -441,24 +434,27 @@ impl PackedOperands {
         (b_bytes, b_const): (usize, bool),
     ) -> (BufferId, BufferId) {
         let mut used = 0usize;
-        let mut slot = |bytes: usize, constant: bool| {
-            let s = self.buffers + self.list.len();
-            let scratch = (!constant).then(|| {
-                let at = used;
-                used = (used + bytes).next_multiple_of(64);
-                self.scratch_bytes = self.scratch_bytes.max(used);
-                at
-            });
-            self.list.push(PackedOperand {
-                slot: s,
-                bytes,
-                scratch,
-            });
-            BufferId(s as u32)
-        };
-        let a = slot(a_bytes, a_const);
-        let b = slot(b_bytes, b_const);
+        let a = self.slot(a_bytes, a_const, &mut used);
+        let b = self.slot(b_bytes, b_const, &mut used);
         (a, b)
+    }
+
+    /// The next slot: `bytes` of memory of its own when `constant`, else at `used` in the
+    /// scratch region (`used` moves past it, 64-byte aligned).
+    fn slot(&mut self, bytes: usize, constant: bool, used: &mut usize) -> BufferId {
+        let s = self.buffers + self.list.len();
+        let scratch = (!constant).then(|| {
+            let at = *used;
+            *used = (*used + bytes).next_multiple_of(64);
+            self.scratch_bytes = self.scratch_bytes.max(*used);
+            at
+        });
+        self.list.push(PackedOperand {
+            slot: s,
+            bytes,
+            scratch,
+        });
+        BufferId(s as u32)
     }
 }
 

@@ -53,7 +53,7 @@ use inkwell::intrinsics::Intrinsic;
 use inkwell::module::Linkage;
 use inkwell::types::BasicType;
 use inkwell::values::BasicValue;
-use inkwell::values::{BasicValueEnum, FunctionValue, IntValue, VectorValue};
+use inkwell::values::{BasicValueEnum, FunctionValue, IntValue, PointerValue, VectorValue};
 use terafab_ir::DType;
 use terafab_ir::kernel::{Body, BufferId, Expr, Index, Kernel, LoopNest, Var, offset_coeff};
 use terafab_runtime::gemm::{
@@ -103,8 +103,9 @@ pub(crate) fn try_gemm(
     let mut plan = Plan::new(g.p, &form, &TILING);
     // An activation read in place (no packing; see `Direct`): as B where a panel's 16
     // columns are 16 consecutive elements (a convolution over rows of a multiple of 16
-    // pixels, through a phase-split frame if strided; the epilogue stores whole vectors: VGG's 64-channel conv over 224x224 ran 14%
-    // faster than swapped, the small CNN's 32-channel conv (K = 288) 17% faster than packed);
+    // pixels, through a phase-split frame if strided; the epilogue stores whole vectors:
+    // VGG's 64-channel conv over 224x224 ran 14% faster than swapped, the small CNN's
+    // 32-channel conv (K = 288) 17% faster than packed);
     // else as A, in this orientation, or the other way round when that reads it in place, pads
     // the tiles about as little, and K is long enough to pay for the epilogue's strided
     // stores: from 512, or from 128 where B's panels would be packed lane by lane (no unit
@@ -127,7 +128,9 @@ pub(crate) fn try_gemm(
             (form, plan, direct) = (sw, sw_plan, Some(d));
         }
     }
-    let direct_b = direct.as_ref().is_some_and(|d| d.side == Side::B);
+    // The operand read in place, if any.
+    let read = direct.as_ref().map(|d| d.side);
+    let direct_b = read == Some(Side::B);
     // B packed by the compute tasks themselves, each its own block of columns just before
     // using it (so the panels are read back from cache, not memory): a B packed every run,
     // of at least 32 panels. A task then runs every block of A panels over its columns, so
@@ -168,30 +171,25 @@ pub(crate) fn try_gemm(
     };
 
     let mut phases = Vec::new();
-    let (pack_a, pack_b) = (direct.is_none() || direct_b, !direct_b);
-    let pack_a = match pack_a {
-        true => Some(pack_fn(
+    // The operands packed: A unless read in place as A, B unless read in place as B.
+    let mut pack = |side: Side, dst: BufferId, label: &str| {
+        pack_fn(
             g,
-            &format!("{name}.packA"),
+            &format!("{name}.{label}"),
             &bufs,
-            ap,
+            dst,
             &form,
-            Side::A,
+            side,
             plan.k,
-        )?),
-        false => None,
+        )
     };
-    let pack_b = match pack_b {
-        true => Some(pack_fn(
-            g,
-            &format!("{name}.packB"),
-            &bufs,
-            bp,
-            &form,
-            Side::B,
-            plan.k,
-        )?),
-        false => None,
+    let pack_a = match read {
+        Some(Side::A) => None,
+        _ => Some(pack(Side::A, ap, "packA")?),
+    };
+    let pack_b = match read {
+        Some(Side::B) => None,
+        _ => Some(pack(Side::B, bp, "packB")?),
     };
     // A constant operand is packed once by `init` (one batch), the others on every run (a
     // fused B by the compute tasks: no task of its own).
@@ -705,6 +703,25 @@ fn ukernel<'ctx>(g: &mut Gen<'_, 'ctx>, mr: usize, direct: Option<Side>) -> R<Fu
     Ok(f)
 }
 
+/// The address of a packed operand's K chunk from `k0`: panel `panel` of `panel_len` floats
+/// after the batch's `base`, `width` floats per k.
+fn packed_chunk<'ctx>(
+    g: &Gen<'_, 'ctx>,
+    ptr: PointerValue<'ctx>,
+    (panel, panel_len): (IntValue<'ctx>, i64),
+    base: IntValue<'ctx>,
+    k0: IntValue<'ctx>,
+    width: usize,
+) -> R<PointerValue<'ctx>> {
+    let off = g.b.build_int_mul(panel, g.i64(panel_len), "poff")?;
+    let off = g.b.build_int_add(off, base, "poff")?;
+    let kw = g.b.build_int_mul(k0, g.i64(width as i64), "koff")?;
+    let off = g.b.build_int_add(off, kw, "poff")?;
+    Ok(unsafe {
+        g.b.build_in_bounds_gep(g.ctx.f32_type(), ptr, &[off], "chunk")?
+    })
+}
+
 /// A compute task: `task = (batch * mblocks + mb) * nblocks + nb`.
 fn compute_fn<'ctx>(
     g: &mut Gen<'_, 'ctx>,
@@ -1005,13 +1022,7 @@ fn compute_fn<'ctx>(
                         let o = g.index(f, &db.poff(&form.n_vars))?;
                         unsafe { g.b.build_in_bounds_gep(f32t, src, &[o], "bpanel")? }
                     }
-                    None => {
-                        let boff = g.b.build_int_mul(q, g.i64(panel_b), "boff")?;
-                        let boff = g.b.build_int_add(boff, b_base, "boff")?;
-                        let kb = g.b.build_int_mul(k0, g.i64(NR as i64), "kb")?;
-                        let boff = g.b.build_int_add(boff, kb, "boff")?;
-                        unsafe { g.b.build_in_bounds_gep(f32t, bp_ptr, &[boff], "bpanel")? }
-                    }
+                    None => packed_chunk(g, bp_ptr, (q, panel_b), b_base, k0, NR)?,
                 };
                 g.range_loop(f, p0, p1, |g, f, pidx| {
                     let tile = tile_at(g, pidx, q)?;
@@ -1023,13 +1034,7 @@ fn compute_fn<'ctx>(
                             let at = g.b.build_int_mul(at, g.i64(mr as i64), "at")?;
                             unsafe { g.b.build_in_bounds_gep(ptr_t, bases, &[at], "rows")? }
                         }
-                        None => {
-                            let aoff = g.b.build_int_mul(pidx, g.i64(panel_a), "aoff")?;
-                            let aoff = g.b.build_int_add(aoff, a_base, "aoff")?;
-                            let ka = g.b.build_int_mul(k0, g.i64(mr as i64), "ka")?;
-                            let aoff = g.b.build_int_add(aoff, ka, "aoff")?;
-                            unsafe { g.b.build_in_bounds_gep(f32t, ap_ptr, &[aoff], "apanel")? }
-                        }
+                        None => packed_chunk(g, ap_ptr, (pidx, panel_a), a_base, k0, mr)?,
                     };
                     let mut args: Vec<inkwell::values::BasicMetadataValueEnum<'ctx>> = vec![
                         a_arg.into(),

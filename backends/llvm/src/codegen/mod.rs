@@ -278,6 +278,13 @@ impl<'ctx> Gen<'_, 'ctx> {
         Ok(KernelPlan::Compiled { phases })
     }
 
+    /// The element type of a buffer (or of a view), without copying its layout.
+    fn dtype(&self, b: BufferId) -> DType {
+        self.views
+            .get(&b)
+            .map_or_else(|| self.p.buffer(b).dtype, |v| v.0)
+    }
+
     /// The element type, shape and strides of a buffer (or of a view: see `views`).
     fn layout(&self, b: BufferId) -> (DType, Vec<usize>, Vec<usize>) {
         match self.views.get(&b) {
@@ -525,7 +532,7 @@ impl<'ctx> Gen<'_, 'ctx> {
         index: &[Index],
         x: BasicValueEnum<'ctx>,
     ) -> R<()> {
-        let d = self.layout(buffer).0;
+        let d = self.dtype(buffer);
         let (ptr, _) = self.load_address(f, buffer, index, false)?;
         let m = self.scalar().reg_to_mem(x, d)?;
         self.b.build_store(ptr, m)?;
@@ -675,7 +682,7 @@ impl<'ctx> Gen<'_, 'ctx> {
     /// The element type of an expression.
     pub fn dtype_of(&self, f: &Fn<'ctx>, e: &Expr) -> R<DType> {
         Ok(match e {
-            Expr::Load { buffer, .. } => self.layout(*buffer).0,
+            Expr::Load { buffer, .. } => self.dtype(*buffer),
             Expr::Const(t) => t.dtype(),
             Expr::Local(l) => {
                 f.locals
@@ -753,7 +760,7 @@ impl<'ctx> Gen<'_, 'ctx> {
         index: &[Index],
         fill: Option<&terafab_ir::Tensor>,
     ) -> R<BasicValueEnum<'ctx>> {
-        let d = self.layout(buffer).0;
+        let d = self.dtype(buffer);
         let (ptr, inside) = self.load_address(f, buffer, index, fill.is_some())?;
         let mt = self.scalar().mem_type(d)?;
         let raw = self.b.build_load(mt, ptr, "ld")?;
@@ -778,13 +785,17 @@ impl<'ctx> Gen<'_, 'ctx> {
         checked: bool,
     ) -> R<(PointerValue<'ctx>, Option<IntValue<'ctx>>)> {
         let (d, shape, strides) = self.layout(buffer);
-        let mut off = self.i64(0);
         let mut inside: Option<IntValue<'ctx>> = None;
-        let leaves = |k: usize, ix: &Index| {
-            let (lo, hi) = self.interval(f, ix);
-            lo < 0 || hi >= shape[k] as i64
-        };
-        if !checked || !index.iter().enumerate().any(|(k, ix)| leaves(k, ix)) {
+        // Which dims' intervals leave the buffer.
+        let leaves: Vec<bool> = index
+            .iter()
+            .zip(&shape)
+            .map(|(ix, &n)| {
+                let (lo, hi) = self.interval(f, ix);
+                lo < 0 || hi >= n as i64
+            })
+            .collect();
+        let off = if !checked || !leaves.contains(&true) {
             // No bounds to check: the element offset as one index, simplified, so that dims
             // that split one flat variable recombine (`(n / w) * w + n % w` is `n`: an
             // epilogue's row-major store of a convolution's pixels, whose divisions LLVM
@@ -797,38 +808,36 @@ impl<'ctx> Gen<'_, 'ctx> {
                     acc.plus(ix.clone().times(s as i64))
                 });
             let flat = terafab_ir::kernel::split::simplify(&flat, &|v| f.extents.get(&v).copied());
-            off = self.index(f, &flat)?;
-            let mt = self.scalar().mem_type(d)?;
-            let ptr = unsafe {
-                self.b
-                    .build_in_bounds_gep(mt, f.ptrs[&buffer], &[off], "p")?
-            };
-            return Ok((ptr, None));
-        }
-        for (k, ix) in index.iter().enumerate() {
-            let (lo, hi) = self.interval(f, ix);
-            let mut v = self.index(f, ix)?;
-            if checked && (lo < 0 || hi >= shape[k] as i64) {
-                let ok = self.b.build_int_compare(
-                    IntPredicate::ULT,
-                    v,
-                    self.i64(shape[k] as i64),
-                    "in",
-                )?;
-                inside = Some(match inside {
-                    Some(a) => self.b.build_and(a, ok, "in")?,
-                    None => ok,
-                });
-                v = self
+            self.index(f, &flat)?
+        } else {
+            // Dim by dim: each dim whose interval leaves the buffer checked, and clamped to 0
+            // outside.
+            let mut off = self.i64(0);
+            for (k, ix) in index.iter().enumerate() {
+                let mut v = self.index(f, ix)?;
+                if leaves[k] {
+                    let ok = self.b.build_int_compare(
+                        IntPredicate::ULT,
+                        v,
+                        self.i64(shape[k] as i64),
+                        "in",
+                    )?;
+                    inside = Some(match inside {
+                        Some(a) => self.b.build_and(a, ok, "in")?,
+                        None => ok,
+                    });
+                    v = self
+                        .b
+                        .build_select(ok, v, self.i64(0), "clamp")?
+                        .into_int_value();
+                }
+                let t = self
                     .b
-                    .build_select(ok, v, self.i64(0), "clamp")?
-                    .into_int_value();
+                    .build_int_nsw_mul(v, self.i64(strides[k] as i64), "o")?;
+                off = self.b.build_int_nsw_add(off, t, "off")?;
             }
-            let t = self
-                .b
-                .build_int_nsw_mul(v, self.i64(strides[k] as i64), "o")?;
-            off = self.b.build_int_nsw_add(off, t, "off")?;
-        }
+            off
+        };
         let mt = self.scalar().mem_type(d)?;
         let ptr = unsafe {
             self.b
