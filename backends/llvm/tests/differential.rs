@@ -519,6 +519,10 @@ fn convolutions_read_their_input_in_place() {
 /// activation as B, a batch of 4 matmuls of 8 panels each) pack B inside the compute tasks,
 /// each task its own panels just before using them: no separate packB phase runs, and the
 /// results match the interpreter on 1 and 2 threads. A small one keeps its packB phase.
+/// Each task packs into a slot it claims from a bit mask: on 3 and 8 threads (more tasks at
+/// once than cores) the results are bitwise those of 1 thread. A 1x1 convolution over rows of
+/// 14 pixels (its panels cross rows: copied as vectors all the same) and a matmul of 2 blocks
+/// of A panels and 3 K chunks (each panel packed before its first use, then reused).
 #[test]
 fn compute_tasks_pack_their_own_b() {
     let conv = "func @main(%x: f32[1,3,40,40], %w: f32[16,3,3,3]) -> (y: f32[1,16,40,40]) {
@@ -541,10 +545,20 @@ fn compute_tasks_pack_their_own_b() {
   %y = dot_general(%a, %b) {lhs_batch=[0], rhs_batch=[0], lhs_contract=[2], rhs_contract=[1]} : f32[4,20,128]
   return %y
 }";
+    let conv1x1 = "func @main(%x: f32[1,40,14,42], %w: f32[24,40,1,1]) -> (y: f32[1,24,14,42]) {
+  %y = conv(%x, %w) {stride=[1, 1], pad_low=[0, 0], pad_high=[0, 0], lhs_dilation=[1, 1], rhs_dilation=[1, 1], groups=1} : f32[1,24,14,42]
+  return %y
+}";
+    let blocks = "func @main(%a: f32[300,600], %b: f32[600,520]) -> (y: f32[300,520]) {
+  %y = dot_general(%a, %b) {lhs_batch=[], rhs_batch=[], lhs_contract=[1], rhs_contract=[0]} : f32[300,520]
+  return %y
+}";
     for (src, fused) in [
         (conv, true),
         (conv28, true),
+        (conv1x1, true),
         (matmul, true),
+        (blocks, true),
         (batched, true),
         (small, false),
     ] {
@@ -568,6 +582,20 @@ fn compute_tasks_pack_their_own_b() {
             })
             .collect();
         check(src, inputs.clone()).unwrap();
+        let f = terafab_ir::parse::parse_module(src).unwrap();
+        let run = |threads| {
+            let opts = Options {
+                threads,
+                ..Default::default()
+            };
+            terafab_llvm::run_function(f.entry().unwrap(), &inputs, &opts).unwrap()
+        };
+        let one = run(1);
+        for threads in [3, 8] {
+            for (a, b) in one.iter().zip(&run(threads)) {
+                assert!(a.bit_eq(b), "{src}: 1 and {threads} threads differ");
+            }
+        }
         let exe = terafab_llvm::compile(&common::fuse_text(src), &Options::default()).unwrap();
         let (_, times) = exe.run_profiled(&inputs).unwrap();
         let pack_b = times.iter().any(|t| t.phase.contains("packB"));

@@ -425,6 +425,12 @@ impl PackedOperands {
         self.slot(bytes, false, &mut 0)
     }
 
+    /// The slot of `bytes` of zeroed memory of one kernel's own, kept from run to run (the
+    /// mask of a GEMM's claimed B slots, which every task leaves as it found it).
+    pub fn add_own(&mut self, bytes: usize) -> BufferId {
+        self.slot(bytes, true, &mut 0)
+    }
+
     /// The slots of one GEMM kernel's A and B operand memory of the given sizes, constant (its
     /// own memory) or not (the scratch region, from 0): a backend that reads an operand in
     /// place, or through a copy of another size, sizes it itself.

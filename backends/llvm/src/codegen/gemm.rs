@@ -27,8 +27,11 @@
 //!    At most 40 A panels make one block (each B chunk loaded once for every row). A B
 //!    packed every run with at least 32 panels is packed by the compute tasks
 //!    themselves instead (no pack phase): a task takes one block of columns (blocks of 2 to 8
-//!    panels, 16 or more of them), packs its B panels, then runs every block of A panels over
-//!    them, so the panels are read back from cache rather than memory and each is packed once.
+//!    panels, 16 or more of them), claims a slot of one block's panels (a bit mask; a thread
+//!    gets the same slot, still in its cache, task after task), packs each panel into it just
+//!    before its first use, prefetching the lines the next one's packing reads, and runs every
+//!    block of A panels over them: the panels are read back from cache rather than memory and
+//!    each is packed once.
 //!
 //! **Operands read in place** ([`Direct`]): an activation whose packing would expand it (an
 //! im2col matrix) is not packed. As B, where a panel's 16 columns are 16 consecutive elements
@@ -48,6 +51,8 @@
 //! f64 sum rounded once).
 
 use inkwell::AddressSpace;
+use inkwell::AtomicOrdering;
+use inkwell::AtomicRMWBinOp;
 use inkwell::IntPredicate;
 use inkwell::intrinsics::Intrinsic;
 use inkwell::module::Linkage;
@@ -158,16 +163,25 @@ pub(crate) fn try_gemm(
         plan = Plan::new(g.p, &form, &tiling);
     }
     let bufs = Gen::kernel_buffers(k);
+    // A fused B is packed into one of a few slots of one block's panels, claimed by each task
+    // (see `claim_slot`), so that a thread packs into the same memory, still in its cache,
+    // task after task: packed at their place in the whole of B, every panel's lines were cold
+    // (ResNet's 256->64 1x1 conv over 56x56 spent about a third of its time packing).
+    let b_slots = (plan.batch * plan.blocks.n).min(64);
+    let (a_bytes, mut b_bytes) = plan.packed_bytes();
+    if fuse_b {
+        b_bytes = b_slots * plan.blocks.n_panels * plan.k * NR * 4;
+    }
+    let (a_mem, b_mem) = ((a_bytes, plan.a_const), (b_bytes, plan.b_const));
     let (ap, bp) = match &direct {
         Some(d) => {
-            let (a_bytes, b_bytes) = plan.packed_bytes();
             let frame = (d.frame_bytes(), false);
             match d.side {
-                Side::A => g.packed.add_sized(frame, (b_bytes, plan.b_const)),
-                Side::B => g.packed.add_sized((a_bytes, plan.a_const), frame),
+                Side::A => g.packed.add_sized(frame, b_mem),
+                Side::B => g.packed.add_sized(a_mem, frame),
             }
         }
-        None => g.packed.add(&plan),
+        None => g.packed.add_sized(a_mem, b_mem),
     };
 
     let mut phases = Vec::new();
@@ -177,7 +191,7 @@ pub(crate) fn try_gemm(
             g,
             &format!("{name}.{label}"),
             &bufs,
-            dst,
+            (dst, side == Side::B && fuse_b),
             &form,
             side,
             plan.k,
@@ -223,7 +237,10 @@ pub(crate) fn try_gemm(
         let name = task.get_name().to_string_lossy().into_owned();
         phases.push((name, frame.tasks() as u64));
     }
-    let fused = pack_b.filter(|_| fuse_b);
+    let fused = match pack_b.filter(|_| fuse_b) {
+        Some(pack) => Some((pack, g.packed.add_own(8), b_slots)),
+        None => None,
+    };
     let compute = compute_fn(
         g,
         &format!("{name}.compute"),
@@ -316,13 +333,15 @@ pub(super) fn trampoline<'ctx>(
     })
 }
 
-/// A pack task: `task = batch * panels + panel`; writes the panel's `k × width` values.
-/// Returns its inner function, over the pointers of `bufs` and `dst` and the task.
+/// A pack task: `task = batch * panels + panel`; writes the panel's `k × width` values at
+/// its place in `dst`, or, `at_panel`, at `dst` itself (the pointer the caller passes is the
+/// panel's: a fused B's slot). Returns its inner function, over the pointers of `bufs` and
+/// `dst` and the task.
 fn pack_fn<'ctx>(
     g: &mut Gen<'_, 'ctx>,
     name: &str,
     bufs: &[BufferId],
-    dst: BufferId,
+    (dst, at_panel): (BufferId, bool),
     form: &Form<'_>,
     side: Side,
     kk: usize,
@@ -343,9 +362,13 @@ fn pack_fn<'ctx>(
     let panel =
         g.b.build_int_unsigned_rem(task, g.i64(panels as i64), "panel")?;
     bind_flat(g, &mut f, bi, &form.batch_vars)?;
-    // dst + (task * k) * width floats.
-    let base =
-        g.b.build_int_mul(task, g.i64((kk * width) as i64), "base")?;
+    // dst + (task * k) * width floats; `at_panel`: `dst` is the panel's own place.
+    let base = match at_panel {
+        true => g.i64(0),
+        false => {
+            g.b.build_int_mul(task, g.i64((kk * width) as i64), "base")?
+        }
+    };
     let dst_ptr = f.ptrs[&dst];
     let first = g.b.build_int_mul(panel, g.i64(width as i64), "first")?;
     for (v, n) in &form.k_vars {
@@ -431,11 +454,39 @@ fn pack_fn<'ctx>(
             Some((buffer, index, checked)) => {
                 // The panel's lanes in one row of the lane variable (so all are real columns
                 // and the offset runs on by one per lane).
+                // Or, where the side's variables run through the operand as one flat run
+                // (each one's coefficient the next one's times its extent: a 1x1
+                // convolution's pixels) and no bound is checked, the panel is whole (a row of
+                // 56 pixels left one panel in 7 to the lanes).
                 let &(u, nu) = vars.last().expect("a lane variable");
+                let strides = &g.p.buffer(buffer).strides;
+                let coeff = |v| offset_coeff(index, strides, v);
+                let flat = !checked
+                    && vars.windows(2).all(|w| {
+                        matches!((coeff(w[0].0), coeff(w[1].0)),
+                            (Some(a), Some(b)) if Some(a) == b.checked_mul(w[1].1 as i64))
+                    });
                 bind_lane(g, &mut f, zero)?;
-                let u_last = g.b.build_int_add(f.vars[&u], g.i64(width_i - 1), "ulast")?;
-                let one_row =
-                    g.b.build_int_compare(IntPredicate::SLT, u_last, g.i64(nu as i64), "onerow")?;
+                let one_row = match flat {
+                    true => {
+                        let last = g.b.build_int_add(first, g.i64(width_i - 1), "plast")?;
+                        g.b.build_int_compare(
+                            IntPredicate::SLT,
+                            last,
+                            g.i64(extent as i64),
+                            "whole",
+                        )?
+                    }
+                    false => {
+                        let u_last = g.b.build_int_add(f.vars[&u], g.i64(width_i - 1), "ulast")?;
+                        g.b.build_int_compare(
+                            IntPredicate::SLT,
+                            u_last,
+                            g.i64(nu as i64),
+                            "onerow",
+                        )?
+                    }
+                };
                 let v16 = f32t.vec_type(width as u32);
                 g.nest(&mut f, &k_vars, &mut |g, f| {
                     // Both ends inside the buffer: then every lane between is.
@@ -703,6 +754,83 @@ fn ukernel<'ctx>(g: &mut Gen<'_, 'ctx>, mr: usize, direct: Option<Side>) -> R<Fu
     Ok(f)
 }
 
+/// Claim one of a fused B's `slots` (a task's panels) in the bit mask at `mask` (zero when no
+/// task runs; each task clears its bit when done): the lowest free one, by compare-and-swap.
+/// With as many slots as tasks, up to 64, a free one exists whenever fewer tasks than slots
+/// run at once; with more threads, a task waits for one.
+fn claim_slot<'ctx>(
+    g: &mut Gen<'_, 'ctx>,
+    f: &mut Fn<'ctx>,
+    mask: PointerValue<'ctx>,
+    slots: usize,
+) -> R<IntValue<'ctx>> {
+    let i64t = g.ctx.i64_type();
+    let cttz = Intrinsic::find("llvm.cttz")
+        .and_then(|i| i.get_declaration(g.module, &[i64t.into()]))
+        .ok_or_else(|| CodegenError::Llvm("no llvm.cttz".into()))?;
+    let retry = g.ctx.append_basic_block(f.func, "claim");
+    let attempt = g.ctx.append_basic_block(f.func, "claim.try");
+    let done = g.ctx.append_basic_block(f.func, "claim.done");
+    g.b.build_unconditional_branch(retry)?;
+    g.b.position_at_end(retry);
+    let m = g.b.build_load(i64t, mask, "mask")?;
+    let load = m
+        .as_instruction_value()
+        .ok_or_else(|| CodegenError::Invalid("a load without its instruction".into()))?;
+    load.set_atomic_ordering(AtomicOrdering::Monotonic)
+        .and_then(|_| load.set_alignment(8))
+        .map_err(|e| CodegenError::Invalid(e.to_string()))?;
+    let m = m.into_int_value();
+    let free = g.b.build_not(m, "free")?;
+    let bit = g.b.build_call(
+        cttz,
+        &[free.into(), g.ctx.bool_type().const_zero().into()],
+        "i",
+    )?;
+    let i = bit
+        .try_as_basic_value()
+        .basic()
+        .ok_or_else(|| CodegenError::Invalid("cttz without a value".into()))?
+        .into_int_value();
+    let ok =
+        g.b.build_int_compare(IntPredicate::ULT, i, g.i64(slots as i64), "free")?;
+    g.b.build_conditional_branch(ok, attempt, retry)?;
+    g.b.position_at_end(attempt);
+    let bit = g.b.build_left_shift(g.i64(1), i, "bit")?;
+    let new = g.b.build_or(m, bit, "claimed")?;
+    let res = g.b.build_cmpxchg(
+        mask,
+        m,
+        new,
+        AtomicOrdering::Acquire,
+        AtomicOrdering::Monotonic,
+    )?;
+    let won = g.b.build_extract_value(res, 1, "won")?.into_int_value();
+    g.b.build_conditional_branch(won, done, retry)?;
+    g.b.position_at_end(done);
+    Ok(i)
+}
+
+/// Prefetch the line at `addr` into every cache level, for a read or a write.
+fn prefetch<'ctx>(g: &Gen<'_, 'ctx>, addr: PointerValue<'ctx>, write: bool) -> R<()> {
+    let ptr_ty = g.ctx.ptr_type(AddressSpace::default());
+    let pf = Intrinsic::find("llvm.prefetch")
+        .and_then(|i| i.get_declaration(g.module, &[ptr_ty.into()]))
+        .ok_or_else(|| CodegenError::Llvm("no llvm.prefetch".into()))?;
+    let i32t = g.ctx.i32_type();
+    g.b.build_call(
+        pf,
+        &[
+            addr.into(),
+            i32t.const_int(write as u64, false).into(),
+            i32t.const_int(3, false).into(),
+            i32t.const_int(1, false).into(),
+        ],
+        "",
+    )?;
+    Ok(())
+}
+
 /// The address of a packed operand's K chunk from `k0`: panel `panel` of `panel_len` floats
 /// after the batch's `base`, `width` floats per k.
 fn packed_chunk<'ctx>(
@@ -729,9 +857,10 @@ fn compute_fn<'ctx>(
     bufs: &[BufferId],
     (ap, bp): (BufferId, BufferId),
     (form, d): (&Form<'_>, &Plan),
-    pack_b: Option<FunctionValue<'ctx>>,
+    fused: Option<(FunctionValue<'ctx>, BufferId, usize)>,
     direct: Option<&Direct>,
 ) -> R<String> {
+    let pack_b = fused.map(|f| f.0);
     let mr = form.mr;
     let uk = ukernel(g, mr, direct.map(|d| d.side))?;
     // A direct operand's K offsets, a constant table.
@@ -764,6 +893,9 @@ fn compute_fn<'ctx>(
     let mut all = bufs.to_vec();
     all.push(ap);
     all.push(bp);
+    if let Some((_, mask, _)) = fused {
+        all.push(mask);
+    }
     let f32t = g.ctx.f32_type();
     let (mut f, task) = begin_task_fn(g, name, &all);
     // The block's accumulators: one MR x NR tile per (A panel, B panel) pair.
@@ -818,20 +950,55 @@ fn compute_fn<'ctx>(
         g.i64(0)
     };
     let (ap_ptr, bp_ptr) = (f.ptrs[&ap], f.ptrs[&bp]);
-    // A fused B: this task packs its own panels first (pack task `batch * np + q`).
-    if let Some(pack) = pack_b {
-        let mut args: Vec<inkwell::values::BasicMetadataValueEnum<'ctx>> =
-            bufs.iter().map(|b| f.ptrs[b].into()).collect();
-        args.push(bp_ptr.into());
-        let first = g.b.build_int_mul(bi, g.i64(d.np as i64), "pbase")?;
-        g.range_loop(&mut f, q0, q1, |g, _f, q| {
-            let t = g.b.build_int_add(first, q, "ptask")?;
-            let mut a = args.clone();
-            a.push(t.into());
-            g.b.build_call(pack, &a, "")?;
-            Ok(())
-        })?;
-    }
+    // A fused B: this task packs each of its panels just before its first use (pack task
+    // `batch * np + q`), and first prefetches the lines the next panel's packing reads, so that
+    // they arrive while the micro-kernels run over this one. Packed all at once, a 1x1
+    // convolution's panels (one line in each of K channel planes: more streams than the
+    // hardware prefetcher follows) took a third of the task's time waiting on memory.
+    // The task's slot of packed B panels: `q0..q1` at its start.
+    let slot = match fused {
+        Some((_, mask, slots)) => {
+            let mask = f.ptrs[&mask];
+            let i = claim_slot(g, &mut f, mask, slots)?;
+            let at =
+                g.b.build_int_mul(i, g.i64(bq_n as i64 * panel_b), "slotoff")?;
+            let base = unsafe { g.b.build_in_bounds_gep(f32t, bp_ptr, &[at], "slot")? };
+            Some((mask, i, base))
+        }
+        None => None,
+    };
+    let slot_panel = |g: &Gen<'_, 'ctx>, q: IntValue<'ctx>, k0: IntValue<'ctx>| -> R<_> {
+        let (_, _, base) = slot.expect("a fused B's slot");
+        let ql = g.b.build_int_sub(q, q0, "ql")?;
+        packed_chunk(g, base, (ql, panel_b), g.i64(0), k0, NR)
+    };
+    let pack_args: Vec<inkwell::values::BasicMetadataValueEnum<'ctx>> =
+        bufs.iter().map(|b| f.ptrs[b].into()).collect();
+    let pack_first = g.b.build_int_mul(bi, g.i64(d.np as i64), "pbase")?;
+    let pack_panel = |g: &mut Gen<'_, 'ctx>, f: &mut Fn<'ctx>, q: IntValue<'ctx>| -> R<()> {
+        let Some(pack) = pack_b else {
+            return Ok(());
+        };
+        if let Some((buffer, index, _)) = vector_panel(g, form.b, &form.n_vars, NR) {
+            let next = g.b.build_int_add(q, g.i64(1), "qnext")?;
+            let next = clamp(g, next, d.np as i64 - 1)?;
+            let n = g.b.build_int_mul(next, g.i64(NR as i64), "nnext")?;
+            let n = clamp(g, n, d.n as i64 - 1)?;
+            bind_flat(g, f, n, &form.n_vars)?;
+            g.nest(f, &form.k_vars, &mut |g, f| {
+                let (a, _) = g.load_address(f, buffer, index, false)?;
+                prefetch(g, a, false)?;
+                let last = unsafe { g.b.build_gep(f32t, a, &[g.i64(NR as i64 - 1)], "plast")? };
+                prefetch(g, last, false)
+            })?;
+        }
+        let t = g.b.build_int_add(pack_first, q, "ptask")?;
+        let mut a = pack_args.clone();
+        a.push(slot_panel(g, q, g.i64(0))?.into());
+        a.push(t.into());
+        g.b.build_call(pack, &a, "")?;
+        Ok(())
+    };
     // An epilogue that reads a tensor of the output's shape (a residual) along rows of the
     // output prefetches, for each tile, what the tile two panels on reads and writes: each
     // task's tiles touch one line in each of up to 48 rows (output channels) at a time, more
@@ -970,10 +1137,6 @@ fn compute_fn<'ctx>(
                 // What the epilogue two tiles on reads and writes (each row's line).
                 let nn = g.b.build_int_add(n0, g.i64(pf_dist as i64), "pfn")?;
                 let nn = clamp(g, nn, d.n as i64 - 1)?;
-                let ptr_ty = g.ctx.ptr_type(AddressSpace::default());
-                let pf = Intrinsic::find("llvm.prefetch")
-                    .and_then(|i| i.get_declaration(g.module, &[ptr_ty.into()]))
-                    .ok_or_else(|| CodegenError::Llvm("no llvm.prefetch".into()))?;
                 g.range_loop(f, zero, mend, |g, f, i| {
                     let mi = g.b.build_int_add(m0, i, "m")?;
                     f.vars.insert(m_flat, mi);
@@ -982,17 +1145,7 @@ fn compute_fn<'ctx>(
                     f.extents.insert(n_flat, d.n);
                     for (buffer, index, write) in &pf_targets {
                         let (a, _) = g.load_address(f, *buffer, index, false)?;
-                        let i32t = g.ctx.i32_type();
-                        g.b.build_call(
-                            pf,
-                            &[
-                                a.into(),
-                                i32t.const_int(*write as u64, false).into(),
-                                i32t.const_int(3, false).into(),
-                                i32t.const_int(1, false).into(),
-                            ],
-                            "",
-                        )?;
+                        prefetch(g, a, *write)?;
                     }
                     Ok(())
                 })?;
@@ -1022,8 +1175,21 @@ fn compute_fn<'ctx>(
                         let o = g.index(f, &db.poff(&form.n_vars))?;
                         unsafe { g.b.build_in_bounds_gep(f32t, src, &[o], "bpanel")? }
                     }
+                    None if slot.is_some() => slot_panel(g, q, k0)?,
                     None => packed_chunk(g, bp_ptr, (q, panel_b), b_base, k0, NR)?,
                 };
+                if pack_b.is_some() {
+                    let first_mb = g.b.build_int_compare(IntPredicate::EQ, mb, zero, "mb0")?;
+                    let first_kc = g.b.build_int_compare(IntPredicate::EQ, kc, zero, "kc0")?;
+                    let first = g.b.build_and(first_mb, first_kc, "first")?;
+                    g.if_else(
+                        f,
+                        first,
+                        ["panel.pack", "panel.packed", "panel.ready"],
+                        |g, f| pack_panel(g, f, q),
+                        |_, _| Ok(()),
+                    )?;
+                }
                 g.range_loop(f, p0, p1, |g, f, pidx| {
                     let tile = tile_at(g, pidx, q)?;
                     // Packed A: the panel's chunk; a direct A: the panel's row pointers, and
@@ -1076,6 +1242,11 @@ fn compute_fn<'ctx>(
         None => g.range_loop(&mut f, g.i64(0), g.i64(mblocks as i64), |g, f, mb| {
             block(g, f, mb)
         })?,
+    }
+    if let Some((mask, i, _)) = slot {
+        let bit = g.b.build_left_shift(g.i64(1), i, "bit")?;
+        let keep = g.b.build_not(bit, "keep")?;
+        g.b.build_atomicrmw(AtomicRMWBinOp::And, mask, keep, AtomicOrdering::Release)?;
     }
     let inner = end_inner(g, "compute", f)?;
     trampoline(g, name, inner, &all)?;
