@@ -8,10 +8,11 @@
 //!
 //! 1. **Pack**: `A` into panels of `mr` rows (`Ap[panel][k][mr]`; `mr` = [`MR`], or `MR - 1`
 //!    when that pads M clearly less, or M when smaller), `B` into panels of [`NR`] columns
-//!    (`Bp[panel][k][NR]`), zero-padded at the edges, for every batch index. A B operand that
+//!    (`Bp[panel][k][NR]`), zero-padded at the edges, for every batch index. An operand that
 //!    is one f32 load with unit stride along the panel's lanes (a row-major activation, a
-//!    stride-1 convolution's im2col rows) copies a panel's 16 values per k as one vector where
-//!    they lie in one row and inside the buffer, else lane by lane. An operand that
+//!    stride-1 convolution's im2col rows, a 1x1 convolution's pixels as A) copies a panel's
+//!    values per k as one vector where they lie in one row (or one flat run) and inside the
+//!    buffer, else lane by lane. An operand that
 //!    reads only constants (weights) is packed once, by `init`, into memory of its own; the
 //!    others on every run (one task per panel) into the per-run scratch region, which every
 //!    kernel reuses.
@@ -531,9 +532,10 @@ fn pack_fn<'ctx>(
     end_inner(g, phase, f)
 }
 
-/// Whether a panel of `width` lanes of the operand `expr` can be copied as one vector per k:
-/// the operand is one f32 load whose element offset is affine in the lane variable (the last
-/// of `vars`) with coefficient 1 (a row-major operand, a stride-1 convolution's im2col row).
+/// Whether a panel of `width` lanes (2 to 16: a B panel, or an A panel of up to 6 rows) of the
+/// operand `expr` can be copied as one vector per k: the operand is one f32 load whose element
+/// offset is affine in the lane variable (the last of `vars`) with coefficient 1 (a row-major
+/// operand, a stride-1 convolution's im2col row, a 1x1 convolution's pixels as A).
 /// Returns the load's buffer, index, and whether its bounds are checked (a fill value).
 fn vector_panel<'e>(
     g: &Gen<'_, '_>,
@@ -551,7 +553,7 @@ fn vector_panel<'e>(
         return None;
     };
     let buf = g.p.buffer(*buffer);
-    if width != NR || buf.dtype != DType::F32 {
+    if !(2..=NR).contains(&width) || buf.dtype != DType::F32 {
         return None;
     }
     (offset_coeff(index, &buf.strides, u)? == 1).then_some((
