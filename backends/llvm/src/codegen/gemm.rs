@@ -462,8 +462,11 @@ fn pack_fn<'ctx>(
                 let &(u, nu) = vars.last().expect("a lane variable");
                 let strides = &g.p.buffer(buffer).strides;
                 let coeff = |v| offset_coeff(index, strides, v);
+                // (a variable of one value, a batch of one, takes no part).
+                let runs: Vec<_> = vars.iter().filter(|v| v.1 > 1).collect();
                 let flat = !checked
-                    && vars.windows(2).all(|w| {
+                    && runs.last().is_some_and(|v| coeff(v.0) == Some(1))
+                    && runs.windows(2).all(|w| {
                         matches!((coeff(w[0].0), coeff(w[1].0)),
                             (Some(a), Some(b)) if Some(a) == b.checked_mul(w[1].1 as i64))
                     });
