@@ -282,6 +282,61 @@ fn residual_epilogues_prefetch() {
     }
 }
 
+/// A swapped convolution (pixels along the tile's rows) stores its epilogue column by column
+/// from a transposed copy of the tile (vector shuffles): 3x3 convolutions with K = 576 over
+/// 14x14 (196 pixels: a last panel of 4 rows), 7x7 pixels (5-row tiles), with a bias
+/// and ReLU, a residual, and 40 channels over 7x7 (a partial column panel). Each matches the
+/// interpreter on 1 and 2 threads; an unswapped one (K = 72: channels along the rows) keeps
+/// the row-by-row epilogue.
+#[test]
+fn swapped_epilogues_store_by_columns() {
+    let conv = |hw: usize, ci: usize, co: usize, residual: bool| {
+        let (add, inputs, out) = match residual {
+            true => (
+                format!("  %y = add(%s, %r) : f32[1,{co},{hw},{hw}]\n"),
+                format!(", %r: f32[1,{co},{hw},{hw}]"),
+                "%y",
+            ),
+            false => (String::new(), String::new(), "%s"),
+        };
+        format!(
+            "func @main(%x: f32[1,{ci},{hw},{hw}], %w: f32[{co},{ci},3,3], %b: f32[1,{co},1,1]{inputs}) -> (y: f32[1,{co},{hw},{hw}]) {{
+  %c = conv(%x, %w) {{stride=[1, 1], pad_low=[1, 1], pad_high=[1, 1], lhs_dilation=[1, 1], rhs_dilation=[1, 1], groups=1}} : f32[1,{co},{hw},{hw}]
+  %a = add(%c, %b) : f32[1,{co},{hw},{hw}]
+  %z = constant() {{value=dense<f32[]>[0.0]}} : f32[]
+  %s = max(%a, %z) : f32[1,{co},{hw},{hw}]
+{add}  return {out}
+}}
+"
+        )
+    };
+    for (hw, ci, co, residual, by_columns) in [
+        (14, 64, 32, false, true),
+        (14, 64, 32, true, true),
+        (7, 64, 32, true, true),
+        (7, 64, 40, false, true),
+        (14, 8, 32, false, false),
+    ] {
+        let src = conv(hw, ci, co, residual);
+        let ir = terafab_llvm::emit_llvm(
+            &common::fuse_text(&src),
+            &terafab_llvm::Cpu::Named("x86-64-v3".into()),
+            terafab_llvm::IrStage::Generated,
+        )
+        .unwrap();
+        assert_eq!(ir.contains("%tt = alloca"), by_columns, "{src}");
+        let mut inputs = vec![
+            Tensor::from_vec(vec![1, ci, hw, hw], values(ci * hw * hw, 41)).unwrap(),
+            Tensor::from_vec(vec![co, ci, 3, 3], values(co * ci * 9, 42)).unwrap(),
+            Tensor::from_vec(vec![1, co, 1, 1], values(co, 43)).unwrap(),
+        ];
+        if residual {
+            inputs.push(Tensor::from_vec(vec![1, co, hw, hw], values(co * hw * hw, 44)).unwrap());
+        }
+        check(&src, inputs).unwrap();
+    }
+}
+
 /// Windows over a padded input read a frame (the input with its padding, copied by a `frame`
 /// phase) instead of checking bounds at every load: max pools with stride 2 and 1, a sum
 /// window, a max pool fused with the ReLU before it, dilation, odd sizes. A pad (each element
