@@ -24,7 +24,9 @@
 //!    it into the block's tile buffer on the stack. After the last chunk, the epilogue runs on
 //!    the tile at once, while it is in L1: each element becomes `t` and the kernel's store
 //!    stages run (bias, activation, residual, BN, casts), indexed by the element's flat row and
-//!    column so that a row-major output needs no division per element.
+//!    column so that a row-major output needs no division per element; row by row, or, where
+//!    the stores run along the rows (a swapped convolution), column by column over a copy of
+//!    the tile transposed by vector shuffles.
 //!    At most 40 A panels make one block (each B chunk loaded once for every row). A B
 //!    packed every run with at least 32 panels is packed by the compute tasks
 //!    themselves instead (no pack phase): a task takes one block of columns (blocks of 2 to 8
