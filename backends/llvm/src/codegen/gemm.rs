@@ -1231,25 +1231,35 @@ fn compute_fn<'ctx>(
                 },
             );
             let zero = g.i64(0);
+            // One element of the epilogue: row i, column j of the tile, its value at offset
+            // `o` of `src` (the tile, or its transposed copy).
+            let element = |g: &mut Gen<'_, 'ctx>,
+                           f: &mut Fn<'ctx>,
+                           (i, j): (IntValue<'ctx>, IntValue<'ctx>),
+                           src: PointerValue<'ctx>,
+                           o: IntValue<'ctx>|
+             -> R<()> {
+                for (v, at, x0, n) in [(m_flat, i, m0, d.m), (n_flat, j, n0, d.n)] {
+                    let x = g.b.build_int_add(x0, at, "x")?;
+                    f.vars.insert(v, x);
+                    f.extents.insert(v, n);
+                }
+                let tp = unsafe { g.b.build_in_bounds_gep(f32t, src, &[o], "tp")? };
+                let t = g.b.build_load(f32t, tp, "t")?;
+                f.locals.insert(form.local, (t, DType::F32));
+                g.stages(f, &epilogue_stages)
+            };
+            // Row by row.
             let epilogue = |g: &mut Gen<'_, 'ctx>,
                             f: &mut Fn<'ctx>,
                             mend: IntValue<'ctx>,
                             nend: IntValue<'ctx>|
              -> R<()> {
                 g.range_loop(f, zero, mend, |g, f, i| {
-                    let mi = g.b.build_int_add(m0, i, "m")?;
-                    f.vars.insert(m_flat, mi);
-                    f.extents.insert(m_flat, d.m);
                     g.range_loop(f, zero, nend, |g, f, j| {
-                        let nj = g.b.build_int_add(n0, j, "n")?;
-                        f.vars.insert(n_flat, nj);
-                        f.extents.insert(n_flat, d.n);
                         let o = g.b.build_int_mul(i, g.i64(NR as i64), "o")?;
                         let o = g.b.build_int_add(o, j, "o")?;
-                        let tp = unsafe { g.b.build_in_bounds_gep(f32t, tile, &[o], "tp")? };
-                        let t = g.b.build_load(f32t, tp, "t")?;
-                        f.locals.insert(form.local, (t, DType::F32));
-                        g.stages(f, &epilogue_stages)
+                        element(g, f, (i, j), tile, o)
                     })
                 })
             };
@@ -1257,23 +1267,15 @@ fn compute_fn<'ctx>(
                 None => epilogue(g, f, mend, nend)?,
                 Some(tt) => {
                     transpose_tile(g, tile, tt, mr)?;
-                    // Each column's rows, from the transposed copy: a whole tile's with
-                    // constant bounds (LLVM unrolls the rows and stores them as vectors).
-                    // One element of the epilogue: row i, column j of the tile.
-                    let element = |g: &mut Gen<'_, 'ctx>,
-                                   f: &mut Fn<'ctx>,
-                                   i: IntValue<'ctx>,
-                                   j: IntValue<'ctx>|
+                    // Each column's rows, from the transposed copy.
+                    let at_column = |g: &mut Gen<'_, 'ctx>,
+                                     f: &mut Fn<'ctx>,
+                                     i: IntValue<'ctx>,
+                                     j: IntValue<'ctx>|
                      -> R<()> {
-                        let mi = g.b.build_int_add(m0, i, "m")?;
-                        f.vars.insert(m_flat, mi);
-                        f.extents.insert(m_flat, d.m);
                         let o = g.b.build_int_mul(j, g.i64(TT_ROW as i64), "o")?;
                         let o = g.b.build_int_add(o, i, "o")?;
-                        let tp = unsafe { g.b.build_in_bounds_gep(f32t, tt, &[o], "tp")? };
-                        let t = g.b.build_load(f32t, tp, "t")?;
-                        f.locals.insert(form.local, (t, DType::F32));
-                        g.stages(f, &epilogue_stages)
+                        element(g, f, (i, j), tt, o)
                     };
                     // A whole tile's rows are emitted one after the other (straight-line code
                     // the SLP vectorizer turns into vector loads and stores), a part's loop.
@@ -1282,20 +1284,15 @@ fn compute_fn<'ctx>(
                                       rows: Option<IntValue<'ctx>>,
                                       nend: IntValue<'ctx>|
                      -> R<()> {
-                        g.range_loop(f, zero, nend, |g, f, j| {
-                            let nj = g.b.build_int_add(n0, j, "n")?;
-                            f.vars.insert(n_flat, nj);
-                            f.extents.insert(n_flat, d.n);
-                            match rows {
-                                None => {
-                                    for i in 0..mr {
-                                        element(g, f, g.i64(i as i64), j)?;
-                                    }
-                                    Ok(())
+                        g.range_loop(f, zero, nend, |g, f, j| match rows {
+                            None => {
+                                for i in 0..mr {
+                                    at_column(g, f, g.i64(i as i64), j)?;
                                 }
-                                Some(mend) => {
-                                    g.range_loop(f, zero, mend, |g, f, i| element(g, f, i, j))
-                                }
+                                Ok(())
+                            }
+                            Some(mend) => {
+                                g.range_loop(f, zero, mend, |g, f, i| at_column(g, f, i, j))
                             }
                         })
                     };
