@@ -312,6 +312,17 @@ impl Index {
     }
 }
 
+/// The element offset of `index` into a buffer with `strides`, as one index (`Σ index[d] ·
+/// strides[d]`); [`split::simplify`] recombines dims that split one flat variable.
+pub fn offset_index(index: &[Index], strides: &[usize]) -> Index {
+    index
+        .iter()
+        .zip(strides)
+        .fold(Index::Const(0), |acc, (ix, &s)| {
+            acc.plus(ix.clone().times(s as i64))
+        })
+}
+
 /// The coefficient of `v` in the element offset of `index` into a buffer with `strides`,
 /// when the offset is affine in `v` ([`Index::coeff`] of every dim, times its stride).
 pub fn offset_coeff(index: &[Index], strides: &[usize], v: Var) -> Option<i64> {

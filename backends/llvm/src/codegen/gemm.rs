@@ -1136,12 +1136,7 @@ fn compute_fn<'ctx>(
         && epilogue_stages.iter().all(|st| match st {
             terafab_ir::kernel::Stage::Store { buffer, index, .. } => {
                 // The element offset as one simplified index (its dims may split m).
-                let flat = index
-                    .iter()
-                    .zip(&g.p.buffer(*buffer).strides)
-                    .fold(Index::Const(0), |acc, (ix, &s)| {
-                        acc.plus(ix.clone().times(s as i64))
-                    });
+                let flat = terafab_ir::kernel::offset_index(index, &g.p.buffer(*buffer).strides);
                 let extent = |v: Var| match v {
                     v if v == m_flat => Some(d.m),
                     v if v == n_flat => Some(d.n),

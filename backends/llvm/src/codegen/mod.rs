@@ -801,12 +801,7 @@ impl<'ctx> Gen<'_, 'ctx> {
             // epilogue's row-major store of a convolution's pixels, whose divisions LLVM
             // cannot undo for a width that is not a power of two, and whose stores then stay
             // scalar).
-            let flat = index
-                .iter()
-                .zip(&strides)
-                .fold(Index::Const(0), |acc, (ix, &s)| {
-                    acc.plus(ix.clone().times(s as i64))
-                });
+            let flat = terafab_ir::kernel::offset_index(index, &strides);
             let flat = terafab_ir::kernel::split::simplify(&flat, &|v| f.extents.get(&v).copied());
             self.index(f, &flat)?
         } else {
