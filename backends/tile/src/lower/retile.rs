@@ -139,26 +139,15 @@ pub fn widen_rows(k: &Kernel) -> Option<Kernel> {
     };
     let mut space = nest.space.clone();
     space.swap(best, rows);
-    let stages = nest
-        .stages
-        .iter()
-        .map(|s| match s {
-            Stage::Store {
-                buffer,
-                vars,
-                index,
-                value,
-            } => Stage::Store {
-                buffer: *buffer,
-                vars: vars.clone(),
-                index: index.iter().map(|i| i.subst(&swap)).collect(),
-                value: value.map(&|i| i.subst(&swap), &|b| b, &Expr::Local),
-            },
-            s => s.clone(),
-        })
-        .collect();
+    let nest = nest.map_stages(
+        space,
+        &|e| e.map(&|i| i.subst(&swap), &|b| b, &Expr::Local),
+        &|i| i.subst(&swap),
+        &|b| b,
+        &|v| v,
+    );
     Some(Kernel {
-        body: Body::Loops(LoopNest { space, stages }),
+        body: Body::Loops(nest),
         ..k.clone()
     })
 }
